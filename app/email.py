@@ -1,0 +1,83 @@
+"""One way to send mail: send_email(). SMTP when MAIL_SERVER is set; otherwise every message
+is written to a local outbox under instance/outbox that the /outbox pages show."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from pathlib import Path
+
+import redis
+import rq
+from flask import current_app
+from flask_mail import Message
+
+from app import mail
+from app.models import utcnow
+
+log = logging.getLogger(__name__)
+
+Attachment = tuple[str, str, bytes]
+
+
+def outbox_enabled() -> bool:
+    return not current_app.config.get("MAIL_SERVER")
+
+
+def outbox_dir() -> Path:
+    path = Path(current_app.instance_path) / "outbox"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def build_message(subject: str, sender: str, recipients: list[str], text_body: str,
+                  html_body: str, attachments: list[Attachment] | None = None) -> Message:
+    msg = Message(subject, sender=sender, recipients=recipients)
+    msg.body = text_body
+    msg.html = html_body
+    for filename, media_type, data in attachments or []:
+        msg.attach(filename, media_type, data)
+    return msg
+
+
+def deliver(msg: Message) -> None:
+    """Hand one message to the SMTP server, or write it to the outbox. Raises what smtplib
+    raises (the caller decides about retries)."""
+    if outbox_enabled():
+        name = f"{utcnow():%Y%m%dT%H%M%S%f}-{uuid.uuid4().hex[:8]}.eml"
+        tmp = outbox_dir() / (name + ".part")
+        tmp.write_bytes(msg.as_bytes())
+        tmp.rename(outbox_dir() / name)
+    else:
+        mail.send(msg)
+
+
+def send_email(subject: str, sender: str, recipients: list[str], text_body: str,
+               html_body: str, attachments: list[Attachment] | None = None,
+               sync: bool = False) -> None:
+    """Send an email. With sync=False it is handed to a background job (retried when the
+    mail server is briefly unavailable); if the job queue is down it is sent right away."""
+    fields = dict(subject=subject, sender=sender, recipients=list(recipients),
+                  text_body=text_body, html_body=html_body, attachments=attachments)
+    if not sync:
+        try:
+            current_app.task_queue.enqueue(
+                "app.tasks.send_email_job", fields, job_timeout=120,
+                retry=rq.Retry(max=3, interval=current_app.config["MAIL_RETRY_INTERVALS"]),
+                result_ttl=600)
+            return
+        except redis.exceptions.RedisError as exc:
+            log.warning("job queue unavailable, sending mail in the request: %s", exc)
+    deliver(build_message(**fields))
+
+
+def send_email_once(key: str, **fields) -> bool:
+    """Send synchronously unless a message with this key was already sent, so that a retried
+    job never mails its user twice. Returns False when it had been sent before."""
+    marker = f"microblog:mail-sent:{key}"
+    if current_app.redis.exists(marker):
+        log.info("mail %s already sent, not sending again", key)
+        return False
+    deliver(build_message(**fields))
+    current_app.redis.set(marker, 1, ex=7 * 24 * 3600)
+    return True

@@ -1,0 +1,41 @@
+from flask import render_template, request
+from flask_babel import _
+from flask_wtf.csrf import CSRFError
+from werkzeug.exceptions import HTTPException
+
+from app import db
+from app.errors import bp
+
+
+def wants_json_response() -> bool:
+    return request.accept_mimetypes["application/json"] >= request.accept_mimetypes["text/html"]
+
+
+def _error(status: int, title: str, message: str):
+    if wants_json_response():
+        return {"error": title, "message": message}, status
+    return render_template("errors/error.html", status=status, title=title,
+                           message=message), status
+
+
+@bp.app_errorhandler(CSRFError)
+def csrf_error(error):
+    return _error(400, _("Bad Request"),
+                  _("The form expired or was sent from another site. Reload the page and try "
+                    "again."))
+
+
+@bp.app_errorhandler(HTTPException)
+def http_error(error):
+    if error.code == 404:
+        return _error(404, _("Not Found"), _("Sorry, that page does not exist."))
+    if error.code == 401:
+        return _error(401, _("Unauthorized"), _("Please log in to access this page."))
+    return _error(error.code or 500, error.name, error.description or "")
+
+
+@bp.app_errorhandler(500)
+def internal_error(error):
+    db.session.rollback()
+    return _error(500, _("An unexpected error has occurred"),
+                  _("The administrator has been notified. Sorry for the inconvenience!"))

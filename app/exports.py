@@ -1,0 +1,85 @@
+"""Building an export of a user's posts. Knows nothing about RQ: it streams rows from the
+database in batches into a file and reports how many posts it has written."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+import sqlalchemy as sa
+from flask import current_app
+
+from app import db
+from app.models import Post, User, utcnow
+
+FORMAT_VERSION = 1
+
+
+def count_posts(user: User) -> int:
+    return db.session.scalar(
+        sa.select(sa.func.count(Post.id)).where(Post.user_id == user.id)) or 0
+
+
+def iter_post_rows(user: User, batch_size: int):
+    """Yield (id, body, timestamp, language) for the user's posts, oldest first, reading
+    `batch_size` rows at a time (keyset pagination: constant memory, no long cursor)."""
+    last_ts, last_id = None, None
+    columns = (Post.id, Post.body, Post.timestamp, Post.language)
+    while True:
+        query = sa.select(*columns).where(Post.user_id == user.id)
+        if last_id is not None:
+            query = query.where(sa.or_(
+                Post.timestamp > last_ts,
+                sa.and_(Post.timestamp == last_ts, Post.id > last_id)))
+        query = query.order_by(Post.timestamp, Post.id).limit(batch_size)
+        rows = db.session.execute(query).all()
+        if not rows:
+            return
+        yield from rows
+        last_id, _, last_ts, _ = rows[-1]
+        if len(rows) < batch_size:
+            return
+
+
+def export_dir() -> Path:
+    path = Path(current_app.instance_path) / "exports"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def write_posts_json(user: User, on_progress: Callable[[int], None] | None = None,
+                     batch_size: int | None = None) -> Path:
+    """Write the user's posts as posts.json (format below) to a new file under
+    instance/exports and return its path. Calls on_progress(posts_written) after each post.
+
+    {"format": "microblog-posts", "version": 1, "user": ..., "exported_at": "...Z",
+     "posts": [{"id": ..., "body": ..., "timestamp": "...Z", "language": ...}, ...]}
+    """
+    batch_size = batch_size or current_app.config["EXPORT_BATCH_SIZE"]
+    header = json.dumps({
+        "format": "microblog-posts", "version": FORMAT_VERSION, "user": user.username,
+        "exported_at": utcnow().isoformat() + "Z"}, ensure_ascii=False)
+    fd, tmp = tempfile.mkstemp(prefix=f"posts-{user.id}-", suffix=".json.part",
+                               dir=export_dir())
+    encode = json.JSONEncoder(ensure_ascii=False).encode
+    written = 0
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as out:
+            out.write(header[:-1] + ', "posts": [')
+            for post_id, body, timestamp, language in iter_post_rows(user, batch_size):
+                out.write(",\n" if written else "\n")
+                out.write('{"id": %d, "body": %s, "timestamp": "%sZ", "language": %s}' % (
+                    post_id, encode(body), timestamp.isoformat(), encode(language)))
+                written += 1
+                if on_progress is not None:
+                    on_progress(written)
+            out.write("\n]}\n")
+    except BaseException:
+        os.unlink(tmp)
+        raise
+    final = Path(tmp[: -len(".part")])
+    os.replace(tmp, final)
+    return final

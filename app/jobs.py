@@ -1,0 +1,330 @@
+"""The task lifecycle: the one place that knows both the Task row and the RQ job.
+
+Launch (commit the row, then enqueue), start, progress, finish, fail, and reconcile the
+row with RQ's view when RQ could not call back (a worker killed mid-job). Task functions in
+app/tasks.py call `start`, `Progress.update` and `finish`; RQ calls `on_job_failure`; the
+web calls `reconcile_user_tasks` when a page polls.
+"""
+
+from __future__ import annotations
+
+import logging
+import smtplib
+import socket
+import uuid
+from collections.abc import Callable
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import timedelta
+
+import redis
+import rq
+import sqlalchemy as sa
+from flask import current_app, has_app_context
+from rq.callbacks import Callback
+from rq.exceptions import AbandonedJobError, NoSuchJobError
+from rq.job import Job, JobStatus
+from rq.timeouts import JobTimeoutException
+from sqlalchemy.exc import IntegrityError
+
+from app import db
+from app.models import Task, TaskStatus, User, utcnow
+
+log = logging.getLogger(__name__)
+
+# How long a Task row may exist without its RQ job before it counts as lost
+# (covers the instant between the row's commit and the enqueue).
+ENQUEUE_GRACE = timedelta(seconds=60)
+# Results and failures stay in Redis this long, for reconcile and operators.
+RESULT_TTL = 24 * 3600
+
+
+class TaskAlreadyRunning(Exception):
+    """The user already has a task of this name queued or running."""
+
+
+class JobsUnavailable(Exception):
+    """Redis could not be reached; the task was recorded as failed."""
+
+
+@dataclass(frozen=True)
+class TaskType:
+    """How a kind of task is run: its time limit (which may depend on the user's data)
+    and how often a transient failure is retried."""
+
+    job_timeout: Callable[[User], int]
+    max_retries: int = 0
+
+
+def _export_timeout(user: User) -> int:
+    # Generous: the export streams ~10^4 posts a second; mail may take a while.
+    return 300 + user.posts_count() // 1000
+
+
+TASK_TYPES: dict[str, TaskType] = {
+    "example": TaskType(job_timeout=lambda user: 600),
+    "export_posts": TaskType(job_timeout=_export_timeout, max_retries=3),
+    "noop": TaskType(job_timeout=lambda user: 60),
+}
+
+
+# --------------------------------------------------------------------------- launch
+
+def launch(user: User, name: str, description: str, *args, **kwargs) -> Task:
+    """Record a task for `user` and enqueue `app.tasks.<name>(user.id, *args, **kwargs)`.
+
+    The Task row is committed before the job is enqueued, under the job id it will have, so a
+    worker can never start a job whose row it cannot find. Raises TaskAlreadyRunning when the
+    user has one of that name queued or running (the database's unique constraint decides,
+    so two simultaneous requests cannot both win), and JobsUnavailable when Redis is down
+    (the task is then recorded as failed with that reason).
+    """
+    task_type = TASK_TYPES.get(name, TaskType(job_timeout=lambda u: 600))
+    task = Task(id=str(uuid.uuid4()), name=name, description=description, user_id=user.id,
+                status=TaskStatus.QUEUED, active_name=name, progress=0, created_at=utcnow())
+    db.session.add(task)
+    try:
+        db.session.commit()
+    except IntegrityError as exc:
+        db.session.rollback()
+        raise TaskAlreadyRunning(name) from exc
+
+    kwargs.setdefault("job_timeout", task_type.job_timeout(user))
+    if task_type.max_retries:
+        intervals = current_app.config["MAIL_RETRY_INTERVALS"] or [0]
+        kwargs.setdefault("retry", rq.Retry(max=task_type.max_retries, interval=intervals))
+    try:
+        current_app.task_queue.enqueue(
+            "app.tasks." + name, user.id, *args, job_id=task.id, description=description,
+            on_failure=Callback(on_job_failure), result_ttl=RESULT_TTL, failure_ttl=RESULT_TTL,
+            meta={"progress": 0}, **kwargs)
+    except redis.exceptions.RedisError as exc:
+        log.error("Could not enqueue task %s: %s", task.id, exc)
+        _end(task, TaskStatus.FAILED,
+             error="Background jobs are unavailable right now. Please try again later.")
+        raise JobsUnavailable(str(exc)) from exc
+    return task
+
+
+# --------------------------------------------------------------------------- worker side
+
+def _current_task(job: Job | None) -> Task | None:
+    if job is None:
+        return None
+    db.session.rollback()  # start from fresh data; a row may have changed under us
+    return db.session.get(Task, job.id)
+
+
+def start() -> Task | None:
+    """Mark the current job's task as running. Returns None when the job has no Task row
+    (enqueued by hand, as in the tutorial's shell session). Raises TaskNotActive when the
+    row is already terminal (cancelled, or failed by reconcile): the job must not run."""
+    job = rq.get_current_job()
+    task = _current_task(job)
+    if task is None:
+        return None
+    if task.complete:
+        raise TaskNotActive(f"task {task.id} is already {task.status}")
+    task.status = TaskStatus.RUNNING
+    task.started_at = utcnow()
+    task.attempts += 1
+    _notify(task)
+    db.session.commit()
+    return task
+
+
+class TaskNotActive(Exception):
+    """The job's task was ended elsewhere; the job stops without doing anything."""
+
+
+class Progress:
+    """Reports progress of the current job: job.meta['progress'] (as the tutorial does),
+    the Task row and a `task_progress` notification. Writes only when the whole percentage
+    grows, so a task makes at most ~100 progress writes whatever the amount of work."""
+
+    def __init__(self, total: int) -> None:
+        self.total = max(total, 0)
+        self.job = rq.get_current_job()
+        self.last_percent = -1
+
+    def update(self, done: int) -> None:
+        percent = 100 if self.total == 0 else min(int(100 * done / self.total), 99)
+        # 100 is reserved for `finish`: progress never claims success before it happened.
+        percent = min(percent, 99)
+        if percent > self.last_percent:
+            self.last_percent = percent
+            set_progress(percent, self.job)
+
+
+def set_progress(progress: float, job: Job | None = None) -> None:
+    """Write progress for the current job: meta, Task row and a notification (one commit)."""
+    job = job or rq.get_current_job()
+    if job is None:
+        return
+    job.meta["progress"] = progress
+    job.save_meta()
+    task = db.session.get(Task, job.id)
+    if task is None:
+        return
+    if task.complete:
+        raise TaskNotActive(f"task {task.id} is already {task.status}")
+    task.progress = int(progress)
+    _notify(task)
+    db.session.commit()
+
+
+def finish(message: str | None = None) -> None:
+    """Mark the current job's task finished (progress 100) with a message for the user."""
+    job = rq.get_current_job()
+    if job is not None:
+        job.meta["progress"] = 100
+        job.save_meta()
+    task = _current_task(job)
+    if task is not None and not task.complete:
+        _end(task, TaskStatus.FINISHED, message=message)
+
+
+def on_job_failure(job: Job, connection, exc_type, exc_value, traceback) -> None:
+    """RQ's failure callback: runs in the work horse when the task raised or timed out, and
+    wherever RQ cleans up an abandoned job. Decides retry or failure and records it."""
+    with _app_context():
+        if not is_transient(exc_value):
+            job.retries_left = 0  # RQ reads this right after the callback: do not retry
+        record_failure(job.id, exc_value, will_retry=job.should_retry)
+
+
+def record_failure(task_id: str, exc: BaseException | None, will_retry: bool) -> None:
+    task = db.session.get(Task, task_id)
+    if task is None or task.complete:
+        db.session.rollback()
+        return
+    reason = describe_failure(exc)
+    if will_retry:
+        task.status = TaskStatus.QUEUED
+        task.error = f"{reason} Retrying automatically."
+        _notify(task)
+        db.session.commit()
+    else:
+        _end(task, TaskStatus.FAILED, error=reason)
+
+
+def is_transient(exc: BaseException | None) -> bool:
+    """Errors worth retrying: the mail server or network was briefly unavailable, or the
+    worker died under the job. A bug or a timeout would only fail again."""
+    if isinstance(exc, AbandonedJobError | WorkHorseKilled):
+        return True
+    if isinstance(exc, smtplib.SMTPResponseException):
+        return 400 <= exc.smtp_code < 500
+    return isinstance(exc, ConnectionError | TimeoutError | socket.timeout
+                      | smtplib.SMTPServerDisconnected | smtplib.SMTPConnectError)
+
+
+class WorkHorseKilled(Exception):
+    """The process running the job was killed (SIGKILL, out of memory)."""
+
+
+def describe_failure(exc: BaseException | None) -> str:
+    """A short reason a user can read; details stay in the worker log and RQ's registry."""
+    if isinstance(exc, JobTimeoutException):
+        return "The task took too long and was stopped."
+    if isinstance(exc, AbandonedJobError | WorkHorseKilled):
+        return "The worker running this task stopped unexpectedly."
+    if isinstance(exc, smtplib.SMTPResponseException):
+        return f"The mail server refused the message ({exc.smtp_code})."
+    if isinstance(exc, ConnectionError | TimeoutError | socket.timeout | smtplib.SMTPException):
+        return "The mail server could not be reached."
+    if exc is None:
+        return "The task failed."
+    return f"The task failed: {type(exc).__name__}."
+
+
+# --------------------------------------------------------------------------- reconcile
+
+def reconcile(task: Task) -> Task:
+    """Bring an unfinished Task row in line with RQ's view of its job, for the cases where
+    RQ cannot call back: the job vanished, failed without a callback, or its worker died
+    (the started registry entry expired; RQ's own cleanup then retries or fails it)."""
+    if task.complete:
+        return task
+    try:
+        job = Job.fetch(task.id, connection=current_app.redis)
+        status = job.get_status(refresh=False)
+        if status == JobStatus.STARTED:
+            registry = rq.Queue(job.origin, connection=current_app.redis).started_job_registry
+            if registry.get_expired_job_ids():
+                registry.cleanup()  # runs on_job_failure for abandoned jobs
+                db.session.rollback()
+                db.session.refresh(task)
+                job.refresh()
+                status = job.get_status(refresh=False)
+    except NoSuchJobError:
+        job, status = None, None
+    except redis.exceptions.RedisError:
+        return task  # cannot tell now; the next poll will
+    if task.complete:
+        return task
+    if job is None:
+        if utcnow() - task.created_at > ENQUEUE_GRACE:
+            _end(task, TaskStatus.FAILED, error="The task was lost by the job queue.")
+    elif status == JobStatus.FAILED:
+        _end(task, TaskStatus.FAILED, error=task.error or "The task failed.")
+    elif status in (JobStatus.STOPPED, JobStatus.CANCELED):
+        _end(task, TaskStatus.CANCELLED)
+    elif status == JobStatus.FINISHED:
+        _end(task, TaskStatus.FINISHED, message=task.result_message)
+    return task
+
+
+def reconcile_user_tasks(user: User) -> list[Task]:
+    return [reconcile(task) for task in user.get_tasks_in_progress()]
+
+
+def reconcile_all() -> int:
+    """Reconcile every unfinished task (the `flask tasks reconcile` command). Returns how
+    many ended."""
+    ended = 0
+    for task in db.session.scalars(sa.select(Task).where(Task.complete.is_(False))).all():
+        if reconcile(task).complete:
+            ended += 1
+    return ended
+
+
+# --------------------------------------------------------------------------- state changes
+
+def _end(task: Task, status: str, error: str | None = None, message: str | None = None) -> None:
+    """Move a task to a terminal status, notify its user, commit. The one place that does."""
+    task.status = status
+    task.complete = True
+    task.active_name = None
+    task.finished_at = utcnow()
+    if status == TaskStatus.FINISHED:
+        task.progress = 100
+        task.error = None
+    if error is not None:
+        task.error = error[:255]
+    if message is not None:
+        task.result_message = message[:255]
+    _notify(task)
+    db.session.commit()
+
+
+def _notify(task: Task) -> None:
+    user = db.session.get(User, task.user_id)
+    if user is not None:
+        user.add_notification("task_progress", task.to_dict(), topic=task.id)
+
+
+def dismiss(task: Task) -> None:
+    task.dismissed = True
+    db.session.commit()
+
+
+@contextmanager
+def _app_context():
+    if has_app_context():
+        yield
+        return
+    from app.worker import get_worker_app
+
+    with get_worker_app().app_context():
+        yield

@@ -1,0 +1,286 @@
+from datetime import timedelta
+
+import sqlalchemy as sa
+from flask import (
+    Response,
+    abort,
+    current_app,
+    flash,
+    g,
+    jsonify,
+    redirect,
+    render_template,
+    request,
+    url_for,
+)
+from flask_babel import _, get_locale
+from flask_login import current_user, login_required
+
+from app import avatars, db, jobs
+from app.main import bp
+from app.main.forms import EditProfileForm, EmptyForm, MessageForm, PostForm
+from app.models import Message, Notification, Post, Task, User, utcnow
+
+
+@bp.before_app_request
+def before_request():
+    if current_user.is_authenticated:
+        now = utcnow()
+        # One write a minute at most, not one per request.
+        if current_user.last_seen is None or now - current_user.last_seen > timedelta(minutes=1):
+            current_user.last_seen = now
+            db.session.commit()
+    g.locale = str(get_locale())
+
+
+@bp.app_context_processor
+def inject_page_globals():
+    from app.email import outbox_enabled
+
+    return {"outbox_enabled": outbox_enabled(), "visible_tasks": _visible_tasks()}
+
+
+def _visible_tasks() -> list[Task]:
+    """The alerts base.html shows: tasks in progress, and ended ones not yet dismissed
+    (from the last day, so a failure that happened while away is seen once)."""
+    if not current_user.is_authenticated:
+        return []
+    since = utcnow() - timedelta(days=1)
+    return list(db.session.scalars(
+        sa.select(Task).where(
+            Task.user_id == current_user.id,
+            sa.or_(Task.complete.is_(False),
+                   sa.and_(Task.dismissed.is_(False), Task.finished_at > since)))
+        .order_by(Task.created_at).limit(10)))
+
+
+def _page() -> int:
+    return request.args.get("page", 1, type=int)
+
+
+def _paginate(query):
+    return db.paginate(query, page=_page(), per_page=current_app.config["POSTS_PER_PAGE"],
+                       error_out=True)
+
+
+@bp.route("/", methods=["GET", "POST"])
+@bp.route("/index", methods=["GET", "POST"])
+@login_required
+def index():
+    form = PostForm()
+    if form.validate_on_submit():
+        post = Post(body=form.post.data.strip(), author=current_user,
+                    language=g.locale[:5] if g.locale else None)
+        db.session.add(post)
+        db.session.commit()
+        flash(_("Your post is now live!"), "success")
+        return redirect(url_for("main.index"))
+    posts = _paginate(current_user.following_posts())
+    next_url = url_for("main.index", page=posts.next_num) if posts.has_next else None
+    prev_url = url_for("main.index", page=posts.prev_num) if posts.has_prev else None
+    return render_template("index.html", title=_("Home"), form=form, posts=posts.items,
+                           next_url=next_url, prev_url=prev_url)
+
+
+@bp.route("/explore")
+@login_required
+def explore():
+    posts = _paginate(sa.select(Post).order_by(Post.timestamp.desc(), Post.id.desc()))
+    next_url = url_for("main.explore", page=posts.next_num) if posts.has_next else None
+    prev_url = url_for("main.explore", page=posts.prev_num) if posts.has_prev else None
+    return render_template("index.html", title=_("Explore"), posts=posts.items,
+                           next_url=next_url, prev_url=prev_url)
+
+
+@bp.route("/user/<username>")
+@login_required
+def user(username):
+    user = db.first_or_404(sa.select(User).where(User.username == username))
+    posts = _paginate(user.posts.select().order_by(Post.timestamp.desc(), Post.id.desc()))
+    next_url = (url_for("main.user", username=user.username, page=posts.next_num)
+                if posts.has_next else None)
+    prev_url = (url_for("main.user", username=user.username, page=posts.prev_num)
+                if posts.has_prev else None)
+    return render_template("user.html", user=user, posts=posts.items, next_url=next_url,
+                           prev_url=prev_url, form=EmptyForm(), title=user.username)
+
+
+@bp.route("/user/<username>/popup")
+@login_required
+def user_popup(username):
+    user = db.first_or_404(sa.select(User).where(User.username == username))
+    return render_template("user_popup.html", user=user, form=EmptyForm())
+
+
+@bp.route("/edit_profile", methods=["GET", "POST"])
+@login_required
+def edit_profile():
+    form = EditProfileForm(current_user.username)
+    if form.validate_on_submit():
+        current_user.username = form.username.data
+        current_user.about_me = form.about_me.data
+        db.session.commit()
+        flash(_("Your changes have been saved."), "success")
+        return redirect(url_for("main.edit_profile"))
+    elif request.method == "GET":
+        form.username.data = current_user.username
+        form.about_me.data = current_user.about_me
+    return render_template("edit_profile.html", title=_("Edit Profile"), form=form)
+
+
+@bp.route("/follow/<username>", methods=["POST"])
+@login_required
+def follow(username):
+    form = EmptyForm()
+    if not form.validate_on_submit():
+        abort(400)
+    user = db.session.scalar(sa.select(User).where(User.username == username))
+    if user is None:
+        flash(_("User %(username)s not found.", username=username), "danger")
+        return redirect(url_for("main.index"))
+    if user == current_user:
+        flash(_("You cannot follow yourself!"), "warning")
+        return redirect(url_for("main.user", username=username))
+    current_user.follow(user)
+    db.session.commit()
+    flash(_("You are following %(username)s!", username=username), "success")
+    return redirect(url_for("main.user", username=username))
+
+
+@bp.route("/unfollow/<username>", methods=["POST"])
+@login_required
+def unfollow(username):
+    form = EmptyForm()
+    if not form.validate_on_submit():
+        abort(400)
+    user = db.session.scalar(sa.select(User).where(User.username == username))
+    if user is None:
+        flash(_("User %(username)s not found.", username=username), "danger")
+        return redirect(url_for("main.index"))
+    if user == current_user:
+        flash(_("You cannot unfollow yourself!"), "warning")
+        return redirect(url_for("main.user", username=username))
+    current_user.unfollow(user)
+    db.session.commit()
+    flash(_("You are not following %(username)s.", username=username), "info")
+    return redirect(url_for("main.user", username=username))
+
+
+@bp.route("/send_message/<recipient>", methods=["GET", "POST"])
+@login_required
+def send_message(recipient):
+    user = db.first_or_404(sa.select(User).where(User.username == recipient))
+    form = MessageForm()
+    if form.validate_on_submit():
+        msg = Message(author=current_user, recipient=user, body=form.message.data.strip())
+        db.session.add(msg)
+        user.add_notification("unread_message_count", user.unread_message_count() + 1)
+        db.session.commit()
+        flash(_("Your message has been sent."), "success")
+        return redirect(url_for("main.user", username=recipient))
+    return render_template("send_message.html", title=_("Send Message"), form=form,
+                           recipient=user)
+
+
+@bp.route("/messages")
+@login_required
+def messages():
+    current_user.last_message_read_time = utcnow()
+    current_user.add_notification("unread_message_count", 0)
+    db.session.commit()
+    query = current_user.messages_received.select().order_by(
+        Message.timestamp.desc(), Message.id.desc())
+    msgs = _paginate(query)
+    next_url = url_for("main.messages", page=msgs.next_num) if msgs.has_next else None
+    prev_url = url_for("main.messages", page=msgs.prev_num) if msgs.has_prev else None
+    return render_template("messages.html", title=_("Messages"), messages=msgs.items,
+                           next_url=next_url, prev_url=prev_url)
+
+
+@bp.route("/notifications")
+@login_required
+def notifications():
+    """The JSON the page polls: [{name, data, timestamp}] newer than `since`."""
+    since = request.args.get("since", 0.0, type=float)
+    if current_user.get_tasks_in_progress():
+        jobs.reconcile_user_tasks(current_user)
+    query = current_user.notifications.select().where(
+        Notification.timestamp > since).order_by(Notification.timestamp.asc())
+    return jsonify([{"name": n.name, "data": n.get_data(), "timestamp": n.timestamp}
+                    for n in db.session.scalars(query)])
+
+
+@bp.route("/export_posts", methods=["POST"])
+@login_required
+def export_posts():
+    form = EmptyForm()
+    if not form.validate_on_submit():
+        abort(400)
+    try:
+        current_user.launch_task("export_posts", _("Exporting posts..."))
+    except jobs.TaskAlreadyRunning:
+        flash(_("An export task is currently in progress"), "warning")
+    except jobs.JobsUnavailable:
+        flash(_("Background jobs are unavailable right now. Please try again later."), "danger")
+    return redirect(url_for("main.user", username=current_user.username))
+
+
+def _own_task_or_404(task_id: str) -> Task:
+    task = db.session.get(Task, task_id)
+    if task is None or task.user_id != current_user.id:
+        abort(404)
+    return task
+
+
+@bp.route("/tasks/<task_id>")
+@login_required
+def task_status(task_id):
+    task = jobs.reconcile(_own_task_or_404(task_id))
+    return jsonify(task.to_dict())
+
+
+@bp.route("/tasks/<task_id>/dismiss", methods=["POST"])
+@login_required
+def dismiss_task(task_id):
+    form = EmptyForm()
+    if not form.validate_on_submit():
+        abort(400)
+    task = _own_task_or_404(task_id)
+    if task.complete:
+        jobs.dismiss(task)
+    if request.accept_mimetypes.best == "application/json":
+        return jsonify(task.to_dict())
+    return redirect(request.referrer or url_for("main.index"))
+
+
+@bp.route("/avatar/<digest>.svg")
+def avatar(digest):
+    size = max(16, min(request.args.get("size", 80, type=int), 512))
+    if len(digest) != 32 or any(c not in "0123456789abcdef" for c in digest):
+        abort(404)
+    response = Response(avatars.identicon_svg(digest, size), mimetype="image/svg+xml")
+    response.cache_control.public = True
+    response.cache_control.max_age = 86400
+    return response
+
+
+@bp.route("/health")
+def health():
+    """Database, Redis and worker status for load balancers; 503 when a dependency is down.
+    Reports no URLs or credentials."""
+    import rq
+
+    status = {"database": "ok", "redis": "ok", "workers": 0}
+    try:
+        db.session.execute(sa.text("SELECT 1"))
+    except Exception:
+        db.session.rollback()
+        status["database"] = "unavailable"
+    try:
+        current_app.redis.ping()
+        status["workers"] = rq.Worker.count(queue=current_app.task_queue)
+    except Exception:
+        status["redis"] = "unavailable"
+    healthy = status["database"] == "ok" and status["redis"] == "ok"
+    status["status"] = "ok" if healthy else "unavailable"
+    return jsonify(status), 200 if healthy else 503

@@ -1,0 +1,288 @@
+"""The domain: users, posts, messages, notifications and background tasks."""
+
+from __future__ import annotations
+
+import json
+import secrets
+from datetime import UTC, datetime, timedelta
+from hashlib import md5
+from time import time
+
+import jwt
+import redis
+import rq
+import sqlalchemy as sa
+import sqlalchemy.orm as so
+from flask import current_app
+from flask_login import UserMixin
+from werkzeug.security import check_password_hash, generate_password_hash
+
+from app import db, login
+
+
+def utcnow() -> datetime:
+    """Naive UTC 'now', the form every timestamp column stores."""
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+followers = sa.Table(
+    "followers",
+    db.metadata,
+    sa.Column("follower_id", sa.Integer, sa.ForeignKey("user.id"), primary_key=True),
+    sa.Column("followed_id", sa.Integer, sa.ForeignKey("user.id"), primary_key=True),
+)
+
+
+class User(UserMixin, db.Model):
+    id: so.Mapped[int] = so.mapped_column(primary_key=True)
+    username: so.Mapped[str] = so.mapped_column(sa.String(64), index=True, unique=True)
+    email: so.Mapped[str] = so.mapped_column(sa.String(120), index=True, unique=True)
+    password_hash: so.Mapped[str | None] = so.mapped_column(sa.String(256))
+    about_me: so.Mapped[str | None] = so.mapped_column(sa.String(140))
+    last_seen: so.Mapped[datetime | None] = so.mapped_column(default=utcnow)
+    last_message_read_time: so.Mapped[datetime | None]
+    # Changes whenever the password does, so an already used reset link stops working.
+    token_salt: so.Mapped[str] = so.mapped_column(
+        sa.String(32), default=lambda: secrets.token_hex(8))
+
+    posts: so.WriteOnlyMapped[Post] = so.relationship(back_populates="author")
+    following: so.WriteOnlyMapped[User] = so.relationship(
+        secondary=followers, primaryjoin=(followers.c.follower_id == id),
+        secondaryjoin=(followers.c.followed_id == id), back_populates="followers")
+    followers: so.WriteOnlyMapped[User] = so.relationship(
+        secondary=followers, primaryjoin=(followers.c.followed_id == id),
+        secondaryjoin=(followers.c.follower_id == id), back_populates="following")
+    messages_sent: so.WriteOnlyMapped[Message] = so.relationship(
+        foreign_keys="Message.sender_id", back_populates="author")
+    messages_received: so.WriteOnlyMapped[Message] = so.relationship(
+        foreign_keys="Message.recipient_id", back_populates="recipient")
+    notifications: so.WriteOnlyMapped[Notification] = so.relationship(back_populates="user")
+    tasks: so.WriteOnlyMapped[Task] = so.relationship(back_populates="user")
+
+    def __repr__(self) -> str:
+        return f"<User {self.username}>"
+
+    def set_password(self, password: str) -> None:
+        self.password_hash = generate_password_hash(password)
+        self.token_salt = secrets.token_hex(8)
+
+    def check_password(self, password: str) -> bool:
+        return self.password_hash is not None and check_password_hash(self.password_hash, password)
+
+    def avatar(self, size: int) -> str:
+        """A locally generated identicon (no internet needed), stable per email."""
+        from flask import url_for
+
+        digest = md5(self.email.lower().encode("utf-8")).hexdigest()
+        return url_for("main.avatar", digest=digest, size=size)
+
+    def follow(self, user: User) -> None:
+        if not self.is_following(user):
+            self.following.add(user)
+
+    def unfollow(self, user: User) -> None:
+        if self.is_following(user):
+            self.following.remove(user)
+
+    def is_following(self, user: User) -> bool:
+        query = self.following.select().where(User.id == user.id)
+        return db.session.scalar(query) is not None
+
+    def followers_count(self) -> int:
+        query = sa.select(sa.func.count()).select_from(self.followers.select().subquery())
+        return db.session.scalar(query) or 0
+
+    def following_count(self) -> int:
+        query = sa.select(sa.func.count()).select_from(self.following.select().subquery())
+        return db.session.scalar(query) or 0
+
+    def posts_count(self) -> int:
+        return db.session.scalar(
+            sa.select(sa.func.count(Post.id)).where(Post.user_id == self.id)) or 0
+
+    def following_posts(self) -> sa.Select:
+        """Own posts plus the posts of followed users, newest first."""
+        followed = sa.select(followers.c.followed_id).where(followers.c.follower_id == self.id)
+        return (
+            sa.select(Post)
+            .where(sa.or_(Post.user_id == self.id, Post.user_id.in_(followed)))
+            .order_by(Post.timestamp.desc(), Post.id.desc())
+        )
+
+    def get_reset_password_token(self, expires_in: int = 600) -> str:
+        return jwt.encode(
+            {"reset_password": self.id, "salt": self.token_salt, "exp": time() + expires_in},
+            current_app.config["SECRET_KEY"], algorithm="HS256")
+
+    @staticmethod
+    def verify_reset_password_token(token: str) -> User | None:
+        try:
+            data = jwt.decode(token, current_app.config["SECRET_KEY"], algorithms=["HS256"])
+            user = db.session.get(User, int(data["reset_password"]))
+        except Exception:
+            return None
+        if user is None or data.get("salt") != user.token_salt:
+            return None
+        return user
+
+    def unread_message_count(self) -> int:
+        last_read_time = self.last_message_read_time or datetime(1900, 1, 1)
+        query = sa.select(sa.func.count(Message.id)).where(
+            Message.recipient_id == self.id, Message.timestamp > last_read_time)
+        return db.session.scalar(query) or 0
+
+    def add_notification(self, name: str, data: object, topic: str | None = None) -> Notification:
+        """Replace this user's notification of that name (and topic) with a new one.
+
+        `topic` keeps notifications of one kind apart, e.g. one `task_progress` per task.
+        The caller commits.
+        """
+        db.session.execute(
+            sa.delete(Notification).where(
+                Notification.user_id == self.id, Notification.name == name,
+                Notification.topic == topic if topic is not None else Notification.topic.is_(None)))
+        n = Notification(name=name, payload_json=json.dumps(data), user_id=self.id, topic=topic)
+        db.session.add(n)
+        return n
+
+    # --- background tasks (the seed's API; app/jobs.py owns the lifecycle) ---
+
+    def launch_task(self, name: str, description: str, *args, **kwargs) -> Task:
+        """Create the Task row, commit it, then enqueue the job. See app.jobs.launch."""
+        from app import jobs
+
+        return jobs.launch(self, name, description, *args, **kwargs)
+
+    def get_tasks_in_progress(self) -> list[Task]:
+        return list(db.session.scalars(
+            sa.select(Task).where(Task.user_id == self.id, Task.complete.is_(False))
+            .order_by(Task.created_at)))
+
+    def get_task_in_progress(self, name: str) -> Task | None:
+        return db.session.scalar(
+            sa.select(Task).where(Task.user_id == self.id, Task.name == name,
+                                  Task.complete.is_(False)).limit(1))
+
+
+@login.user_loader
+def load_user(id: str) -> User | None:
+    return db.session.get(User, int(id))
+
+
+class Post(db.Model):
+    # The export reads a user's posts in (timestamp, id) order, a batch at a time.
+    __table_args__ = (sa.Index("ix_post_user_timestamp", "user_id", "timestamp", "id"),)
+
+    id: so.Mapped[int] = so.mapped_column(primary_key=True)
+    body: so.Mapped[str] = so.mapped_column(sa.String(280))
+    timestamp: so.Mapped[datetime] = so.mapped_column(index=True, default=utcnow)
+    user_id: so.Mapped[int] = so.mapped_column(sa.ForeignKey(User.id), index=True)
+    language: so.Mapped[str | None] = so.mapped_column(sa.String(5))
+
+    author: so.Mapped[User] = so.relationship(back_populates="posts")
+
+    def __repr__(self) -> str:
+        return f"<Post {self.body}>"
+
+
+class Message(db.Model):
+    id: so.Mapped[int] = so.mapped_column(primary_key=True)
+    sender_id: so.Mapped[int] = so.mapped_column(sa.ForeignKey(User.id), index=True)
+    recipient_id: so.Mapped[int] = so.mapped_column(sa.ForeignKey(User.id), index=True)
+    body: so.Mapped[str] = so.mapped_column(sa.String(280))
+    timestamp: so.Mapped[datetime] = so.mapped_column(index=True, default=utcnow)
+
+    author: so.Mapped[User] = so.relationship(
+        foreign_keys="Message.sender_id", back_populates="messages_sent")
+    recipient: so.Mapped[User] = so.relationship(
+        foreign_keys="Message.recipient_id", back_populates="messages_received")
+
+
+class Notification(db.Model):
+    id: so.Mapped[int] = so.mapped_column(primary_key=True)
+    name: so.Mapped[str] = so.mapped_column(sa.String(128), index=True)
+    topic: so.Mapped[str | None] = so.mapped_column(sa.String(64))
+    user_id: so.Mapped[int] = so.mapped_column(sa.ForeignKey(User.id), index=True)
+    # Double, not Float: MySQL's FLOAT is single precision (minutes of error on a Unix time).
+    timestamp: so.Mapped[float] = so.mapped_column(sa.Double, index=True, default=time)
+    payload_json: so.Mapped[str] = so.mapped_column(sa.Text)
+
+    user: so.Mapped[User] = so.relationship(back_populates="notifications")
+
+    def get_data(self) -> object:
+        return json.loads(str(self.payload_json))
+
+
+class TaskStatus:
+    QUEUED = "queued"
+    RUNNING = "running"
+    FINISHED = "finished"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    ACTIVE = (QUEUED, RUNNING)
+    TERMINAL = (FINISHED, FAILED, CANCELLED)
+
+
+class Task(db.Model):
+    """One background job of one user. The row is the source of truth for what the user sees;
+    app/jobs.py is the only code that changes its status."""
+
+    __table_args__ = (
+        # At most one active task of a name per user, enforced by the database:
+        # active_name is the task's name while it is queued/running and NULL after,
+        # and NULLs never collide in a unique constraint (SQLite, PostgreSQL, MariaDB).
+        sa.UniqueConstraint("user_id", "active_name", name="uq_task_one_active_per_name"),
+    )
+
+    id: so.Mapped[str] = so.mapped_column(sa.String(36), primary_key=True)
+    name: so.Mapped[str] = so.mapped_column(sa.String(128), index=True)
+    description: so.Mapped[str | None] = so.mapped_column(sa.String(128))
+    user_id: so.Mapped[int] = so.mapped_column(sa.ForeignKey(User.id))
+    complete: so.Mapped[bool] = so.mapped_column(default=False, index=True)
+    status: so.Mapped[str] = so.mapped_column(sa.String(16), default=TaskStatus.QUEUED)
+    progress: so.Mapped[int] = so.mapped_column(default=0)
+    error: so.Mapped[str | None] = so.mapped_column(sa.String(255))
+    result_message: so.Mapped[str | None] = so.mapped_column(sa.String(255))
+    active_name: so.Mapped[str | None] = so.mapped_column(sa.String(128))
+    attempts: so.Mapped[int] = so.mapped_column(default=0)
+    created_at: so.Mapped[datetime] = so.mapped_column(default=utcnow)
+    started_at: so.Mapped[datetime | None]
+    finished_at: so.Mapped[datetime | None]
+    dismissed: so.Mapped[bool] = so.mapped_column(default=False)
+
+    user: so.Mapped[User] = so.relationship(back_populates="tasks")
+
+    def get_rq_job(self) -> rq.job.Job | None:
+        try:
+            return rq.job.Job.fetch(self.id, connection=current_app.redis)
+        except (redis.exceptions.RedisError, rq.exceptions.NoSuchJobError):
+            return None
+
+    def get_progress(self) -> int:
+        """Progress 0-100. 100 only for a task that really finished: a failed, cancelled
+        or vanished job reports the progress it had reached, never 100."""
+        if self.status == TaskStatus.FINISHED:
+            return 100
+        if self.status in TaskStatus.TERMINAL:
+            return min(self.progress, 99)
+        job = self.get_rq_job()
+        if job is not None:
+            meta_progress = job.get_meta(refresh=False).get("progress")
+            if isinstance(meta_progress, int | float):
+                return int(min(max(meta_progress, self.progress), 99))
+        return min(self.progress, 99)
+
+    def is_recent(self, minutes: int = 30) -> bool:
+        return self.finished_at is not None and utcnow() - self.finished_at < timedelta(
+            minutes=minutes)
+
+    def to_dict(self) -> dict:
+        return {
+            "task_id": self.id,
+            "name": self.name,
+            "description": self.description,
+            "status": self.status,
+            "progress": 100 if self.status == TaskStatus.FINISHED else min(self.progress, 99),
+            "error": self.error,
+            "message": self.result_message,
+        }

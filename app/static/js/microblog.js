@@ -1,0 +1,158 @@
+// Microblog's page script: local times, and live task progress from /notifications.
+(function () {
+  'use strict';
+
+  var locale = document.body.dataset.locale || undefined;
+
+  // --- times in the reader's locale and time zone (Intl, no library) ---
+  function renderTimes(root) {
+    var dateFmt = new Intl.DateTimeFormat(locale, { dateStyle: 'medium', timeStyle: 'short' });
+    var relFmt = window.Intl && Intl.RelativeTimeFormat ? new Intl.RelativeTimeFormat(locale, { numeric: 'auto' }) : null;
+    root.querySelectorAll('time.local-time').forEach(function (el) {
+      var when = new Date(el.getAttribute('datetime'));
+      if (isNaN(when)) { return; }
+      el.title = dateFmt.format(when);
+      if (el.dataset.style === 'fromnow' && relFmt) {
+        var seconds = Math.round((when - Date.now()) / 1000);
+        var units = [['year', 31536000], ['month', 2592000], ['day', 86400], ['hour', 3600], ['minute', 60]];
+        for (var i = 0; i < units.length; i++) {
+          if (Math.abs(seconds) >= units[i][1]) {
+            el.textContent = relFmt.format(Math.round(seconds / units[i][1]), units[i][0]);
+            return;
+          }
+        }
+        el.textContent = relFmt.format(0, 'minute');
+      } else {
+        el.textContent = dateFmt.format(when);
+      }
+    });
+  }
+  renderTimes(document);
+
+  // --- background tasks ---
+  var tasks = document.getElementById('tasks');
+  if (!tasks) { return; }
+  var ACTIVE = { queued: true, running: true };
+  var FAST = 1000, SLOW = 30000;
+  var since = 0, timer = null, stopped = false;
+
+  function activeCount() {
+    return tasks.querySelectorAll('.task-alert[data-status="queued"], .task-alert[data-status="running"]').length;
+  }
+
+  function setHiddenWhile(name, hidden) {
+    document.querySelectorAll('[data-hidden-while-task="' + name + '"]').forEach(function (el) {
+      el.classList.toggle('d-none', hidden);
+    });
+  }
+
+  function text(key) { return tasks.dataset['text' + key.charAt(0).toUpperCase() + key.slice(1)] || key; }
+
+  function createAlert(data) {
+    var el = document.createElement('div');
+    el.className = 'alert task-alert alert-info';
+    el.setAttribute('role', 'status');
+    el.id = 'task-' + data.task_id;
+    el.dataset.taskId = data.task_id;
+    var strong = document.createElement('strong');
+    strong.className = 'task-description';
+    strong.textContent = data.description || '';
+    var span = document.createElement('span');
+    span.className = 'task-text';
+    var progress = document.createElement('div');
+    progress.className = 'progress mt-2';
+    progress.setAttribute('role', 'progressbar');
+    progress.setAttribute('aria-valuemin', '0');
+    progress.setAttribute('aria-valuemax', '100');
+    var bar = document.createElement('div');
+    bar.className = 'progress-bar progress-bar-striped progress-bar-animated';
+    progress.appendChild(bar);
+    el.append(strong, ' ', span, progress);
+    tasks.appendChild(el);
+    return el;
+  }
+
+  function updateTask(data) {
+    var el = document.getElementById('task-' + data.task_id);
+    if (!el) {
+      if (!ACTIVE[data.status]) { return; }  // an old task: nothing to show
+      el = createAlert(data);
+    }
+    var previous = el.dataset.status;
+    el.dataset.status = data.status;
+    var bar = el.querySelector('.progress-bar');
+    var progress = el.querySelector('.progress');
+    var label = el.querySelector('.task-text');
+    var pct = Math.max(0, Math.min(100, Math.round(data.progress || 0)));
+    bar.style.width = pct + '%';
+    bar.textContent = pct + '%';
+    progress.setAttribute('aria-valuenow', pct);
+    el.classList.remove('alert-info', 'alert-success', 'alert-danger');
+    if (data.status === 'finished') {
+      el.classList.add('alert-success');
+      progress.classList.add('d-none');
+      label.textContent = data.message || text('finished');
+    } else if (data.status === 'failed' || data.status === 'cancelled') {
+      el.classList.add('alert-danger');
+      progress.classList.add('d-none');
+      label.textContent = data.error || text('failed');
+    } else {
+      el.classList.add('alert-info');
+      progress.classList.remove('d-none');
+      label.textContent = data.status === 'queued' ? (data.error || text('queued')) : '';
+    }
+    if (ACTIVE[data.status]) {
+      setHiddenWhile(data.name, true);
+    } else if (previous !== data.status) {
+      setHiddenWhile(data.name, false);
+    }
+  }
+
+  function setMessageCount(n) {
+    var badge = document.getElementById('message_count');
+    if (!badge) { return; }
+    badge.textContent = n;
+    badge.classList.toggle('d-none', !n);
+  }
+
+  function schedule() {
+    if (stopped || document.hidden) { return; }
+    clearTimeout(timer);
+    timer = setTimeout(poll, activeCount() ? FAST : SLOW);
+  }
+
+  function poll() {
+    fetch(tasks.dataset.notificationsUrl + '?since=' + since, {
+      headers: { 'Accept': 'application/json' }, credentials: 'same-origin', redirect: 'manual'
+    }).then(function (response) {
+      var type = response.headers.get('Content-Type') || '';
+      if (response.status === 401 || response.type === 'opaqueredirect' || type.indexOf('application/json') === -1) {
+        stopped = true;  // logged out in another tab: nothing more to watch
+        return null;
+      }
+      if (!response.ok) { return null; }
+      return response.json();
+    }).then(function (notifications) {
+      (notifications || []).forEach(function (n) {
+        since = Math.max(since, n.timestamp);
+        if (n.name === 'unread_message_count') { setMessageCount(n.data); }
+        else if (n.name === 'task_progress') { updateTask(n.data); }
+      });
+    }).catch(function () { /* network hiccup: try again later */ })
+      .then(schedule);
+  }
+
+  document.addEventListener('visibilitychange', function () {
+    if (!document.hidden) { poll(); }
+  });
+  // Forms posting "dismiss" go through fetch so the page stays as it is.
+  tasks.addEventListener('submit', function (event) {
+    var form = event.target.closest('form.task-dismiss');
+    if (!form) { return; }
+    event.preventDefault();
+    fetch(form.action, { method: 'POST', body: new FormData(form), credentials: 'same-origin',
+                         headers: { 'Accept': 'application/json' } })
+      .then(function () { form.closest('.task-alert').remove(); });
+  });
+  poll();
+})();

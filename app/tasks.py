@@ -1,0 +1,80 @@
+"""The functions an RQ worker runs. They stay short: the lifecycle is in app/jobs.py and
+the export itself in app/exports.py. As in the tutorial, this module builds its own app."""
+
+import time
+
+from flask import render_template
+from rq import get_current_job
+
+from app import db, exports, jobs
+from app.email import send_email_once
+from app.models import User
+from app.worker import get_worker_app
+
+app = get_worker_app()
+app.app_context().push()
+
+
+def _set_task_progress(progress: float) -> None:
+    """The tutorial's helper: job.meta, Task row and `task_progress` notification."""
+    jobs.set_progress(progress)
+
+
+def example(seconds):
+    """The tutorial's example: counts `seconds` seconds, reporting progress."""
+    job = get_current_job()
+    print("Starting task")
+    for i in range(seconds):
+        if job is not None:
+            job.meta["progress"] = 100.0 * i / seconds
+            job.save_meta()
+        print(i)
+        time.sleep(1)
+    if job is not None:
+        job.meta["progress"] = 100
+        job.save_meta()
+    print("Task completed")
+
+
+def noop(user_id):
+    """Does nothing but go through the lifecycle (for the dispatch benchmark)."""
+    jobs.start()
+    jobs.finish()
+
+
+def export_posts(user_id):
+    """Write the user's posts to a JSON file and email it to them as posts.json."""
+    try:
+        task = jobs.start()
+    except jobs.TaskNotActive:
+        return
+    user = db.session.get(User, user_id)
+    if user is None:
+        raise LookupError(f"user {user_id} does not exist")
+    progress = jobs.Progress(total=exports.count_posts(user))
+    path = exports.write_posts_json(user, progress.update)
+    size = path.stat().st_size
+    limit = app.config["EXPORT_ATTACHMENT_LIMIT"]
+    attach = size <= limit
+    attachments = [("posts.json", "application/json", path.read_bytes())] if attach else []
+    context = dict(user=user, attached=attach, size=size, limit=limit)
+    job = get_current_job()
+    send_email_once(
+        key=f"export:{job.id if job else path.name}",
+        subject="[Microblog] Your blog posts",
+        sender=app.config["ADMINS"][0],
+        recipients=[user.email],
+        text_body=render_template("email/export_posts.txt", **context),
+        html_body=render_template("email/export_posts.html", **context),
+        attachments=attachments)
+    path.unlink(missing_ok=True)
+    if task is not None:
+        jobs.finish("Your posts were exported. Check your email." if attach else
+                    "Your posts were exported, but were too large to attach. Check your email.")
+
+
+def send_email_job(fields):
+    """Deliver one email queued by send_email(sync=False)."""
+    from app.email import build_message, deliver
+
+    deliver(build_message(**fields))

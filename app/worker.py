@@ -1,0 +1,55 @@
+"""The worker side of the app: one Flask app per worker process, and the worker class that
+`make run`, the Procfile and the deployment units use:
+
+    rq worker -w app.worker.AppWorker --with-scheduler microblog-tasks
+
+Plain `rq worker microblog-tasks` (the tutorial's command) works too, but RQ's forking worker
+then imports app.tasks, and so builds the Flask app, again in every job's child process.
+AppWorker loads the app once in the parent, so each forked child inherits it ready-made.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import cache
+
+from flask import Flask
+from rq.worker import Worker
+
+
+@cache
+def get_worker_app() -> Flask:
+    """The Flask app of this worker process, created once."""
+    from app import create_app, db
+
+    app = create_app()
+    with app.app_context():
+        engine = db.engine
+    # A forked child must not reuse the parent's pooled database connections.
+    os.register_at_fork(after_in_child=lambda: engine.dispose(close=False))
+    return app
+
+
+class AppWorker(Worker):
+    """RQ's forking Worker with the app preloaded, a configurable heartbeat grace and the
+    task lifecycle told when a work horse is killed (RQ has no callback for that)."""
+
+    def __init__(self, *args, **kwargs):
+        import app.tasks  # noqa: F401  -- builds the app once, in the parent
+
+        super().__init__(*args, **kwargs)
+        self.heartbeat_grace = get_worker_app().config["TASK_HEARTBEAT_GRACE"]
+
+    def get_heartbeat_ttl(self, job, working_time: float = 0.0) -> int:
+        # RQ's default adds 60 s; a shorter grace lets a dead worker's job be noticed sooner.
+        interval = self.job_monitoring_interval
+        if job.timeout and job.timeout > 0:
+            interval = min(job.timeout - working_time, interval)
+        return int(interval) + self.heartbeat_grace
+
+    def handle_work_horse_killed(self, job, retpid, ret_val, rusage):
+        super().handle_work_horse_killed(job, retpid, ret_val, rusage)
+        from app import jobs
+
+        with get_worker_app().app_context():
+            jobs.record_failure(job.id, jobs.WorkHorseKilled(), will_retry=job.should_retry)

@@ -1,0 +1,75 @@
+"""Every setting, read from the environment, with embedded defaults for one machine."""
+
+import os
+
+basedir = os.path.abspath(os.path.dirname(__file__))
+instance_dir = os.environ.get("MICROBLOG_INSTANCE") or os.path.join(basedir, "instance")
+
+DEV_SECRET_KEY = "dev-only-secret-key-change-me"
+
+
+def database_url(url: str | None) -> str:
+    """The SQLAlchemy URL for DATABASE_URL, accepting the Heroku-style spellings."""
+    if not url:
+        return "sqlite:///" + os.path.join(instance_dir, "app.db")
+    if url.startswith("postgres://"):
+        url = "postgresql://" + url[len("postgres://"):]
+    if url.startswith("postgresql://"):
+        url = "postgresql+psycopg://" + url[len("postgresql://"):]
+    if url.startswith("mysql://") or url.startswith("mariadb://"):
+        url = "mysql+pymysql://" + url.split("://", 1)[1]
+    if url.startswith("mysql+pymysql://") and "charset=" not in url:
+        url += ("&" if "?" in url else "?") + "charset=utf8mb4"  # emoji in posts
+    return url
+
+
+def embedded_redis_url() -> str:
+    return "unix://" + os.path.join(instance_dir, "redis.sock")
+
+
+def _bool(name: str, default: bool = False) -> bool:
+    value = os.environ.get(name)
+    if value is None:
+        return default
+    return value.strip().lower() in {"1", "true", "yes", "on"}
+
+
+def _ints(name: str, default: str) -> list[int]:
+    return [int(x) for x in os.environ.get(name, default).split(",") if x.strip()]
+
+
+class Config:
+    SECRET_KEY = os.environ.get("SECRET_KEY") or DEV_SECRET_KEY
+    # "production" refuses the development SECRET_KEY; set by Procfile/Docker/systemd.
+    MICROBLOG_ENV = os.environ.get("MICROBLOG_ENV", "development")
+    SQLALCHEMY_DATABASE_URI = database_url(os.environ.get("DATABASE_URL"))
+    SQLALCHEMY_ENGINE_OPTIONS = {"pool_pre_ping": True}
+    REDIS_URL = os.environ.get("REDIS_URL") or embedded_redis_url()
+    INSTANCE_DIR = instance_dir
+
+    MAIL_SERVER = os.environ.get("MAIL_SERVER")
+    MAIL_PORT = int(os.environ.get("MAIL_PORT") or 25)
+    MAIL_USE_TLS = _bool("MAIL_USE_TLS")
+    MAIL_USE_SSL = _bool("MAIL_USE_SSL")
+    MAIL_USERNAME = os.environ.get("MAIL_USERNAME")
+    MAIL_PASSWORD = os.environ.get("MAIL_PASSWORD")
+    MAIL_TIMEOUT = int(os.environ.get("MAIL_TIMEOUT") or 30)
+    MAIL_DEFAULT_SENDER = os.environ.get("MAIL_DEFAULT_SENDER") or "no-reply@microblog.example"
+    # Seconds between attempts when the mail server has a transient failure.
+    MAIL_RETRY_INTERVALS = _ints("MAIL_RETRY_INTERVALS", "10,60,300")
+    ADMINS = [a.strip() for a in os.environ.get("ADMINS", "admin@microblog.example").split(",")]
+
+    LOG_TO_STDOUT = _bool("LOG_TO_STDOUT")
+    POSTS_PER_PAGE = int(os.environ.get("POSTS_PER_PAGE") or 25)
+    LANGUAGES = [x.strip() for x in os.environ.get("LANGUAGES", "en,es,ko").split(",")]
+
+    BOOTSTRAP_SERVE_LOCAL = True
+
+    # Background jobs
+    TASK_QUEUE = "microblog-tasks"
+    # An export bigger than this is not attached to the email (bytes).
+    EXPORT_ATTACHMENT_LIMIT = int(os.environ.get("EXPORT_ATTACHMENT_LIMIT") or 10 * 1024 * 1024)
+    EXPORT_BATCH_SIZE = int(os.environ.get("EXPORT_BATCH_SIZE") or 2000)
+    # A worker that dies mid-job stops heartbeating; its job counts as abandoned
+    # this many seconds after the last heartbeat (RQ adds the monitoring interval).
+    TASK_HEARTBEAT_GRACE = int(os.environ.get("TASK_HEARTBEAT_GRACE") or 30)

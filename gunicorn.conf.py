@@ -1,0 +1,12 @@
+"""gunicorn settings shared by `make run`, the Procfile, Docker and systemd (env overrides)."""
+
+import multiprocessing
+import os
+
+bind = os.environ.get("GUNICORN_BIND") or f"0.0.0.0:{os.environ.get('PORT', '5000')}"
+workers = int(os.environ.get("WEB_CONCURRENCY") or min(4, multiprocessing.cpu_count() * 2))
+threads = int(os.environ.get("GUNICORN_THREADS") or 2)
+worker_class = "gthread"
+timeout = 30
+accesslog = os.environ.get("GUNICORN_ACCESS_LOG", "-") or None
+forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1")

@@ -1,0 +1,268 @@
+"""Fixtures: a real Redis (embedded redis-server, or MICROBLOG_TEST_REDIS_URL), a real database
+(SQLite, or MICROBLOG_TEST_DATABASE_URL: PostgreSQL/MariaDB in CI), the schema built by the
+migrations, real RQ workers (in-process SimpleWorker or `rq worker --burst` subprocesses) and a
+real SMTP server (aiosmtpd)."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+_tmp = Path(tempfile.mkdtemp(prefix="microblog-tests-"))
+
+# Configuration comes from the environment; it must be in place before `config` is imported,
+# and worker subprocesses inherit it.
+os.environ["MICROBLOG_INSTANCE"] = str(_tmp / "instance")
+os.environ["DATABASE_URL"] = os.environ.get("MICROBLOG_TEST_DATABASE_URL") or (
+    "sqlite:///" + str(_tmp / "test.db"))
+os.environ["REDIS_URL"] = os.environ.get("MICROBLOG_TEST_REDIS_URL") or (
+    "unix://" + str(_tmp / "redis.sock"))
+os.environ["MAIL_RETRY_INTERVALS"] = "1,1,1"
+os.environ["TASK_HEARTBEAT_GRACE"] = "2"
+os.environ.pop("MAIL_SERVER", None)
+os.environ["FLASK_APP"] = "microblog.py"
+sys.path.insert(0, str(ROOT))
+
+from config import Config  # noqa: E402
+
+WORKER_ARGS = ["-w", "app.worker.AppWorker", "--with-scheduler"]
+
+
+@pytest.fixture(scope="session")
+def redis_server():
+    """A real Redis server for the whole run; emptied before each test by `app`."""
+    url = os.environ["REDIS_URL"]
+    proc = None
+    if not os.environ.get("MICROBLOG_TEST_REDIS_URL"):
+        from app.embedded_redis import server_args
+
+        socket_path = url[len("unix://"):]
+        proc = subprocess.Popen(server_args(socket_path, str(_tmp)), stdout=subprocess.DEVNULL)
+        from app.embedded_redis import wait
+
+        wait(url, timeout=20)
+    yield url
+    if proc is not None:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+@pytest.fixture(scope="session")
+def database(redis_server):
+    """The schema, built by running the migrations from an empty database."""
+    from app import create_app, db
+
+    app = create_app(_test_config())
+    with app.app_context():
+        db.drop_all()
+        with db.engine.begin() as conn:
+            conn.exec_driver_sql("DROP TABLE IF EXISTS alembic_version")
+        from flask_migrate import upgrade
+
+        upgrade(directory=str(ROOT / "migrations"))
+    yield os.environ["DATABASE_URL"]
+
+
+def _test_config(**overrides):
+    attrs = dict(
+        TESTING=True,
+        SERVER_NAME="localhost.localdomain",
+        SQLALCHEMY_DATABASE_URI=Config.SQLALCHEMY_DATABASE_URI,
+        REDIS_URL=os.environ["REDIS_URL"],
+        MAIL_SERVER=None,
+        MAIL_RETRY_INTERVALS=[1, 1, 1],
+        TASK_HEARTBEAT_GRACE=2,
+        POSTS_PER_PAGE=3,
+    )
+    attrs.update(overrides)
+    return type("TestConfig", (Config,), attrs)
+
+
+@pytest.fixture
+def config_overrides():
+    """Tests may put settings here before `app` is created."""
+    return {}
+
+
+@pytest.fixture
+def app(database, redis_server, config_overrides):
+    from app import create_app, db
+
+    app = create_app(_test_config(**config_overrides))
+    with app.app_context():
+        _empty_database(db)
+        app.redis.flushdb()
+        for folder in ("outbox", "exports"):
+            path = Path(app.instance_path) / folder
+            if path.exists():
+                for f in path.iterdir():
+                    f.unlink()
+        yield app
+        db.session.remove()
+
+
+def _empty_database(db):
+    db.session.remove()
+    with db.engine.begin() as conn:
+        for table in reversed(db.metadata.sorted_tables):
+            conn.execute(table.delete())
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()
+
+
+@pytest.fixture
+def runner(app):
+    return app.test_cli_runner()
+
+
+# --------------------------------------------------------------------------- helpers
+
+CSRF = re.compile(r'name="csrf_token" type="hidden" value="([^"]+)"|'
+                  r'name="csrf_token" value="([^"]+)"')
+
+
+def csrf_token(client, url="/auth/login") -> str:
+    html = client.get(url).get_data(as_text=True)
+    match = CSRF.search(html)
+    assert match, f"no CSRF token on {url}"
+    return match.group(1) or match.group(2)
+
+
+def make_user(username="susan", email=None, password="correct horse battery", posts=()):
+    from app import db
+    from app.models import Post, User
+
+    user = User(username=username, email=email or f"{username}@example.com")
+    user.set_password(password)
+    db.session.add(user)
+    for body in posts:
+        db.session.add(Post(body=body, author=user))
+    db.session.commit()
+    return user
+
+
+def login(client, username="susan", password="correct horse battery"):
+    token = csrf_token(client, "/auth/login")
+    response = client.post("/auth/login", data={
+        "username": username, "password": password, "csrf_token": token})
+    assert response.status_code == 302, response.get_data(as_text=True)
+    return response
+
+
+@pytest.fixture
+def user(app):
+    return make_user()
+
+
+@pytest.fixture
+def logged_in(client, user):
+    login(client)
+    return client
+
+
+def run_jobs_in_process(app) -> None:
+    """Drain the queue with RQ's SimpleWorker in this process (fast unit tests)."""
+    from rq.worker import SimpleWorker
+
+    SimpleWorker([app.task_queue], connection=app.redis).work(burst=True)
+
+
+def worker_env(**extra) -> dict:
+    env = dict(os.environ)
+    env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
+    env.update({k: str(v) for k, v in extra.items()})
+    return env
+
+
+def run_worker_burst(timeout=120, env=None, args=None) -> subprocess.CompletedProcess:
+    """Run a real `rq worker --burst` process from the repo root until the queue is empty."""
+    cmd = [str(Path(sys.executable).parent / "rq"), "worker", "--burst", *(args or WORKER_ARGS),
+           "microblog-tasks"]
+    return subprocess.run(cmd, cwd=ROOT, env=env or worker_env(), timeout=timeout,
+                          capture_output=True, text=True)
+
+
+def start_worker(env=None, args=None) -> subprocess.Popen:
+    """A long-running real worker process (stop it with .terminate())."""
+    cmd = [str(Path(sys.executable).parent / "rq"), "worker", *(args or WORKER_ARGS),
+           "--job-monitoring-interval", "1", "microblog-tasks"]
+    return subprocess.Popen(cmd, cwd=ROOT, env=env or worker_env(), stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+
+
+def wait_for(predicate, timeout=60.0, interval=0.1, message="condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {message}")
+
+
+# --------------------------------------------------------------------------- SMTP
+
+class _Collector:
+    def __init__(self):
+        self.messages = []
+        self.fail_with = None  # e.g. "451 Try again later"
+
+    async def handle_DATA(self, server, session, envelope):
+        if self.fail_with:
+            return self.fail_with
+        import email
+        import email.policy
+
+        message = email.message_from_bytes(envelope.content, policy=email.policy.default)
+        self.messages.append(message)
+        return "250 Message accepted for delivery"
+
+
+@pytest.fixture
+def smtp_server(config_overrides, monkeypatch):
+    """A real SMTP server (aiosmtpd) on a free local port; the app and worker processes are
+    pointed at it. `.handler.messages` holds what it received."""
+    import socket
+
+    from aiosmtpd.controller import Controller
+
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    sock.close()
+    handler = _Collector()
+    controller = Controller(handler, hostname="127.0.0.1", port=port)
+    controller.start()
+    config_overrides.update(MAIL_SERVER="127.0.0.1", MAIL_PORT=port)
+    monkeypatch.setenv("MAIL_SERVER", "127.0.0.1")
+    monkeypatch.setenv("MAIL_PORT", str(port))
+    controller.handler_ref = handler
+    controller.port_number = port
+    yield controller
+    controller.stop()
+
+
+@pytest.fixture
+def dead_smtp_port(config_overrides, monkeypatch):
+    """A MAIL_SERVER address where nothing listens (connection refused)."""
+    import socket
+
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    sock.close()
+    config_overrides.update(MAIL_SERVER="127.0.0.1", MAIL_PORT=port)
+    monkeypatch.setenv("MAIL_SERVER", "127.0.0.1")
+    monkeypatch.setenv("MAIL_PORT", str(port))
+    return port
