@@ -71,8 +71,9 @@ def write_posts_json(user: User, on_progress: Callable[[int], None] | None = Non
             out.write(header[:-1] + ', "posts": [')
             for post_id, body, timestamp, language in iter_post_rows(user, batch_size):
                 out.write(",\n" if written else "\n")
-                out.write('{"id": %d, "body": %s, "timestamp": "%sZ", "language": %s}' % (
-                    post_id, encode(body), timestamp.isoformat(), encode(language)))
+                stamp = timestamp.isoformat()
+                out.write(f'{{"id": {post_id}, "body": {encode(body)}, '
+                          f'"timestamp": "{stamp}Z", "language": {encode(language)}}}')
                 written += 1
                 if on_progress is not None:
                     on_progress(written)
