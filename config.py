@@ -53,7 +53,6 @@ class Config:
     MAIL_USE_SSL = _bool("MAIL_USE_SSL")
     MAIL_USERNAME = os.environ.get("MAIL_USERNAME")
     MAIL_PASSWORD = os.environ.get("MAIL_PASSWORD")
-    MAIL_TIMEOUT = int(os.environ.get("MAIL_TIMEOUT") or 30)
     MAIL_DEFAULT_SENDER = os.environ.get("MAIL_DEFAULT_SENDER") or "no-reply@microblog.example"
     # Seconds between attempts when the mail server has a transient failure.
     MAIL_RETRY_INTERVALS = _ints("MAIL_RETRY_INTERVALS", "10,60,300")

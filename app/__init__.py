@@ -31,8 +31,10 @@ naming_convention = {
 
 
 def get_locale():
-    from flask import current_app
+    from flask import current_app, has_request_context
 
+    if not has_request_context():
+        return None  # a worker: the default locale (or one set with force_locale)
     return request.accept_languages.best_match(current_app.config["LANGUAGES"])
 
 

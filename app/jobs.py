@@ -21,7 +21,7 @@ import redis
 import rq
 import sqlalchemy as sa
 from flask import current_app, has_app_context
-from rq.callbacks import Callback
+from rq.job import Callback
 from rq.exceptions import AbandonedJobError, NoSuchJobError
 from rq.job import Job, JobStatus
 from rq.timeouts import JobTimeoutException
@@ -62,7 +62,7 @@ def _export_timeout(user: User) -> int:
 
 
 TASK_TYPES: dict[str, TaskType] = {
-    "example": TaskType(job_timeout=lambda user: 600),
+    "countdown": TaskType(job_timeout=lambda user: 600),
     "export_posts": TaskType(job_timeout=_export_timeout, max_retries=3),
     "noop": TaskType(job_timeout=lambda user: 60),
 }
@@ -190,6 +190,10 @@ def on_job_failure(job: Job, connection, exc_type, exc_value, traceback) -> None
     with _app_context():
         if not is_transient(exc_value):
             job.retries_left = 0  # RQ reads this right after the callback: do not retry
+        elif isinstance(exc_value, AbandonedJobError):
+            # The worker died, not the work: requeue at once rather than through the
+            # scheduler, whose lock the dead worker may hold for another minute.
+            job.retry_intervals = None
         record_failure(job.id, exc_value, will_retry=job.should_retry)
 
 

@@ -15,9 +15,15 @@ import sqlalchemy as sa
 import sqlalchemy.orm as so
 from flask import current_app
 from flask_login import UserMixin
+from sqlalchemy.dialects import mysql
 from werkzeug.security import check_password_hash, generate_password_hash
 
 from app import db, login
+
+# Every `Mapped[datetime]` column keeps microseconds: MySQL/MariaDB's plain DATETIME would
+# drop them (a message sent in the second the inbox was read would not count as unread).
+db.Model.registry.update_type_annotation_map(
+    {datetime: sa.DateTime().with_variant(mysql.DATETIME(fsp=6), "mysql", "mariadb")})
 
 
 def utcnow() -> datetime:

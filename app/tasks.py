@@ -3,7 +3,7 @@ the export itself in app/exports.py. As in the tutorial, this module builds its 
 
 import time
 
-from flask import render_template
+from flask import current_app, has_app_context, render_template
 from rq import get_current_job
 
 from app import db, exports, jobs
@@ -12,7 +12,8 @@ from app.models import User
 from app.worker import get_worker_app
 
 app = get_worker_app()
-app.app_context().push()
+if not has_app_context():  # in a worker process; in-process test workers bring their own
+    app.app_context().push()
 
 
 def _set_task_progress(progress: float) -> None:
@@ -36,6 +37,19 @@ def example(seconds):
     print("Task completed")
 
 
+def countdown(user_id, seconds):
+    """The example as a tracked task of a user: `seconds` steps of one second."""
+    try:
+        jobs.start()
+    except jobs.TaskNotActive:
+        return
+    progress = jobs.Progress(total=seconds)
+    for i in range(seconds):
+        time.sleep(1)
+        progress.update(i + 1)
+    jobs.finish("Countdown complete.")
+
+
 def noop(user_id):
     """Does nothing but go through the lifecycle (for the dispatch benchmark)."""
     jobs.start()
@@ -54,7 +68,7 @@ def export_posts(user_id):
     progress = jobs.Progress(total=exports.count_posts(user))
     path = exports.write_posts_json(user, progress.update)
     size = path.stat().st_size
-    limit = app.config["EXPORT_ATTACHMENT_LIMIT"]
+    limit = current_app.config["EXPORT_ATTACHMENT_LIMIT"]
     attach = size <= limit
     attachments = [("posts.json", "application/json", path.read_bytes())] if attach else []
     context = dict(user=user, attached=attach, size=size, limit=limit)
@@ -62,7 +76,7 @@ def export_posts(user_id):
     send_email_once(
         key=f"export:{job.id if job else path.name}",
         subject="[Microblog] Your blog posts",
-        sender=app.config["ADMINS"][0],
+        sender=current_app.config["ADMINS"][0],
         recipients=[user.email],
         text_body=render_template("email/export_posts.txt", **context),
         html_body=render_template("email/export_posts.html", **context),

@@ -40,11 +40,11 @@ class AppWorker(Worker):
         super().__init__(*args, **kwargs)
         self.heartbeat_grace = get_worker_app().config["TASK_HEARTBEAT_GRACE"]
 
-    def get_heartbeat_ttl(self, job, working_time: float = 0.0) -> int:
+    def get_heartbeat_ttl(self, job) -> int:
         # RQ's default adds 60 s; a shorter grace lets a dead worker's job be noticed sooner.
         interval = self.job_monitoring_interval
         if job.timeout and job.timeout > 0:
-            interval = min(job.timeout - working_time, interval)
+            interval = min(job.timeout - self.current_job_working_time, interval)
         return int(interval) + self.heartbeat_grace
 
     def handle_work_horse_killed(self, job, retpid, ret_val, rusage):

@@ -78,6 +78,7 @@ def _test_config(**overrides):
         SQLALCHEMY_DATABASE_URI=Config.SQLALCHEMY_DATABASE_URI,
         REDIS_URL=os.environ["REDIS_URL"],
         MAIL_SERVER=None,
+        MAIL_SUPPRESS_SEND=False,
         MAIL_RETRY_INTERVALS=[1, 1, 1],
         TASK_HEARTBEAT_GRACE=2,
         POSTS_PER_PAGE=3,

@@ -9,6 +9,12 @@ from wtforms.validators import Email, EqualTo, Length, Regexp, ValidationError
 from app import db
 from app.models import User
 
+
+def strip(value: str | None) -> str | None:
+    """A field filter: spaces around a pasted or autocompleted address are not part of it."""
+    return value.strip() if isinstance(value, str) else value
+
+
 USERNAME_RULES = [
     Required(), Length(min=2, max=64),
     Regexp(r"^[A-Za-z0-9_.-]+$",
@@ -25,7 +31,8 @@ class LoginForm(FlaskForm):
 
 class RegistrationForm(FlaskForm):
     username = StringField(_l("Username"), validators=USERNAME_RULES)
-    email = StringField(_l("Email"), validators=[Required(), Email(), Length(max=120)])
+    email = StringField(_l("Email"), validators=[Required(), Email(), Length(max=120)],
+                        filters=[strip])
     password = PasswordField(_l("Password"), validators=[Required(), Length(min=8, max=128)])
     password2 = PasswordField(
         _l("Repeat Password"), validators=[Required(), EqualTo("password")])
@@ -45,7 +52,7 @@ class RegistrationForm(FlaskForm):
 
 
 class ResetPasswordRequestForm(FlaskForm):
-    email = StringField(_l("Email"), validators=[Required(), Email()])
+    email = StringField(_l("Email"), validators=[Required(), Email()], filters=[strip])
     submit = SubmitField(_l("Request Password Reset"))
 
 

@@ -7,6 +7,7 @@ from flask import (
     current_app,
     flash,
     g,
+    has_request_context,
     jsonify,
     redirect,
     render_template,
@@ -43,7 +44,7 @@ def inject_page_globals():
 def _visible_tasks() -> list[Task]:
     """The alerts base.html shows: tasks in progress, and ended ones not yet dismissed
     (from the last day, so a failure that happened while away is seen once)."""
-    if not current_user.is_authenticated:
+    if not has_request_context() or not current_user or not current_user.is_authenticated:
         return []
     since = utcnow() - timedelta(days=1)
     return list(db.session.scalars(
@@ -174,7 +175,8 @@ def send_message(recipient):
     if form.validate_on_submit():
         msg = Message(author=current_user, recipient=user, body=form.message.data.strip())
         db.session.add(msg)
-        user.add_notification("unread_message_count", user.unread_message_count() + 1)
+        db.session.flush()  # so that the count below includes the new message
+        user.add_notification("unread_message_count", user.unread_message_count())
         db.session.commit()
         flash(_("Your message has been sent."), "success")
         return redirect(url_for("main.user", username=recipient))

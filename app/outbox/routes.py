@@ -19,7 +19,7 @@ def only_in_outbox_mode():
 
 
 def _load(name: str) -> EmailMessage:
-    if not NAME.match(name):
+    if not NAME.fullmatch(name):
         abort(404)
     path = outbox_dir() / name
     if not path.is_file():
@@ -36,7 +36,8 @@ def _summary(name: str, msg: EmailMessage) -> dict:
 
 @bp.route("/")
 def index():
-    names = sorted((p.name for p in outbox_dir().glob("*.eml")), reverse=True)[:200]
+    names = sorted((p.name for p in outbox_dir().glob("*.eml") if NAME.fullmatch(p.name)),
+                   reverse=True)[:200]
     return render_template("outbox/index.html", title=_("Outbox"),
                            messages=[_summary(n, _load(n)) for n in names])
 
@@ -70,8 +71,8 @@ def attachment(name, index):
     if not 0 <= index < len(parts):
         abort(404)
     part = parts[index]
-    response = make_response(part.get_content() if part.get_content_maintype() != "text"
-                             else part.get_content().encode(part.get_content_charset() or "utf-8"))
+    # The attachment's own bytes: decoding a text part with a guessed charset could change them.
+    response = make_response(part.get_payload(decode=True))
     response.mimetype = part.get_content_type()
     response.headers.set("Content-Disposition", "attachment",
                          filename=part.get_filename() or "attachment")

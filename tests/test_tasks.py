@@ -1,0 +1,484 @@
+"""Background jobs end to end: real Redis, real `rq worker` processes, a real SMTP server."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import rq
+import sqlalchemy as sa
+from redis import Redis
+
+from app import db
+from app.models import Post, Task, TaskStatus, User
+from tests.conftest import (
+    ROOT,
+    csrf_token,
+    login,
+    make_user,
+    run_worker_burst,
+    start_worker,
+    wait_for,
+    worker_env,
+)
+
+TRICKY_BODIES = [
+    "plain first post",
+    '<script>alert("x")</script> & <b>bold</b>',
+    "quotes \" and ' and \\ backslash",
+    "emoji 😀🎉 and 한국어",
+    "line one\nline two\n\ttabbed",
+]
+
+
+def _export(client) -> None:
+    token = csrf_token(client, "/user/susan")
+    response = client.post("/export_posts", data={"csrf_token": token})
+    assert response.status_code == 302
+
+
+def _task(task_id=None) -> Task:
+    db.session.expire_all()
+    if task_id:
+        return db.session.get(Task, task_id)
+    return db.session.scalars(sa.select(Task)).one()
+
+
+def _attachment(message, filename="posts.json"):
+    for part in message.iter_attachments():
+        if part.get_filename() == filename:
+            return part
+    raise AssertionError(f"no {filename} attached")
+
+
+def _stop(proc: subprocess.Popen) -> str:
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=5)
+    return proc.stdout.read() if proc.stdout else ""
+
+
+def test_export_of_n_posts_arrives_at_the_smtp_server_with_exactly_those_posts(
+        app, client, smtp_server):
+    make_user(posts=TRICKY_BODIES)
+    login(client)
+    _export(client)
+
+    result = run_worker_burst()
+    assert result.returncode == 0, result.stderr
+
+    task = _task()
+    assert task.status == TaskStatus.FINISHED and task.complete and task.progress == 100
+    [message] = smtp_server.handler_ref.messages
+    assert message["Subject"] == "[Microblog] Your blog posts"
+    assert message["To"] == "susan@example.com"
+    assert "Please find attached" in message.get_body(("plain",)).get_content()
+    assert "Please find attached" in message.get_body(("html",)).get_content()
+    part = _attachment(message)
+    assert part.get_content_type() == "application/json"
+    data = json.loads(part.get_content())
+    assert [p["body"] for p in data["posts"]] == TRICKY_BODIES  # oldest first, exact
+    assert all(p["timestamp"].endswith("Z") for p in data["posts"])
+    assert data["user"] == "susan" and data["version"] == 1
+    # The page says so, in green, and the export file was cleaned up.
+    html = client.get("/user/susan").get_data(as_text=True)
+    assert "Your posts were exported. Check your email." in html
+    assert not any((Path(app.instance_path) / "exports").glob("*"))
+
+
+def test_an_export_of_zero_posts_is_an_empty_list(app, client, smtp_server):
+    make_user()
+    login(client)
+    _export(client)
+    assert run_worker_burst().returncode == 0
+    [message] = smtp_server.handler_ref.messages
+    assert json.loads(_attachment(message).get_content())["posts"] == []
+    assert _task().status == TaskStatus.FINISHED
+
+
+def test_polled_progress_is_monotonic_and_ends_at_100(app, client, config_overrides):
+    user = make_user()
+    db.session.execute(sa.insert(Post), [
+        {"body": f"post {i}", "user_id": user.id} for i in range(3000)])
+    db.session.commit()
+    login(client)
+    worker = start_worker(env=worker_env(EXPORT_BATCH_SIZE=50))
+    try:
+        _export(client)
+        seen, since, status = [], 0.0, None
+        deadline = time.monotonic() + 90
+        while status not in TaskStatus.TERMINAL and time.monotonic() < deadline:
+            for n in client.get(f"/notifications?since={since}").get_json():
+                since = max(since, n["timestamp"])
+                if n["name"] == "task_progress":
+                    seen.append(n["data"]["progress"])
+                    status = n["data"]["status"]
+            time.sleep(0.02)
+    finally:
+        log = _stop(worker)
+    assert status == TaskStatus.FINISHED, log
+    assert seen == sorted(seen), seen
+    assert seen[-1] == 100
+    assert len(set(seen)) > 2, f"no intermediate progress seen: {seen}"
+
+
+def test_export_makes_at_most_about_100_progress_writes(app, monkeypatch, config_overrides):
+    from app import jobs
+    from tests.conftest import run_jobs_in_process
+
+    user = make_user()
+    db.session.execute(sa.insert(Post), [
+        {"body": f"post {i}", "user_id": user.id} for i in range(5000)])
+    db.session.commit()
+    writes = []
+    original = jobs.set_progress
+    monkeypatch.setattr(jobs, "set_progress", lambda p, job=None: (writes.append(p),
+                                                                   original(p, job)))
+    user.launch_task("export_posts", "Exporting posts...")
+    run_jobs_in_process(app)
+    assert _task().status == TaskStatus.FINISHED
+    assert 50 <= len(writes) <= 101, len(writes)
+
+
+def test_the_task_row_exists_before_any_worker_can_see_the_job(app, client, monkeypatch):
+    """The tutorial enqueued first and committed after: a fast worker found no row. Here the
+    row must be visible to another database connection at the moment the job is enqueued."""
+    make_user()
+    login(client)
+    other_connection = sa.create_engine(app.config["SQLALCHEMY_DATABASE_URI"])
+    seen_at_enqueue = []
+    original = rq.Queue.enqueue
+
+    def checking_enqueue(queue, f, *args, **kwargs):
+        with other_connection.connect() as conn:
+            seen_at_enqueue.append(conn.execute(sa.text(
+                "SELECT status FROM task WHERE id = :id"), {"id": kwargs["job_id"]}).scalar())
+        return original(queue, f, *args, **kwargs)
+
+    monkeypatch.setattr(rq.Queue, "enqueue", checking_enqueue)
+    _export(client)
+    other_connection.dispose()
+    assert seen_at_enqueue == ["queued"]
+
+
+def test_a_worker_already_waiting_picks_the_job_up_and_the_task_finishes(app, client):
+    make_user(posts=["hello"])
+    login(client)
+    worker = start_worker()
+    try:
+        time.sleep(1.0)  # the worker is listening before the request arrives
+        _export(client)
+        wait_for(lambda: _task().complete, timeout=60, message="task to end")
+    finally:
+        log = _stop(worker)
+    assert _task().status == TaskStatus.FINISHED, log
+
+
+def test_ten_concurrent_export_requests_create_exactly_one_task(app, client):
+    make_user(posts=["hello"])
+    login(client)
+    token = csrf_token(client, "/user/susan")
+    cookie = client.get_cookie("session", domain="localhost.localdomain")
+    barrier = threading.Barrier(10)
+    responses = []
+
+    def post():
+        c = app.test_client()
+        c.set_cookie("session", cookie.value, domain=cookie.domain)
+        barrier.wait()
+        r = c.post("/export_posts", data={"csrf_token": token}, follow_redirects=True)
+        responses.append((r.status_code, r.get_data(as_text=True)))
+
+    threads = [threading.Thread(target=post) for _ in range(10)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert [code for code, _ in responses] == [200] * 10
+    refused = [html for _, html in responses if "An export task is currently in progress" in html]
+    assert len(refused) == 9
+    assert db.session.scalar(sa.select(sa.func.count(Task.id))) == 1
+    assert app.task_queue.count == 1
+
+
+def test_second_export_request_while_one_runs_is_refused_and_control_hidden(app, client):
+    make_user(posts=["hello"])
+    login(client)
+    _export(client)
+    html = client.get("/user/susan").get_data(as_text=True)
+    assert 'id="export-control"' in html and 'class="d-none"' in html
+    token = csrf_token(client, "/user/susan")
+    r = client.post("/export_posts", data={"csrf_token": token}, follow_redirects=True)
+    assert "An export task is currently in progress" in r.get_data(as_text=True)
+    assert db.session.scalar(sa.select(sa.func.count(Task.id))) == 1
+    assert run_worker_burst().returncode == 0
+    html = client.get("/user/susan").get_data(as_text=True)
+    assert 'class="d-none"' not in html.split('id="export-control"')[1].split(">")[0]
+
+
+def test_export_fails_honestly_when_the_mail_server_stays_down(app, client, dead_smtp_port):
+    make_user(posts=["hello"])
+    login(client)
+    worker = start_worker()
+    try:
+        _export(client)
+        wait_for(lambda: _task().complete, timeout=90, message="task to end")
+    finally:
+        log = _stop(worker)
+    task = _task()
+    assert task.status == TaskStatus.FAILED, log
+    assert task.error == "The mail server could not be reached."
+    assert task.attempts == 4  # the first try and three retries
+    assert task.get_progress() < 100
+    html = client.get("/user/susan").get_data(as_text=True)
+    assert "The mail server could not be reached." in html and "alert-danger" in html
+    assert 'class="d-none"' not in html.split('id="export-control"')[1].split(">")[0]
+    failed = [n["data"] for n in client.get("/notifications").get_json()
+              if n["name"] == "task_progress"]
+    assert failed[-1]["status"] == "failed"
+
+
+def test_a_transient_mail_error_is_retried_and_the_mail_sent_once(app, client, smtp_server):
+    handler = smtp_server.handler_ref
+    handler.fail_with = "451 4.3.0 Try again later"
+    make_user(posts=["hello"])
+    login(client)
+    worker = start_worker()
+    try:
+        _export(client)
+        wait_for(lambda: _task().attempts >= 1 and _task().error, timeout=30,
+                 message="first attempt to fail")
+        assert _task().status == TaskStatus.QUEUED
+        assert "Retrying automatically" in _task().error
+        handler.fail_with = None
+        wait_for(lambda: _task().complete, timeout=60, message="task to end")
+    finally:
+        log = _stop(worker)
+    assert _task().status == TaskStatus.FINISHED, log
+    assert len(handler.messages) == 1
+
+
+def test_a_retried_export_never_sends_the_same_email_twice(smtp_server, app, monkeypatch):
+    """A transient failure after the mail went out (here: finishing the task) retries the job;
+    the retry must not mail the user again."""
+    from app import jobs
+    from tests.conftest import run_jobs_in_process
+
+    app.config["MAIL_RETRY_INTERVALS"] = [0]
+    user = make_user(posts=["hello"])
+    original, calls = jobs.finish, []
+
+    def flaky_finish(message=None):
+        calls.append(message)
+        if len(calls) == 1:
+            raise ConnectionError("database connection dropped")
+        return original(message)
+
+    monkeypatch.setattr(jobs, "finish", flaky_finish)
+    user.launch_task("export_posts", "Exporting posts...")
+    run_jobs_in_process(app)
+    assert len(calls) == 2
+    assert _task().status == TaskStatus.FINISHED
+    assert len(smtp_server.handler_ref.messages) == 1
+
+
+def test_a_job_that_runs_too_long_fails_with_a_clear_reason(app, client):
+    user = make_user()
+    login(client)
+    task = user.launch_task("countdown", "Counting", 30, job_timeout=1)
+    assert run_worker_burst().returncode == 0
+    task = _task(task.id)
+    assert task.status == TaskStatus.FAILED
+    assert task.error == "The task took too long and was stopped."
+    assert task.get_progress() < 100
+
+
+def test_a_sigkilled_worker_leaves_no_task_in_progress(app, client, smtp_server):
+    """Kill the worker and its work horse mid-export: RQ's abandoned-job handling (found by
+    the page's poll, or by another worker's maintenance) retries it; the user gets one mail."""
+    user = make_user()
+    db.session.execute(sa.insert(Post), [
+        {"body": f"post {i}", "user_id": user.id} for i in range(100000)])
+    db.session.commit()
+    login(client)
+    victim = start_worker(env=worker_env(EXPORT_BATCH_SIZE=10))
+    try:
+        _export(client)
+        wait_for(lambda: _task().status == TaskStatus.RUNNING and _task().progress > 0,
+                 timeout=60, interval=0.05, message="export to be running")
+        os.killpg(victim.pid, signal.SIGKILL)
+        victim.wait(timeout=10)
+        killed_at = time.monotonic()
+        # The page keeps polling; within the bound the task is no longer "running".
+        wait_for(lambda: (client.get("/notifications"), _task().status)[1] != "running",
+                 timeout=120, interval=0.5, message="task to leave 'running'")
+        noticed_after = time.monotonic() - killed_at
+        task = _task()
+        assert task.status == TaskStatus.QUEUED
+        assert task.error == ("The worker running this task stopped unexpectedly. "
+                              "Retrying automatically.")
+        rescuer = start_worker()
+        try:
+            wait_for(lambda: _task().complete, timeout=120, message="retry to finish")
+        finally:
+            _stop(rescuer)
+    finally:
+        if victim.poll() is None:
+            os.killpg(victim.pid, signal.SIGKILL)
+    assert _task().status == TaskStatus.FINISHED
+    assert len(smtp_server.handler_ref.messages) == 1
+    assert noticed_after < 120
+
+
+def test_the_tutorials_shell_session_runs_example_with_progress(app, redis_server):
+    queue = rq.Queue("microblog-tasks", connection=Redis.from_url(redis_server))
+    job = queue.enqueue("app.tasks.example", 2)
+    assert job.get_id() == job.id
+    # `rq worker -u $REDIS_URL microblog-tasks`, verbatim (plus --burst so it returns).
+    rq_bin = str(Path(sys.executable).parent / "rq")
+    result = subprocess.run([rq_bin, "worker", "-u", redis_server, "--burst", "microblog-tasks"],
+                            cwd=ROOT, env=worker_env(), capture_output=True, text=True,
+                            timeout=60)
+    assert result.returncode == 0, result.stderr
+    job.refresh()
+    assert job.get_status() == "finished"
+    assert job.meta["progress"] == 100
+    assert "Task completed" in result.stdout + result.stderr
+
+
+def test_plain_rq_worker_with_redis_url_from_the_environment_runs_the_export(
+        app, client, smtp_server):
+    make_user(posts=["hello"])
+    login(client)
+    _export(client)
+    result = run_worker_burst(args=[])  # `rq worker microblog-tasks`, REDIS_URL from the env
+    assert result.returncode == 0, result.stderr
+    assert _task().status == TaskStatus.FINISHED
+    assert len(smtp_server.handler_ref.messages) == 1
+
+
+def test_export_without_csrf_token_is_refused_and_starts_nothing(app, client):
+    make_user()
+    login(client)
+    response = client.post("/export_posts")
+    assert response.status_code == 400
+    assert db.session.scalar(sa.select(sa.func.count(Task.id))) == 0
+    assert app.task_queue.count == 0
+
+
+def test_export_by_get_is_not_allowed(app, client):
+    make_user()
+    login(client)
+    assert client.get("/export_posts").status_code == 405
+
+
+def test_one_user_cannot_see_or_touch_another_users_task(app, client):
+    susan = make_user()
+    make_user("mallory")
+    task = susan.launch_task("export_posts", "Exporting posts...")
+    login(client, "mallory")
+    assert [n for n in client.get("/notifications").get_json()
+            if n["name"] == "task_progress"] == []
+    assert client.get(f"/tasks/{task.id}").status_code == 404
+    token = csrf_token(client, "/index")
+    assert client.post(f"/tasks/{task.id}/dismiss",
+                       data={"csrf_token": token}).status_code == 404
+    assert "Exporting posts" not in client.get("/index").get_data(as_text=True)
+
+
+def test_redis_down_means_a_clear_message_not_a_500(app, client, config_overrides, tmp_path):
+    make_user(posts=["hello"])
+    login(client)
+    app.redis = Redis.from_url(f"unix://{tmp_path}/nothing-here.sock", socket_connect_timeout=1)
+    app.task_queue = rq.Queue("microblog-tasks", connection=app.redis)
+    token = csrf_token(client, "/user/susan")
+    response = client.post("/export_posts", data={"csrf_token": token}, follow_redirects=True)
+    assert response.status_code == 200
+    html = response.get_data(as_text=True)
+    assert "Background jobs are unavailable right now" in html
+    task = _task()
+    assert task.status == TaskStatus.FAILED
+    assert task.error.startswith("Background jobs are unavailable right now")
+    assert client.get("/notifications").status_code == 200
+
+
+def test_a_task_whose_job_vanished_ends_failed_not_at_100(app, client, monkeypatch):
+    from app import jobs
+
+    user = make_user()
+    login(client)
+    task = user.launch_task("export_posts", "Exporting posts...")
+    app.redis.flushdb()  # the job is gone (Redis lost its data)
+    monkeypatch.setattr(jobs, "ENQUEUE_GRACE", jobs.timedelta(0))
+    client.get("/notifications")
+    task = _task(task.id)
+    assert task.status == TaskStatus.FAILED
+    assert task.error == "The task was lost by the job queue."
+    assert task.get_progress() < 100
+
+
+def test_flask_tasks_reconcile_command_ends_lost_tasks(app, runner, monkeypatch):
+    from app import jobs
+
+    user = make_user()
+    user.launch_task("export_posts", "Exporting posts...")
+    app.redis.flushdb()
+    monkeypatch.setattr(jobs, "ENQUEUE_GRACE", jobs.timedelta(0))
+    result = runner.invoke(args=["tasks", "reconcile"])
+    assert "1 task(s) ended." in result.output
+    assert _task().status == TaskStatus.FAILED
+
+
+def test_export_too_large_to_attach_is_not_attached_and_the_mail_says_so(
+        app, client, smtp_server, config_overrides):
+    make_user(posts=["x" * 200] * 20)
+    login(client)
+    _export(client)
+    assert run_worker_burst(env=worker_env(EXPORT_ATTACHMENT_LIMIT=1000)).returncode == 0
+    [message] = smtp_server.handler_ref.messages
+    assert list(message.iter_attachments()) == []
+    assert "larger than the 1.0 kB" in message.get_body(("plain",)).get_content()
+    assert "too large to attach" in _task().result_message
+
+
+def test_two_tasks_of_one_user_keep_separate_notifications(app, client):
+    user = make_user(posts=["hello"])
+    login(client)
+    first = user.launch_task("export_posts", "Exporting posts...")
+    second = user.launch_task("countdown", "Counting", 1)
+    ids = {n["data"]["task_id"] for n in client.get("/notifications").get_json()
+           if n["name"] == "task_progress"}
+    assert run_worker_burst().returncode == 0
+    ids = {n["data"]["task_id"]: n["data"]["status"] for n in
+           client.get("/notifications").get_json() if n["name"] == "task_progress"}
+    assert ids == {first.id: "finished", second.id: "finished"}
+
+
+def test_the_user_row_and_posts_are_untouched_by_an_export(app, client, smtp_server):
+    make_user(posts=TRICKY_BODIES)
+    login(client)
+    _export(client)
+    assert run_worker_burst().returncode == 0
+    db.session.expire_all()
+    assert db.session.scalar(sa.select(sa.func.count(Post.id))) == len(TRICKY_BODIES)
+    assert db.session.scalar(sa.select(User).where(User.username == "susan")) is not None
+
+
+@pytest.mark.parametrize("bodies", [[], ["one"]])
+def test_get_progress_is_100_only_when_finished(app, bodies, smtp_server):
+    user = make_user(posts=bodies)
+    task = user.launch_task("export_posts", "Exporting posts...")
+    assert task.get_progress() == 0
+    assert run_worker_burst().returncode == 0
+    assert _task(task.id).get_progress() == 100
