@@ -482,3 +482,33 @@ def test_get_progress_is_100_only_when_finished(app, bodies, smtp_server):
     assert task.get_progress() == 0
     assert run_worker_burst().returncode == 0
     assert _task(task.id).get_progress() == 100
+
+
+def _children(pid: int) -> list[int]:
+    path = Path(f"/proc/{pid}/task/{pid}/children")
+    return [int(x) for x in path.read_text().split()] if path.exists() else []
+
+
+def test_a_killed_work_horse_is_recorded_and_retried_by_its_worker(app, client, smtp_server):
+    """The out-of-memory case: the process running the job dies, its worker lives on."""
+    app.config["MAIL_RETRY_INTERVALS"] = [0]  # requeue at once: this worker has no scheduler
+    user = make_user()
+    db.session.execute(sa.insert(Post), [
+        {"body": f"post {i}", "user_id": user.id} for i in range(20000)])
+    db.session.commit()
+    login(client)
+    worker = start_worker(env=worker_env(EXPORT_BATCH_SIZE=10), args=["-w", "app.worker.AppWorker"])
+    try:
+        _export(client)
+        wait_for(lambda: _task().status == TaskStatus.RUNNING and _task().progress > 0,
+                 timeout=60, interval=0.05, message="export to be running")
+        [horse] = wait_for(lambda: _children(worker.pid), timeout=10, message="work horse")
+        os.kill(horse, signal.SIGKILL)
+        wait_for(lambda: _task().attempts >= 2, timeout=60, message="the retry to start")
+        wait_for(lambda: _task().complete, timeout=120, message="retry to finish")
+    finally:
+        log = _stop(worker)
+    task = _task()
+    assert task.status == TaskStatus.FINISHED, log
+    assert "Work-horse terminated unexpectedly" in log
+    assert len(smtp_server.handler_ref.messages) == 1

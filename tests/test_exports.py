@@ -1,0 +1,63 @@
+"""The export file itself (app/exports.py): exact content, order, batching, cleanup."""
+
+import json
+from datetime import datetime, timedelta
+
+import pytest
+
+from app import db, exports
+from app.models import Post
+from tests.conftest import make_user
+
+
+def _read(path):
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+@pytest.mark.parametrize("batch_size", [1, 2, 3, 1000])
+def test_posts_come_out_oldest_first_whatever_the_batch_size(app, batch_size):
+    user = make_user()
+    base = datetime(2024, 1, 1, 12, 0, 0)
+    # Several posts share a timestamp, and ids are not in time order.
+    stamps = [base + timedelta(minutes=m) for m in (5, 1, 1, 3, 1, 0, 5)]
+    for i, ts in enumerate(stamps):
+        db.session.add(Post(body=f"post {i}", timestamp=ts, author=user))
+    db.session.commit()
+    data = _read(exports.write_posts_json(user, batch_size=batch_size))
+    times = [p["timestamp"] for p in data["posts"]]
+    assert times == sorted(times)
+    assert sorted(p["body"] for p in data["posts"]) == sorted(f"post {i}" for i in range(7))
+    assert len({p["id"] for p in data["posts"]}) == 7
+
+
+def test_bodies_round_trip_exactly(app):
+    bodies = ['<a href="x">&amp;</a>', "\"'\\", "😀 한국어 ñ", "a\nb\r\nc\t", "\u2028\u2029"]
+    user = make_user(posts=bodies)
+    data = _read(exports.write_posts_json(user))
+    assert [p["body"] for p in data["posts"]] == bodies
+    assert data["format"] == "microblog-posts" and data["exported_at"].endswith("Z")
+
+
+def test_only_the_users_own_posts_are_exported(app):
+    make_user("other", posts=["not mine"])
+    user = make_user(posts=["mine"])
+    data = _read(exports.write_posts_json(user))
+    assert [p["body"] for p in data["posts"]] == ["mine"]
+
+
+def test_progress_is_reported_per_post_written(app):
+    user = make_user(posts=[f"p{i}" for i in range(5)])
+    seen = []
+    exports.write_posts_json(user, on_progress=seen.append, batch_size=2)
+    assert seen == [1, 2, 3, 4, 5]
+
+
+def test_a_failed_export_leaves_no_partial_file(app):
+    user = make_user(posts=["a", "b"])
+
+    def explode(done):
+        raise RuntimeError("disk full")
+
+    with pytest.raises(RuntimeError):
+        exports.write_posts_json(user, on_progress=explode)
+    assert list(exports.export_dir().iterdir()) == []
