@@ -5,7 +5,7 @@ import os
 basedir = os.path.abspath(os.path.dirname(__file__))
 instance_dir = os.environ.get("MICROBLOG_INSTANCE") or os.path.join(basedir, "instance")
 
-DEV_SECRET_KEY = "dev-only-secret-key-change-me"
+DEV_SECRET_KEY = "dev-only-secret-key-change-me-in-production"
 
 
 def database_url(url: str | None) -> str:

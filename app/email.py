@@ -21,7 +21,14 @@ Attachment = tuple[str, str, bytes]
 
 
 def outbox_enabled() -> bool:
+    """The local outbox stands in for SMTP when no MAIL_SERVER is set. Its pages show every
+    mail (password-reset links included), so they are a development tool: never served in
+    production, where mail without a MAIL_SERVER is still written to disk, not shown."""
     return not current_app.config.get("MAIL_SERVER")
+
+
+def outbox_pages_enabled() -> bool:
+    return outbox_enabled() and current_app.config.get("MICROBLOG_ENV") != "production"
 
 
 def outbox_dir() -> Path:

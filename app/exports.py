@@ -28,14 +28,20 @@ def iter_post_rows(user: User, batch_size: int):
     `batch_size` rows at a time (keyset pagination: constant memory, no long cursor)."""
     last_ts, last_id = None, None
     columns = (Post.id, Post.body, Post.timestamp, Post.language)
+    # Core execution on the session's connection: plain rows, without the ORM's per-row
+    # loading machinery (a third of the export's time at a million posts).
+    connection = db.session.connection()
     while True:
         query = sa.select(*columns).where(Post.user_id == user.id)
         if last_id is not None:
-            query = query.where(sa.or_(
-                Post.timestamp > last_ts,
-                sa.and_(Post.timestamp == last_ts, Post.id > last_id)))
+            # "(timestamp, id) after the last row", spelled so that the leading
+            # `timestamp >= last_ts` is a range on ix_post_user_timestamp: with only the
+            # OR form, SQLite scans the user's posts from the first one for every batch.
+            query = query.where(
+                Post.timestamp >= last_ts,
+                sa.or_(Post.timestamp > last_ts, Post.id > last_id))
         query = query.order_by(Post.timestamp, Post.id).limit(batch_size)
-        rows = db.session.execute(query).all()
+        rows = connection.execute(query).all()
         if not rows:
             return
         yield from rows
@@ -64,16 +70,18 @@ def write_posts_json(user: User, on_progress: Callable[[int], None] | None = Non
         "exported_at": utcnow().isoformat() + "Z"}, ensure_ascii=False)
     fd, tmp = tempfile.mkstemp(prefix=f"posts-{user.id}-", suffix=".json.part",
                                dir=export_dir())
-    encode = json.JSONEncoder(ensure_ascii=False).encode
+    # What json.dumps(a_str, ensure_ascii=False) calls, without its per-call overhead.
+    encode = json.encoder.encode_basestring
     written = 0
+    separator = "\n"
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as out:
             out.write(header[:-1] + ', "posts": [')
             for post_id, body, timestamp, language in iter_post_rows(user, batch_size):
-                out.write(",\n" if written else "\n")
-                stamp = timestamp.isoformat()
-                out.write(f'{{"id": {post_id}, "body": {encode(body)}, '
-                          f'"timestamp": "{stamp}Z", "language": {encode(language)}}}')
+                out.write(f'{separator}{{"id": {post_id}, "body": {encode(body)}, '
+                          f'"timestamp": "{timestamp.isoformat()}Z", "language": '
+                          f'{"null" if language is None else encode(language)}}}')
+                separator = ",\n"
                 written += 1
                 if on_progress is not None:
                     on_progress(written)

@@ -21,9 +21,8 @@ import redis
 import rq
 import sqlalchemy as sa
 from flask import current_app, has_app_context
-from rq.job import Callback
 from rq.exceptions import AbandonedJobError, NoSuchJobError
-from rq.job import Job, JobStatus
+from rq.job import Callback, Job, JobStatus
 from rq.timeouts import JobTimeoutException
 from sqlalchemy.exc import IntegrityError
 

@@ -33,6 +33,10 @@ sys.path.insert(0, str(ROOT))
 
 from config import Config  # noqa: E402
 
+# Workers import app.tasks, which builds the worker's app and pushes its context when none is
+# active. Import it now, outside any test, so an in-process worker never pushes one mid-test.
+import app.tasks  # noqa: E402,F401
+
 WORKER_ARGS = ["-w", "app.worker.AppWorker", "--with-scheduler"]
 
 

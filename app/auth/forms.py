@@ -60,4 +60,4 @@ class ResetPasswordForm(FlaskForm):
     password = PasswordField(_l("Password"), validators=[Required(), Length(min=8, max=128)])
     password2 = PasswordField(
         _l("Repeat Password"), validators=[Required(), EqualTo("password")])
-    submit = SubmitField(_l("Request Password Reset"))
+    submit = SubmitField(_l("Reset Password"))

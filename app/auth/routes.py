@@ -34,7 +34,8 @@ def login():
         return redirect(url_for("main.index"))
     form = LoginForm()
     if form.validate_on_submit():
-        user = db.session.scalar(sa.select(User).where(User.username == form.username.data))
+        user = db.session.scalar(sa.select(User).where(
+            sa.func.lower(User.username) == form.username.data.strip().lower()))
         if user is None or not user.check_password(form.password.data):
             flash(_("Invalid username or password"), "danger")
             return redirect(url_for("auth.login", next=request.args.get("next")))
@@ -99,4 +100,4 @@ def reset_password(token):
         db.session.commit()
         flash(_("Your password has been reset."), "success")
         return redirect(url_for("auth.login"))
-    return render_template("auth/reset_password.html", form=form)
+    return render_template("auth/reset_password.html", title=_("Reset Your Password"), form=form)

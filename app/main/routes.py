@@ -36,9 +36,9 @@ def before_request():
 
 @bp.app_context_processor
 def inject_page_globals():
-    from app.email import outbox_enabled
+    from app.email import outbox_pages_enabled
 
-    return {"outbox_enabled": outbox_enabled(), "visible_tasks": _visible_tasks()}
+    return {"outbox_enabled": outbox_pages_enabled(), "visible_tasks": _visible_tasks()}
 
 
 def _visible_tasks() -> list[Task]:

@@ -6,7 +6,7 @@ from email.message import EmailMessage
 from flask import abort, make_response, render_template
 from flask_babel import _
 
-from app.email import outbox_dir, outbox_enabled
+from app.email import outbox_dir, outbox_pages_enabled
 from app.outbox import bp
 
 NAME = re.compile(r"^[0-9T]+-[0-9a-f]{8}\.eml$")
@@ -14,7 +14,7 @@ NAME = re.compile(r"^[0-9T]+-[0-9a-f]{8}\.eml$")
 
 @bp.before_request
 def only_in_outbox_mode():
-    if not outbox_enabled():
+    if not outbox_pages_enabled():
         abort(404)
 
 

@@ -1,0 +1,175 @@
+"""Mail end to end: the password reset mail goes out from a background job, through a real
+SMTP server (or the local outbox when MAIL_SERVER is unset), and its link works once."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+import rq
+from redis import Redis
+
+from app import db
+from app import tasks as _worker_tasks  # noqa: F401  (imported early: see the note below)
+from app.email import send_email
+from tests.conftest import csrf_token, login, make_user, run_jobs_in_process
+
+# app.tasks builds the worker's app and pushes its context when it is first imported. Importing
+# it with this module, before any test pushes its own context, keeps that context at the bottom
+# of the stack; first imported by the in-process worker during a test, it would sit on top of the
+# test's context and break its teardown.
+
+LINK = re.compile(r"http://localhost\.localdomain(/auth/reset_password/[\w.-]+)")
+
+
+def request_reset(client, email, **headers):
+    token = csrf_token(client, "/auth/reset_password_request")
+    return client.post("/auth/reset_password_request", data={
+        "email": email, "csrf_token": token}, headers=headers)
+
+
+def reset_with_link(client, path, password):
+    token = csrf_token(client, path)
+    return client.post(path, data={"password": password, "password2": password,
+                                   "csrf_token": token})
+
+
+def can_log_in(client, password) -> bool:
+    response = client.post("/auth/login", data={
+        "username": "susan", "password": password, "csrf_token": csrf_token(client)})
+    logged_in = response.location == "/index"
+    if logged_in:
+        client.post("/auth/logout", data={"csrf_token": csrf_token(client, "/index")})
+    return logged_in
+
+
+def outbox_files(app) -> list[Path]:
+    return sorted((Path(app.instance_path) / "outbox").glob("*.eml"))
+
+
+# --------------------------------------------------------------------------- through SMTP
+
+def test_password_reset_end_to_end_through_the_smtp_server(smtp_server, app, client):
+    received = smtp_server.handler_ref.messages
+    make_user()
+
+    response = request_reset(client, "Susan@Example.com")
+    assert response.location == "/auth/login"
+    assert "Check your email for the instructions to reset your password" in client.get(
+        "/auth/login").get_data(as_text=True)
+    # The request only queued the mail; a worker sends it.
+    assert received == []
+    assert app.task_queue.count == 1
+
+    run_jobs_in_process(app)
+    assert len(received) == 1
+    mail = received[0]
+    assert mail["Subject"] == "[Microblog] Reset Your Password"
+    assert mail["To"] == "susan@example.com"
+    assert mail["From"] == app.config["ADMINS"][0]
+    text = mail.get_body(preferencelist=("plain",)).get_content()
+    html = mail.get_body(preferencelist=("html",)).get_content()
+    assert "Dear susan," in text
+    path = LINK.search(text).group(1)
+    assert LINK.search(html).group(1) == path
+    assert not outbox_files(app)  # with a mail server nothing is kept locally
+
+    page = client.get(path)
+    assert page.status_code == 200
+    assert "Reset Your Password" in page.get_data(as_text=True)
+    response = reset_with_link(client, path, "my new password")
+    assert response.location == "/auth/login"
+    assert "Your password has been reset." in client.get("/auth/login").get_data(as_text=True)
+
+    assert not can_log_in(client, "correct horse battery")
+    assert can_log_in(client, "my new password")
+
+    # The link has done its job.
+    assert client.get(path).status_code == 302
+    assert "The password reset link is invalid or has expired." in client.get(
+        "/auth/login").get_data(as_text=True)
+    response = client.post(path, data={
+        "password": "third password", "password2": "third password",
+        "csrf_token": csrf_token(client)})
+    assert response.status_code == 302
+    assert not can_log_in(client, "third password")
+
+
+def test_no_mail_for_an_unknown_address_and_the_same_answer(smtp_server, app, client):
+    make_user()
+    response = request_reset(client, "stranger@example.com")
+    assert response.location == "/auth/login"
+    assert "Check your email for the instructions to reset your password" in client.get(
+        "/auth/login").get_data(as_text=True)
+    assert app.task_queue.count == 0
+    run_jobs_in_process(app)
+    assert smtp_server.handler_ref.messages == []
+
+
+@pytest.mark.parametrize("email, message", [
+    ("", "This field is required."),
+    ("not an address", "Invalid email address."),
+])
+def test_reset_request_with_a_bad_address_is_refused(smtp_server, app, client, email, message):
+    make_user()
+    response = request_reset(client, email)
+    assert response.status_code == 200
+    assert message in response.get_data(as_text=True)
+    assert app.task_queue.count == 0
+
+
+def test_reset_request_without_csrf_sends_nothing(smtp_server, app, client):
+    make_user()
+    response = client.post("/auth/reset_password_request", data={"email": "susan@example.com"})
+    assert response.status_code == 400
+    assert app.task_queue.count == 0
+
+
+def test_mail_is_sent_right_away_when_the_job_queue_is_down(smtp_server, app):
+    app.task_queue = rq.Queue(app.config["TASK_QUEUE"], connection=Redis.from_url(
+        "unix://" + str(Path(app.instance_path) / "no-redis-here.sock")))
+    send_email("Queue down", sender="admin@microblog.example", recipients=["a@example.com"],
+               text_body="still delivered", html_body="<p>still delivered</p>")
+    received = smtp_server.handler_ref.messages
+    assert [m["Subject"] for m in received] == ["Queue down"]
+
+
+def test_mail_with_sync_true_does_not_use_the_queue(smtp_server, app):
+    send_email("Right now", sender="admin@microblog.example", recipients=["a@example.com"],
+               text_body="body", html_body="<p>body</p>", sync=True)
+    assert app.task_queue.count == 0
+    assert [m["Subject"] for m in smtp_server.handler_ref.messages] == ["Right now"]
+
+
+# --------------------------------------------------------------------------- through the outbox
+
+def test_password_reset_end_to_end_through_the_local_outbox(app, client):
+    assert not app.config["MAIL_SERVER"]
+    make_user()
+    request_reset(client, "susan@example.com")
+    assert outbox_files(app) == []  # queued, not yet sent
+    run_jobs_in_process(app)
+    assert len(outbox_files(app)) == 1
+
+    listing = client.get("/outbox/").get_data(as_text=True)
+    assert "[Microblog] Reset Your Password" in listing
+    assert "susan@example.com" in listing
+    message_link = re.search(r'href="(/outbox/[^"/]+\.eml)"', listing).group(1)
+
+    message = client.get(message_link).get_data(as_text=True)
+    assert "Dear susan," in message
+    path = LINK.search(message).group(1)
+
+    assert reset_with_link(client, path, "outbox password").location == "/auth/login"
+    db.session.expire_all()
+    assert can_log_in(client, "outbox password")
+
+
+def test_a_logged_in_user_is_not_asked_for_a_reset(app, client):
+    make_user()
+    login(client)
+    response = client.post("/auth/reset_password_request", data={
+        "email": "susan@example.com", "csrf_token": csrf_token(client, "/index")})
+    assert response.location == "/index"
+    assert app.task_queue.count == 0
