@@ -5,6 +5,7 @@ real SMTP server (aiosmtpd)."""
 
 from __future__ import annotations
 
+import importlib
 import os
 import re
 import subprocess
@@ -35,7 +36,7 @@ from config import Config  # noqa: E402
 
 # Workers import app.tasks, which builds the worker's app and pushes its context when none is
 # active. Import it now, outside any test, so an in-process worker never pushes one mid-test.
-import app.tasks  # noqa: E402,F401
+importlib.import_module("app.tasks")
 
 WORKER_ARGS = ["-w", "app.worker.AppWorker", "--with-scheduler"]
 
