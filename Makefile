@@ -4,6 +4,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 PORT ?= 5000
 export FLASK_APP := microblog.py
+INSTANCE := $(or $(MICROBLOG_INSTANCE),$(CURDIR)/instance)
+EMBEDDED_REDIS_URL := unix://$(INSTANCE)/redis.sock
 
 .PHONY: run test install lint bench clean
 
@@ -30,13 +32,14 @@ run: install
 	$(BIN)/flask db upgrade
 	@echo ""
 	@echo "  Microblog: http://127.0.0.1:$(PORT)/   (Ctrl-C stops everything)"
-	@if [ -z "$$REDIS_URL" ]; then echo "  Redis: embedded, REDIS_URL=unix://$(CURDIR)/instance/redis.sock"; fi
+	@if [ -z "$$REDIS_URL" ]; then echo "  Redis: embedded, REDIS_URL=$(EMBEDDED_REDIS_URL)"; fi
 	@echo ""
+	@# honcho gives the Nth process PORT+100*N: web comes first so it gets PORT.
 	@if [ -z "$$REDIS_URL" ]; then \
-	  export REDIS_URL=unix://$(CURDIR)/instance/redis.sock; \
-	  PATH=$(CURDIR)/$(BIN):$$PATH PORT=$(PORT) exec $(BIN)/honcho -f Procfile.dev start redis worker web; \
+	  export REDIS_URL=$(EMBEDDED_REDIS_URL); \
+	  PATH=$(CURDIR)/$(BIN):$$PATH PORT=$(PORT) exec $(BIN)/honcho -f Procfile.dev start web redis worker; \
 	else \
-	  PATH=$(CURDIR)/$(BIN):$$PATH PORT=$(PORT) exec $(BIN)/honcho -f Procfile.dev start worker web; \
+	  PATH=$(CURDIR)/$(BIN):$$PATH PORT=$(PORT) exec $(BIN)/honcho -f Procfile.dev start web worker; \
 	fi
 
 test: install

@@ -10,3 +10,6 @@ worker_class = "gthread"
 timeout = 30
 accesslog = os.environ.get("GUNICORN_ACCESS_LOG", "-") or None
 forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1")
+# gunicorn 23+ opens a control socket under $HOME by default; several gunicorns on one
+# machine (tests, benchmarks, make run) would share it.
+control_socket_disable = True

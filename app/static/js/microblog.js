@@ -72,6 +72,23 @@
     return el;
   }
 
+  function dismissForm(taskId) {
+    var form = document.createElement('form');
+    form.method = 'post';
+    form.action = tasks.dataset.dismissUrl.replace('TASK_ID', encodeURIComponent(taskId));
+    form.className = 'float-end task-dismiss';
+    var token = document.createElement('input');
+    token.type = 'hidden';
+    token.name = 'csrf_token';
+    token.value = tasks.dataset.csrfToken;
+    var button = document.createElement('button');
+    button.type = 'submit';
+    button.className = 'btn-close';
+    button.setAttribute('aria-label', tasks.dataset.textClose || 'Close');
+    form.append(token, button);
+    return form;
+  }
+
   function updateTask(data) {
     var el = document.getElementById('task-' + data.task_id);
     if (!el) {
@@ -100,6 +117,9 @@
       el.classList.add('alert-info');
       progress.classList.remove('d-none');
       label.textContent = data.status === 'queued' ? (data.error || text('queued')) : '';
+    }
+    if (!ACTIVE[data.status] && !el.querySelector('form.task-dismiss')) {
+      el.prepend(dismissForm(data.task_id));
     }
     if (ACTIVE[data.status]) {
       setHiddenWhile(data.name, true);

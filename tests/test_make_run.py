@@ -1,0 +1,229 @@
+"""`make run` as the README promises it: one foreground process group (honcho reading
+Procfile.dev) that starts the embedded Redis, an RQ worker and gunicorn, serves the app at the
+URL it prints, and stops completely on one Ctrl-C.
+
+The install steps of `make run` are not repeated here (they would reinstall the project); the
+test runs the process group that the Makefile's `run` target starts, with the command taken
+from the Makefile itself, in a temporary instance folder so the embedded Redis socket and the
+SQLite database live there and every process it starts can be recognised by that path."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+START_TIMEOUT = 120  # the issue: the login page within two minutes of starting
+STOP_TIMEOUT = 20
+
+
+def free_port() -> int:
+    """A free port P such that P, P+100 and P+200 are free too (honcho numbers ports)."""
+    for _ in range(50):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port + 200 > 65535:
+            continue
+        try:
+            for other in (port + 100, port + 200):
+                with socket.socket() as s:
+                    s.bind(("127.0.0.1", other))
+        except OSError:
+            continue
+        return port
+    raise RuntimeError("no free port")
+
+
+def honcho_command() -> list[str]:
+    """The honcho command of `make run` when REDIS_URL is unset (the embedded Redis)."""
+    makefile = (ROOT / "Makefile").read_text()
+    match = re.search(r"honcho -f (\S+) start ([a-z ]+?)\s*;", makefile)
+    assert match, "the Makefile's run target no longer starts honcho"
+    procfile, processes = match.group(1), match.group(2).split()
+    assert "redis" in processes and "worker" in processes and "web" in processes, processes
+    return [str(BIN / "honcho"), "-f", procfile, "start", *processes]
+
+
+def run_env(instance: Path, port: int) -> dict:
+    env = {k: v for k, v in os.environ.items()
+           if k not in {"DATABASE_URL", "MAIL_SERVER", "MAIL_PORT", "MAIL_RETRY_INTERVALS",
+                        "TASK_HEARTBEAT_GRACE", "GUNICORN_BIND", "WEB_CONCURRENCY",
+                        "PYTEST_CURRENT_TEST"}}
+    env.update(
+        PATH=str(BIN) + os.pathsep + os.environ.get("PATH", ""),
+        FLASK_APP="microblog.py",
+        MICROBLOG_INSTANCE=str(instance),
+        REDIS_URL=f"unix://{instance}/redis.sock",  # what the Makefile exports
+        PORT=str(port),
+        PYTHONUNBUFFERED="1",
+    )
+    return env
+
+
+def processes_of(marker: str) -> dict[int, str]:
+    """Every live process whose environment or command line mentions `marker`."""
+    found = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            environ = (entry / "environ").read_bytes()
+            cmdline = (entry / "cmdline").read_bytes()
+            state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if state in ("Z", "X"):
+            continue  # already dead, waiting to be reaped
+        if marker.encode() in environ or marker.encode() in cmdline:
+            found[int(entry.name)] = cmdline.replace(b"\0", b" ").decode(errors="replace")
+    return found
+
+
+def get(url: str, timeout: float = 5.0) -> tuple[int, bytes]:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            return response.status, response.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
+    except (OSError, urllib.error.URLError):
+        return 0, b""
+
+
+def wrong_port(port: int) -> list[int]:
+    """The ports honcho hands to the 2nd and 3rd process types, where the web app answers
+    when `web` is not first in the Makefile's `honcho start` list."""
+    return [p for p in (port + 100, port + 200)
+            if get(f"http://127.0.0.1:{p}/auth/login", timeout=2)[0] == 200]
+
+
+def tail(path: Path, lines: int = 60) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return ""
+
+
+def busy_worker(redis_url: str, seconds: int = 60) -> None:
+    """Give the worker a job that runs for a while without touching Redis (like an export
+    waiting on a slow mail server), and wait until its work horse has started it."""
+    import rq
+    from redis import Redis
+
+    with Redis.from_url(redis_url) as connection:
+        job = rq.Queue("microblog-tasks", connection=connection).enqueue(
+            "time.sleep", seconds, job_timeout=seconds + 60)
+        deadline = time.monotonic() + 30
+        while job.get_status() != "started":
+            assert time.monotonic() < deadline, f"the job did not start: {job.get_status()}"
+            time.sleep(0.1)
+        connection.connection_pool.disconnect()
+
+
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize("busy", [False, True], ids=["idle", "job-running"])
+def test_make_run_serves_and_one_ctrl_c_stops_everything(busy):
+    instance = Path(tempfile.mkdtemp(prefix="microblog-make-run-"))
+    marker = str(instance)
+    port = free_port()
+    env = run_env(instance, port)
+    log = instance / "honcho.log"
+    honcho = None
+    try:
+        upgrade = subprocess.run([str(BIN / "flask"), "db", "upgrade"], cwd=ROOT, env=env,
+                                 capture_output=True, text=True, timeout=120)
+        assert upgrade.returncode == 0, upgrade.stdout + upgrade.stderr
+        assert (instance / "app.db").exists(), "the database is not under the instance folder"
+
+        started = time.monotonic()
+        with log.open("wb") as out:
+            # Its own process group, like a shell's foreground job: Ctrl-C goes to that group.
+            honcho = subprocess.Popen(honcho_command(), cwd=ROOT, env=env, stdout=out,
+                                      stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                      start_new_session=True)
+        base = f"http://127.0.0.1:{port}"
+        deadline = started + START_TIMEOUT
+        login = health = None
+        while time.monotonic() < deadline:
+            assert honcho.poll() is None, f"honcho exited early:\n{tail(log)}"
+            if login != 200:
+                login = get(base + "/auth/login")[0]
+                if login != 200 and wrong_port(port):
+                    break
+            if login == 200:
+                status, body = get(base + "/health")
+                if status == 200:
+                    health = json.loads(body)
+                    if health.get("workers", 0) >= 1:
+                        break
+            time.sleep(0.25)
+        if health is None or health.get("workers", 0) < 1:
+            elsewhere = wrong_port(port)
+            raise AssertionError(
+                f"`make run` is not serving at {base} (the URL it prints) with a worker, "
+                f"{time.monotonic() - started:.0f}s after starting: login={login} "
+                f"health={health}"
+                + (f"; the web app answers on port(s) {elsewhere} instead: honcho gives each "
+                   "process type its own PORT (+100 per position in the `start` list), so "
+                   "`web` must come first in the Makefile's `honcho start` list"
+                   if elsewhere else "")
+                + f"\n{tail(log)}")
+        ready = time.monotonic() - started
+        print(f"make run: ready in {ready:.1f}s (health {health})")
+
+        running = processes_of(marker)
+        names = " | ".join(running.values())
+        assert "redis-server" in names and "rq worker" in names and "gunicorn" in names, running
+        assert (instance / "redis.sock").exists(), "the embedded Redis is not in the instance"
+        if busy:
+            busy_worker(env["REDIS_URL"])
+
+        # One Ctrl-C: SIGINT to the foreground process group (honcho and its helpers).
+        stop_started = time.monotonic()
+        os.killpg(honcho.pid, signal.SIGINT)
+        try:
+            honcho.wait(timeout=STOP_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(f"honcho still running {STOP_TIMEOUT}s after Ctrl-C:\n"
+                                 f"{processes_of(marker)}\n{tail(log)}") from None
+        left = processes_of(marker)
+        while left and time.monotonic() - stop_started < STOP_TIMEOUT:
+            time.sleep(0.2)
+            left = processes_of(marker)
+        stopped = time.monotonic() - stop_started
+        print(f"make run: everything stopped {stopped:.1f}s after Ctrl-C "
+              f"(honcho rc={honcho.returncode})")
+        assert not left, f"processes left behind after Ctrl-C: {left}\n{tail(log)}"
+        assert get(base + "/auth/login", timeout=2)[0] == 0, "the web server still answers"
+        # A clean stop: the worker and the web app did not fail on a vanished Redis.
+        shutdown = log.read_text(errors="replace").split("SIGINT received", 1)[1]
+        assert "Traceback" not in shutdown and "could not connect" not in shutdown, shutdown
+        if busy:
+            assert "cold shut down" in shutdown, shutdown
+    finally:
+        if honcho is not None and honcho.poll() is None:
+            try:
+                os.killpg(honcho.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            honcho.wait(timeout=10)
+        for pid in processes_of(marker):  # only processes started for this test's instance
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        shutil.rmtree(instance, ignore_errors=True)
