@@ -23,6 +23,16 @@ def database_url(url: str | None) -> str:
     return url
 
 
+def engine_options(url: str) -> dict:
+    options: dict = {"pool_pre_ping": True}
+    if url.startswith("mysql"):
+        # InnoDB's default, REPEATABLE READ, keeps reading a transaction's first snapshot: a
+        # request or a job polling a Task row would never see what a worker committed since.
+        # READ COMMITTED is what PostgreSQL does by default.
+        options["isolation_level"] = "READ COMMITTED"
+    return options
+
+
 def embedded_redis_url() -> str:
     return "unix://" + os.path.join(instance_dir, "redis.sock")
 
@@ -43,7 +53,7 @@ class Config:
     # "production" refuses the development SECRET_KEY; set by Procfile/Docker/systemd.
     MICROBLOG_ENV = os.environ.get("MICROBLOG_ENV", "development")
     SQLALCHEMY_DATABASE_URI = database_url(os.environ.get("DATABASE_URL"))
-    SQLALCHEMY_ENGINE_OPTIONS = {"pool_pre_ping": True}
+    SQLALCHEMY_ENGINE_OPTIONS = engine_options(SQLALCHEMY_DATABASE_URI)
     REDIS_URL = os.environ.get("REDIS_URL") or embedded_redis_url()
     INSTANCE_DIR = instance_dir
 

@@ -23,8 +23,8 @@ def count_posts(user: User) -> int:
         sa.select(sa.func.count(Post.id)).where(Post.user_id == user.id)) or 0
 
 
-def iter_post_rows(user: User, batch_size: int):
-    """Yield (id, body, timestamp, language) for the user's posts, oldest first, reading
+def iter_post_batches(user: User, batch_size: int):
+    """Yield lists of (id, body, timestamp, language) for the user's posts, oldest first,
     `batch_size` rows at a time (keyset pagination: constant memory, no long cursor)."""
     last_ts, last_id = None, None
     user_id = user.id
@@ -45,10 +45,16 @@ def iter_post_rows(user: User, batch_size: int):
         rows = db.session.connection().execute(query).all()
         if not rows:
             return
-        yield from rows
+        yield rows
         last_id, _, last_ts, _ = rows[-1]
         if len(rows) < batch_size:
             return
+
+
+def iter_post_rows(user: User, batch_size: int):
+    """Yield (id, body, timestamp, language) for the user's posts, oldest first."""
+    for rows in iter_post_batches(user, batch_size):
+        yield from rows
 
 
 def export_dir() -> Path:
@@ -74,17 +80,21 @@ def write_posts_json(user: User, on_progress: Callable[[int], None] | None = Non
     # What json.dumps(a_str, ensure_ascii=False) calls, without its per-call overhead.
     encode = json.encoder.encode_basestring
     written = 0
-    separator = "\n"
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as out:
             out.write(header[:-1] + ', "posts": [')
-            for post_id, body, timestamp, language in iter_post_rows(user, batch_size):
-                out.write(f'{separator}{{"id": {post_id}, "body": {encode(body)}, '
-                          f'"timestamp": "{timestamp.isoformat()}Z", "language": '
-                          f'{"null" if language is None else encode(language)}}}')
-                separator = ",\n"
-                written += 1
-                if on_progress is not None:
+            for rows in iter_post_batches(user, batch_size):
+                # One write per batch: the loop runs once per post, so every call counts.
+                out.write((",\n" if written else "\n") + ",\n".join([
+                    f'{{"id": {post_id}, "body": {encode(body)}, '
+                    f'"timestamp": "{timestamp.isoformat()}Z", "language": '
+                    f'{"null" if language is None else encode(language)}}}'
+                    for post_id, body, timestamp, language in rows]))
+                if on_progress is None:
+                    written += len(rows)
+                    continue
+                for _ in rows:
+                    written += 1
                     on_progress(written)
             out.write("\n]}\n")
     except BaseException:

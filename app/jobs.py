@@ -23,7 +23,8 @@ import sqlalchemy as sa
 from flask import current_app, has_app_context
 from rq.exceptions import AbandonedJobError, NoSuchJobError
 from rq.job import Callback, Job, JobStatus
-from rq.timeouts import JobTimeoutException
+from rq.registry import StartedJobRegistry
+from rq.timeouts import JobTimeoutException, TimerDeathPenalty
 from sqlalchemy.exc import IntegrityError
 
 from app import db
@@ -253,7 +254,11 @@ def reconcile(task: Task) -> Task:
         job = Job.fetch(task.id, connection=current_app.redis)
         status = job.get_status(refresh=False)
         if status == JobStatus.STARTED:
-            registry = rq.Queue(job.origin, connection=current_app.redis).started_job_registry
+            # RQ runs the failure callback under a death penalty; the default one uses
+            # SIGALRM, which only works in a main thread (not in a gunicorn request thread).
+            registry = StartedJobRegistry(
+                queue=rq.Queue(job.origin, connection=current_app.redis),
+                death_penalty_class=TimerDeathPenalty)
             if registry.get_expired_job_ids():
                 registry.cleanup()  # runs on_job_failure for abandoned jobs
                 db.session.rollback()

@@ -40,6 +40,13 @@ class AppWorker(Worker):
         super().__init__(*args, **kwargs)
         self.heartbeat_grace = get_worker_app().config["TASK_HEARTBEAT_GRACE"]
 
+    @property
+    def dequeue_timeout(self) -> int:
+        # RQ waits up to worker_ttl - 15 s (405 s) for a job before doing maintenance, so an
+        # idle worker would clean up a dead worker's abandoned job only minutes later. Wake up
+        # every maintenance interval instead.
+        return max(1, min(self.worker_ttl - 15, self.maintenance_interval))
+
     def get_heartbeat_ttl(self, job) -> int:
         # RQ's default adds 60 s; a shorter grace lets a dead worker's job be noticed sooner.
         interval = self.job_monitoring_interval
