@@ -18,6 +18,7 @@ from app.models import utcnow
 log = logging.getLogger(__name__)
 
 Attachment = tuple[str, str, bytes]
+MAIL_CLAIM_SECONDS = 120
 
 
 def outbox_enabled() -> bool:
@@ -78,13 +79,29 @@ def send_email(subject: str, sender: str, recipients: list[str], text_body: str,
     deliver(build_message(**fields))
 
 
+class MailAlreadySending(Exception):
+    """Another attempt of the same job is sending this mail right now (or died doing so)."""
+
+
 def send_email_once(key: str, **fields) -> bool:
     """Send synchronously unless a message with this key was already sent, so that a retried
-    job never mails its user twice. Returns False when it had been sent before."""
+    job never mails its user twice. Returns False when it had been sent before.
+
+    A Redis marker claims the message before sending (atomically, so two attempts running at
+    once cannot both send) and records it as sent after. Raises MailAlreadySending, a
+    transient error, while another attempt holds the claim; a claim whose holder died lapses
+    after MAIL_CLAIM_SECONDS."""
     marker = f"microblog:mail-sent:{key}"
-    if current_app.redis.exists(marker):
-        log.info("mail %s already sent, not sending again", key)
-        return False
-    deliver(build_message(**fields))
-    current_app.redis.set(marker, 1, ex=7 * 24 * 3600)
+    redis_client = current_app.redis
+    if not redis_client.set(marker, "sending", nx=True, ex=MAIL_CLAIM_SECONDS):
+        if redis_client.get(marker) == b"sent":
+            log.info("mail %s already sent, not sending again", key)
+            return False
+        raise MailAlreadySending(key)
+    try:
+        deliver(build_message(**fields))
+    except BaseException:
+        redis_client.delete(marker)
+        raise
+    redis_client.set(marker, "sent", ex=7 * 24 * 3600)
     return True

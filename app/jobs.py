@@ -215,7 +215,9 @@ def record_failure(task_id: str, exc: BaseException | None, will_retry: bool) ->
 def is_transient(exc: BaseException | None) -> bool:
     """Errors worth retrying: the mail server or network was briefly unavailable, or the
     worker died under the job. A bug or a timeout would only fail again."""
-    if isinstance(exc, AbandonedJobError | WorkHorseKilled):
+    from app.email import MailAlreadySending
+
+    if isinstance(exc, AbandonedJobError | WorkHorseKilled | MailAlreadySending):
         return True
     if isinstance(exc, smtplib.SMTPResponseException):
         return 400 <= exc.smtp_code < 500
@@ -233,6 +235,8 @@ def describe_failure(exc: BaseException | None) -> str:
         return "The task took too long and was stopped."
     if isinstance(exc, AbandonedJobError | WorkHorseKilled):
         return "The worker running this task stopped unexpectedly."
+    if type(exc).__name__ == "MailAlreadySending":
+        return "The email is already being sent by another attempt."
     if isinstance(exc, smtplib.SMTPResponseException):
         return f"The mail server refused the message ({exc.smtp_code})."
     if isinstance(exc, ConnectionError | TimeoutError | socket.timeout | smtplib.SMTPException):

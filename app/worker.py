@@ -10,7 +10,10 @@ AppWorker loads the app once in the parent, so each forked child inherits it rea
 
 from __future__ import annotations
 
+import ctypes
 import os
+import signal
+import sys
 from functools import cache
 
 from flask import Flask
@@ -30,6 +33,18 @@ def get_worker_app() -> Flask:
     return app
 
 
+def _die_with_parent() -> None:
+    """Linux: SIGKILL this process when its parent exits (no-op elsewhere)."""
+    if not sys.platform.startswith("linux"):
+        return
+    parent = os.getppid()
+    libc = ctypes.CDLL(None, use_errno=True)
+    PR_SET_PDEATHSIG = 1
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != parent:  # the parent died before prctl took effect
+        os._exit(1)
+
+
 class AppWorker(Worker):
     """RQ's forking Worker with the app preloaded, a configurable heartbeat grace and the
     task lifecycle told when a work horse is killed (RQ has no callback for that)."""
@@ -46,6 +61,13 @@ class AppWorker(Worker):
         # idle worker would clean up a dead worker's abandoned job only minutes later. Wake up
         # every maintenance interval instead.
         return max(1, min(self.worker_ttl - 15, self.maintenance_interval))
+
+    def main_work_horse(self, job, queue):
+        # The work horse runs in a process group of its own, so killing the worker (SIGKILL,
+        # a lost container) would leave it running, unwatched: its job would be requeued as
+        # abandoned while it still runs. Have the kernel kill it when its worker dies.
+        _die_with_parent()
+        super().main_work_horse(job, queue)
 
     def get_heartbeat_ttl(self, job) -> int:
         # RQ's default adds 60 s; a shorter grace lets a dead worker's job be noticed sooner.

@@ -18,6 +18,7 @@ import email
 import email.policy
 import json
 import os
+import pwd
 import re
 import shlex
 import shutil
@@ -566,7 +567,11 @@ def test_nginx_serves_static_files_and_proxies_to_gunicorn(tmp_path):
                      str(tmp_path / "key.pem")))
     site = "\n".join(line for line in site.splitlines() if "[::]" not in line)
     (tmp_path / "site.conf").write_text(site)
+    # nginx's workers drop to an unprivileged user, which may not be able to read a checkout
+    # under a private folder (CI's fresh clone in a mktemp dir): let them run as the owner.
+    user = f"user {pwd.getpwuid(os.getuid()).pw_name};" if os.getuid() == 0 else ""
     (tmp_path / "nginx.conf").write_text(f"""
+        {user}
         daemon off;
         pid {tmp_path}/nginx.pid;
         error_log {tmp_path}/error.log;

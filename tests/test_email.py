@@ -173,3 +173,31 @@ def test_a_logged_in_user_is_not_asked_for_a_reset(app, client):
         "email": "susan@example.com", "csrf_token": csrf_token(client, "/index")})
     assert response.location == "/index"
     assert app.task_queue.count == 0
+
+
+def test_send_email_once_sends_once_and_refuses_a_concurrent_attempt(smtp_server, app):
+    import pytest
+
+    from app.email import MailAlreadySending, send_email_once
+
+    fields = dict(subject="s", sender="a@example.com", recipients=["b@example.com"],
+                  text_body="t", html_body="<p>t</p>")
+    app.redis.set("microblog:mail-sent:k1", "sending")  # another attempt is mid-send
+    with pytest.raises(MailAlreadySending):
+        send_email_once("k1", **fields)
+    assert smtp_server.handler_ref.messages == []
+    assert send_email_once("k2", **fields) is True
+    assert send_email_once("k2", **fields) is False
+    assert len(smtp_server.handler_ref.messages) == 1
+
+
+def test_a_failed_send_releases_its_claim_for_the_retry(dead_smtp_port, app):
+    import pytest
+
+    from app.email import send_email_once
+
+    fields = dict(subject="s", sender="a@example.com", recipients=["b@example.com"],
+                  text_body="t", html_body="<p>t</p>")
+    with pytest.raises(ConnectionRefusedError):
+        send_email_once("k3", **fields)
+    assert app.redis.get("microblog:mail-sent:k3") is None

@@ -317,9 +317,14 @@ def test_a_sigkilled_worker_leaves_no_task_in_progress(app, client, smtp_server)
         _export(client)
         wait_for(lambda: _task().status == TaskStatus.RUNNING and _task().progress > 0,
                  timeout=60, interval=0.05, message="export to be running")
+        horses = _children(victim.pid)  # the work horse has a process group of its own
         os.killpg(victim.pid, signal.SIGKILL)
         victim.wait(timeout=10)
         killed_at = time.monotonic()
+        # ... and dies with its worker, rather than running on unwatched.
+        wait_for(lambda: not any(Path(f"/proc/{pid}").exists() and
+                                 "Z" not in _proc_state(pid) for pid in horses),
+                 timeout=10, message="the orphaned work horse to die")
         # The page keeps polling; within the bound the task is no longer "running".
         wait_for(lambda: (client.get("/notifications"), _task().status)[1] != "running",
                  timeout=120, interval=0.5, message="task to leave 'running'")
@@ -482,6 +487,13 @@ def test_get_progress_is_100_only_when_finished(app, bodies, smtp_server):
     assert task.get_progress() == 0
     assert run_worker_burst().returncode == 0
     assert _task(task.id).get_progress() == 100
+
+
+def _proc_state(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0]
+    except (FileNotFoundError, IndexError):
+        return "X"
 
 
 def _children(pid: int) -> list[int]:
