@@ -81,4 +81,7 @@ class Config:
     EXPORT_BATCH_SIZE = int(os.environ.get("EXPORT_BATCH_SIZE") or 2000)
     # A worker that dies mid-job stops heartbeating; its job counts as abandoned
     # this many seconds after the last heartbeat (RQ adds the monitoring interval).
+    # The page polls once a second: progress written more often is never seen, and each
+    # write is a database commit.
+    TASK_PROGRESS_INTERVAL = float(os.environ.get("TASK_PROGRESS_INTERVAL") or 0.5)
     TASK_HEARTBEAT_GRACE = int(os.environ.get("TASK_HEARTBEAT_GRACE") or 30)

@@ -57,6 +57,9 @@ def create_app(config_class=Config):
     os.makedirs(app.instance_path, exist_ok=True)
 
     db.init_app(app)
+    if app.config["SQLALCHEMY_DATABASE_URI"].startswith("sqlite"):
+        with app.app_context():
+            _tune_sqlite(db.engine)
     migrate.init_app(app, db, render_as_batch=True)
     login.init_app(app)
     mail.init_app(app)
@@ -95,6 +98,21 @@ def create_app(config_class=Config):
     template_filters.register(app)
     _configure_logging(app)
     return app
+
+
+def _tune_sqlite(engine) -> None:
+    """The embedded database serves a web server and workers at once: write-ahead logging lets
+    readers go on while a worker commits, and synchronous=NORMAL makes a commit cheap (safe in
+    WAL mode; a power cut may lose the last commits, never corrupt the file)."""
+    from sqlalchemy import event
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection, connection_record):
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute("PRAGMA busy_timeout=5000")
+        cursor.close()
 
 
 def _configure_logging(app: Flask) -> None:

@@ -105,3 +105,12 @@ def send_email_once(key: str, **fields) -> bool:
         raise
     redis_client.set(marker, "sent", ex=7 * 24 * 3600)
     return True
+
+
+def release_claim(key: str) -> None:
+    """Drop an unfinished claim whose holder is known to be dead (its worker was killed), so
+    the retry can send at once. A mail the server accepted in the instant before the kill
+    may then be sent twice: better than never."""
+    marker = f"microblog:mail-sent:{key}"
+    if current_app.redis.get(marker) == b"sending":
+        current_app.redis.delete(marker)

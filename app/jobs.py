@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import smtplib
 import socket
+import time
 import uuid
 from collections.abc import Callable
 from contextlib import contextmanager
@@ -140,20 +141,26 @@ class TaskNotActive(Exception):
 class Progress:
     """Reports progress of the current job: job.meta['progress'] (as the tutorial does),
     the Task row and a `task_progress` notification. Writes only when the whole percentage
-    grows, so a task makes at most ~100 progress writes whatever the amount of work."""
+    grows and at most every TASK_PROGRESS_INTERVAL seconds, so a task makes at most ~100 progress
+    writes whatever the amount of work, and a fast one only a few (each write is a commit)."""
 
     def __init__(self, total: int) -> None:
         self.total = max(total, 0)
         self.job = rq.get_current_job()
         self.last_percent = -1
+        self.last_write = 0.0
+        self.interval = current_app.config["TASK_PROGRESS_INTERVAL"]
 
     def update(self, done: int) -> None:
-        percent = 100 if self.total == 0 else min(int(100 * done / self.total), 99)
         # 100 is reserved for `finish`: progress never claims success before it happened.
-        percent = min(percent, 99)
-        if percent > self.last_percent:
-            self.last_percent = percent
-            set_progress(percent, self.job)
+        percent = 99 if self.total == 0 else min(int(100 * done / self.total), 99)
+        if percent <= self.last_percent:
+            return
+        now = time.monotonic()
+        if now - self.last_write < self.interval:
+            return
+        self.last_percent, self.last_write = percent, now
+        set_progress(percent, self.job)
 
 
 def set_progress(progress: float, job: Job | None = None) -> None:
@@ -203,6 +210,10 @@ def record_failure(task_id: str, exc: BaseException | None, will_retry: bool) ->
         db.session.rollback()
         return
     reason = describe_failure(exc)
+    if isinstance(exc, AbandonedJobError | WorkHorseKilled):
+        from app.email import release_claim
+
+        release_claim(task_id)  # the dead attempt's unfinished mail (see app.tasks)
     if will_retry:
         task.status = TaskStatus.QUEUED
         task.error = f"{reason} Retrying automatically."

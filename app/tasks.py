@@ -74,7 +74,7 @@ def export_posts(user_id):
     context = dict(user=user, attached=attach, size=size, limit=limit)
     job = get_current_job()
     send_email_once(
-        key=f"export:{job.id if job else path.name}",
+        key=job.id if job else path.name,  # one mail per job: see jobs.record_failure
         subject="[Microblog] Your blog posts",
         sender=current_app.config["ADMINS"][0],
         recipients=[user.email],

@@ -1,0 +1,242 @@
+"""Export throughput and memory: the real `export_posts` task, launched the way the web does
+(`user.launch_task`), run by a real worker started as `make run` starts it, timed from the
+enqueue to the moment the SMTP server accepts the email; against the limit measured in the
+same run: one plain DB-API query of the same rows written to the same JSON file by a minimal
+loop (no ORM, no queue, no mail).
+
+The worker is started afresh (and waited for) before each export and stopped after it, so
+wait4() gives the peak RSS of that export: the largest of the worker and its work horse.
+
+    python -m bench export [--sizes 10000,100000,1000000] [--repeat 3] [--quick]
+                           [--database sqlite|postgresql] [--plot docs/export-throughput.png]
+"""
+
+from __future__ import annotations
+
+import argparse
+import email
+import email.policy
+import json
+import time
+from pathlib import Path
+
+from bench.harness import (
+    Services,
+    add_posts,
+    analyze,
+    emit,
+    fmt,
+    say,
+    summary,
+    table,
+)
+
+NAME = "export"
+
+
+def limit_export(services: Services, user_id: int, username: str, out_path: Path) -> float:
+    """The limit: one plain query, a minimal loop, the same JSON. Returns seconds."""
+    from app.models import utcnow
+
+    started = time.perf_counter()
+    conn = _dbapi_connect(services)
+    try:
+        header = json.dumps({"format": "microblog-posts", "version": 1, "user": username,
+                             "exported_at": utcnow().isoformat() + "Z"}, ensure_ascii=False)
+        encode = json.JSONEncoder(ensure_ascii=False).encode
+        sqlite = services.database == "sqlite"
+        cursor = conn.cursor() if sqlite else conn.cursor(name="limit")  # server-side on PG
+        cursor.execute(
+            'SELECT id, body, "timestamp", language FROM post WHERE user_id = '
+            + ("?" if sqlite else "%s") + ' ORDER BY "timestamp", id', (user_id,))
+        with open(out_path, "w", encoding="utf-8") as out:
+            out.write(header[:-1] + ', "posts": [')
+            separator = "\n"
+            while rows := cursor.fetchmany(10_000):
+                for post_id, body, stamp, language in rows:
+                    # SQLite holds 'YYYY-MM-DD HH:MM:SS.ffffff'; isoformat() drops .000000
+                    stamp = (stamp.replace(" ", "T").removesuffix(".000000") if sqlite
+                             else stamp.isoformat())
+                    out.write(f'{separator}{{"id": {post_id}, "body": {encode(body)}, '
+                              f'"timestamp": "{stamp}Z", "language": {encode(language)}}}')
+                    separator = ",\n"
+            out.write("\n]}\n")
+        cursor.close()
+    finally:
+        conn.close()
+    return time.perf_counter() - started
+
+
+def _dbapi_connect(services: Services):
+    if services.database == "sqlite":
+        import sqlite3
+
+        return sqlite3.connect(services.database_url[len("sqlite:///"):])
+    import psycopg
+
+    return psycopg.connect("host=127.0.0.1 user=postgres dbname=microblog_bench")
+
+
+def real_export(services: Services, user_id: int, timeout: float) -> dict:
+    """One export through a fresh worker: seconds from enqueue to mail, peak RSS, mail."""
+    from app import db
+    from app.models import Task, TaskStatus, User
+
+    worker = services.start_worker()
+    try:
+        idle_rss_kb = worker.status_kb("VmRSS") or 0
+        user = db.session.get(User, user_id)
+        seen = len(services.smtp.messages)
+        memory = worker.memory().__enter__()
+        started = time.perf_counter()
+        task = user.launch_task("export_posts", "Exporting posts...")
+        task_id = task.id
+        mail = None
+
+        def ended() -> Task | None:
+            db.session.expire_all()
+            row = db.session.get(Task, task_id)
+            db.session.rollback()
+            return row if row.complete else None
+
+        deadline = time.monotonic() + timeout
+        while mail is None:
+            try:  # wait for the mail, looking at the task and worker every second
+                mail = services.smtp.wait_for(user.email, seen, timeout=1.0)
+            except TimeoutError:
+                worker.check_alive()
+                row = ended()
+                if (row and row.status != TaskStatus.FINISHED) or time.monotonic() > deadline:
+                    raise RuntimeError(f"export failed or timed out ({row and row.status}); "
+                                       f"worker log:\n{worker.log_tail()}") from None
+        seconds = mail.received - started
+        deadline = time.monotonic() + 60
+        while (row := ended()) is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if row is None or row.status != TaskStatus.FINISHED:
+            raise RuntimeError(f"export task did not finish: {row and row.status}\n"
+                               f"{worker.log_tail()}")
+        memory.__exit__()
+    finally:
+        worker.stop()
+    return {"seconds": seconds, "peak_rss_mb": worker.peak_rss_mb,
+            "worker_rss_mb": idle_rss_kb / 1024, "mail_bytes": mail.size, "mail": mail}
+
+
+def verify_same_posts(mail_content: bytes, limit_file: Path) -> bool:
+    """The email's posts.json holds exactly the posts the limit wrote (the baseline is fair)."""
+    message = email.message_from_bytes(mail_content, policy=email.policy.default)
+    for part in message.iter_attachments():
+        if part.get_filename() == "posts.json":
+            exported = json.loads(part.get_content())["posts"]
+            return exported == json.loads(limit_file.read_text(encoding="utf-8"))["posts"]
+    return False
+
+
+def run(sizes: list[int], repeat: int, database: str, proposed: bool = False) -> dict:
+    with Services(NAME, database=database, proposed=proposed) as services:
+        from app import db
+        from bench.harness import create_user
+
+        users = {}
+        for size in sizes:
+            t = time.perf_counter()
+            user = create_user(f"export{size}", password=None)
+            add_posts(user.id, size)
+            users[size] = (user.id, user.username)
+            say(f"export: {size:,} posts generated in {time.perf_counter() - t:.1f} s")
+        analyze()
+        db.session.rollback()
+        machine = services.machine()
+        limit_file = services.tmp / "limit.json"
+        results = []
+        for size in sizes:
+            user_id, username = users[size]
+            runs = []
+            for rep in range(repeat):
+                verify = rep == 0 and size == min(sizes)
+                services.smtp.keep_content = verify
+                limit_s = limit_export(services, user_id, username, limit_file)
+                limit_bytes = limit_file.stat().st_size
+                export = real_export(services, user_id, timeout=120 + size / 1000)
+                if verify and export["mail"].content and b"posts.json" in export["mail"].content:
+                    if not verify_same_posts(export["mail"].content, limit_file):
+                        raise RuntimeError("the limit's JSON differs from the export's posts")
+                    say(f"export: checked: the limit wrote exactly the export's {size} posts")
+                runs.append({"export_s": export["seconds"], "limit_s": limit_s,
+                             "peak_rss_mb": export["peak_rss_mb"],
+                             "worker_rss_mb": export["worker_rss_mb"],
+                             "mail_bytes": export["mail_bytes"], "json_bytes": limit_bytes})
+                say(f"export: {size:,} posts, run {rep + 1}/{repeat}: export "
+                    f"{export['seconds']:.2f} s, limit {limit_s:.2f} s, peak RSS "
+                    f"{export['peak_rss_mb']:.0f} MB")
+            limit_file.unlink(missing_ok=True)
+            results.append(_size_result(size, runs))
+    smallest, largest = results[0], results[-1]
+    growth = None
+    if smallest["peak_rss_mb"]["median"] is not None and len(results) > 1:
+        growth = round(largest["peak_rss_mb"]["median"] - smallest["peak_rss_mb"]["median"], 1)
+    return {"machine": machine, "repeat": repeat, "sizes": results,
+            "worker": services.worker_class_label,
+            "rss_growth_mb": growth,
+            "targets": {"ratio_min": 0.5, "ratio_sizes": [100_000, 1_000_000],
+                        "rss_growth_max_mb": 64}}
+
+
+def _size_result(size: int, runs: list[dict]) -> dict:
+    export_pps = [size / r["export_s"] for r in runs]
+    limit_pps = [size / r["limit_s"] for r in runs]
+    return {
+        "posts": size,
+        "export_posts_per_s": summary(export_pps, 1),
+        "limit_posts_per_s": summary(limit_pps, 1),
+        # each run's export against the limit measured right before it
+        "ratio": summary([e / lim for e, lim in zip(export_pps, limit_pps, strict=True)]),
+        "export_s": summary([r["export_s"] for r in runs]),
+        "limit_s": summary([r["limit_s"] for r in runs]),
+        "peak_rss_mb": summary([r["peak_rss_mb"] for r in runs], 1),
+        "worker_rss_mb": summary([r["worker_rss_mb"] for r in runs], 1),
+        "json_mb": round(runs[0]["json_bytes"] / 2**20, 2),
+        "mail_mb": round(runs[0]["mail_bytes"] / 2**20, 2),
+    }
+
+
+def report(result: dict) -> str:
+    rows = [[f"{r['posts']:,}", fmt(r["export_posts_per_s"], digits=0),
+             fmt(r["limit_posts_per_s"], digits=0), fmt(r["ratio"]),
+             fmt(r["peak_rss_mb"], digits=0), f"{r['json_mb']:.1f}", f"{r['mail_mb']:.2f}"]
+            for r in result["sizes"]]
+    text = table(["posts", "export posts/s", "limit posts/s", "export/limit",
+                  "peak RSS MB", "JSON MB", "mail MB"], rows)
+    if result["rss_growth_mb"] is not None:
+        text += (f"\npeak RSS growth {result['sizes'][0]['posts']:,} -> "
+                 f"{result['sizes'][-1]['posts']:,} posts: {result['rss_growth_mb']} MB")
+    return text + f"\n(median (min–max) of {result['repeat']} runs)"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench export", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", default="10000,100000,1000000",
+                        help="post counts, comma-separated")
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--quick", action="store_true", help="200 posts, one run (smoke test)")
+    parser.add_argument("--database", default="sqlite", choices=["sqlite", "postgresql"])
+    parser.add_argument("--proposed", action="store_true",
+                        help="run the worker with the changes docs/performance.md proposes")
+    parser.add_argument("--plot", metavar="PNG", help="also draw throughput and memory")
+    args = parser.parse_args(argv)
+    sizes = [200] if args.quick else sorted(int(s) for s in args.sizes.split(",") if s.strip())
+    repeat = 1 if args.quick else args.repeat
+    result = run(sizes, repeat, args.database, args.proposed)
+    print(report(result))
+    emit(NAME, result)
+    if args.plot:
+        from bench.plot import plot_export
+
+        plot_export(result, Path(args.plot))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,784 @@
+"""What every benchmark stands on: its own services in a temporary directory, the real worker
+and web commands of `make run`, bulk test data, a small HTTP client, and the statistics and
+output format (a table plus one `BENCH_JSON {...}` line).
+
+Nothing here imports the app at module level: the app reads its configuration from the
+environment when `config` is first imported, so `Services` sets the environment first.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import platform
+import re
+import shutil
+import signal
+import socket
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.parse
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+QUEUE = "microblog-tasks"
+PASSWORD = "bench password 1234"
+# Our own database on the machine's PostgreSQL; the bench never touches any other.
+POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/microblog_bench"
+
+# The commands of Procfile.dev (what `make run` starts), used when Procfile.dev cannot be read.
+DEFAULT_WORKER_ARGS = ["rq", "worker", "-w", "app.worker.AppWorker", "--with-scheduler",
+                       "--job-monitoring-interval", "10", "--maintenance-interval", "30", QUEUE]
+DEFAULT_WEB_ARGS = ["gunicorn", "-c", "gunicorn.conf.py", "microblog:app"]
+PROPOSED_WORKER = "bench.proposed.ProposedWorker"
+PROPOSED_WEB_APP = "bench.proposed:web_app()"
+
+
+def procfile_command(process: str, pattern: str, default: list[str]) -> list[str]:
+    """The command line of one Procfile.dev process, so the bench runs what `make run` runs."""
+    try:
+        text = (ROOT / "Procfile.dev").read_text()
+    except OSError:
+        return default
+    for line in text.splitlines():
+        if line.startswith(process + ":"):
+            match = re.search(pattern, line)
+            if match:
+                return match.group(0).split()
+    return default
+
+
+def worker_command() -> list[str]:
+    return procfile_command("worker", r"rq worker [^&;|}]*?" + QUEUE, DEFAULT_WORKER_ARGS)
+
+
+def web_command() -> list[str]:
+    return procfile_command("web", r"gunicorn [^&;|}]*?microblog:app", DEFAULT_WEB_ARGS)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_until(predicate: Callable[[], object], timeout: float, what: str,
+               interval: float = 0.05) -> object:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out after {timeout:.0f} s waiting for {what}")
+        time.sleep(interval)
+
+
+# --------------------------------------------------------------------------- SMTP
+
+@dataclass
+class Mail:
+    received: float  # time.perf_counter() when the server accepted it
+    recipients: list[str]
+    size: int
+    content: bytes | None
+
+
+class SmtpSink:
+    """An aiosmtpd server that accepts everything and records when each message arrived."""
+
+    def __init__(self, keep_content: bool = False) -> None:
+        self.keep_content = keep_content
+        self.messages: list[Mail] = []
+        self._changed = threading.Condition()
+        self.port = free_port()
+        from aiosmtpd.controller import Controller
+
+        self._controller = Controller(self, hostname="127.0.0.1", port=self.port)
+        self._controller.start()
+
+    async def handle_DATA(self, server, session, envelope):  # noqa: N802 (aiosmtpd's API)
+        received = time.perf_counter()
+        content = envelope.content if self.keep_content else None
+        with self._changed:
+            self.messages.append(Mail(received, list(envelope.rcpt_tos),
+                                      len(envelope.content), content))
+            self._changed.notify_all()
+        return "250 Message accepted for delivery"
+
+    def wait_for(self, recipient: str, after: int, timeout: float) -> Mail:
+        """The first message to `recipient` among those received after the first `after`."""
+        deadline = time.monotonic() + timeout
+        with self._changed:
+            while True:
+                for mail in self.messages[after:]:
+                    if recipient in mail.recipients:
+                        return mail
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise TimeoutError(f"no mail to {recipient} within {timeout:.0f} s")
+                self._changed.wait(left)
+
+    def stop(self) -> None:
+        self._controller.stop()
+
+
+# --------------------------------------------------------------------------- processes
+
+def die_with_parent(sig: int = signal.SIGTERM) -> Callable[[], None]:
+    """A Popen preexec_fn: the child gets `sig` when the process that started it dies, so
+    that nothing outlives a benchmark that was killed (Linux; elsewhere a no-op)."""
+    parent = os.getpid()
+
+    def preexec() -> None:
+        try:
+            import ctypes
+
+            ctypes.CDLL(None, use_errno=True).prctl(1, sig)  # PR_SET_PDEATHSIG
+        except (OSError, AttributeError):
+            return
+        if os.getppid() != parent:  # it died before prctl took effect
+            os._exit(1)
+
+    return preexec
+
+
+def _status_kb(pid: int, field_name: str) -> int | None:
+    """A `VmRSS`/`VmHWM`-style field of /proc/<pid>/status, in kB."""
+    try:
+        text = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return None
+    match = re.search(rf"^{field_name}:\s+(\d+) kB", text, re.M)
+    return int(match.group(1)) if match else None
+
+
+class Process:
+    """A child process in its own process group, logging to a file; stop() ends the group."""
+
+    def __init__(self, args: list[str], env: dict, log: Path, name: str) -> None:
+        self.name = name
+        self.log = log
+        self._log_file = open(log, "ab")  # closed in stop()
+        self.popen = subprocess.Popen(args, cwd=ROOT, env=env, stdout=self._log_file,
+                                      stderr=subprocess.STDOUT, start_new_session=True,
+                                      preexec_fn=die_with_parent(signal.SIGKILL))
+        self.pid = self.popen.pid
+        self.rusage = None
+
+    def alive(self) -> bool:
+        return self.rusage is None and self.popen.poll() is None
+
+    def log_tail(self, lines: int = 30) -> str:
+        try:
+            return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+    def check_alive(self) -> None:
+        if not self.alive():
+            raise RuntimeError(f"{self.name} exited early; its log ends:\n{self.log_tail()}")
+
+    def status_kb(self, field_name: str) -> int | None:
+        return _status_kb(self.pid, field_name)
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 20.0) -> None:
+        """Signal the process group, reap the leader with wait4 (self.rusage holds the
+        resource use of it and every descendant it reaped), SIGKILL what is left."""
+        if self.rusage is None and self.popen.returncode is None:
+            try:
+                os.killpg(self.pid, sig)
+            except ProcessLookupError:
+                pass
+            deadline = time.monotonic() + timeout
+            while self.rusage is None:
+                try:
+                    pid, status, rusage = os.wait4(self.pid, os.WNOHANG)
+                except ChildProcessError:
+                    break
+                if pid == self.pid:
+                    self.rusage = rusage
+                    self.popen.returncode = os.waitstatus_to_exitcode(status)
+                    break
+                if time.monotonic() > deadline:
+                    os.killpg(self.pid, signal.SIGKILL)
+                    deadline = time.monotonic() + 10
+                time.sleep(0.02)
+        try:  # anything left in the group (an orphaned work horse) goes too
+            os.killpg(self.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+        self._log_file.close()
+
+
+class SessionMemory:
+    """Samples VmHWM (peak RSS so far) of every process in a session (a worker, its work
+    horses, its scheduler) every `interval` seconds, in a thread; .peaks maps a role
+    ('worker', 'horse', 'scheduler') to the largest value seen, in MB."""
+
+    def __init__(self, session_id: int, worker_pid: int | None,
+                 interval: float = 0.05) -> None:
+        self.session_id = session_id
+        self.worker_pid = worker_pid
+        self.interval = interval
+        self.peaks: dict[str, float] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> SessionMemory:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join(5)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.sample()
+            self._stop.wait(self.interval)
+
+    def sample(self) -> None:
+        for entry in os.scandir("/proc"):
+            if not entry.name.isdigit():
+                continue
+            try:
+                stat = Path(entry.path, "stat").read_text()
+                fields = stat[stat.rindex(")") + 2:].split()
+                if int(fields[3]) != self.session_id:  # fields[3] is the session id
+                    continue
+                status = Path(entry.path, "status").read_text()
+            except (OSError, ValueError):
+                continue
+            match = re.search(r"^VmHWM:\s+(\d+) kB", status, re.M)
+            if not match:
+                continue
+            pid = int(entry.name)
+            if pid == self.session_id:
+                continue  # bench.rusage
+            role = ("worker" if pid == self.worker_pid
+                    else "horse" if int(fields[2]) == pid  # RQ gives it its own group
+                    else "scheduler")
+            self.peaks[role] = max(self.peaks.get(role, 0.0), int(match.group(1)) / 1024)
+
+
+class WorkerProcess(Process):
+    """The RQ worker exactly as `make run` starts it (Procfile.dev), optionally under `nice`,
+    run through bench.rusage so that its peak RSS (and its work horses') can be read."""
+
+    def __init__(self, env: dict, log: Path, nice: int | None = None,
+                 worker_class: str | None = None) -> None:
+        args = worker_command()
+        args = [str(BIN / args[0]), *args[1:]]
+        if worker_class:
+            args[args.index("-w") + 1] = worker_class
+        if nice:
+            args = ["nice", "-n", str(nice), *args]
+        self.rusage_file = log.with_suffix(".rusage.json")
+        super().__init__([sys.executable, "-m", "bench.rusage", str(self.rusage_file), "--",
+                          *args], env, log, "rq worker")
+        self.worker_pid: int | None = None
+
+    def _rusage(self) -> dict:
+        try:
+            return json.loads(self.rusage_file.read_text())
+        except (OSError, ValueError):
+            return {}
+
+    def wait_ready(self, redis_conn, timeout: float = 90.0) -> None:
+        from rq import Worker
+
+        def registered() -> bool:
+            self.check_alive()
+            if self.worker_pid is None:
+                self.worker_pid = self._rusage().get("pid")
+            return self.worker_pid is not None and any(
+                w.pid == self.worker_pid for w in Worker.all(connection=redis_conn))
+
+        wait_until(registered, timeout, "the rq worker to register", interval=0.1)
+
+    def status_kb(self, field_name: str) -> int | None:
+        return _status_kb(self.worker_pid or self.pid, field_name)
+
+    def memory(self, interval: float = 0.01) -> SessionMemory:
+        return SessionMemory(self.pid, self.worker_pid, interval)
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30.0) -> None:
+        # An idle worker takes SIGTERM as a warm shutdown and exits at once.
+        super().stop(sig, timeout)
+
+    @property
+    def peak_rss_mb(self) -> float | None:
+        """Peak RSS of the worker and of every child it reaped (work horses, scheduler)."""
+        maxrss_kb = self._rusage().get("maxrss_kb")
+        return None if maxrss_kb is None else maxrss_kb / 1024
+
+
+class WebServer(Process):
+    """gunicorn with gunicorn.conf.py, exactly as `make run` starts it, on a local port."""
+
+    def __init__(self, env: dict, log: Path, app: str | None = None) -> None:
+        self.port = free_port()
+        args = web_command()
+        args = [str(BIN / args[0]), *args[1:]]
+        if app:
+            args[-1] = app
+        env = dict(env, GUNICORN_BIND=f"127.0.0.1:{self.port}", PORT=str(self.port))
+        super().__init__(args, env, log, "gunicorn")
+
+    def wait_ready(self, timeout: float = 60.0) -> None:
+        def answers() -> bool:
+            self.check_alive()
+            try:
+                status, _, _ = Http(self.port).request("GET", "/auth/login")
+                return status == 200
+            except OSError:
+                return False
+
+        wait_until(answers, timeout, "gunicorn to answer", interval=0.1)
+
+    def stop(self, sig: int = signal.SIGQUIT, timeout: float = 20.0) -> None:
+        super().stop(sig, timeout)  # SIGQUIT: gunicorn's quick shutdown
+
+
+# --------------------------------------------------------------------------- services
+
+class Services:
+    """A temporary installation of Microblog: instance dir, database, embedded redis-server on
+    a Unix socket, an aiosmtpd server, and the app object (created after the environment is
+    set). Use as a context manager; every process it started is stopped on the way out."""
+
+    def __init__(self, name: str, database: str = "sqlite", keep_mail: bool = False,
+                 proposed: bool = False) -> None:
+        self.name = name
+        self.database = database
+        # Run workers, web and this process with the changes docs/performance.md proposes.
+        self.proposed = proposed
+        self.keep_mail = keep_mail
+        self.tmp = Path(tempfile.mkdtemp(prefix=f"microblog-bench-{name}-"))
+        self.processes: list[Process] = []
+        self.smtp: SmtpSink | None = None
+        self.app = None
+        self.redis_proc: subprocess.Popen | None = None
+
+    # -- set up
+    def __enter__(self) -> Services:
+        self._previous_sigterm = signal.signal(signal.SIGTERM, _exit_on_sigterm)
+        try:
+            self._set_up()
+        except BaseException:
+            self.__exit__(*sys.exc_info())
+            raise
+        return self
+
+    def _set_up(self) -> None:
+        if "config" in sys.modules:  # it would have read the developer's settings
+            raise RuntimeError("the app was imported before the bench set its environment")
+        instance = self.tmp / "instance"
+        instance.mkdir()
+        self.smtp = SmtpSink(keep_content=self.keep_mail)
+        self.redis_url = "unix://" + str(self.tmp / "redis.sock")
+        self.database_url = self._prepare_database()
+        env = os.environ
+        for name in ("MAIL_USE_TLS", "MAIL_USE_SSL", "MAIL_USERNAME", "MAIL_PASSWORD",
+                     "LOG_TO_STDOUT", "MICROBLOG_ENV"):
+            env.pop(name, None)
+        env.update(MICROBLOG_INSTANCE=str(instance), DATABASE_URL=self.database_url,
+                   REDIS_URL=self.redis_url, MAIL_SERVER="127.0.0.1",
+                   MAIL_PORT=str(self.smtp.port), SECRET_KEY="microblog-bench-secret",
+                   FLASK_APP="microblog.py")
+        env["PATH"] = str(BIN) + os.pathsep + env.get("PATH", "")
+        if str(ROOT) not in sys.path:
+            sys.path.insert(0, str(ROOT))
+
+        from app.embedded_redis import server_args, wait
+
+        self.redis_proc = subprocess.Popen(
+            server_args(self.redis_url[len("unix://"):], str(self.tmp)),
+            stdout=subprocess.DEVNULL, start_new_session=True, preexec_fn=die_with_parent())
+        wait(self.redis_url, timeout=20)
+
+        from flask_migrate import upgrade
+
+        from app import create_app
+
+        self.app = create_app()
+        self.ctx = self.app.app_context()
+        self.ctx.push()
+        upgrade(directory=str(ROOT / "migrations"))
+        self.redis = self.app.redis
+        if self.proposed:
+            from app import db
+            from bench.proposed import use_sqlite_wal
+
+            db.engine.dispose()
+            use_sqlite_wal(db.engine)
+
+    @property
+    def worker_class_label(self) -> str:
+        return PROPOSED_WORKER if self.proposed else "app.worker.AppWorker (as make run)"
+
+    def _prepare_database(self) -> str:
+        if self.database == "sqlite":
+            return "sqlite:///" + str(self.tmp / "bench.db")
+        if self.database != "postgresql":
+            raise SystemExit("--database is sqlite or postgresql")
+        import psycopg
+
+        with psycopg.connect("host=127.0.0.1 user=postgres dbname=postgres",
+                             autocommit=True) as conn:
+            exists = conn.execute(
+                "SELECT 1 FROM pg_database WHERE datname = 'microblog_bench'").fetchone()
+            if not exists:
+                conn.execute("CREATE DATABASE microblog_bench")
+        with psycopg.connect("host=127.0.0.1 user=postgres dbname=microblog_bench",
+                             autocommit=True) as conn:
+            conn.execute("DROP SCHEMA public CASCADE")
+            conn.execute("CREATE SCHEMA public")
+        return POSTGRES_URL
+
+    def env(self, **extra: str) -> dict:
+        return dict(os.environ, **extra)
+
+    def start_worker(self, nice: int | None = None, wait: bool = True,
+                     worker_class: str | None = None, **env: str) -> WorkerProcess:
+        log = self.tmp / f"worker-{len(self.processes)}.log"
+        worker_class = worker_class or (PROPOSED_WORKER if self.proposed else None)
+        worker = WorkerProcess(self.env(**env), log, nice=nice, worker_class=worker_class)
+        self.processes.append(worker)
+        if wait:
+            worker.wait_ready(self.redis)
+        return worker
+
+    def start_web(self) -> WebServer:
+        web = WebServer(self.env(), self.tmp / "gunicorn.log",
+                        app=PROPOSED_WEB_APP if self.proposed else None)
+        self.processes.append(web)
+        web.wait_ready()
+        return web
+
+    # -- tear down
+    def __exit__(self, *exc) -> None:
+        for proc in reversed(self.processes):
+            try:
+                proc.stop()
+            except Exception as err:  # keep going: every process must be stopped
+                print(f"could not stop {proc.name}: {err}", file=sys.stderr)
+        if self.app is not None:
+            from app import db
+
+            db.session.remove()
+            db.engine.dispose()
+            self.ctx.pop()
+        if self.redis_proc is not None:
+            self.redis_proc.terminate()
+            try:
+                self.redis_proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.redis_proc.kill()
+                self.redis_proc.wait()
+        if self.smtp is not None:
+            self.smtp.stop()
+        if os.environ.get("MICROBLOG_BENCH_KEEP"):
+            print(f"kept {self.tmp}", file=sys.stderr)
+        else:
+            shutil.rmtree(self.tmp, ignore_errors=True)
+        signal.signal(signal.SIGTERM, self._previous_sigterm)
+
+    # -- the machine, for the record
+    def machine(self) -> dict:
+        info = machine_info()
+        from app import db
+
+        info["database"] = db.engine.dialect.name
+        if db.engine.dialect.name == "postgresql":
+            info["postgresql"] = db.session.execute(db.text("SHOW server_version")).scalar()
+            db.session.rollback()
+        return info
+
+
+def _exit_on_sigterm(signum, frame):
+    raise SystemExit(128 + signum)
+
+
+def machine_info() -> dict:
+    model = ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    import rq
+
+    return {"nproc": len(os.sched_getaffinity(0)), "cpu": model,
+            "python": platform.python_version(), "sqlite": sqlite3.sqlite_version,
+            "rq": rq.__version__, "loadavg": [round(x, 2) for x in os.getloadavg()]}
+
+
+# --------------------------------------------------------------------------- data
+
+FILLER = ('Benchmark text with "quotes", a back\\slash, <b>markup</b> & ampersands, '
+          "한국어 문장, emoji 🎉😀, and plain words that vary the length of every post "
+          "so that bodies run from short notes to nearly the full 280 characters allowed "
+          "in a post of the microblog, as people write them.")
+
+
+def create_user(username: str, password: str | None = PASSWORD):
+    from app import db
+    from app.models import User
+
+    user = User(username=username, email=f"{username}@bench.example")
+    if password:
+        user.set_password(password)
+    db.session.add(user)
+    db.session.commit()
+    return user
+
+
+def create_users(prefix: str, count: int) -> list[int]:
+    """`count` users without passwords, in one statement; returns their ids."""
+    import sqlalchemy as sa
+
+    from app import db
+    from app.models import User
+
+    db.session.execute(sa.insert(User), [
+        {"username": f"{prefix}{i}", "email": f"{prefix}{i}@bench.example", "token_salt": "x"}
+        for i in range(count)])
+    db.session.commit()
+    return list(db.session.scalars(
+        sa.select(User.id).where(User.username.like(f"{prefix}%")).order_by(User.id)))
+
+
+def add_posts(user_id: int, count: int, start: str = "2024-01-01 00:00:00") -> None:
+    """Insert `count` posts for a user in one INSERT ... SELECT (recursive CTE on SQLite,
+    generate_series on PostgreSQL): a million rows take seconds. Timestamps are 37 s apart
+    (oldest first) with varying microseconds, stored as SQLAlchemy stores them."""
+    from app import db
+
+    if count <= 0:
+        return
+    dialect = db.engine.dialect.name
+    params = {"n": count, "uid": user_id, "filler": FILLER, "start": start}
+    body = ("'Post ' || i || ' of the benchmark. ' || substr(:filler, "
+            "CAST(1 + (i * 7) % 60 AS INTEGER), CAST(10 + (i * 13) % 200 AS INTEGER))")
+    language = "CASE i % 4 WHEN 0 THEN 'en' WHEN 1 THEN 'es' WHEN 2 THEN 'ko' END"
+    if dialect == "sqlite":
+        sql = f"""
+            WITH RECURSIVE seq(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM seq WHERE i < :n - 1)
+            INSERT INTO post (body, "timestamp", user_id, language)
+            SELECT {body},
+                   strftime('%Y-%m-%d %H:%M:%S', CAST(strftime('%s', :start) AS INTEGER) + i * 37,
+                            'unixepoch')
+                     || '.' || printf('%06d', (i * 7919) % 1000000),
+                   :uid, {language}
+            FROM seq"""
+    elif dialect == "postgresql":
+        sql = f"""
+            INSERT INTO post (body, "timestamp", user_id, language)
+            SELECT {body},
+                   CAST(:start AS timestamp) + i * interval '37 seconds'
+                     + ((i * 7919) % 1000000) * interval '1 microsecond',
+                   :uid, {language}
+            FROM generate_series(CAST(0 AS bigint), :n - 1) AS i"""
+    else:
+        raise SystemExit(f"the benchmarks support SQLite and PostgreSQL, not {dialect}")
+    db.session.execute(db.text(sql), params)
+    db.session.commit()
+
+
+def analyze() -> None:
+    from app import db
+
+    with db.engine.connect() as conn:
+        conn.exec_driver_sql("ANALYZE")
+        conn.commit()
+
+
+# --------------------------------------------------------------------------- HTTP
+
+class Http:
+    """One keep-alive connection to the local web server."""
+
+    def __init__(self, port: int, cookie: str | None = None, timeout: float = 30.0) -> None:
+        self.port = port
+        self.cookie = cookie
+        self.timeout = timeout
+        self.conn: http.client.HTTPConnection | None = None
+
+    def request(self, method: str, path: str, body: bytes | None = None,
+                headers: dict | None = None) -> tuple[int, http.client.HTTPMessage, bytes]:
+        headers = dict(headers or {})
+        if self.cookie:
+            headers["Cookie"] = self.cookie
+        for attempt in (1, 2):
+            if self.conn is None:
+                self.conn = http.client.HTTPConnection("127.0.0.1", self.port,
+                                                       timeout=self.timeout)
+            try:
+                self.conn.request(method, path, body=body, headers=headers)
+                response = self.conn.getresponse()
+                data = response.read()
+                if response.getheader("Connection", "").lower() == "close":
+                    self.close()
+                return response.status, response.msg, data
+            except (http.client.HTTPException, ConnectionError):
+                self.close()  # the server closed an idle keep-alive connection: once more
+                if attempt == 2:
+                    raise
+        raise AssertionError("unreachable")
+
+    def close(self) -> None:
+        if self.conn is not None:
+            self.conn.close()
+            self.conn = None
+
+
+CSRF = re.compile(r'name="csrf_token" type="hidden" value="([^"]+)"|'
+                  r'name="csrf_token" value="([^"]+)"')
+
+
+def _cookies(msg: http.client.HTTPMessage) -> dict[str, str]:
+    cookies = {}
+    for header in msg.get_all("Set-Cookie") or []:
+        name, _, rest = header.partition("=")
+        cookies[name.strip()] = rest.split(";", 1)[0]
+    return cookies
+
+
+def login(port: int, username: str, password: str = PASSWORD) -> str:
+    """Log in through the real form; returns the Cookie header of the logged-in session."""
+    http_ = Http(port)
+    status, msg, page = http_.request("GET", "/auth/login")
+    match = CSRF.search(page.decode())
+    if status != 200 or not match:
+        raise RuntimeError(f"no login form (HTTP {status})")
+    cookies = _cookies(msg)
+    http_.cookie = "; ".join(f"{k}={v}" for k, v in cookies.items())
+    form = urllib.parse.urlencode({"username": username, "password": password,
+                                   "csrf_token": match.group(1) or match.group(2)})
+    status, msg, _ = http_.request(
+        "POST", "/auth/login", form.encode(),
+        {"Content-Type": "application/x-www-form-urlencoded"})
+    if status != 302:
+        raise RuntimeError(f"login as {username} failed (HTTP {status})")
+    cookies.update(_cookies(msg))
+    http_.close()
+    return "; ".join(f"{k}={v}" for k, v in cookies.items())
+
+
+@dataclass
+class LoadResult:
+    latencies: list[float] = field(default_factory=list)  # seconds, every 200 response
+    errors: int = 0
+    elapsed: float = 0.0
+
+    @property
+    def rps(self) -> float:
+        return len(self.latencies) / self.elapsed if self.elapsed else 0.0
+
+    def percentile_ms(self, p: float) -> float:
+        return 1000 * percentile(self.latencies, p)
+
+
+def run_load(port: int, path: str, cookie: str, connections: int, duration: float,
+             max_requests: int = 1_000_000, accept: str = "text/html") -> LoadResult:
+    """A closed loop: `connections` threads, each with one keep-alive connection, sending GET
+    `path` back to back for `duration` seconds (or `max_requests` in all)."""
+    result = LoadResult()
+    lock = threading.Lock()
+    budget = [max_requests]
+    deadline = time.perf_counter() + duration
+
+    def client() -> None:
+        conn = Http(port, cookie)
+        mine: list[float] = []
+        errors = 0
+        while time.perf_counter() < deadline:
+            with lock:
+                if budget[0] <= 0:
+                    break
+                budget[0] -= 1
+            started = time.perf_counter()
+            try:
+                status, _, _ = conn.request("GET", path, headers={"Accept": accept})
+            except OSError:
+                status = 0
+            if status == 200:
+                mine.append(time.perf_counter() - started)
+            else:
+                errors += 1
+        conn.close()
+        with lock:
+            result.latencies.extend(mine)
+            result.errors += errors
+
+    started = time.perf_counter()
+    threads = [threading.Thread(target=client, daemon=True) for _ in range(connections)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(duration + 60)
+    result.elapsed = time.perf_counter() - started
+    return result
+
+
+# --------------------------------------------------------------------------- statistics
+
+def percentile(values: Sequence[float], p: float) -> float:
+    """Nearest-rank percentile (p in 0-100); NaN for no values."""
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    rank = max(1, min(len(ordered), int(-(-p * len(ordered) // 100))))
+    return ordered[rank - 1]
+
+
+def summary(values: Iterable[float], digits: int = 3) -> dict:
+    """Median and min-max of repetitions."""
+    values = [v for v in values if v == v]  # drop NaN
+    if not values:
+        return {"median": None, "min": None, "max": None, "n": 0}
+    return {"median": round(statistics.median(values), digits),
+            "min": round(min(values), digits), "max": round(max(values), digits),
+            "n": len(values)}
+
+
+def fmt(s: dict, unit: str = "", digits: int = 2) -> str:
+    """`median (min–max)` of a summary()."""
+    if s["median"] is None:
+        return "-"
+    f = f"{{:,.{digits}f}}"
+    spread = "" if s["n"] < 2 else f" ({f.format(s['min'])}–{f.format(s['max'])})"
+    return f"{f.format(s['median'])}{unit}{spread}"
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
+    cells = [[str(c) for c in headers]] + [[str(c) for c in row] for row in rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip()
+             for row in cells]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def emit(bench: str, payload: dict) -> None:
+    """The machine-readable line: `BENCH_JSON {"bench": ..., ...}`."""
+    print("BENCH_JSON " + json.dumps({"bench": bench, **payload}, ensure_ascii=False),
+          flush=True)
+
+
+def say(*args) -> None:
+    """Progress notes go to stderr, so stdout holds only the table and the JSON line."""
+    print(*args, file=sys.stderr, flush=True)

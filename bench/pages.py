@@ -1,0 +1,272 @@
+"""Pages under load: gunicorn started as `make run` starts it (gunicorn.conf.py), a bounded
+closed-loop load from a Python client (threads, one keep-alive connection each) on the home
+page and on /notifications (the endpoint the page polls for task progress) of a logged-in
+user with 100 posts in the feed: requests per second, p50 and p99 latency,
+
+  idle:  with the workers idle;
+  busy:  while two large exports run (two workers, each always running one: a small
+         thread relaunches an export as soon as one finishes);
+  busy, nice 10 (not in --quick): the same with the workers started under `nice -n 10`,
+         the deployment change docs/performance.md proposes.
+
+Each repetition measures idle then busy, so every busy figure has an idle one beside it.
+
+    python -m bench pages [--duration 5] [--connections 4] [--repeat 3]
+                          [--export-posts 300000] [--quick] [--database ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import threading
+
+from bench.harness import (
+    PASSWORD,
+    Http,
+    LoadResult,
+    Services,
+    add_posts,
+    analyze,
+    create_user,
+    emit,
+    fmt,
+    login,
+    run_load,
+    say,
+    summary,
+    table,
+    wait_until,
+)
+
+NAME = "pages"
+PATHS = {"home": "/", "notifications": "/notifications?since=0"}
+ACCEPT = {"home": "text/html", "notifications": "application/json"}  # as the page sends
+
+
+class ExportKeeper:
+    """Keeps one export running for each of `user_ids` (relaunching when one ends) and
+    records how much of the time both were running."""
+
+    def __init__(self, app, user_ids: list[int]) -> None:
+        self.app = app
+        self.user_ids = user_ids
+        self.launched = 0
+        self.samples = 0
+        self.all_running = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def start(self, timeout: float = 60.0) -> None:
+        self._thread.start()
+        # Measure only once every export is really running.
+        wait_until(lambda: self._running() == len(self.user_ids), timeout, "exports to run")
+        self.samples = self.all_running = 0
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(30)
+
+    @property
+    def busy_fraction(self) -> float:
+        return self.all_running / self.samples if self.samples else 0.0
+
+    def _running(self) -> int:
+        import sqlalchemy as sa
+
+        from app import db
+        from app.models import Task, TaskStatus
+
+        with self.app.app_context():
+            count = db.session.scalar(sa.select(sa.func.count(Task.id)).where(
+                Task.user_id.in_(self.user_ids), Task.status == TaskStatus.RUNNING))
+            db.session.remove()
+        return count
+
+    def _run(self) -> None:
+        from app import db
+        from app.models import User
+
+        with self.app.app_context():
+            while not self._stop.is_set():
+                for user_id in self.user_ids:
+                    user = db.session.get(User, user_id)
+                    if user.get_task_in_progress("export_posts") is None:
+                        user.launch_task("export_posts", "Exporting posts...")
+                        self.launched += 1
+                db.session.remove()
+                self.samples += 1
+                self.all_running += self._running() == len(self.user_ids)
+                self._stop.wait(0.1)
+
+
+def measure(port: int, cookie: str, connections: int, duration: float) -> dict:
+    results = {}
+    for name, path in PATHS.items():
+        results[name] = run_load(port, path, cookie, connections, duration,
+                                 accept=ACCEPT[name])
+    return results
+
+
+def phase_figures(results: dict[str, LoadResult]) -> dict:
+    return {name: {"rps": r.rps, "p50_ms": r.percentile_ms(50), "p99_ms": r.percentile_ms(99),
+                   "requests": len(r.latencies), "errors": r.errors}
+            for name, r in results.items()}
+
+
+def check_pages(port: int, cookie: str) -> None:
+    """The load hits the real pages: the feed shows posts, /notifications answers JSON."""
+    status, _, body = Http(port, cookie).request("GET", "/")
+    if status != 200 or "Post " not in body.decode():
+        raise RuntimeError(f"home page not as expected (HTTP {status})")
+    status, _, body = Http(port, cookie).request("GET", PATHS["notifications"])
+    if status != 200 or not isinstance(json.loads(body), list):
+        raise RuntimeError(f"/notifications not as expected (HTTP {status})")
+
+
+def run(args) -> dict:
+    with Services(NAME, database=args.database, proposed=args.proposed) as services:
+        from app import db
+
+        reader = create_user("reader", PASSWORD)
+        friends = [create_user(f"friend{i}", password=None) for i in range(4)]
+        for friend in friends:
+            reader.follow(friend)
+        db.session.commit()
+        for user in (reader, *friends):  # 5 x 20 = 100 posts in the reader's feed
+            add_posts(user.id, 20, start="2025-06-01 00:00:00")
+        exporters = [create_user(f"exporter{i}", password=None) for i in range(2)]
+        for user in exporters:
+            add_posts(user.id, args.export_posts)
+        analyze()
+        exporter_ids = [u.id for u in exporters]
+        db.session.rollback()
+        machine = services.machine()
+
+        web = services.start_web()
+        cookie = login(web.port, "reader")
+        check_pages(web.port, cookie)
+        run_load(web.port, "/", cookie, args.connections, min(args.duration, 2))  # warm up
+
+        variants = [("busy", None)] + ([] if args.quick else [("busy_nice", 10)])
+        runs: dict[str, list[dict]] = {v: [] for v, _ in variants}
+        for variant, nice in variants:
+            workers = [services.start_worker(nice=nice) for _ in exporter_ids]
+            for rep in range(args.repeat):
+                idle = phase_figures(measure(web.port, cookie, args.connections,
+                                             args.duration))
+                keeper = ExportKeeper(services.app, exporter_ids)
+                keeper.start()
+                try:
+                    busy = phase_figures(measure(web.port, cookie, args.connections,
+                                                 args.duration))
+                finally:
+                    keeper.stop()
+                busy["exports_launched"] = keeper.launched
+                busy["both_exports_running"] = keeper.busy_fraction
+                runs[variant].append({"idle": idle, "busy": busy})
+                say(f"pages: {variant} run {rep + 1}/{args.repeat}: home p99 idle "
+                    f"{idle['home']['p99_ms']:.1f} ms, busy {busy['home']['p99_ms']:.1f} ms; "
+                    f"notifications p99 idle {idle['notifications']['p99_ms']:.1f} ms, busy "
+                    f"{busy['notifications']['p99_ms']:.1f} ms; both exports running "
+                    f"{100 * keeper.busy_fraction:.0f}% of the time")
+                _wait_for_exports_to_end(services, exporter_ids)
+            for worker in workers:
+                worker.stop()
+    return {"machine": machine, "connections": args.connections, "duration_s": args.duration,
+            "repeat": args.repeat, "export_posts": args.export_posts,
+            "worker": services.worker_class_label,
+            "gunicorn": "gunicorn.conf.py (as make run)",
+            "variants": {v: _summarise(rs) for v, rs in runs.items()},
+            "targets": {"p99_busy_over_idle_max": 1.5,
+                        "notifications_over_page_max": 1.0}}
+
+
+def _wait_for_exports_to_end(services: Services, user_ids: list[int]) -> None:
+    import sqlalchemy as sa
+
+    from app import db
+    from app.models import Task
+
+    def ended() -> bool:
+        count = db.session.scalar(sa.select(sa.func.count(Task.id)).where(
+            Task.user_id.in_(user_ids), Task.complete.is_(False)))
+        db.session.rollback()
+        return count == 0
+
+    wait_until(ended, 600, "the exports to end", interval=0.2)
+
+
+def _summarise(runs: list[dict]) -> dict:
+    out: dict = {}
+    for phase in ("idle", "busy"):
+        out[phase] = {}
+        for page in PATHS:
+            out[phase][page] = {
+                key: summary([r[phase][page][key] for r in runs], 2)
+                for key in ("rps", "p50_ms", "p99_ms", "errors")}
+    out["p99_busy_over_idle"] = {
+        page: summary([r["busy"][page]["p99_ms"] / r["idle"][page]["p99_ms"] for r in runs])
+        for page in PATHS}
+    out["p50_busy_over_idle"] = {
+        page: summary([r["busy"][page]["p50_ms"] / r["idle"][page]["p50_ms"] for r in runs])
+        for page in PATHS}
+    # the cost of the progress endpoint against a page render, idle
+    out["notifications_cost_over_page_p50"] = summary(
+        [r["idle"]["notifications"]["p50_ms"] / r["idle"]["home"]["p50_ms"] for r in runs])
+    out["notifications_cost_over_page_rps"] = summary(
+        [r["idle"]["home"]["rps"] / r["idle"]["notifications"]["rps"] for r in runs])
+    out["both_exports_running"] = summary([r["busy"]["both_exports_running"] for r in runs])
+    out["exports_launched"] = summary([r["busy"]["exports_launched"] for r in runs], 0)
+    return out
+
+
+def report(result: dict) -> str:
+    rows = []
+    for variant, v in result["variants"].items():
+        for phase in ("idle", "busy"):
+            for page in PATHS:
+                f = v[phase][page]
+                label = "busy, workers nice 10" if (variant, phase) == ("busy_nice", "busy") \
+                    else phase
+                rows.append([label, page, fmt(f["rps"], digits=0), fmt(f["p50_ms"], digits=1),
+                             fmt(f["p99_ms"], digits=1), int(f["errors"]["max"] or 0)])
+    text = table(["phase", "page", "req/s", "p50 ms", "p99 ms", "errors"], rows)
+    for variant, v in result["variants"].items():
+        name = "workers nice 10" if variant == "busy_nice" else "workers as make run"
+        text += (f"\n{name}: p99 busy/idle home {fmt(v['p99_busy_over_idle']['home'])}, "
+                 f"notifications {fmt(v['p99_busy_over_idle']['notifications'])} "
+                 f"(target ≤ 1.5); both exports running "
+                 f"{fmt(v['both_exports_running'])} of the busy time")
+    first = next(iter(result["variants"].values()))
+    text += ("\nnotifications / home page, p50 latency: "
+             f"{fmt(first['notifications_cost_over_page_p50'])} (target < 1); home req/s over "
+             f"notifications req/s: {fmt(first['notifications_cost_over_page_rps'])}")
+    return text + (f"\n({result['connections']} connections, {result['duration_s']} s per "
+                   f"measurement; median (min–max) of {result['repeat']} runs)")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench pages", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--duration", type=float, default=5.0, help="seconds per measurement")
+    parser.add_argument("--connections", type=int, default=4)
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--export-posts", type=int, default=300_000,
+                        help="posts of each of the two exporting users")
+    parser.add_argument("--quick", action="store_true",
+                        help="0.5 s per measurement, one run, small exports (smoke test)")
+    parser.add_argument("--database", default="sqlite", choices=["sqlite", "postgresql"])
+    parser.add_argument("--proposed", action="store_true",
+                        help="with the changes docs/performance.md proposes")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.duration, args.repeat, args.export_posts = 0.5, 1, 2_000
+    result = run(args)
+    print(report(result))
+    emit(NAME, result)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,75 @@
+"""The benchmarks keep working: each one runs in its tiny --quick mode, as its own process
+(they start their own Redis, database, SMTP server, worker and gunicorn, and configure the
+app from the environment), and prints a table and a parseable BENCH_JSON line. No timing is
+asserted: these machines are shared and the figures mean nothing at this size."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+
+from tests.conftest import ROOT
+
+EXPECTED_KEYS = {
+    "export": {"machine", "repeat", "sizes", "rss_growth_mb", "targets"},
+    "dispatch": {"machine", "tasks", "bare_jobs_per_s", "app_jobs_per_s", "ratio", "target"},
+    "pages": {"machine", "connections", "duration_s", "variants", "targets"},
+    "latency": {"machine", "modes", "page_minus_floor_p50_ms"},
+}
+
+
+def _environment() -> dict:
+    # Each benchmark sets its own configuration; none of the test run's may leak in.
+    env = {k: v for k, v in os.environ.items()
+           if k not in {"DATABASE_URL", "REDIS_URL", "MICROBLOG_INSTANCE", "MAIL_SERVER",
+                        "MAIL_PORT", "MAIL_RETRY_INTERVALS", "TASK_HEARTBEAT_GRACE"}}
+    env["PATH"] = str(os.path.dirname(sys.executable)) + os.pathsep + env.get("PATH", "")
+    return env
+
+
+def _bench_json(stdout: str) -> dict:
+    lines = [line for line in stdout.splitlines() if line.startswith("BENCH_JSON ")]
+    assert len(lines) == 1, stdout
+    return json.loads(lines[0][len("BENCH_JSON "):])
+
+
+def test_every_benchmark_runs_quick_and_prints_its_figures():
+    # All four at once: each alone takes 5-20 s, mostly waiting on its own processes.
+    procs = {name: subprocess.Popen([sys.executable, "-m", "bench", name, "--quick"],
+                                    cwd=ROOT, env=_environment(), stdout=subprocess.PIPE,
+                                    stderr=subprocess.PIPE, text=True)
+             for name in EXPECTED_KEYS}
+    outputs = {}
+    deadline = time.monotonic() + 240
+    try:
+        for name, proc in procs.items():
+            stdout, stderr = proc.communicate(timeout=max(1, deadline - time.monotonic()))
+            outputs[name] = (proc.returncode, stdout, stderr)
+    finally:
+        for proc in procs.values():
+            if proc.poll() is None:  # its own cleanup runs on SIGTERM
+                proc.terminate()
+                proc.wait(30)
+
+    for name, (returncode, stdout, stderr) in outputs.items():
+        assert returncode == 0, f"{name} failed:\n{stdout}\n{stderr[-3000:]}"
+        data = _bench_json(stdout)
+        assert data["bench"] == name
+        assert EXPECTED_KEYS[name] <= data.keys(), (name, sorted(data))
+        assert data["machine"]["nproc"] >= 1
+    # A look inside each: the figures the docs quote are there and are numbers.
+    export = _bench_json(outputs["export"][1])
+    [size] = export["sizes"]
+    assert size["posts"] == 200
+    assert size["export_posts_per_s"]["median"] > 0 and size["peak_rss_mb"]["median"] > 0
+    dispatch = _bench_json(outputs["dispatch"][1])
+    assert dispatch["tasks"] == 50 and dispatch["ratio"]["median"] > 0
+    pages = _bench_json(outputs["pages"][1])
+    busy = pages["variants"]["busy"]
+    assert busy["idle"]["home"]["rps"]["median"] > 0
+    assert busy["busy"]["notifications"]["p99_ms"]["median"] > 0
+    latency = _bench_json(outputs["latency"][1])
+    assert latency["modes"]["page"]["seen"] >= 1 and latency["modes"]["floor"]["seen"] >= 1
