@@ -135,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="50 tasks, one run (smoke test)")
     parser.add_argument("--database", default="sqlite", choices=["sqlite", "postgresql"])
     parser.add_argument("--proposed", action="store_true",
-                        help="with the changes docs/performance.md proposes")
+                        help="worker warmed up as docs/performance.md proposes (3)")
     args = parser.parse_args(argv)
     count, repeat = (50, 1) if args.quick else (args.tasks, args.repeat)
     result = run(count, repeat, args.database, args.proposed)

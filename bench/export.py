@@ -223,7 +223,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="200 posts, one run (smoke test)")
     parser.add_argument("--database", default="sqlite", choices=["sqlite", "postgresql"])
     parser.add_argument("--proposed", action="store_true",
-                        help="run the worker with the changes docs/performance.md proposes")
+                        help="worker warmed up as docs/performance.md proposes (3)")
     parser.add_argument("--plot", metavar="PNG", help="also draw throughput and memory")
     args = parser.parse_args(argv)
     sizes = [200] if args.quick else sorted(int(s) for s in args.sizes.split(",") if s.strip())

@@ -40,7 +40,6 @@ DEFAULT_WORKER_ARGS = ["rq", "worker", "-w", "app.worker.AppWorker", "--with-sch
                        "--job-monitoring-interval", "10", "--maintenance-interval", "30", QUEUE]
 DEFAULT_WEB_ARGS = ["gunicorn", "-c", "gunicorn.conf.py", "microblog:app"]
 PROPOSED_WORKER = "bench.proposed.ProposedWorker"
-PROPOSED_WEB_APP = "bench.proposed:web_app()"
 
 
 def procfile_command(process: str, pattern: str, default: list[str]) -> list[str]:
@@ -326,12 +325,10 @@ class WorkerProcess(Process):
 class WebServer(Process):
     """gunicorn with gunicorn.conf.py, exactly as `make run` starts it, on a local port."""
 
-    def __init__(self, env: dict, log: Path, app: str | None = None) -> None:
+    def __init__(self, env: dict, log: Path) -> None:
         self.port = free_port()
         args = web_command()
         args = [str(BIN / args[0]), *args[1:]]
-        if app:
-            args[-1] = app
         env = dict(env, GUNICORN_BIND=f"127.0.0.1:{self.port}", PORT=str(self.port))
         super().__init__(args, env, log, "gunicorn")
 
@@ -361,7 +358,7 @@ class Services:
                  proposed: bool = False) -> None:
         self.name = name
         self.database = database
-        # Run workers, web and this process with the changes docs/performance.md proposes.
+        # Run the workers with the change docs/performance.md still proposes (bench/proposed.py).
         self.proposed = proposed
         self.keep_mail = keep_mail
         self.tmp = Path(tempfile.mkdtemp(prefix=f"microblog-bench-{name}-"))
@@ -416,12 +413,6 @@ class Services:
         self.ctx.push()
         upgrade(directory=str(ROOT / "migrations"))
         self.redis = self.app.redis
-        if self.proposed:
-            from app import db
-            from bench.proposed import use_sqlite_wal
-
-            db.engine.dispose()
-            use_sqlite_wal(db.engine)
 
     @property
     def worker_class_label(self) -> str:
@@ -460,8 +451,7 @@ class Services:
         return worker
 
     def start_web(self) -> WebServer:
-        web = WebServer(self.env(), self.tmp / "gunicorn.log",
-                        app=PROPOSED_WEB_APP if self.proposed else None)
+        web = WebServer(self.env(), self.tmp / "gunicorn.log")
         self.processes.append(web)
         web.wait_ready()
         return web

@@ -163,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="a few writes (smoke test)")
     parser.add_argument("--database", default="sqlite", choices=["sqlite", "postgresql"])
     parser.add_argument("--proposed", action="store_true",
-                        help="with the changes docs/performance.md proposes")
+                        help="worker warmed up as docs/performance.md proposes (3)")
     args = parser.parse_args(argv)
     if args.quick:
         args.writes, args.floor_writes = 3, 10

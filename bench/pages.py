@@ -258,7 +258,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="0.5 s per measurement, one run, small exports (smoke test)")
     parser.add_argument("--database", default="sqlite", choices=["sqlite", "postgresql"])
     parser.add_argument("--proposed", action="store_true",
-                        help="with the changes docs/performance.md proposes")
+                        help="worker warmed up as docs/performance.md proposes (3)")
     args = parser.parse_args(argv)
     if args.quick:
         args.duration, args.repeat, args.export_posts = 0.5, 1, 2_000
