@@ -29,6 +29,7 @@ from rq.timeouts import JobTimeoutException, TimerDeathPenalty
 from sqlalchemy.exc import IntegrityError
 
 from app import db
+from app.email import MailAlreadySending, release_claim
 from app.models import Task, TaskStatus, User, utcnow
 
 log = logging.getLogger(__name__)
@@ -36,6 +37,7 @@ log = logging.getLogger(__name__)
 # How long a Task row may exist without its RQ job before it counts as lost
 # (covers the instant between the row's commit and the enqueue).
 ENQUEUE_GRACE = timedelta(seconds=60)
+RETRY_NOTE = " Retrying automatically."
 # Results and failures stay in Redis this long, for reconcile and operators.
 RESULT_TTL = 24 * 3600
 
@@ -211,12 +213,10 @@ def record_failure(task_id: str, exc: BaseException | None, will_retry: bool) ->
         return
     reason = describe_failure(exc)
     if isinstance(exc, AbandonedJobError | WorkHorseKilled):
-        from app.email import release_claim
-
         release_claim(task_id)  # the dead attempt's unfinished mail (see app.tasks)
     if will_retry:
         task.status = TaskStatus.QUEUED
-        task.error = f"{reason} Retrying automatically."
+        task.error = reason + RETRY_NOTE
         _notify(task)
         db.session.commit()
     else:
@@ -226,8 +226,6 @@ def record_failure(task_id: str, exc: BaseException | None, will_retry: bool) ->
 def is_transient(exc: BaseException | None) -> bool:
     """Errors worth retrying: the mail server or network was briefly unavailable, or the
     worker died under the job. A bug or a timeout would only fail again."""
-    from app.email import MailAlreadySending
-
     if isinstance(exc, AbandonedJobError | WorkHorseKilled | MailAlreadySending):
         return True
     if isinstance(exc, smtplib.SMTPResponseException):
@@ -246,7 +244,7 @@ def describe_failure(exc: BaseException | None) -> str:
         return "The task took too long and was stopped."
     if isinstance(exc, AbandonedJobError | WorkHorseKilled):
         return "The worker running this task stopped unexpectedly."
-    if type(exc).__name__ == "MailAlreadySending":
+    if isinstance(exc, MailAlreadySending):
         return "The email is already being sent by another attempt."
     if isinstance(exc, smtplib.SMTPResponseException):
         return f"The mail server refused the message ({exc.smtp_code})."
@@ -290,7 +288,10 @@ def reconcile(task: Task) -> Task:
         if utcnow() - task.created_at > ENQUEUE_GRACE:
             _end(task, TaskStatus.FAILED, error="The task was lost by the job queue.")
     elif status == JobStatus.FAILED:
-        _end(task, TaskStatus.FAILED, error=task.error or "The task failed.")
+        # A failure RQ recorded without calling back: keep the last reason, minus any
+        # promise of a retry that is not coming.
+        reason = (task.error or "").removesuffix(RETRY_NOTE).strip() or "The task failed."
+        _end(task, TaskStatus.FAILED, error=reason)
     elif status in (JobStatus.STOPPED, JobStatus.CANCELED):
         _end(task, TaskStatus.CANCELLED)
     elif status == JobStatus.FINISHED:

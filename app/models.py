@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import secrets
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from hashlib import md5
 from time import time
 
@@ -281,10 +281,6 @@ class Task(db.Model):
             if isinstance(meta_progress, int | float):
                 return int(min(max(meta_progress, self.progress), 99))
         return min(self.progress, 99)
-
-    def is_recent(self, minutes: int = 30) -> bool:
-        return self.finished_at is not None and utcnow() - self.finished_at < timedelta(
-            minutes=minutes)
 
     def to_dict(self) -> dict:
         return {

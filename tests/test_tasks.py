@@ -542,3 +542,16 @@ def test_a_dead_attempts_unfinished_mail_claim_is_released_but_a_sent_mark_kept(
     app.redis.set(f"microblog:mail-sent:{first.id}", "sent")
     jobs.record_failure(first.id, jobs.WorkHorseKilled(), will_retry=True)
     assert app.redis.get(f"microblog:mail-sent:{first.id}") == b"sent"
+
+
+def test_a_job_rq_failed_without_calling_back_ends_failed_with_no_retry_promise(app, client):
+    user = make_user()
+    login(client)
+    task = user.launch_task("export_posts", "Exporting posts...")
+    task.error = "The mail server could not be reached. Retrying automatically."
+    db.session.commit()
+    rq.job.Job.fetch(task.id, connection=app.redis).set_status("failed")
+    client.get("/notifications")
+    task = _task(task.id)
+    assert task.status == TaskStatus.FAILED
+    assert task.error == "The mail server could not be reached."

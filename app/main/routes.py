@@ -204,8 +204,7 @@ def messages():
 def notifications():
     """The JSON the page polls: [{name, data, timestamp}] newer than `since`."""
     since = request.args.get("since", 0.0, type=float)
-    if current_user.get_tasks_in_progress():
-        jobs.reconcile_user_tasks(current_user)
+    jobs.reconcile_user_tasks(current_user)  # one query when nothing is in progress
     query = current_user.notifications.select().where(
         Notification.timestamp > since).order_by(Notification.timestamp.asc())
     return jsonify([{"name": n.name, "data": n.get_data(), "timestamp": n.timestamp}
