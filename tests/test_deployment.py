@@ -16,6 +16,7 @@ from __future__ import annotations
 import configparser
 import email
 import email.policy
+import http.cookiejar
 import json
 import os
 import pwd
@@ -27,6 +28,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.parse
 from pathlib import Path
 
 import pytest
@@ -771,6 +773,16 @@ def _posts_json(message) -> dict:
     raise AssertionError("no posts.json attachment")
 
 
+class LoopbackIsSecure(http.cookiejar.DefaultCookiePolicy):
+    """What browsers do: http://127.0.0.1 and localhost count as secure origins, so the
+    Secure cookies of production mode come back to them over plain HTTP (http.cookiejar
+    alone would send them over https:// only)."""
+
+    def return_ok_secure(self, cookie, request) -> bool:
+        host = urllib.parse.urlsplit(request.get_full_url()).hostname
+        return host in ("127.0.0.1", "localhost") or super().return_ok_secure(cookie, request)
+
+
 def _csrf(session, url: str) -> str:
     match = CSRF.search(session.get(url, timeout=10).text)
     assert match, f"no CSRF token on {url}"
@@ -834,6 +846,7 @@ def test_procfile_web_and_two_workers_export_and_survive_a_sigkilled_worker(
         # A person registers, logs in, writes three posts and asks for an export.
         base = f"http://127.0.0.1:{web_port}"
         browser = requests.Session()
+        browser.cookies.set_policy(LoopbackIsSecure())
         registered = browser.post(f"{base}/auth/register", data={
             "username": "ana", "email": "ana@example.com", "password": "correct horse battery",
             "password2": "correct horse battery",
@@ -845,6 +858,8 @@ def test_procfile_web_and_two_workers_export_and_survive_a_sigkilled_worker(
             "csrf_token": _csrf(browser, f"{base}/auth/login")}, allow_redirects=False,
             timeout=10)
         assert logged_in.status_code == 302, logged_in.text
+        # Production mode: the session cookie travels over HTTPS only.
+        assert [c.secure for c in browser.cookies if c.name == "session"] == [True]
         bodies = ["first post", "<b>second</b> \"post\"", "third post \N{ROCKET}"]
         for body in bodies:
             posted = browser.post(f"{base}/index", data={
