@@ -36,7 +36,7 @@ run: install
 	$(BIN)/flask db upgrade
 	@echo ""
 	@echo "  Microblog: http://$(MICROBLOG_HOST):$(PORT)/   (Ctrl-C stops everything)"
-	@if [ "$(MICROBLOG_HOST)" != 127.0.0.1 ]; then echo "  Listening on $(MICROBLOG_HOST): reachable beyond this machine"; fi
+	@if [ "$(MICROBLOG_HOST)" != 127.0.0.1 ]; then echo "  Listening on $(MICROBLOG_HOST) (MICROBLOG_HOST): other machines may reach it"; fi
 	@if [ -z "$$REDIS_URL" ]; then echo "  Redis: embedded, REDIS_URL=$(EMBEDDED_REDIS_URL)"; fi
 	@echo ""
 	@# honcho gives the Nth process PORT+100*N: web comes first so it gets PORT.

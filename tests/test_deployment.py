@@ -783,6 +783,25 @@ class LoopbackIsSecure(http.cookiejar.DefaultCookiePolicy):
         return host in ("127.0.0.1", "localhost") or super().return_ok_secure(cookie, request)
 
 
+def loopback_browser():
+    """A requests session that treats loopback as a browser does (see LoopbackIsSecure).
+    requests builds a fresh jar, with the default policy, for every request: the Cookie
+    header is made again here from the session's cookies under the loopback policy."""
+    import requests
+
+    class Browser(requests.Session):
+        def prepare_request(self, request):
+            prepared = super().prepare_request(request)
+            jar = http.cookiejar.CookieJar(LoopbackIsSecure())
+            for cookie in self.cookies:
+                jar.set_cookie(cookie)
+            prepared.headers.pop("Cookie", None)
+            prepared.prepare_cookies(jar)
+            return prepared
+
+    return Browser()
+
+
 def _csrf(session, url: str) -> str:
     match = CSRF.search(session.get(url, timeout=10).text)
     assert match, f"no CSRF token on {url}"
@@ -801,7 +820,6 @@ def _worker_running(connection, job_id: str):
 @pytest.mark.timeout(900)
 def test_procfile_web_and_two_workers_export_and_survive_a_sigkilled_worker(
         tmp_path, topology_database, topology_redis):
-    import requests
     from aiosmtpd.controller import Controller
     from rq import Worker
     from rq.job import Job
@@ -845,8 +863,7 @@ def test_procfile_web_and_two_workers_export_and_survive_a_sigkilled_worker(
 
         # A person registers, logs in, writes three posts and asks for an export.
         base = f"http://127.0.0.1:{web_port}"
-        browser = requests.Session()
-        browser.cookies.set_policy(LoopbackIsSecure())
+        browser = loopback_browser()
         registered = browser.post(f"{base}/auth/register", data={
             "username": "ana", "email": "ana@example.com", "password": "correct horse battery",
             "password2": "correct horse battery",
