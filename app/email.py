@@ -90,21 +90,21 @@ def send_email(subject: str, sender: str, recipients: list[str], text_body: str,
                sync: bool = False) -> None:
     """Send an email. With sync=False it is handed to a background job (retried when the
     mail server is briefly unavailable); if the job queue is down it is sent right away."""
-    mail_fields = QueuedMail(subject, sender, list(recipients), text_body, html_body,
+    queued = QueuedMail(subject, sender, list(recipients), text_body, html_body,
                              attachments)
     if not sync:
         try:
             current_app.task_queue.enqueue(
-                "app.tasks.send_email_job", mail_fields, job_timeout=120,
+                "app.tasks.send_email_job", queued, job_timeout=120,
                 retry=rq.Retry(max=3, interval=current_app.config["MAIL_RETRY_INTERVALS"]),
                 result_ttl=600,
                 # RQ's default description is the call with its arguments: the whole mail,
                 # in the worker's log, in Redis and in every dashboard.
-                description=f"send_email: {mail_fields.summary()}")
+                description=f"send_email: {queued.summary()}")
             return
         except redis.exceptions.RedisError as exc:
             log.warning("job queue unavailable, sending mail in the request: %s", exc)
-    deliver(mail_fields.message())
+    deliver(queued.message())
 
 
 class MailAlreadySending(Exception):
