@@ -90,8 +90,7 @@ def send_email(subject: str, sender: str, recipients: list[str], text_body: str,
                sync: bool = False) -> None:
     """Send an email. With sync=False it is handed to a background job (retried when the
     mail server is briefly unavailable); if the job queue is down it is sent right away."""
-    queued = QueuedMail(subject, sender, list(recipients), text_body, html_body,
-                             attachments)
+    queued = QueuedMail(subject, sender, list(recipients), text_body, html_body, attachments)
     if not sync:
         try:
             current_app.task_queue.enqueue(
