@@ -33,9 +33,12 @@ RUN chmod 0755 boot.sh \
 
 USER 10001:10001
 
+# MICROBLOG_HOST: gunicorn listens on every interface of the container, so that a published
+# port reaches it (outside a container it listens on 127.0.0.1 unless told otherwise).
 ENV FLASK_APP=microblog.py \
     MICROBLOG_ENV=production \
     LOG_TO_STDOUT=1 \
+    MICROBLOG_HOST=0.0.0.0 \
     PORT=5000
 EXPOSE 5000
 

@@ -3,6 +3,10 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 PORT ?= 5000
+# Loopback only unless told otherwise (MICROBLOG_HOST=0.0.0.0 make run): the development
+# server is not for the network.
+MICROBLOG_HOST ?= 127.0.0.1
+export MICROBLOG_HOST
 export FLASK_APP := microblog.py
 INSTANCE := $(or $(MICROBLOG_INSTANCE),$(CURDIR)/instance)
 EMBEDDED_REDIS_URL := unix://$(INSTANCE)/redis.sock
@@ -31,7 +35,8 @@ install: $(VENV)/.installed
 run: install
 	$(BIN)/flask db upgrade
 	@echo ""
-	@echo "  Microblog: http://127.0.0.1:$(PORT)/   (Ctrl-C stops everything)"
+	@echo "  Microblog: http://$(MICROBLOG_HOST):$(PORT)/   (Ctrl-C stops everything)"
+	@if [ "$(MICROBLOG_HOST)" != 127.0.0.1 ]; then echo "  Listening on $(MICROBLOG_HOST) (MICROBLOG_HOST): other machines may reach it"; fi
 	@if [ -z "$$REDIS_URL" ]; then echo "  Redis: embedded, REDIS_URL=$(EMBEDDED_REDIS_URL)"; fi
 	@echo ""
 	@# honcho gives the Nth process PORT+100*N: web comes first so it gets PORT.

@@ -3,7 +3,8 @@
 # repository root, with everything configured by the environment (see docs/deployment.md):
 #
 #   ./boot.sh           web: wait for the database, apply the migrations, exec gunicorn
-#                       on 0.0.0.0:$PORT (RUN_MIGRATIONS=0 skips the migrations)
+#                       on $MICROBLOG_HOST:$PORT (the image sets 0.0.0.0; elsewhere the
+#                       default is 127.0.0.1) (RUN_MIGRATIONS=0 skips the migrations)
 #   ./boot.sh worker    an RQ worker on the microblog-tasks queue (REDIS_URL); it waits for
 #                       Redis and the database, never migrates (the web does)
 #   ./boot.sh CMD ...   anything else, e.g. `./boot.sh flask shell`

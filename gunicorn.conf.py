@@ -3,7 +3,13 @@
 import multiprocessing
 import os
 
-bind = os.environ.get("GUNICORN_BIND") or f"0.0.0.0:{os.environ.get('PORT', '5000')}"
+# MICROBLOG_HOST: the address to listen on. Loopback unless told otherwise, so that `make run`
+# on a laptop is not reachable from the network; the Procfile (a PaaS router) and the Docker
+# image (a published port) set 0.0.0.0. GUNICORN_BIND, when set, replaces host and port.
+host = os.environ.get("MICROBLOG_HOST") or "127.0.0.1"
+if ":" in host and not host.startswith("["):
+    host = f"[{host}]"  # an IPv6 address
+bind = os.environ.get("GUNICORN_BIND") or f"{host}:{os.environ.get('PORT', '5000')}"
 workers = int(os.environ.get("WEB_CONCURRENCY") or min(4, multiprocessing.cpu_count() * 2))
 threads = int(os.environ.get("GUNICORN_THREADS") or 2)
 worker_class = "gthread"

@@ -66,6 +66,9 @@ def create_app(config_class=Config):
     bootstrap.init_app(app)
     babel.init_app(app, locale_selector=get_locale)
     csrf.init_app(app)
+    from app import security
+
+    security.init_app(app)
 
     app.redis = Redis.from_url(
         app.config["REDIS_URL"], socket_connect_timeout=2, socket_timeout=10,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 
 import redis
@@ -60,23 +61,49 @@ def deliver(msg: Message) -> None:
         mail.send(msg)
 
 
+@dataclass(frozen=True, repr=False)
+class QueuedMail:
+    """One email as a mail job carries it. Its repr names the subject and the number of
+    recipients, never the body: RQ hands a failed job's arguments to its log handlers (as the
+    record's `extra`), and dashboards show them, while a body may hold a password-reset link."""
+
+    subject: str
+    sender: str
+    recipients: list[str]
+    text_body: str
+    html_body: str
+    attachments: list[Attachment] | None = None
+
+    def summary(self) -> str:
+        return f"{self.subject[:80]!r} to {len(self.recipients)} recipient(s)"
+
+    def __repr__(self) -> str:
+        return f"<QueuedMail {self.summary()}>"
+
+    def message(self) -> Message:
+        return build_message(self.subject, self.sender, self.recipients, self.text_body,
+                             self.html_body, self.attachments)
+
+
 def send_email(subject: str, sender: str, recipients: list[str], text_body: str,
                html_body: str, attachments: list[Attachment] | None = None,
                sync: bool = False) -> None:
     """Send an email. With sync=False it is handed to a background job (retried when the
     mail server is briefly unavailable); if the job queue is down it is sent right away."""
-    fields = dict(subject=subject, sender=sender, recipients=list(recipients),
-                  text_body=text_body, html_body=html_body, attachments=attachments)
+    queued = QueuedMail(subject, sender, list(recipients), text_body, html_body, attachments)
     if not sync:
         try:
             current_app.task_queue.enqueue(
-                "app.tasks.send_email_job", fields, job_timeout=120,
+                "app.tasks.send_email_job", queued, job_timeout=120,
                 retry=rq.Retry(max=3, interval=current_app.config["MAIL_RETRY_INTERVALS"]),
-                result_ttl=600)
+                result_ttl=600,
+                # RQ's default description is the call with its arguments: the whole mail,
+                # in the worker's log, in Redis and in every dashboard.
+                description=f"send_email: {queued.summary()}")
             return
         except redis.exceptions.RedisError as exc:
             log.warning("job queue unavailable, sending mail in the request: %s", exc)
-    deliver(build_message(**fields))
+    deliver(queued.message())
 
 
 class MailAlreadySending(Exception):

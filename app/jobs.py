@@ -98,7 +98,10 @@ def launch(user: User, name: str, description: str, *args, **kwargs) -> Task:
         kwargs.setdefault("retry", rq.Retry(max=task_type.max_retries, interval=intervals))
     try:
         current_app.task_queue.enqueue(
-            "app.tasks." + name, user.id, *args, job_id=task.id, description=description,
+            # For operators (worker log, dashboards): what runs for whom, in English, and
+            # never the arguments (RQ's default description) or the user's own words.
+            "app.tasks." + name, user.id, *args, job_id=task.id,
+            description=f"{name} for user {user.id}",
             on_failure=Callback(on_job_failure), result_ttl=RESULT_TTL, failure_ttl=RESULT_TTL,
             meta={"progress": 0}, **kwargs)
     except redis.exceptions.RedisError as exc:

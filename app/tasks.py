@@ -87,8 +87,11 @@ def export_posts(user_id):
                     "Your posts were exported, but were too large to attach. Check your email.")
 
 
-def send_email_job(fields):
-    """Deliver one email queued by send_email(sync=False)."""
-    from app.email import build_message, deliver
+def send_email_job(mail):
+    """Deliver one email queued by send_email(sync=False): a QueuedMail (or, queued by an
+    earlier version, a dict of send_email's fields)."""
+    from app.email import QueuedMail, deliver
 
-    deliver(build_message(**fields))
+    if isinstance(mail, dict):
+        mail = QueuedMail(**mail)
+    deliver(mail.message())

@@ -16,6 +16,7 @@ from __future__ import annotations
 import configparser
 import email
 import email.policy
+import http.cookiejar
 import json
 import os
 import pwd
@@ -27,6 +28,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.parse
 from pathlib import Path
 
 import pytest
@@ -771,6 +773,35 @@ def _posts_json(message) -> dict:
     raise AssertionError("no posts.json attachment")
 
 
+class LoopbackIsSecure(http.cookiejar.DefaultCookiePolicy):
+    """What browsers do: http://127.0.0.1 and localhost count as secure origins, so the
+    Secure cookies of production mode come back to them over plain HTTP (http.cookiejar
+    alone would send them over https:// only)."""
+
+    def return_ok_secure(self, cookie, request) -> bool:
+        host = urllib.parse.urlsplit(request.get_full_url()).hostname
+        return host in ("127.0.0.1", "localhost") or super().return_ok_secure(cookie, request)
+
+
+def loopback_browser():
+    """A requests session that treats loopback as a browser does (see LoopbackIsSecure).
+    requests builds a fresh jar, with the default policy, for every request: the Cookie
+    header is made again here from the session's cookies under the loopback policy."""
+    import requests
+
+    class Browser(requests.Session):
+        def prepare_request(self, request):
+            prepared = super().prepare_request(request)
+            jar = http.cookiejar.CookieJar(LoopbackIsSecure())
+            for cookie in self.cookies:
+                jar.set_cookie(cookie)
+            prepared.headers.pop("Cookie", None)
+            prepared.prepare_cookies(jar)
+            return prepared
+
+    return Browser()
+
+
 def _csrf(session, url: str) -> str:
     match = CSRF.search(session.get(url, timeout=10).text)
     assert match, f"no CSRF token on {url}"
@@ -789,7 +820,6 @@ def _worker_running(connection, job_id: str):
 @pytest.mark.timeout(900)
 def test_procfile_web_and_two_workers_export_and_survive_a_sigkilled_worker(
         tmp_path, topology_database, topology_redis):
-    import requests
     from aiosmtpd.controller import Controller
     from rq import Worker
     from rq.job import Job
@@ -833,7 +863,7 @@ def test_procfile_web_and_two_workers_export_and_survive_a_sigkilled_worker(
 
         # A person registers, logs in, writes three posts and asks for an export.
         base = f"http://127.0.0.1:{web_port}"
-        browser = requests.Session()
+        browser = loopback_browser()
         registered = browser.post(f"{base}/auth/register", data={
             "username": "ana", "email": "ana@example.com", "password": "correct horse battery",
             "password2": "correct horse battery",
@@ -845,6 +875,8 @@ def test_procfile_web_and_two_workers_export_and_survive_a_sigkilled_worker(
             "csrf_token": _csrf(browser, f"{base}/auth/login")}, allow_redirects=False,
             timeout=10)
         assert logged_in.status_code == 302, logged_in.text
+        # Production mode: the session cookie travels over HTTPS only.
+        assert [c.secure for c in browser.cookies if c.name == "session"] == [True]
         bodies = ["first post", "<b>second</b> \"post\"", "third post \N{ROCKET}"]
         for body in bodies:
             posted = browser.post(f"{base}/index", data={

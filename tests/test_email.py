@@ -152,6 +152,10 @@ def test_password_reset_end_to_end_through_the_local_outbox(app, client):
     run_jobs_in_process(app)
     assert len(outbox_files(app)) == 1
 
+    # The outbox shows mail to its addressee only, once signed in (reading it on a development
+    # machine whose password one has forgot: instance/outbox/*.eml on disk).
+    assert client.get("/outbox/").location.startswith("/auth/login")
+    login(client)
     listing = client.get("/outbox/").get_data(as_text=True)
     assert "[Microblog] Reset Your Password" in listing
     assert "susan@example.com" in listing
@@ -160,6 +164,7 @@ def test_password_reset_end_to_end_through_the_local_outbox(app, client):
     message = client.get(message_link).get_data(as_text=True)
     assert "Dear susan," in message
     path = LINK.search(message).group(1)
+    client.post("/auth/logout", data={"csrf_token": csrf_token(client, "/index")})
 
     assert reset_with_link(client, path, "outbox password").location == "/auth/login"
     db.session.expire_all()

@@ -160,8 +160,10 @@ def test_the_reset_mail_is_written_in_the_language_of_the_request(client, app):
         "email": "susan@example.com", "csrf_token": csrf_token(client, "/auth/login")},
         headers={"Accept-Language": "ko"})
     run_jobs_in_process(app)
+    login(client)  # the outbox shows susan her own mail once she is signed in
     html = page(client, "/outbox/", "ko")
     assert "[Microblog] 비밀번호 재설정" in html
+    assert "susan@example.com(으)로 보낸 이메일만 보입니다." in html
     link = re.search(r'href="(/outbox/[^"/]+\.eml)"', html).group(1)
     mail = page(client, link, "ko")
     assert "susan 님, 안녕하세요." in mail

@@ -15,6 +15,7 @@ import re
 import shutil
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import tempfile
@@ -63,7 +64,7 @@ def run_env(instance: Path, port: int) -> dict:
     env = {k: v for k, v in os.environ.items()
            if k not in {"DATABASE_URL", "MAIL_SERVER", "MAIL_PORT", "MAIL_RETRY_INTERVALS",
                         "TASK_HEARTBEAT_GRACE", "GUNICORN_BIND", "WEB_CONCURRENCY",
-                        "PYTEST_CURRENT_TEST"}}
+                        "MICROBLOG_HOST", "PYTEST_CURRENT_TEST"}}
     env.update(
         PATH=str(BIN) + os.pathsep + os.environ.get("PATH", ""),
         FLASK_APP="microblog.py",
@@ -91,6 +92,26 @@ def processes_of(marker: str) -> dict[int, str]:
             continue  # already dead, waiting to be reaped
         if marker.encode() in environ or marker.encode() in cmdline:
             found[int(entry.name)] = cmdline.replace(b"\0", b" ").decode(errors="replace")
+    return found
+
+
+def listening_addresses(port: int) -> set[str]:
+    """The local addresses of the TCP sockets listening on `port`, as the kernel lists them."""
+    found = set()
+    for table, family in (("/proc/net/tcp", socket.AF_INET), ("/proc/net/tcp6", socket.AF_INET6)):
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            local, state = line.split()[1], line.split()[3]
+            address, port_hex = local.split(":")
+            if state != "0A" or int(port_hex, 16) != port:  # 0A: LISTEN
+                continue
+            # The kernel prints the address as 32-bit words in host byte order.
+            raw = b"".join(struct.pack("=I", int(address[i:i + 8], 16))
+                           for i in range(0, len(address), 8))
+            found.add(socket.inet_ntop(family, raw))
     return found
 
 
@@ -185,6 +206,9 @@ def test_make_run_serves_and_one_ctrl_c_stops_everything(busy):
         ready = time.monotonic() - started
         print(f"make run: ready in {ready:.1f}s (health {health})")
 
+        # Loopback only: nobody else on the network reaches the development server.
+        assert listening_addresses(port) == {"127.0.0.1"}, listening_addresses(port)
+
         running = processes_of(marker)
         names = " | ".join(running.values())
         assert "redis-server" in names and "rq worker" in names and "gunicorn" in names, running
@@ -222,6 +246,46 @@ def test_make_run_serves_and_one_ctrl_c_stops_everything(busy):
                 pass
             honcho.wait(timeout=10)
         for pid in processes_of(marker):  # only processes started for this test's instance
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        shutil.rmtree(instance, ignore_errors=True)
+
+
+@pytest.mark.timeout(120)
+def test_make_run_listens_where_MICROBLOG_HOST_says(redis_server):
+    """MICROBLOG_HOST moves the web server (127.0.0.2: another loopback address, so that the
+    test itself opens nothing to the network)."""
+    instance = Path(tempfile.mkdtemp(prefix="microblog-make-run-"))
+    port = free_port()
+    env = run_env(instance, port)
+    env.update(REDIS_URL=redis_server, MICROBLOG_HOST="127.0.0.2")
+    log = instance / "honcho.log"
+    command = honcho_command()
+    web_only = [*command[:command.index("start") + 1], "web"]
+    honcho = None
+    try:
+        with log.open("wb") as out:
+            honcho = subprocess.Popen(web_only, cwd=ROOT, env=env, stdout=out,
+                                      stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                      start_new_session=True)
+        deadline = time.monotonic() + 60
+        while not listening_addresses(port):
+            assert honcho.poll() is None, f"honcho exited early:\n{tail(log)}"
+            assert time.monotonic() < deadline, f"gunicorn never listened:\n{tail(log)}"
+            time.sleep(0.2)
+        assert listening_addresses(port) == {"127.0.0.2"}
+        assert get(f"http://127.0.0.1:{port}/health", timeout=2)[0] == 0  # refused
+    finally:
+        if honcho is not None:
+            os.killpg(honcho.pid, signal.SIGINT)
+            try:
+                honcho.wait(timeout=STOP_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                os.killpg(honcho.pid, signal.SIGKILL)
+                honcho.wait(timeout=10)
+        for pid in processes_of(str(instance)):
             try:
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:

@@ -1,31 +1,66 @@
+"""The outbox pages: each signed-in user reads the mail addressed to them, nobody else's.
+
+Mail holds password-reset links, so a message that another user may not read answers 404,
+exactly as a name that does not exist (nothing tells the two apart)."""
+
 import email
 import email.policy
 import re
 from email.message import EmailMessage
+from email.utils import getaddresses
 
 from flask import abort, make_response, render_template
 from flask_babel import _
+from flask_login import current_user
 
+from app import login
 from app.email import outbox_dir, outbox_pages_enabled
+from app.models import User
 from app.outbox import bp
 
 NAME = re.compile(r"^[0-9T]+-[0-9a-f]{8}\.eml$")
+# The mail's HTML body in a sandboxed iframe of the message page: no scripts, no same origin,
+# no requests of its own; only the message page (same origin) may frame it.
+HTML_BODY_POLICY = "sandbox; default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'self'"
 
 
 @bp.before_request
-def only_in_outbox_mode():
+def only_in_outbox_mode_and_signed_in():
     if not outbox_pages_enabled():
         abort(404)
+    if not current_user.is_authenticated:
+        return login.unauthorized()
+    return None
+
+
+def addressees(msg: EmailMessage) -> set[str]:
+    """The addresses a message was sent to (To and Cc), lower-cased."""
+    fields = [str(value) for header in ("to", "cc") for value in msg.get_all(header, [])]
+    return {address.lower() for _name, address in getaddresses(fields) if address}
+
+
+def can_read(msg: EmailMessage, user: User) -> bool:
+    """Whether `user` may read this mail in the outbox: only its addressees may.
+    (Admins will read every message once the admin role exists: decide it here.)"""
+    return user.email.lower() in addressees(msg)
+
+
+def _read(name: str) -> EmailMessage | None:
+    if not NAME.fullmatch(name):
+        return None
+    path = outbox_dir() / name
+    if not path.is_file():
+        return None
+    with path.open("rb") as f:
+        return email.message_from_binary_file(f, policy=email.policy.default)
 
 
 def _load(name: str) -> EmailMessage:
-    if not NAME.fullmatch(name):
+    """The message called `name` if the current user may read it; 404 otherwise."""
+    msg = _read(name)
+    if msg is None or not can_read(msg, current_user):
         abort(404)
-    path = outbox_dir() / name
-    if not path.is_file():
-        abort(404)
-    with path.open("rb") as f:
-        return email.message_from_binary_file(f, policy=email.policy.default)
+    return msg
 
 
 def _summary(name: str, msg: EmailMessage) -> dict:
@@ -37,9 +72,15 @@ def _summary(name: str, msg: EmailMessage) -> dict:
 @bp.route("/")
 def index():
     names = sorted((p.name for p in outbox_dir().glob("*.eml") if NAME.fullmatch(p.name)),
-                   reverse=True)[:200]
-    return render_template("outbox/index.html", title=_("Outbox"),
-                           messages=[_summary(n, _load(n)) for n in names])
+                   reverse=True)
+    readable = []
+    for name in names:
+        msg = _read(name)
+        if msg is not None and can_read(msg, current_user):
+            readable.append(_summary(name, msg))
+            if len(readable) == 200:
+                break
+    return render_template("outbox/index.html", title=_("Outbox"), messages=readable)
 
 
 @bp.route("/<name>")
@@ -59,8 +100,8 @@ def message_html(name):
     if html is None:
         abort(404)
     response = make_response(html.get_content())
-    response.headers["Content-Security-Policy"] = (
-        "sandbox; default-src 'none'; style-src 'unsafe-inline'")
+    response.headers["Content-Security-Policy"] = HTML_BODY_POLICY
+    response.headers["X-Frame-Options"] = "SAMEORIGIN"
     response.mimetype = "text/html"
     return response
 

@@ -32,6 +32,11 @@
   // --- background tasks ---
   var tasks = document.getElementById('tasks');
   if (!tasks) { return; }
+  // The server renders each bar's value in aria-valuenow; its width is set here, since the
+  // Content-Security-Policy allows no style= attributes (styles set from script are fine).
+  tasks.querySelectorAll('.task-alert .progress').forEach(function (progress) {
+    progress.querySelector('.progress-bar').style.width = progress.getAttribute('aria-valuenow') + '%';
+  });
   var ACTIVE = { queued: true, running: true };
   var FAST = 1000, SLOW = 30000;
   var since = 0, timer = null, stopped = false;

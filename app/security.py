@@ -1,0 +1,51 @@
+"""Security headers on every response, and the cookie flags that go with them.
+
+A small after-request hook rather than Flask-Talisman: what we need is a handful of fixed
+headers, Talisman would bring its own redirect-to-HTTPS and cookie handling to switch off, and
+a route with a policy of its own (the outbox's sandboxed mail body) simply sets it first."""
+
+from __future__ import annotations
+
+from flask import Flask, Response
+
+# Scripts and styles only from our own files: no inline <script>, no on*= handlers, no
+# style= attributes (the page's script sets styles through the CSSOM, which CSP allows).
+# data: images are Bootstrap's icons (navbar toggler, close button) in its CSS.
+CONTENT_SECURITY_POLICY = "; ".join([
+    "default-src 'self'",
+    "script-src 'self'",
+    "style-src 'self'",
+    "img-src 'self' data:",
+    "object-src 'none'",
+    "base-uri 'self'",
+    "form-action 'self'",
+    "frame-ancestors 'none'",
+])
+HEADERS = {
+    "Content-Security-Policy": CONTENT_SECURITY_POLICY,
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",  # frame-ancestors for browsers that predate it
+    "Referrer-Policy": "strict-origin-when-cross-origin",
+}
+# One year; no includeSubDomains, which would bind hosts this app does not know about.
+STRICT_TRANSPORT_SECURITY = "max-age=31536000"
+
+
+def init_app(app: Flask) -> None:
+    """Cookies: SameSite=Lax always (a cross-site form post arrives without the session);
+    in production (MICROBLOG_ENV=production) also Secure, so they travel over HTTPS only."""
+    production = app.config["MICROBLOG_ENV"] == "production"
+    app.config.update(
+        SESSION_COOKIE_SAMESITE="Lax", REMEMBER_COOKIE_SAMESITE="Lax",
+        SESSION_COOKIE_HTTPONLY=True, REMEMBER_COOKIE_HTTPONLY=True,
+        SESSION_COOKIE_SECURE=production, REMEMBER_COOKIE_SECURE=production,
+    )
+
+    @app.after_request
+    def add_security_headers(response: Response) -> Response:
+        # setdefault: a view that set a header of its own (the outbox's mail body) keeps it.
+        for name, value in HEADERS.items():
+            response.headers.setdefault(name, value)
+        if app.config["MICROBLOG_ENV"] == "production":
+            response.headers.setdefault("Strict-Transport-Security", STRICT_TRANSPORT_SECURITY)
+        return response
