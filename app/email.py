@@ -20,6 +20,7 @@ log = logging.getLogger(__name__)
 
 Attachment = tuple[str, str, bytes]
 MAIL_CLAIM_SECONDS = 120
+MAIL_FAILURE_TTL = 7 * 24 * 3600
 
 
 def outbox_enabled() -> bool:
@@ -97,6 +98,9 @@ def send_email(subject: str, sender: str, recipients: list[str], text_body: str,
                 "app.tasks.send_email_job", queued, job_timeout=120,
                 retry=rq.Retry(max=3, interval=current_app.config["MAIL_RETRY_INTERVALS"]),
                 result_ttl=600,
+                # A mail that failed for good stays in RQ's failed registry for operators, but
+                # not for RQ's default of a year: it holds the whole text, reset links included.
+                failure_ttl=MAIL_FAILURE_TTL,
                 # RQ's default description is the call with its arguments: the whole mail,
                 # in the worker's log, in Redis and in every dashboard.
                 description=f"send_email: {queued.summary()}")
