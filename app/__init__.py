@@ -66,6 +66,9 @@ def create_app(config_class=Config):
     bootstrap.init_app(app)
     babel.init_app(app, locale_selector=get_locale)
     csrf.init_app(app)
+    from app.limits import init_limiter
+
+    init_limiter(app)  # after the config is final: it reads REDIS_URL and RATELIMIT_*
 
     app.redis = Redis.from_url(
         app.config["REDIS_URL"], socket_connect_timeout=2, socket_timeout=10,
