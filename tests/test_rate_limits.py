@@ -105,6 +105,18 @@ def test_a_limited_request_that_accepts_json_gets_json(client, user):
     assert_limited(response, json=True)
 
 
+def test_the_429_page_speaks_the_visitors_language(app, user):
+    client = browser(app)  # a locale of its own per request
+    for _ in range(3):
+        post_login(client)
+    request = from_address("10.0.0.1")
+    request["environ_base"]["HTTP_ACCEPT_LANGUAGE"] = "es"
+    response = client.post("/auth/login", data={
+        "username": "susan", "password": "x", "csrf_token": csrf_token(client)}, **request)
+    assert response.status_code == 429
+    assert "Vuelva a intentarlo dentro de 1 minuto." in response.get_data(as_text=True)
+
+
 # --------------------------------------------------------------------------- register, reset
 
 def test_registrations_are_limited_per_address(client):
