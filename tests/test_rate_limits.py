@@ -91,6 +91,32 @@ def test_guessing_one_username_from_many_addresses_is_limited_too(client, user):
     assert_limited(post_login(client, "susan", address="10.0.1.99"))
 
 
+def test_a_forged_forwarded_for_header_does_not_buy_a_new_budget(client, user):
+    for i in range(3):
+        request = from_address("10.0.0.1")
+        request["environ_base"]["HTTP_X_FORWARDED_FOR"] = f"192.0.2.{i}"
+        assert client.post("/auth/login", data={
+            "username": f"guess{i}", "password": "x", "csrf_token": csrf_token(client)},
+            **request).status_code == 302
+    assert_limited(post_login(client, "another"))
+
+
+@pytest.mark.parametrize("config_overrides", [dict(LIMITED, TRUSTED_PROXY_COUNT=1)])
+def test_behind_a_proxy_each_client_address_has_its_own_budget(client, user):
+    """nginx (one proxy) connects from 127.0.0.1 for everyone and appends the client's
+    address to X-Forwarded-For; whatever the client put before it is not trusted."""
+    def through_proxy(client_address, username, forged=""):
+        request = from_address("127.0.0.1")
+        request["environ_base"]["HTTP_X_FORWARDED_FOR"] = forged + client_address
+        return client.post("/auth/login", data={
+            "username": username, "password": "x", "csrf_token": csrf_token(client)}, **request)
+
+    for i in range(3):
+        assert through_proxy("198.51.100.7", f"u{i}", forged=f"10.9.9.{i}, ").status_code == 302
+    assert through_proxy("198.51.100.7", "u3").status_code == 429
+    assert through_proxy("198.51.100.8", "u4").status_code == 302
+
+
 def test_successful_logins_do_not_count(app, user):
     for _ in range(5):
         assert post_login(browser(app), password="correct horse battery").status_code == 302
