@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable
 from urllib.parse import urlsplit, urlunsplit
 
-from flask import Flask, current_app, g, request
+from flask import Flask, Response, current_app, g, request
 from flask_limiter import Limiter
 from flask_login import current_user
 
@@ -79,7 +79,7 @@ def login_failed() -> None:
     g.login_failed = True
 
 
-def counts_failed_logins(response) -> bool:
+def counts_failed_logins(response: Response) -> bool:
     return bool(g.get("login_failed"))
 
 
