@@ -227,6 +227,22 @@ def test_messages_are_limited_per_user_not_per_address(app, user):
     assert db.session.scalar(sa.select(sa.func.count(Message.id))) == 3
 
 
+def test_guessing_the_current_password_on_the_change_password_page_is_limited(app, user):
+    client = browser(app)
+    login(client)
+
+    def change(current):
+        token = csrf_token(client, "/auth/change_password")
+        return client.post("/auth/change_password", data={
+            "current_password": current, "password": "a fresh long password",
+            "password2": "a fresh long password", "csrf_token": token},
+            **from_address("10.0.6.1"))
+
+    for guess in ("one", "two", "three"):
+        assert change(guess).status_code == 200  # the form again, with its error
+    assert_limited(change("correct horse battery"))
+
+
 def test_export_launches_are_limited_per_user(app, user):
     make_user("carol")
     susan, carol = browser(app), browser(app)

@@ -15,7 +15,14 @@ from app.auth.forms import (
     ResetPasswordForm,
     ResetPasswordRequestForm,
 )
-from app.limits import by_form_field, configured, counts_failed_logins, limiter, login_failed
+from app.limits import (
+    by_form_field,
+    by_user,
+    configured,
+    counts_failed_logins,
+    limiter,
+    login_failed,
+)
 from app.main.forms import EmptyForm
 from app.models import User
 
@@ -127,11 +134,16 @@ def reset_password(token):
 
 @bp.route("/change_password", methods=["GET", "POST"])
 @login_required
+# A stolen session must not become a way to guess the password: wrong ones count as failed
+# logins of that user.
+@limiter.limit(configured("RATELIMIT_LOGIN"), methods=["POST"], key_func=by_user,
+               deduct_when=counts_failed_logins)
 def change_password():
     """A new password logs out the user's other browsers; this one stays logged in."""
     form = ChangePasswordForm()
     if form.validate_on_submit():
         if not current_user.check_password(form.current_password.data):
+            login_failed()
             form.current_password.errors.append(_("Your current password is not correct."))
         else:
             current_user.set_password(form.password.data)
