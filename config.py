@@ -1,6 +1,7 @@
 """Every setting, read from the environment, with embedded defaults for one machine."""
 
 import os
+from datetime import timedelta
 
 basedir = os.path.abspath(os.path.dirname(__file__))
 instance_dir = os.environ.get("MICROBLOG_INSTANCE") or os.path.join(basedir, "instance")
@@ -73,6 +74,9 @@ class Config:
     LANGUAGES = [x.strip() for x in os.environ.get("LANGUAGES", "en,es,ko").split(",")]
 
     BOOTSTRAP_SERVE_LOCAL = True
+    # Flask-Login's default, named because login sessions (app/models.py UserSession) expire
+    # with it too.
+    REMEMBER_COOKIE_DURATION = timedelta(days=365)
 
     # Background jobs
     TASK_QUEUE = "microblog-tasks"
@@ -85,3 +89,17 @@ class Config:
     # write is a database commit.
     TASK_PROGRESS_INTERVAL = float(os.environ.get("TASK_PROGRESS_INTERVAL") or 0.5)
     TASK_HEARTBEAT_GRACE = int(os.environ.get("TASK_HEARTBEAT_GRACE") or 30)
+
+    # Rate limits (app/limits.py), counted in Redis: "N per second|minute|hour|day", several
+    # separated by ";". Login counts failed attempts only, per address and per username.
+    RATELIMIT_ENABLED = _bool("RATELIMIT_ENABLED", True)
+    RATELIMIT_LOGIN = os.environ.get("RATELIMIT_LOGIN") or "10 per minute;50 per hour"
+    RATELIMIT_REGISTER = os.environ.get("RATELIMIT_REGISTER") or "10 per minute;50 per hour"
+    RATELIMIT_RESET_PASSWORD = (os.environ.get("RATELIMIT_RESET_PASSWORD")
+                                or "5 per minute;20 per hour")
+    RATELIMIT_SEND_MESSAGE = (os.environ.get("RATELIMIT_SEND_MESSAGE")
+                              or "20 per minute;200 per hour")
+    RATELIMIT_EXPORT = os.environ.get("RATELIMIT_EXPORT") or "5 per minute;20 per hour"
+    # Reverse proxies in front of the web processes that append to X-Forwarded-For (1 behind
+    # the nginx of deployment/): the client address the per-address limits count.
+    TRUSTED_PROXY_COUNT = int(os.environ.get("TRUSTED_PROXY_COUNT") or 0)

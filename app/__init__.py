@@ -67,8 +67,10 @@ def create_app(config_class=Config):
     babel.init_app(app, locale_selector=get_locale)
     csrf.init_app(app)
     from app import security
+    from app.limits import init_limiter
 
     security.init_app(app)
+    init_limiter(app)  # after the config is final: it reads REDIS_URL and RATELIMIT_*
 
     app.redis = Redis.from_url(
         app.config["REDIS_URL"], socket_connect_timeout=2, socket_timeout=10,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import secrets
 from datetime import UTC, datetime
@@ -74,6 +75,50 @@ class User(UserMixin, db.Model):
 
     def check_password(self, password: str) -> bool:
         return self.password_hash is not None and check_password_hash(self.password_hash, password)
+
+    # --- login sessions: a row per login, so that a session can be ended server-side ---
+
+    # The token of the login this object was loaded for (set by start_session or load_user);
+    # not a column: one user has many sessions.
+    session_token = None  # type: str | None
+
+    def __eq__(self, other: object) -> bool:
+        # One user, whichever login it was loaded for (UserMixin compares get_id()).
+        if isinstance(other, User):
+            return self.id == other.id
+        return NotImplemented
+
+    __hash__ = object.__hash__
+
+    def get_id(self) -> str:
+        """What Flask-Login keeps in the session and remember-me cookies: the user and the
+        login session. A cookie whose session row is gone no longer logs anyone in."""
+        if not self.session_token:
+            raise RuntimeError("log users in through User.start_session()")
+        return f"{self.id}:{self.session_token}"
+
+    def start_session(self) -> User:
+        """Record a new login session (the caller commits) and return self, ready for
+        login_user(). Also drops this user's sessions that have outlived any cookie."""
+        db.session.execute(sa.delete(UserSession).where(
+            UserSession.user_id == self.id, UserSession.created_at < UserSession.oldest_valid()))
+        self.session_token = secrets.token_urlsafe(32)
+        db.session.add(UserSession(id=UserSession.digest(self.session_token), user_id=self.id))
+        return self
+
+    def end_session(self) -> None:
+        """Forget the session this object was loaded for (logout); the caller commits."""
+        if self.session_token:
+            db.session.execute(sa.delete(UserSession).where(
+                UserSession.id == UserSession.digest(self.session_token)))
+
+    def end_other_sessions(self) -> None:
+        """Log out every other browser of this user (after a password change or reset):
+        all sessions but the current one, if any. The caller commits."""
+        query = sa.delete(UserSession).where(UserSession.user_id == self.id)
+        if self.session_token:
+            query = query.where(UserSession.id != UserSession.digest(self.session_token))
+        db.session.execute(query)
 
     def avatar(self, size: int) -> str:
         """A locally generated identicon (no internet needed), stable per email."""
@@ -174,9 +219,42 @@ class User(UserMixin, db.Model):
                                   Task.complete.is_(False)).limit(1))
 
 
+class UserSession(db.Model):
+    """One login (one browser) of a user. The cookie holds a random token; the table only its
+    SHA-256, so a copy of the database does not let anyone in. Deleting the row logs that
+    browser out, whatever cookies it kept."""
+
+    __tablename__ = "user_session"
+
+    id: so.Mapped[str] = so.mapped_column(sa.String(64), primary_key=True)
+    user_id: so.Mapped[int] = so.mapped_column(
+        sa.ForeignKey(User.id, ondelete="CASCADE"), index=True)
+    created_at: so.Mapped[datetime] = so.mapped_column(default=utcnow)
+
+    @staticmethod
+    def digest(token: str) -> str:
+        return hashlib.sha256(token.encode()).hexdigest()
+
+    @staticmethod
+    def oldest_valid() -> datetime:
+        """Sessions older than the remember-me cookie's life are over, used or not."""
+        return utcnow() - current_app.config["REMEMBER_COOKIE_DURATION"]
+
+
 @login.user_loader
 def load_user(id: str) -> User | None:
-    return db.session.get(User, int(id))
+    """The user of a live login session: `id` is "<user id>:<session token>" (User.get_id).
+    Cookies from before sessions existed (a bare user id) count as logged out. One query."""
+    user_id, _, token = id.partition(":")
+    if not token or not user_id.isdigit():
+        return None
+    user = db.session.scalar(
+        sa.select(User).join(UserSession, UserSession.user_id == User.id).where(
+            User.id == int(user_id), UserSession.id == UserSession.digest(token),
+            UserSession.created_at >= UserSession.oldest_valid()))
+    if user is not None:
+        user.session_token = token
+    return user
 
 
 class Post(db.Model):

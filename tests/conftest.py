@@ -87,6 +87,8 @@ def _test_config(**overrides):
         MAIL_RETRY_INTERVALS=[1, 1, 1],
         TASK_HEARTBEAT_GRACE=2,
         POSTS_PER_PAGE=3,
+        # The suite logs in many times; tests/test_rate_limits.py turns the limits on.
+        RATELIMIT_ENABLED=False,
     )
     attrs.update(overrides)
     return type("TestConfig", (Config,), attrs)
@@ -125,6 +127,20 @@ def _empty_database(db):
 @pytest.fixture
 def client(app):
     return app.test_client()
+
+
+def browser(app):
+    """A test client whose every request runs in an app context of its own (its own `g`,
+    current_user and db.session), as in a real server. The `client` fixture's requests share
+    the test's context, so two clients of it would see each other's logged-in user."""
+    from flask.testing import FlaskClient
+
+    class Browser(FlaskClient):
+        def open(self, *args, **kwargs):
+            with app.app_context():
+                return super().open(*args, **kwargs)
+
+    return Browser(app, app.response_class, use_cookies=True)
 
 
 @pytest.fixture

@@ -23,7 +23,8 @@ from tests.conftest import ROOT, make_user, worker_env
 
 MIGRATIONS = str(ROOT / "migrations")
 # Tables whose names the seed and the rest of the code rely on.
-EXPECTED_TABLES = {"user", "followers", "post", "message", "notification", "task"}
+EXPECTED_TABLES = {"user", "followers", "post", "message", "notification", "task",
+                   "user_session"}
 
 
 def _drop_everything(db) -> None:
@@ -139,8 +140,11 @@ def test_upgrade_from_empty_builds_every_table_and_constraint(schema):
                                 (("followed_id",), "user", ("id",))}
     assert fks("message") == {(("sender_id",), "user", ("id",)),
                               (("recipient_id",), "user", ("id",))}
-    for table in ("post", "notification", "task"):
+    for table in ("post", "notification", "task", "user_session"):
         assert (("user_id",), "user", ("id",)) in fks(table), table
+    # A user's login sessions go with the user.
+    session_fk = inspector.get_foreign_keys("user_session")[0]
+    assert session_fk["options"].get("ondelete") == "CASCADE", session_fk
 
 
 def test_unique_constraint_holds_after_upgrade(schema):

@@ -61,3 +61,11 @@ class ResetPasswordForm(FlaskForm):
     password2 = PasswordField(
         _l("Repeat Password"), validators=[Required(), EqualTo("password")])
     submit = SubmitField(_l("Reset Password"))
+
+
+class ChangePasswordForm(FlaskForm):
+    current_password = PasswordField(_l("Current Password"), validators=[Required()])
+    password = PasswordField(_l("New Password"), validators=[Required(), Length(min=8, max=128)])
+    password2 = PasswordField(
+        _l("Repeat New Password"), validators=[Required(), EqualTo("password")])
+    submit = SubmitField(_l("Change Password"))

@@ -1,18 +1,27 @@
 from urllib.parse import urlsplit
 
 import sqlalchemy as sa
-from flask import flash, redirect, render_template, request, url_for
+from flask import current_app, flash, redirect, render_template, request, url_for
 from flask_babel import _
-from flask_login import current_user, login_user, logout_user
+from flask_login import current_user, login_required, login_user, logout_user
 
 from app import db
 from app.auth import bp
 from app.auth.email import send_password_reset_email
 from app.auth.forms import (
+    ChangePasswordForm,
     LoginForm,
     RegistrationForm,
     ResetPasswordForm,
     ResetPasswordRequestForm,
+)
+from app.limits import (
+    by_form_field,
+    by_user,
+    configured,
+    counts_failed_logins,
+    limiter,
+    login_failed,
 )
 from app.main.forms import EmptyForm
 from app.models import User
@@ -29,6 +38,10 @@ def safe_next(target: str | None) -> str:
 
 
 @bp.route("/login", methods=["GET", "POST"])
+@limiter.limit(configured("RATELIMIT_LOGIN"), methods=["POST"],
+               deduct_when=counts_failed_logins)
+@limiter.limit(configured("RATELIMIT_LOGIN"), methods=["POST"],
+               key_func=by_form_field("username"), deduct_when=counts_failed_logins)
 def login():
     if current_user.is_authenticated:
         return redirect(url_for("main.index"))
@@ -37,9 +50,11 @@ def login():
         user = db.session.scalar(sa.select(User).where(
             sa.func.lower(User.username) == form.username.data.strip().lower()))
         if user is None or not user.check_password(form.password.data):
+            login_failed()
             flash(_("Invalid username or password"), "danger")
             return redirect(url_for("auth.login", next=request.args.get("next")))
-        login_user(user, remember=form.remember_me.data)
+        login_user(user.start_session(), remember=form.remember_me.data)
+        db.session.commit()
         return redirect(safe_next(request.args.get("next")))
     return render_template("auth/login.html", title=_("Sign In"), form=form)
 
@@ -51,11 +66,16 @@ def logout():
     if request.method == "GET" and current_user.is_authenticated:
         return render_template("auth/logout.html", title=_("Sign Out"), form=form)
     if form.validate_on_submit() or not current_user.is_authenticated:
+        if current_user.is_authenticated:
+            # Server-side: a copy of this browser's cookies no longer logs anyone in.
+            current_user.end_session()
+            db.session.commit()
         logout_user()
     return redirect(url_for("main.index"))
 
 
 @bp.route("/register", methods=["GET", "POST"])
+@limiter.limit(configured("RATELIMIT_REGISTER"), methods=["POST"])
 def register():
     if current_user.is_authenticated:
         return redirect(url_for("main.index"))
@@ -71,6 +91,9 @@ def register():
 
 
 @bp.route("/reset_password_request", methods=["GET", "POST"])
+@limiter.limit(configured("RATELIMIT_RESET_PASSWORD"), methods=["POST"])
+@limiter.limit(configured("RATELIMIT_RESET_PASSWORD"), methods=["POST"],
+               key_func=by_form_field("email"))
 def reset_password_request():
     if current_user.is_authenticated:
         return redirect(url_for("main.index"))
@@ -79,7 +102,12 @@ def reset_password_request():
         user = db.session.scalar(
             sa.select(User).where(User.email == form.email.data.strip().lower()))
         if user:
-            send_password_reset_email(user)
+            try:
+                send_password_reset_email(user)
+            except Exception:
+                # Mail down and the job queue too: logged for the operator; the answer stays
+                # the one an unknown address gets, so it never tells which addresses exist.
+                current_app.logger.exception("password reset mail for user %s failed", user.id)
         flash(_("Check your email for the instructions to reset your password"), "info")
         return redirect(url_for("auth.login"))
     return render_template("auth/reset_password_request.html", title=_("Reset Password"),
@@ -97,7 +125,31 @@ def reset_password(token):
     form = ResetPasswordForm()
     if form.validate_on_submit():
         user.set_password(form.password.data)
+        user.end_other_sessions()  # not logged in here: that is every session
         db.session.commit()
         flash(_("Your password has been reset."), "success")
         return redirect(url_for("auth.login"))
     return render_template("auth/reset_password.html", title=_("Reset Your Password"), form=form)
+
+
+@bp.route("/change_password", methods=["GET", "POST"])
+@login_required
+# A stolen session must not become a way to guess the password: wrong ones count as failed
+# logins of that user.
+@limiter.limit(configured("RATELIMIT_LOGIN"), methods=["POST"], key_func=by_user,
+               deduct_when=counts_failed_logins)
+def change_password():
+    """A new password logs out the user's other browsers; this one stays logged in."""
+    form = ChangePasswordForm()
+    if form.validate_on_submit():
+        if not current_user.check_password(form.current_password.data):
+            login_failed()
+            form.current_password.errors.append(_("Your current password is not correct."))
+        else:
+            current_user.set_password(form.password.data)
+            current_user.end_other_sessions()
+            db.session.commit()
+            flash(_("Your password has been changed. Your other sessions are logged out."),
+                  "success")
+            return redirect(url_for("main.edit_profile"))
+    return render_template("auth/change_password.html", title=_("Change Password"), form=form)

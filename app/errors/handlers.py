@@ -1,13 +1,21 @@
+from datetime import timedelta
+
 from flask import render_template, request
-from flask_babel import _
+from flask_babel import _, format_timedelta
 from flask_wtf.csrf import CSRFError
 from werkzeug.exceptions import HTTPException
 
 from app import db
 from app.errors import bp
+from app.limits import retry_after
+
+# Routes that only ever answer JSON (the page polls them), whatever the request accepts.
+JSON_ENDPOINTS = {"main.notifications", "main.task_status"}
 
 
 def wants_json_response() -> bool:
+    if request.endpoint in JSON_ENDPOINTS:
+        return True
     return request.accept_mimetypes["application/json"] >= request.accept_mimetypes["text/html"]
 
 
@@ -23,6 +31,19 @@ def csrf_error(error):
     return _error(400, _("Bad Request"),
                   _("The form expired or was sent from another site. Reload the page and try "
                     "again."))
+
+
+@bp.app_errorhandler(429)
+def too_many_requests(error):
+    """A rate limit was hit (app/limits.py): say when to try again, in words and in
+    Retry-After."""
+    seconds = retry_after(error)
+    message = _("You have made too many requests. Please try again %(when)s.",
+                when=format_timedelta(timedelta(seconds=seconds), add_direction=True))
+    body, status = _error(429, _("Too Many Requests"), message)
+    if isinstance(body, dict):
+        body["retry_after"] = seconds
+    return body, status, {"Retry-After": str(seconds)}
 
 
 @bp.app_errorhandler(HTTPException)

@@ -18,6 +18,7 @@ from flask_babel import _, get_locale
 from flask_login import current_user, login_required
 
 from app import avatars, db, jobs
+from app.limits import by_user, configured, limiter
 from app.main import bp
 from app.main.forms import EditProfileForm, EmptyForm, MessageForm, PostForm
 from app.models import Message, Notification, Post, Task, User, utcnow
@@ -169,6 +170,7 @@ def unfollow(username):
 
 @bp.route("/send_message/<recipient>", methods=["GET", "POST"])
 @login_required
+@limiter.limit(configured("RATELIMIT_SEND_MESSAGE"), methods=["POST"], key_func=by_user)
 def send_message(recipient):
     user = db.first_or_404(sa.select(User).where(User.username == recipient))
     form = MessageForm()
@@ -213,6 +215,7 @@ def notifications():
 
 @bp.route("/export_posts", methods=["POST"])
 @login_required
+@limiter.limit(configured("RATELIMIT_EXPORT"), key_func=by_user)
 def export_posts():
     form = EmptyForm()
     if not form.validate_on_submit():
