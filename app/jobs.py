@@ -31,6 +31,7 @@ from sqlalchemy.exc import IntegrityError
 from app import db
 from app.email import MailAlreadySending, release_claim
 from app.models import Task, TaskStatus, User, utcnow
+from app.worker import REDIS_LOST
 
 log = logging.getLogger(__name__)
 
@@ -226,7 +227,7 @@ def record_failure(task_id: str, exc: BaseException | None, will_retry: bool) ->
 def is_transient(exc: BaseException | None) -> bool:
     """Errors worth retrying: the mail server or network was briefly unavailable, or the
     worker died under the job. A bug or a timeout would only fail again."""
-    if isinstance(exc, AbandonedJobError | WorkHorseKilled | MailAlreadySending):
+    if isinstance(exc, AbandonedJobError | WorkHorseKilled | MailAlreadySending | REDIS_LOST):
         return True
     if isinstance(exc, smtplib.SMTPResponseException):
         return 400 <= exc.smtp_code < 500
@@ -246,6 +247,8 @@ def describe_failure(exc: BaseException | None) -> str:
         return "The worker running this task stopped unexpectedly."
     if isinstance(exc, MailAlreadySending):
         return "The email is already being sent by another attempt."
+    if isinstance(exc, REDIS_LOST):
+        return "The job queue was briefly unavailable."
     if isinstance(exc, smtplib.SMTPResponseException):
         return f"The mail server refused the message ({exc.smtp_code})."
     if isinstance(exc, ConnectionError | TimeoutError | socket.timeout | smtplib.SMTPException):
