@@ -208,6 +208,7 @@ def on_job_failure(job: Job, connection, exc_type, exc_value, traceback) -> None
 
 
 def record_failure(task_id: str, exc: BaseException | None, will_retry: bool) -> None:
+    db.session.rollback()  # the failure may have broken the session's transaction
     task = db.session.get(Task, task_id)
     if task is None or task.complete:
         db.session.rollback()
@@ -227,12 +228,22 @@ def record_failure(task_id: str, exc: BaseException | None, will_retry: bool) ->
 def is_transient(exc: BaseException | None) -> bool:
     """Errors worth retrying: the mail server or network was briefly unavailable, or the
     worker died under the job. A bug or a timeout would only fail again."""
-    if isinstance(exc, AbandonedJobError | WorkHorseKilled | MailAlreadySending | REDIS_LOST):
+    if isinstance(exc, (AbandonedJobError, WorkHorseKilled, MailAlreadySending, *REDIS_LOST)):
+        return True
+    if is_database_lost(exc):
         return True
     if isinstance(exc, smtplib.SMTPResponseException):
         return 400 <= exc.smtp_code < 500
     return isinstance(exc, ConnectionError | TimeoutError | socket.timeout
                       | smtplib.SMTPServerDisconnected | smtplib.SMTPConnectError)
+
+
+def is_database_lost(exc: BaseException | None) -> bool:
+    """The database server went away (restart, failover, network): the connection broke, or
+    none could be made. OperationalError is what drivers raise for both (and for a few other
+    passing conditions: a deadlock, a lock timeout); retries are bounded either way."""
+    return isinstance(exc, sa.exc.OperationalError) or (
+        isinstance(exc, sa.exc.DBAPIError) and exc.connection_invalidated)
 
 
 class WorkHorseKilled(Exception):
@@ -249,6 +260,8 @@ def describe_failure(exc: BaseException | None) -> str:
         return "The email is already being sent by another attempt."
     if isinstance(exc, REDIS_LOST):
         return "The job queue was briefly unavailable."
+    if is_database_lost(exc):
+        return "The database was briefly unavailable."
     if isinstance(exc, smtplib.SMTPResponseException):
         return f"The mail server refused the message ({exc.smtp_code})."
     if isinstance(exc, ConnectionError | TimeoutError | socket.timeout | smtplib.SMTPException):
