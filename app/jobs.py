@@ -8,6 +8,7 @@ web calls `reconcile_user_tasks` when a page polls.
 
 from __future__ import annotations
 
+import errno
 import logging
 import smtplib
 import socket
@@ -238,6 +239,12 @@ def is_transient(exc: BaseException | None) -> bool:
                       | smtplib.SMTPServerDisconnected | smtplib.SMTPConnectError)
 
 
+# A full disk is not retried: the operator must free space, and every retry would fill it
+# to the brim again, starving the database, the logs and the outbox on the same disk.
+DISK_FULL = {errno.ENOSPC, errno.EDQUOT}
+UNWRITABLE = {errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOTDIR, errno.EISDIR}
+
+
 def is_database_lost(exc: BaseException | None) -> bool:
     """The database server went away (restart, failover, network): the connection broke, or
     none could be made. OperationalError is what drivers raise for both (and for a few other
@@ -262,6 +269,10 @@ def describe_failure(exc: BaseException | None) -> str:
         return "The job queue was briefly unavailable."
     if is_database_lost(exc):
         return "The database was briefly unavailable."
+    if isinstance(exc, OSError) and exc.errno in DISK_FULL:
+        return "The server ran out of disk space."
+    if isinstance(exc, OSError) and exc.errno in UNWRITABLE:
+        return "The server could not write the export file."
     if isinstance(exc, smtplib.SMTPResponseException):
         return f"The mail server refused the message ({exc.smtp_code})."
     if isinstance(exc, ConnectionError | TimeoutError | socket.timeout | smtplib.SMTPException):
