@@ -19,6 +19,7 @@ from functools import cache
 
 import redis
 from flask import Flask
+from rq.exceptions import InvalidJobOperation
 from rq.job import JobStatus
 from rq.worker import Worker, WorkerStatus
 
@@ -89,7 +90,11 @@ class AppWorker(Worker):
             self.wait_for_redis()
             # The horse has ended (its own Redis writes failed, or went unrecorded): do what
             # RQ does for a horse that died, so the job is retried now, not found abandoned.
-            if job.get_status() not in (JobStatus.FINISHED, JobStatus.FAILED):
+            try:
+                status = job.get_status()
+            except InvalidJobOperation:  # Redis came back without it (no persistence):
+                status = None            # app.jobs.reconcile reports the task as lost
+            if status not in (None, JobStatus.FINISHED, JobStatus.FAILED):
                 self.record_failure(job, exc, horse_dead=True)
                 self.handle_job_failure(job, queue=queue, exc_string=f"Redis lost: {exc}")
             self.set_state(WorkerStatus.IDLE)

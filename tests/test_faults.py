@@ -149,6 +149,16 @@ def _pages_answer_while_redis_is_down(app, client) -> None:
     assert response.status_code == 200
     assert "Background jobs are unavailable right now" in response.get_data(as_text=True)
 
+    def bob_forgot_his_password():  # the mail cannot be queued: it is sent at once
+        anonymous = app.test_client()
+        token = csrf_token(anonymous, "/auth/reset_password_request")
+        return anonymous.post("/auth/reset_password_request", data={
+            "email": "bob@example.com", "csrf_token": token}, follow_redirects=True)
+
+    response = in_own_app_context(bob_forgot_his_password)
+    assert response.status_code == 200
+    assert "Check your email for the instructions" in response.get_data(as_text=True)
+
 
 @pytest.mark.parametrize("how", ["graceful", "sigkill"])
 def test_redis_restarted_with_jobs_queued_and_one_running_loses_nothing(
@@ -186,6 +196,9 @@ def test_redis_restarted_with_jobs_queued_and_one_running_loses_nothing(
     assert tasks["ana"].status == TaskStatus.FINISHED, (tasks["ana"].error, log)
     assert tasks["ana"].attempts >= 2, log
     assert tasks["eve"].status == TaskStatus.FAILED  # asked while Redis was down
+    resets = _mails_by_recipient(smtp_server.handler_ref.messages,
+                                 "[Microblog] Reset Your Password")
+    assert resets == {"bob@example.com": 1}
 
 
 # --------------------------------------------------------------------------- PostgreSQL restarted
