@@ -87,6 +87,7 @@ class AppWorker(Worker):
         except REDIS_LOST as exc:
             self.log.warning("Worker %s: Redis lost while running job %s: %s",
                              self.name, job.id, exc)
+            self.stop_horse()
             self.wait_for_redis()
             # The horse has ended (its own Redis writes failed, or went unrecorded): do what
             # RQ does for a horse that died, so the job is retried now, not found abandoned.
@@ -98,6 +99,23 @@ class AppWorker(Worker):
                 self.record_failure(job, exc, horse_dead=True)
                 self.handle_job_failure(job, queue=queue, exc_string=f"Redis lost: {exc}")
             self.set_state(WorkerStatus.IDLE)
+
+    def stop_horse(self) -> None:
+        """Kill the job's work horse if it still runs: it must not run on beside a retry."""
+        if self._horse_pid:
+            try:
+                if os.waitpid(self._horse_pid, os.WNOHANG)[0] == 0:
+                    self.kill_horse()
+                    os.waitpid(self._horse_pid, 0)
+            except ChildProcessError:
+                pass  # already reaped
+            self._horse_pid = 0
+
+    def set_current_job_working_time(self, *args, **kwargs) -> None:
+        try:
+            super().set_current_job_working_time(*args, **kwargs)
+        except REDIS_LOST:  # only shown by `rq info`; the next heartbeat will write it
+            pass
 
     def maintain_heartbeats(self, job) -> None:
         try:
