@@ -186,9 +186,11 @@ def test_redis_restarted_with_jobs_queued_and_one_running_loses_nothing(
         private_redis.start()
         wait_for(lambda: all(t.complete for t in _tasks().values()), timeout=240,
                  interval=0.5, message="every task to end")
+        survived = worker.poll() is None  # no supervisor needed to go on after the restart
     finally:
         log = _stop(worker)
         print(log, private_redis.log())
+    assert survived, log
     tasks = _tasks()
     assert_tasks_truthful(tasks, smtp_server.handler_ref.messages)
     assert all(tasks[u.username].status == TaskStatus.FINISHED for u in others), log
