@@ -83,6 +83,8 @@ class Config:
     # An export bigger than this is not attached to the email (bytes).
     EXPORT_ATTACHMENT_LIMIT = int(os.environ.get("EXPORT_ATTACHMENT_LIMIT") or 10 * 1024 * 1024)
     EXPORT_BATCH_SIZE = int(os.environ.get("EXPORT_BATCH_SIZE") or 2000)
+    # Where export files are written (each under a temporary name until complete).
+    EXPORT_FOLDER = os.environ.get("EXPORT_FOLDER") or os.path.join(instance_dir, "exports")
     # A worker that dies mid-job stops heartbeating; its job counts as abandoned
     # this many seconds after the last heartbeat (RQ adds the monitoring interval).
     # The page polls once a second: progress written more often is never seen, and each

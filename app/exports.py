@@ -58,15 +58,17 @@ def iter_post_rows(user: User, batch_size: int):
 
 
 def export_dir() -> Path:
-    path = Path(current_app.instance_path) / "exports"
+    path = Path(current_app.config["EXPORT_FOLDER"])
     path.mkdir(parents=True, exist_ok=True)
     return path
 
 
 def write_posts_json(user: User, on_progress: Callable[[int], None] | None = None,
                      batch_size: int | None = None) -> Path:
-    """Write the user's posts as posts.json (format below) to a new file under
-    instance/exports and return its path. Calls on_progress(posts_written) after each post.
+    """Write the user's posts as posts.json (format below) to a new file in EXPORT_FOLDER
+    and return its path. Calls on_progress(posts_written) after each post. The file is written
+    under a temporary name (.part) and renamed when complete, and removed if anything fails
+    (a full disk included: OSError), so no reader ever sees half an export.
 
     {"format": "microblog-posts", "version": 1, "user": ..., "exported_at": "...Z",
      "posts": [{"id": ..., "body": ..., "timestamp": "...Z", "language": ...}, ...]}

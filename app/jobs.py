@@ -8,6 +8,7 @@ web calls `reconcile_user_tasks` when a page polls.
 
 from __future__ import annotations
 
+import errno
 import logging
 import smtplib
 import socket
@@ -31,6 +32,7 @@ from sqlalchemy.exc import IntegrityError
 from app import db
 from app.email import MailAlreadySending, release_claim
 from app.models import Task, TaskStatus, User, utcnow
+from app.worker import REDIS_LOST
 
 log = logging.getLogger(__name__)
 
@@ -210,6 +212,7 @@ def on_job_failure(job: Job, connection, exc_type, exc_value, traceback) -> None
 
 
 def record_failure(task_id: str, exc: BaseException | None, will_retry: bool) -> None:
+    db.session.rollback()  # the failure may have broken the session's transaction
     task = db.session.get(Task, task_id)
     if task is None or task.complete:
         db.session.rollback()
@@ -229,12 +232,28 @@ def record_failure(task_id: str, exc: BaseException | None, will_retry: bool) ->
 def is_transient(exc: BaseException | None) -> bool:
     """Errors worth retrying: the mail server or network was briefly unavailable, or the
     worker died under the job. A bug or a timeout would only fail again."""
-    if isinstance(exc, AbandonedJobError | WorkHorseKilled | MailAlreadySending):
+    if isinstance(exc, (AbandonedJobError, WorkHorseKilled, MailAlreadySending, *REDIS_LOST)):
+        return True
+    if is_database_lost(exc):
         return True
     if isinstance(exc, smtplib.SMTPResponseException):
         return 400 <= exc.smtp_code < 500
     return isinstance(exc, ConnectionError | TimeoutError | socket.timeout
                       | smtplib.SMTPServerDisconnected | smtplib.SMTPConnectError)
+
+
+# A full disk is not retried: the operator must free space, and every retry would fill it
+# to the brim again, starving the database, the logs and the outbox on the same disk.
+DISK_FULL = {errno.ENOSPC, errno.EDQUOT}
+UNWRITABLE = {errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOTDIR, errno.EISDIR}
+
+
+def is_database_lost(exc: BaseException | None) -> bool:
+    """The database server went away (restart, failover, network): the connection broke, or
+    none could be made. OperationalError is what drivers raise for both (and for a few other
+    passing conditions: a deadlock, a lock timeout); retries are bounded either way."""
+    return isinstance(exc, sa.exc.OperationalError) or (
+        isinstance(exc, sa.exc.DBAPIError) and exc.connection_invalidated)
 
 
 class WorkHorseKilled(Exception):
@@ -249,6 +268,14 @@ def describe_failure(exc: BaseException | None) -> str:
         return "The worker running this task stopped unexpectedly."
     if isinstance(exc, MailAlreadySending):
         return "The email is already being sent by another attempt."
+    if isinstance(exc, REDIS_LOST):
+        return "The job queue was briefly unavailable."
+    if is_database_lost(exc):
+        return "The database was briefly unavailable."
+    if isinstance(exc, OSError) and exc.errno in DISK_FULL:
+        return "The server ran out of disk space."
+    if isinstance(exc, OSError) and exc.errno in UNWRITABLE:
+        return "The server could not write the export file."
     if isinstance(exc, smtplib.SMTPResponseException):
         return f"The mail server refused the message ({exc.smtp_code})."
     if isinstance(exc, ConnectionError | TimeoutError | socket.timeout | smtplib.SMTPException):

@@ -14,10 +14,17 @@ import ctypes
 import os
 import signal
 import sys
+import time
 from functools import cache
 
+import redis
 from flask import Flask
-from rq.worker import Worker
+from rq.exceptions import InvalidJobOperation
+from rq.job import JobStatus
+from rq.worker import Worker, WorkerStatus
+
+# What a restart or a network blip of Redis looks like to a client.
+REDIS_LOST = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
 
 
 @cache
@@ -69,6 +76,99 @@ class AppWorker(Worker):
         _die_with_parent()
         super().main_work_horse(job, queue)
 
+    # RQ's worker retries its wait for a job while Redis is unreachable, but quits when Redis
+    # vanishes while it runs a job or its maintenance, and its scheduler process dies. A restart
+    # of Redis (the data kept by the append-only file) would then stop every busy worker and
+    # leave retries unscheduled. These keep the worker and its scheduler alive instead.
+
+    def execute_job(self, job, queue):
+        try:
+            super().execute_job(job, queue)
+        except REDIS_LOST as exc:
+            self.log.warning("Worker %s: Redis lost while running job %s: %s",
+                             self.name, job.id, exc)
+            self.stop_horse()
+            self.wait_for_redis()
+            # The horse has ended (its own Redis writes failed, or went unrecorded): do what
+            # RQ does for a horse that died, so the job is retried now, not found abandoned.
+            try:
+                status = job.get_status()
+            except InvalidJobOperation:  # Redis came back without it (no persistence):
+                status = None            # app.jobs.reconcile reports the task as lost
+            if status not in (None, JobStatus.FINISHED, JobStatus.FAILED):
+                self.record_failure(job, exc, horse_dead=True)
+                self.handle_job_failure(job, queue=queue, exc_string=f"Redis lost: {exc}")
+            self.set_state(WorkerStatus.IDLE)
+
+    def stop_horse(self) -> None:
+        """Kill the job's work horse if it still runs: it must not run on beside a retry."""
+        if self._horse_pid:
+            try:
+                if os.waitpid(self._horse_pid, os.WNOHANG)[0] == 0:
+                    self.kill_horse()
+                    os.waitpid(self._horse_pid, 0)
+            except ChildProcessError:
+                pass  # already reaped
+            self._horse_pid = 0
+
+    def set_current_job_working_time(self, *args, **kwargs) -> None:
+        try:
+            super().set_current_job_working_time(*args, **kwargs)
+        except REDIS_LOST:  # only shown by `rq info`; the next heartbeat will write it
+            pass
+
+    def maintain_heartbeats(self, job) -> None:
+        try:
+            super().maintain_heartbeats(job)
+        except REDIS_LOST as exc:  # the horse runs on; its next Redis call will tell
+            self.log.warning("Worker %s: heartbeat lost: %s", self.name, exc)
+
+    def heartbeat(self, *args, **kwargs) -> None:
+        try:
+            super().heartbeat(*args, **kwargs)
+        except REDIS_LOST as exc:
+            self.log.warning("Worker %s: heartbeat lost: %s", self.name, exc)
+
+    def run_maintenance_tasks(self) -> None:
+        try:
+            super().run_maintenance_tasks()
+        except REDIS_LOST as exc:
+            self.log.warning("Worker %s: maintenance skipped, Redis lost: %s", self.name, exc)
+
+    def check_for_suspension(self, burst: bool) -> None:
+        try:
+            super().check_for_suspension(burst)
+        except REDIS_LOST:
+            self.wait_for_redis()
+
+    def dequeue_job_and_maintain_ttl(self, timeout, max_idle_time=None):
+        result = super().dequeue_job_and_maintain_ttl(timeout, max_idle_time)
+        self.revive_scheduler()  # after waiting out an outage, not only at maintenance
+        return result
+
+    def wait_for_redis(self) -> None:
+        """Block until Redis answers again (backing off to 30 s between tries)."""
+        delay = 1.0
+        while True:
+            try:
+                self.connection.ping()
+                break
+            except REDIS_LOST:
+                time.sleep(delay)
+                delay = min(delay * 2, 30.0)
+        self.revive_scheduler()
+
+    def revive_scheduler(self) -> None:
+        """Restart this worker's scheduler process if it died (as RQ's maintenance does every
+        --maintenance-interval): it moves retries whose interval has passed back to the
+        queue, and exits on the first Redis error."""
+        process = self.scheduler._process if self.scheduler else None
+        if process is not None and not process.is_alive():
+            try:
+                self.scheduler.acquire_locks(auto_start=True)
+            except REDIS_LOST as exc:
+                self.log.warning("Worker %s: scheduler not restarted: %s", self.name, exc)
+
     def get_heartbeat_ttl(self, job) -> int:
         # RQ's default adds 60 s; a shorter grace lets a dead worker's job be noticed sooner.
         interval = self.job_monitoring_interval
@@ -78,7 +178,16 @@ class AppWorker(Worker):
 
     def handle_work_horse_killed(self, job, retpid, ret_val, rusage):
         super().handle_work_horse_killed(job, retpid, ret_val, rusage)
+        from app.jobs import WorkHorseKilled
+
+        self.record_failure(job, WorkHorseKilled())
+
+    def record_failure(self, job, exc: BaseException, horse_dead: bool = False) -> None:
+        """Tell the task lifecycle that `job` failed with `exc` (RQ retries it or not)."""
         from app import jobs
+        from app.email import release_claim
 
         with get_worker_app().app_context():
-            jobs.record_failure(job.id, jobs.WorkHorseKilled(), will_retry=job.should_retry)
+            if horse_dead:
+                release_claim(job.id)  # its unfinished mail, as for a killed horse
+            jobs.record_failure(job.id, exc, will_retry=job.should_retry)

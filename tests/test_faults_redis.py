@@ -1,0 +1,157 @@
+"""Fault: Redis (with its append-only file, as compose runs it) restarted while jobs are
+queued and one runs. See docs/reliability.md."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+from app.models import TaskStatus
+from tests.conftest import csrf_token, login, make_user, start_worker, wait_for, worker_env
+from tests.faults import (
+    assert_tasks_truthful,
+    bulk_posts,
+    in_own_app_context,
+    mails_by_recipient,
+    tasks_by_user,
+)
+from tests.test_tasks import _stop
+
+
+class PrivateRedis:
+    """A redis-server of one test, with append-only persistence as compose.yaml runs it, on a
+    Unix socket in its own directory; restartable on the same data."""
+
+    def __init__(self) -> None:
+        from app.embedded_redis import redis_server_binary
+
+        self.dir = Path(tempfile.mkdtemp(prefix="mb-redis-"))  # short: socket paths are
+        self.socket = self.dir / "redis.sock"                   # limited to 107 bytes
+        self.url = f"unix://{self.socket}"
+        self.binary = redis_server_binary()
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(
+            [self.binary, "--port", "0", "--unixsocket", str(self.socket),
+             "--unixsocketperm", "700", "--dir", str(self.dir), "--save", "",
+             "--appendonly", "yes", "--appendfsync", "everysec", "--daemonize", "no",
+             "--loglevel", "warning", "--logfile", str(self.dir / "redis.log")])
+        from redis import Redis
+
+        client = Redis.from_url(self.url)
+        wait_for(lambda: self._answers(client), timeout=20, message="redis-server to answer")
+        client.close()
+
+    @staticmethod
+    def _answers(client) -> bool:
+        from redis.exceptions import RedisError
+
+        try:
+            return client.ping()
+        except (RedisError, OSError):
+            return False
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        """SIGTERM: Redis's graceful shutdown (it flushes the append-only file);
+        SIGKILL: a crash."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            self.proc.wait(timeout=30)
+        self.proc = None
+
+    def log(self) -> str:
+        path = self.dir / "redis.log"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+
+@pytest.fixture
+def private_redis(config_overrides, monkeypatch):
+    """A private Redis for the app in this process and every worker started by the test."""
+    server = PrivateRedis()
+    server.start()
+    config_overrides["REDIS_URL"] = server.url
+    monkeypatch.setenv("REDIS_URL", server.url)
+    yield server
+    server.stop(signal.SIGKILL)
+    import shutil
+
+    shutil.rmtree(server.dir, ignore_errors=True)
+
+
+def _pages_answer_while_redis_is_down(app, client) -> None:
+    """Home, a profile, the notifications JSON (ana's export is in progress) and another
+    user's export request: clear answers, never a 500."""
+    for url in ("/index", "/user/ana", "/user/bob", "/explore", "/messages"):
+        response = client.get(url)
+        assert response.status_code == 200, (url, response.status_code)
+    response = client.get("/notifications")
+    assert response.status_code == 200 and isinstance(response.get_json(), list)
+
+    def eve_exports():
+        eve = app.test_client()
+        login(eve, "eve")
+        token = csrf_token(eve, "/user/eve")
+        return eve.post("/export_posts", data={"csrf_token": token}, follow_redirects=True)
+
+    response = in_own_app_context(eve_exports)
+    assert response.status_code == 200
+    assert "Background jobs are unavailable right now" in response.get_data(as_text=True)
+
+    def bob_forgot_his_password():  # the mail cannot be queued: it is sent at once
+        anonymous = app.test_client()
+        token = csrf_token(anonymous, "/auth/reset_password_request")
+        return anonymous.post("/auth/reset_password_request", data={
+            "email": "bob@example.com", "csrf_token": token}, follow_redirects=True)
+
+    response = in_own_app_context(bob_forgot_his_password)
+    assert response.status_code == 200
+    assert "Check your email for the instructions" in response.get_data(as_text=True)
+
+
+@pytest.mark.parametrize("how", ["graceful", "sigkill"])
+def test_redis_restarted_with_jobs_queued_and_one_running_loses_nothing(
+        private_redis, smtp_server, app, client, how):
+    ana = make_user("ana")
+    bulk_posts(ana, 30_000)
+    others = [make_user(name, posts=[f"{name}'s post"]) for name in ("bob", "cat", "dan")]
+    make_user("eve")
+    login(client, "ana")
+    ana.launch_task("export_posts", "Exporting posts...")
+    for user in others:
+        user.launch_task("export_posts", "Exporting posts...")
+    assert app.task_queue.count == 4
+
+    # One worker: ana's export runs, the three others wait in the queue.
+    worker = start_worker(env=worker_env(EXPORT_BATCH_SIZE=10))
+    try:
+        wait_for(lambda: tasks_by_user()["ana"].status == TaskStatus.RUNNING
+                 and tasks_by_user()["ana"].progress > 0, timeout=60, interval=0.05,
+                 message="ana's export to be running")
+        assert all(tasks_by_user()[u.username].status == TaskStatus.QUEUED for u in others)
+        private_redis.stop(signal.SIGTERM if how == "graceful" else signal.SIGKILL)
+        _pages_answer_while_redis_is_down(app, client)
+        time.sleep(2)
+        private_redis.start()
+        wait_for(lambda: all(t.complete for t in tasks_by_user().values()), timeout=240,
+                 interval=0.5, message="every task to end")
+        survived = worker.poll() is None  # no supervisor needed to go on after the restart
+    finally:
+        log = _stop(worker)
+        print(log, private_redis.log())
+    assert survived, log
+    tasks = tasks_by_user()
+    assert_tasks_truthful(tasks, smtp_server.handler_ref.messages)
+    assert all(tasks[u.username].status == TaskStatus.FINISHED for u in others), log
+    # ana's export was cut off by the restart and ran again: one mail all the same.
+    assert tasks["ana"].status == TaskStatus.FINISHED, (tasks["ana"].error, log)
+    assert tasks["ana"].attempts >= 2, log
+    assert tasks["eve"].status == TaskStatus.FAILED  # asked while Redis was down
+    resets = mails_by_recipient(smtp_server.handler_ref.messages,
+                                 "[Microblog] Reset Your Password")
+    assert resets == {"bob@example.com": 1}
