@@ -20,7 +20,6 @@ export would rightly be a new one. Once released, mail is accepted at once.
 from __future__ import annotations
 
 import argparse
-import os
 import threading
 import time
 import urllib.parse
@@ -30,9 +29,11 @@ from bench.harness import Services, emit, fmt, say, summary, table
 from bench.traffic import (
     Client,
     Recorder,
+    add_server_options,
+    after_run,
     create_users_with_posts,
     log_in_all,
-    log_tracebacks,
+    start_servers,
     task_states,
     wait_tasks_terminal,
 )
@@ -42,14 +43,17 @@ WORKERS = 2
 POLL_INTERVAL = 1.0  # the page's own poll while a task runs (app/static/js/microblog.js)
 PAGE_KINDS = ("profile_page", "notifications")
 EXPORT_SUBJECT = b"[Microblog] Your blog posts"
+REFUSAL = "An export task is currently in progress"  # the flash on a second press
 
 
-def _press(tab: Client, barrier: threading.Barrier) -> None:
+def _press(tab: Client, barrier: threading.Barrier, refused: list[str]) -> None:
     barrier.wait(60)
     response = tab.post("export_press", "/export_posts", {})
     if response is not None and response.status_code == 302:  # the browser follows it
         path = urllib.parse.urlsplit(response.headers["Location"]).path
-        tab.get("profile_page", path)
+        page = tab.get("profile_page", path)
+        if page is not None and REFUSAL in page.text:
+            refused.append(tab.user.username)  # list.append is atomic
 
 
 def _watch(client: Client, timeout: float) -> None:
@@ -94,9 +98,10 @@ def burst_round(services: Services, port: int, label: str, users_count: int, pre
         tabs += [client] + [client.twin() for _ in range(presses - 1)]
     mails_before = len(services.smtp.messages)
     barrier = threading.Barrier(len(tabs) + 1)
+    refused: list[str] = []
     services.smtp.hold()
     try:
-        pressers = [threading.Thread(target=_press, args=(tab, barrier), daemon=True)
+        pressers = [threading.Thread(target=_press, args=(tab, barrier, refused), daemon=True)
                     for tab in tabs]
         for t in pressers:
             t.start()
@@ -126,6 +131,7 @@ def burst_round(services: Services, port: int, label: str, users_count: int, pre
     return {
         "users": users_count, "presses": len(tabs),
         "tasks": sum(states.values()), "task_states": dict(states),
+        "refused_presses": len(refused), "users_refused": len(set(refused)),
         "mails": len(mails),
         "users_with_one_mail": sum(per_recipient[u.email] == 1 for u in users),
         "mails_to_others": sum(n for r, n in per_recipient.items()
@@ -148,6 +154,9 @@ def check(r: dict) -> list[str]:
     problems = []
     if r["tasks"] != n:
         problems.append(f"{r['tasks']} export tasks for {n} users")
+    if r["refused_presses"] != r["presses"] - n or r["users_refused"] != min(n, r["presses"] - n):
+        problems.append(f"{r['refused_presses']} presses were told an export is in progress "
+                        f"({r['users_refused']} users)")
     if r["task_states"].get("finished", 0) != n:
         problems.append(f"task states {r['task_states']}")
     if r["mails"] != n or r["users_with_one_mail"] != n or r["mails_to_others"]:
@@ -165,10 +174,7 @@ def run(users: int, presses: int, posts: int, repeat: int, database: str,
         timeout: float, proposed: bool = False) -> dict:
     with Services(NAME, database=database, keep_mail=True, proposed=proposed) as services:
         machine = services.machine()
-        workers = [services.start_worker(wait=False) for _ in range(WORKERS)]
-        for worker in workers:
-            worker.wait_ready(services.redis)
-        web = services.start_web()
+        _, web = start_servers(services, WORKERS)
         rounds = []
         for n in range(repeat):
             result = burst_round(services, web.port, f"b{n}", users, presses, posts, timeout)
@@ -177,35 +183,29 @@ def run(users: int, presses: int, posts: int, repeat: int, database: str,
             say(f"burst: round {n + 1}/{repeat}: {result['tasks']} tasks, {result['mails']} "
                 f"mails, {result['status_5xx']} 5xx, page p99 {result['page']['p99_ms']} ms"
                 + (f"; PROBLEMS: {result['problems']}" if result["problems"] else ""))
-        for process in services.processes:
-            process.check_alive()
-        tracebacks = log_tracebacks([p.log for p in services.processes]
-                                    + list((services.tmp / "instance").rglob("*.log")))
-        machine["loadavg_after"] = machine_load()
+        end = after_run(services)
+    machine["loadavg_after"] = end["loadavg_after"]
     return {
         "machine": machine, "workers": WORKERS, "users": users, "presses_each": presses,
         "posts_each": posts, "repeat": repeat, "rounds": rounds,
         "page_p99_ms": summary([r["page"]["p99_ms"] or float("nan") for r in rounds], 1),
         "press_p99_ms": summary([r["press"]["p99_ms"] or float("nan") for r in rounds], 1),
         "last_mail_s": summary([r["last_mail_s"] for r in rounds], 1),
-        "log_tracebacks": tracebacks,
+        "log_tracebacks": end["log_tracebacks"],
         "ok": not any(r["problems"] for r in rounds),
     }
 
 
-def machine_load() -> list[float]:
-    return [round(x, 2) for x in os.getloadavg()]
-
-
 def report(r: dict) -> str:
-    rows = [[n + 1, round_["tasks"], round_["mails"], round_["users_with_one_mail"],
+    rows = [[n + 1, round_["tasks"], round_["refused_presses"], round_["mails"],
+             round_["users_with_one_mail"],
              round_["status_5xx"], round_["unexpected"],
              f"{round_['press']['p50_ms']} / {round_['press']['p99_ms']}",
              f"{round_['page']['p50_ms']} / {round_['page']['p99_ms']} "
              f"({round_['page']['count']})",
              round_["presses_answered_s"], round_["last_mail_s"]]
             for n, round_ in enumerate(r["rounds"])]
-    text = table(["round", "tasks", "mails", "users w/ 1 mail", "5xx", "unexpected",
+    text = table(["round", "tasks", "refused", "mails", "users w/ 1 mail", "5xx", "unexpected",
                   "press p50/p99 ms", "page p50/p99 ms (n)", "presses answered s",
                   "last mail s"], rows)
     text += (f"\n{r['users']} users × {r['presses_each']} presses, {r['workers']} workers; "
@@ -229,11 +229,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--timeout", type=float, default=300,
                         help="seconds a round may take for each of its phases")
     parser.add_argument("--quick", action="store_true", help="10 users, one round")
-    parser.add_argument("--database", default="sqlite",
-                        help="sqlite, postgresql (our own microblog_bench) or a database URL "
-                             "(migrated, then emptied)")
-    parser.add_argument("--proposed", action="store_true",
-                        help="workers warmed up as docs/performance.md proposes (3)")
+    add_server_options(parser)
     args = parser.parse_args(argv)
     users, repeat = (10, 1) if args.quick else (args.users, args.repeat)
     result = run(users, args.presses, args.posts, repeat, args.database, args.timeout,

@@ -7,6 +7,7 @@ Like bench.harness, nothing here imports the app at module level.
 
 from __future__ import annotations
 
+import argparse
 import os
 import re
 import threading
@@ -16,11 +17,37 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bench.harness import CSRF, PASSWORD, percentile
+from bench.harness import CSRF, PASSWORD, Services, machine_info, percentile
 
 # A request that got no answer at all (refused, reset, timed out).
 NO_ANSWER = 0
 CLIENT_TIMEOUT = 60.0
+
+
+# --------------------------------------------------------------------------- servers
+
+def add_server_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--database", default="sqlite",
+                        help="sqlite, postgresql (our own microblog_bench) or a database URL "
+                             "(migrated, then emptied)")
+    parser.add_argument("--proposed", action="store_true",
+                        help="workers warmed up as docs/performance.md proposes (3)")
+
+
+def start_servers(services: Services, workers: int) -> tuple[list, object]:
+    """`workers` RQ workers and gunicorn, as `make run` starts them; returns both."""
+    started = [services.start_worker(wait=False) for _ in range(workers)]
+    for worker in started:  # they start side by side
+        worker.wait_ready(services.redis)
+    return started, services.start_web()
+
+
+def after_run(services: Services) -> dict:
+    """What the servers say at the end: none may have died; tracebacks in their logs."""
+    for process in services.processes:
+        process.check_alive()
+    logs = [p.log for p in services.processes] + list((services.tmp / "instance").rglob("*.log"))
+    return {"log_tracebacks": log_tracebacks(logs), "loadavg_after": machine_info()["loadavg"]}
 
 
 # --------------------------------------------------------------------------- data
@@ -237,14 +264,6 @@ def log_in_all(clients: list[Client], threads: int = 8) -> None:
 
 # --------------------------------------------------------------------------- memory
 
-def _session_of(pid: str) -> int | None:
-    try:
-        stat = Path("/proc", pid, "stat").read_text()
-        return int(stat[stat.rindex(")") + 2:].split()[3])
-    except (OSError, ValueError, IndexError):
-        return None
-
-
 def _rss_kb(pid: str) -> int:
     try:
         match = re.search(r"^VmRSS:\s+(\d+) kB", Path("/proc", pid, "status").read_text(), re.M)
@@ -253,15 +272,32 @@ def _rss_kb(pid: str) -> int:
     return int(match.group(1)) if match else 0
 
 
-def group_rss_mb(sessions: Iterable[int], skip: Iterable[int] = ()) -> float:
+def _ids(pid: str) -> tuple[int, int] | None:
+    """(process group, session) of a process."""
+    try:
+        stat = Path("/proc", pid, "stat").read_text()
+        fields = stat[stat.rindex(")") + 2:].split()
+        return int(fields[2]), int(fields[3])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def group_rss_mb(sessions: Iterable[int], skip: Iterable[int] = (),
+                 horses: bool = True) -> float:
     """The summed RSS (MB) of every process in these sessions but the `skip` pids: gunicorn's
-    master and workers; an RQ worker with its work horse and scheduler (bench.harness starts
-    each in a session of its own)."""
+    master and workers; an RQ worker with its scheduler and, with `horses`, the work horse
+    of the moment (bench.harness starts each in a session of its own; RQ puts each horse
+    in a process group of its own)."""
     sessions, skip = set(sessions), {str(p) for p in skip}
     total = 0
     for entry in os.scandir("/proc"):
-        if entry.name.isdigit() and entry.name not in skip \
-                and _session_of(entry.name) in sessions:
+        if not entry.name.isdigit() or entry.name in skip:
+            continue
+        ids = _ids(entry.name)
+        if ids is None or ids[1] not in sessions:
+            continue
+        is_horse = ids[0] == int(entry.name) and ids[0] != ids[1]
+        if horses or not is_horse:
             total += _rss_kb(entry.name)
     return total / 1024
 
@@ -270,9 +306,9 @@ class RssWatch:
     """Samples the RSS of named process groups every `interval` seconds in a thread:
     .first / .last / .peak per group, and mark(label) keeps the current values."""
 
-    def __init__(self, groups: dict[str, tuple[list[int], list[int]]],
+    def __init__(self, groups: dict[str, tuple[list[int], list[int], bool]],
                  interval: float = 2.0) -> None:
-        self.groups = groups  # name -> (sessions, pids to skip)
+        self.groups = groups  # name -> (sessions, pids to skip, count work horses)
         self.interval = interval
         self.first: dict[str, float] = {}
         self.last: dict[str, float] = {}
@@ -296,8 +332,8 @@ class RssWatch:
             self.sample()
 
     def sample(self) -> dict[str, float]:
-        now = {name: group_rss_mb(sessions, skip)
-               for name, (sessions, skip) in self.groups.items()}
+        now = {name: group_rss_mb(sessions, skip, horses)
+               for name, (sessions, skip, horses) in self.groups.items()}
         with self._lock:
             for name, mb in now.items():
                 self.first.setdefault(name, mb)
