@@ -139,6 +139,7 @@ def burst_round(services: Services, port: int, label: str, users_count: int, pre
         "wrong_mails": wrong_mails,
         "responses": everything["count"], "status_5xx": everything["status_5xx"],
         "unexpected": everything["errors"], "first_errors": recorder.errors[:5],
+        "resent": everything["resent"], "resent_because": recorder.retry_reasons,
         "statuses": dict(Counter(s.status for s in recorder.samples)),
         "press": recorder.stats(["export_press"]),
         "page": recorder.stats(PAGE_KINDS),
@@ -191,8 +192,8 @@ def run(users: int, presses: int, posts: int, repeat: int, database: str,
         "page_p99_ms": summary([r["page"]["p99_ms"] or float("nan") for r in rounds], 1),
         "press_p99_ms": summary([r["press"]["p99_ms"] or float("nan") for r in rounds], 1),
         "last_mail_s": summary([r["last_mail_s"] for r in rounds], 1),
-        "log_tracebacks": end["log_tracebacks"],
-        "ok": not any(r["problems"] for r in rounds),
+        "log_tracebacks": end["log_tracebacks"], "web_worker_deaths": end["web_worker_deaths"],
+        "ok": not any(r["problems"] for r in rounds) and not end["web_worker_deaths"],
     }
 
 
@@ -211,7 +212,10 @@ def report(r: dict) -> str:
     text += (f"\n{r['users']} users × {r['presses_each']} presses, {r['workers']} workers; "
              f"page p99 {fmt(r['page_p99_ms'], ' ms', 0)}, press p99 "
              f"{fmt(r['press_p99_ms'], ' ms', 0)} (median (min–max) of {r['repeat']}); "
-             f"tracebacks in the logs: {r['log_tracebacks']}; load average "
+             f"requests sent again on a new connection: "
+             f"{sum(x['resent'] for x in r['rounds'])}; gunicorn workers lost: "
+             f"{r['web_worker_deaths']}; tracebacks in the logs: {r['log_tracebacks']}; "
+             f"load average "
              f"{r['machine']['loadavg']} before, {r['machine']['loadavg_after']} after")
     for n, round_ in enumerate(r["rounds"]):
         for problem in round_["problems"]:

@@ -175,7 +175,8 @@ def run(duration: float, rate: float, users_count: int, posts: int, grace: float
         "requests": recorder.stats(), "by_kind": recorder.by_kind(),
         "achieved_rate_per_s": round(len(recorder.samples) / traffic_s, 2),
         "late_slots": sum(late.values()),
-        "first_errors": recorder.errors[:10],
+        "first_errors": recorder.errors[:10], "resent_because": recorder.retry_reasons,
+        "web_worker_deaths": end_state["web_worker_deaths"],
         "tasks": dict(states), "stuck_tasks": sum(states[s] for s in TaskStatus.ACTIVE),
         "failed_tasks": states[TaskStatus.FAILED],
         "exports_finished": sum(finished_exports.values()),
@@ -207,6 +208,8 @@ def check(r: dict) -> list[str]:
     if r["requests"]["errors"]:
         problems.append(f"{r['requests']['errors']} errors ({r['requests']['status_5xx']} "
                         f"with a 5xx status): {r['first_errors']}")
+    if r["web_worker_deaths"]:
+        problems.append(f"{r['web_worker_deaths']} gunicorn workers died or were killed")
     if r["stuck_tasks"] or r["failed_tasks"]:
         problems.append(f"tasks not finished {r['grace_s']:.0f} s after the traffic: "
                         f"{r['tasks']}")
@@ -221,11 +224,9 @@ def check(r: dict) -> list[str]:
 
 
 def report(r: dict) -> str:
-    rows = [[kind, s["count"], s["errors"], s["status_5xx"], s["p50_ms"], s["p99_ms"]]
-            for kind, s in r["by_kind"].items()]
-    s = r["requests"]
-    rows.append(["all", s["count"], s["errors"], s["status_5xx"], s["p50_ms"], s["p99_ms"]])
-    text = table(["kind", "requests", "errors", "5xx", "p50 ms", "p99 ms"], rows)
+    rows = [[kind, s["count"], s["errors"], s["status_5xx"], s["resent"], s["p50_ms"],
+             s["p99_ms"]] for kind, s in [*r["by_kind"].items(), ("all", r["requests"])]]
+    text = table(["kind", "requests", "errors", "5xx", "resent", "p50 ms", "p99 ms"], rows)
     text += "\n\n" + table(
         ["RSS MB", "start", "after warm-up", "traffic end", "end", "max", "growth"],
         [[name, m["start"], m["warm"], m["traffic_end"], m["end"], m["max"], m["growth"]]
@@ -234,7 +235,8 @@ def report(r: dict) -> str:
              f"{r['achieved_rate_per_s']}/s sent ({r['late_slots']} late slots skipped), "
              f"{r['users']} users, {r['workers']} workers; tasks after {r['grace_s']:.0f} s "
              f"grace: {r['tasks']} ({r['stuck_tasks']} stuck); {r['mails']} mails for "
-             f"{r['exports_finished']} finished exports; tracebacks in the logs: "
+             f"{r['exports_finished']} finished exports; gunicorn workers lost: "
+             f"{r['web_worker_deaths']}; tracebacks in the logs: "
              f"{r['log_tracebacks']}; RSS bound: growth < {r['rss_bound_mb']} MB per group "
              f"(web, worker) after a {r['warm_up_s']:.0f} s warm-up; load average "
              f"{r['machine']['loadavg']} before, {r['machine']['loadavg_after']} after")

@@ -47,7 +47,9 @@ def after_run(services: Services) -> dict:
     for process in services.processes:
         process.check_alive()
     logs = [p.log for p in services.processes] + list((services.tmp / "instance").rglob("*.log"))
-    return {"log_tracebacks": log_tracebacks(logs), "loadavg_after": machine_info()["loadavg"]}
+    return {"log_tracebacks": log_tracebacks(logs),
+            "web_worker_deaths": log_count(services.tmp / "gunicorn.log", WEB_WORKER_DEATH),
+            "loadavg_after": machine_info()["loadavg"]}
 
 
 # --------------------------------------------------------------------------- data
@@ -147,7 +149,16 @@ class Recorder:
 
     samples: list[Sample] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)  # the first few, to show
+    # requests sent again after the server closed an idle keep-alive connection under them
+    retried: Counter = field(default_factory=Counter)
+    retry_reasons: list[str] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def retry(self, kind: str, detail: str) -> None:
+        with self._lock:
+            self.retried[kind] += 1
+            if len(self.retry_reasons) < 5:
+                self.retry_reasons.append(f"{kind}: {detail}")
 
     def add(self, sample: Sample, detail: str = "") -> None:
         with self._lock:
@@ -167,6 +178,8 @@ class Recorder:
                 "errors": sum(not s.expected for s in picked),
                 "status_5xx": sum(s.status >= 500 for s in picked),
                 "no_answer": sum(s.status == NO_ANSWER for s in picked),
+                "resent": sum(n for kind, n in self.retried.items()
+                              if wanted is None or kind in wanted),
                 "p50_ms": round(1000 * percentile(answered, 50), 1) if answered else None,
                 "p99_ms": round(1000 * percentile(answered, 99), 1) if answered else None}
 
@@ -215,13 +228,22 @@ class Client:
         import requests
 
         started = time.perf_counter()
-        try:
-            response = self.session.request(method, self.base + path, allow_redirects=False,
-                                            timeout=CLIENT_TIMEOUT, **kwargs)
-        except requests.RequestException as exc:
-            self.recorder.add(Sample(kind, NO_ANSWER, time.perf_counter() - started, False),
-                              f"{method} {path}: {type(exc).__name__}")
-            return None
+        for attempt in (1, 2):
+            try:
+                response = self.session.request(method, self.base + path,
+                                                allow_redirects=False,
+                                                timeout=CLIENT_TIMEOUT, **kwargs)
+                break
+            except requests.RequestException as exc:
+                # gunicorn closes a keep-alive connection idle for `keepalive` (2 s); a
+                # request sent on it at that moment meets a closed socket before any answer.
+                # Browsers send it again on a new connection, and so do we, once: counted.
+                if attempt == 1 and "Connection aborted" in str(exc):
+                    self.recorder.retry(kind, f"{method} {path}: {exc}")
+                    continue
+                self.recorder.add(Sample(kind, NO_ANSWER, time.perf_counter() - started,
+                                         False), f"{method} {path}: {exc}")
+                return None
         seconds = time.perf_counter() - started
         ok = response.status_code == expect
         self.recorder.add(Sample(kind, response.status_code, seconds, ok), f"{method} {path}")
@@ -346,12 +368,18 @@ class RssWatch:
         return self.marks[label]
 
 
+# What gunicorn's master logs when one of its workers dies or is killed (timeout, memory).
+WEB_WORKER_DEATH = re.compile(r"WORKER TIMEOUT|Worker \(pid:\d+\) (?:was sent|exited)")
+
+
+def log_count(path: Path, pattern: re.Pattern) -> int:
+    try:
+        return len(pattern.findall(path.read_text(errors="replace")))
+    except OSError:
+        return 0
+
+
 def log_tracebacks(paths: Iterable[Path]) -> int:
     """Tracebacks written to the servers' logs (gunicorn, the workers, instance/logs)."""
-    count = 0
-    for path in paths:
-        try:
-            count += path.read_text(errors="replace").count("Traceback (most recent call last)")
-        except OSError:
-            pass
-    return count
+    return sum(log_count(path, re.compile(r"Traceback \(most recent call last\)"))
+               for path in paths)
