@@ -33,6 +33,7 @@ from bench.traffic import (
     after_run,
     create_users_with_posts,
     log_in_all,
+    servers_note,
     start_servers,
     task_states,
     wait_tasks_terminal,
@@ -213,10 +214,7 @@ def report(r: dict) -> str:
              f"page p99 {fmt(r['page_p99_ms'], ' ms', 0)}, press p99 "
              f"{fmt(r['press_p99_ms'], ' ms', 0)} (median (min–max) of {r['repeat']}); "
              f"requests sent again on a new connection: "
-             f"{sum(x['resent'] for x in r['rounds'])}; gunicorn workers lost: "
-             f"{r['web_worker_deaths']}; tracebacks in the logs: {r['log_tracebacks']}; "
-             f"load average "
-             f"{r['machine']['loadavg']} before, {r['machine']['loadavg_after']} after")
+             f"{sum(x['resent'] for x in r['rounds'])}; {servers_note(r)}")
     for n, round_ in enumerate(r["rounds"]):
         for problem in round_["problems"]:
             text += f"\nround {n + 1}: {problem}"

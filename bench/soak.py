@@ -42,6 +42,7 @@ from bench.traffic import (
     create_users_with_posts,
     follow_ring,
     log_in_all,
+    servers_note,
     start_servers,
     wait_tasks_terminal,
 )
@@ -235,11 +236,9 @@ def report(r: dict) -> str:
              f"{r['achieved_rate_per_s']}/s sent ({r['late_slots']} late slots skipped), "
              f"{r['users']} users, {r['workers']} workers; tasks after {r['grace_s']:.0f} s "
              f"grace: {r['tasks']} ({r['stuck_tasks']} stuck); {r['mails']} mails for "
-             f"{r['exports_finished']} finished exports; gunicorn workers lost: "
-             f"{r['web_worker_deaths']}; tracebacks in the logs: "
-             f"{r['log_tracebacks']}; RSS bound: growth < {r['rss_bound_mb']} MB per group "
-             f"(web, worker) after a {r['warm_up_s']:.0f} s warm-up; load average "
-             f"{r['machine']['loadavg']} before, {r['machine']['loadavg_after']} after")
+             f"{r['exports_finished']} finished exports; RSS bound: growth < "
+             f"{r['rss_bound_mb']} MB per group (web, worker) after a {r['warm_up_s']:.0f} s "
+             f"warm-up; {servers_note(r)}")
     for problem in r["problems"]:
         text += f"\nPROBLEM: {problem}"
     return text

@@ -52,6 +52,13 @@ def after_run(services: Services) -> dict:
             "loadavg_after": machine_info()["loadavg"]}
 
 
+def servers_note(r: dict) -> str:
+    """The end of a report: what the servers' logs and the machine's load said."""
+    return (f"gunicorn workers lost: {r['web_worker_deaths']}; tracebacks in the logs: "
+            f"{r['log_tracebacks']}; load average {r['machine']['loadavg']} before, "
+            f"{r['machine']['loadavg_after']} after")
+
+
 # --------------------------------------------------------------------------- data
 
 @dataclass(frozen=True)
