@@ -32,6 +32,7 @@ from bench.traffic import (
     add_server_options,
     after_run,
     create_users_with_posts,
+    join_all,
     log_in_all,
     servers_note,
     start_servers,
@@ -73,14 +74,6 @@ def _watch(client: Client, timeout: float) -> None:
         time.sleep(POLL_INTERVAL)
 
 
-def _run_threads(threads: list[threading.Thread], timeout: float) -> None:
-    for t in threads:
-        t.start()
-    deadline = time.monotonic() + timeout
-    for t in threads:
-        t.join(max(0.1, deadline - time.monotonic()))
-
-
 def burst_round(services: Services, port: int, label: str, users_count: int, presses: int,
                 posts: int, timeout: float) -> dict:
     users = create_users_with_posts(f"{label}u", users_count, posts)
@@ -108,13 +101,15 @@ def burst_round(services: Services, port: int, label: str, users_count: int, pre
             t.start()
         barrier.wait(60)
         started = time.perf_counter()
-        for t in pressers:
-            t.join(timeout)
+        join_all(pressers, timeout)
         pressed = time.perf_counter() - started
     finally:
         services.smtp.release()
-    _run_threads([threading.Thread(target=_watch, args=(c, timeout), daemon=True)
-                  for c in clients], timeout + 10)
+    watchers = [threading.Thread(target=_watch, args=(c, timeout), daemon=True)
+                for c in clients]
+    for t in watchers:
+        t.start()
+    join_all(watchers, timeout + 10)
     user_ids = [u.id for u in users]
     wait_tasks_terminal(user_ids, timeout)
     services.smtp.wait_for_count(mails_before + users_count, timeout)

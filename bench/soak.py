@@ -33,6 +33,7 @@ from collections import Counter
 
 from bench.harness import Services, emit, table
 from bench.traffic import (
+    CLIENT_TIMEOUT,
     BenchUser,
     Client,
     Recorder,
@@ -41,6 +42,7 @@ from bench.traffic import (
     after_run,
     create_users_with_posts,
     follow_ring,
+    join_all,
     log_in_all,
     servers_note,
     start_servers,
@@ -138,8 +140,7 @@ def run(duration: float, rate: float, users_count: int, posts: int, grace: float
                 t.start()
             time.sleep(max(0.0, start + warm_up - time.monotonic()))
             rss.mark("warm")
-            for t in threads:
-                t.join(max(1.0, end - time.monotonic()) + 120)
+            join_all(threads, max(1.0, end - time.monotonic()) + 2 * CLIENT_TIMEOUT)
             traffic_s = time.monotonic() - start
             rss.mark("traffic_end")
             user_ids = [u.id for u in users]

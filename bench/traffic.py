@@ -264,6 +264,14 @@ class Client:
         self.session.close()
 
 
+def join_all(threads: list[threading.Thread], timeout: float) -> None:
+    """Wait for all of them, `timeout` seconds in all (they are daemons: late ones die with
+    the benchmark)."""
+    deadline = time.monotonic() + timeout
+    for t in threads:
+        t.join(max(0.0, deadline - time.monotonic()))
+
+
 def log_in_all(clients: list[Client], threads: int = 8) -> None:
     """Log every client in, a few at a time (each login checks a scrypt hash)."""
     pending = list(clients)
@@ -285,8 +293,7 @@ def log_in_all(clients: list[Client], threads: int = 8) -> None:
     workers = [threading.Thread(target=work, daemon=True) for _ in range(threads)]
     for t in workers:
         t.start()
-    for t in workers:
-        t.join(CLIENT_TIMEOUT * len(clients))
+    join_all(workers, CLIENT_TIMEOUT * len(clients))
     if failures:
         raise failures[0]
 
