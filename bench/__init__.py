@@ -2,7 +2,8 @@
 
     python -m bench                      # all of them (`make bench`)
     python -m bench export --sizes 10000,100000
-    python -m bench dispatch|pages|latency [--quick]
+    python -m bench dispatch|pages|latency|burst [--quick]
+    python -m bench soak --duration 60
 
 Every figure is a ratio against a baseline measured in the same run (the machines are
 shared and noisy), given as the median of several repetitions with the min-max beside it.
@@ -12,4 +13,4 @@ worker and web commands of `make run`, and stops them all when it ends. See
 docs/performance.md for what each one measures and the latest figures.
 """
 
-BENCHMARKS = ("export", "dispatch", "pages", "latency")
+BENCHMARKS = ("export", "dispatch", "pages", "latency", "burst", "soak")

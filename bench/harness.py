@@ -99,6 +99,11 @@ class SmtpSink:
         self.keep_content = keep_content
         self.messages: list[Mail] = []
         self._changed = threading.Condition()
+        # While cleared, DATA is answered only when it is set again (or after hold_limit
+        # seconds): a slow mail server, so that exports stay "running" for as long as needed.
+        self._open = threading.Event()
+        self._open.set()
+        self.hold_limit = 120.0
         self.port = free_port()
         from aiosmtpd.controller import Controller
 
@@ -106,6 +111,11 @@ class SmtpSink:
         self._controller.start()
 
     async def handle_DATA(self, server, session, envelope):  # noqa: N802 (aiosmtpd's API)
+        if not self._open.is_set():
+            import asyncio
+
+            await asyncio.get_running_loop().run_in_executor(
+                None, self._open.wait, self.hold_limit)
         received = time.perf_counter()
         content = envelope.content if self.keep_content else None
         with self._changed:
@@ -113,6 +123,24 @@ class SmtpSink:
                                       len(envelope.content), content))
             self._changed.notify_all()
         return "250 Message accepted for delivery"
+
+    def hold(self) -> None:
+        """Accept connections but delay every reply to DATA until release()."""
+        self._open.clear()
+
+    def release(self) -> None:
+        self._open.set()
+
+    def wait_for_count(self, count: int, timeout: float) -> int:
+        """Wait until `count` messages have arrived (or `timeout`); returns how many did."""
+        deadline = time.monotonic() + timeout
+        with self._changed:
+            while len(self.messages) < count:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                self._changed.wait(left)
+            return len(self.messages)
 
     def wait_for(self, recipient: str, after: int, timeout: float) -> Mail:
         """The first message to `recipient` among those received after the first `after`."""
@@ -128,6 +156,7 @@ class SmtpSink:
                 self._changed.wait(left)
 
     def stop(self) -> None:
+        self._open.set()
         self._controller.stop()
 
 
@@ -392,7 +421,9 @@ class Services:
         env.update(MICROBLOG_INSTANCE=str(instance), DATABASE_URL=self.database_url,
                    REDIS_URL=self.redis_url, MAIL_SERVER="127.0.0.1",
                    MAIL_PORT=str(self.smtp.port), SECRET_KEY="microblog-bench-secret",
-                   FLASK_APP="microblog.py")
+                   FLASK_APP="microblog.py",
+                   # Every client of a benchmark comes from 127.0.0.1: that is load, not abuse.
+                   RATELIMIT_ENABLED="false")
         env["PATH"] = str(BIN) + os.pathsep + env.get("PATH", "")
         if str(ROOT) not in sys.path:
             sys.path.insert(0, str(ROOT))
@@ -412,6 +443,8 @@ class Services:
         self.ctx = self.app.app_context()
         self.ctx.push()
         upgrade(directory=str(ROOT / "migrations"))
+        if "://" in self.database:  # a database we were lent: start from empty tables
+            _empty_tables()
         self.redis = self.app.redis
 
     @property
@@ -421,6 +454,8 @@ class Services:
     def _prepare_database(self) -> str:
         if self.database == "sqlite":
             return "sqlite:///" + str(self.tmp / "bench.db")
+        if "://" in self.database:  # e.g. MICROBLOG_TEST_DATABASE_URL: migrated, then emptied
+            return self.database
         if self.database != "postgresql":
             raise SystemExit("--database is sqlite or postgresql")
         import psycopg
@@ -494,6 +529,14 @@ class Services:
             info["postgresql"] = db.session.execute(db.text("SHOW server_version")).scalar()
             db.session.rollback()
         return info
+
+
+def _empty_tables() -> None:
+    from app import db
+
+    with db.engine.begin() as conn:
+        for table in reversed(db.metadata.sorted_tables):
+            conn.execute(table.delete())
 
 
 def _exit_on_sigterm(signum, frame):

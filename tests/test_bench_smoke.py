@@ -18,6 +18,9 @@ EXPECTED_KEYS = {
     "dispatch": {"machine", "tasks", "bare_jobs_per_s", "app_jobs_per_s", "ratio", "target"},
     "pages": {"machine", "connections", "duration_s", "variants", "targets"},
     "latency": {"machine", "modes", "page_minus_floor_p50_ms"},
+    "burst": {"machine", "rounds", "page_p99_ms", "ok"},
+    "soak": {"machine", "by_kind", "requests", "rss_mb", "rss_bound_mb", "stuck_tasks",
+             "problems"},
 }
 
 
@@ -37,7 +40,8 @@ def _bench_json(stdout: str) -> dict:
 
 
 def test_every_benchmark_runs_quick_and_prints_its_figures():
-    # All four at once: each alone takes 5-20 s, mostly waiting on its own processes.
+    # All at once: each alone takes 5-20 s (the soak 60 s: 30 s of traffic), mostly waiting
+    # on its own processes.
     procs = {name: subprocess.Popen([sys.executable, "-m", "bench", name, "--quick"],
                                     cwd=ROOT, env=_environment(), stdout=subprocess.PIPE,
                                     stderr=subprocess.PIPE, text=True)
@@ -73,3 +77,15 @@ def test_every_benchmark_runs_quick_and_prints_its_figures():
     assert busy["busy"]["notifications"]["p99_ms"]["median"] > 0
     latency = _bench_json(outputs["latency"][1])
     assert latency["modes"]["page"]["seen"] >= 1 and latency["modes"]["floor"]["seen"] >= 1
+    [burst] = _bench_json(outputs["burst"][1])["rounds"]
+    assert burst["tasks"] == burst["mails"] == burst["users_with_one_mail"] == 10
+    assert burst["status_5xx"] == 0 and burst["page"]["p99_ms"] > 0
+    soak = _bench_json(outputs["soak"][1])
+    # every kind of request was sent, none failed, no task was left behind, and the soak
+    # checked its memory bound (its exit status, asserted above, says it held)
+    assert set(soak["by_kind"]) == {"home", "explore", "profile", "messages",
+                                    "notifications", "post", "message", "export"}
+    assert soak["requests"]["count"] > 100 and soak["requests"]["errors"] == 0
+    assert soak["stuck_tasks"] == 0 and soak["problems"] == []
+    assert soak["exports_finished"] == soak["mails"] > 0
+    assert soak["rss_mb"]["web"]["max"] > 0 and soak["rss_mb"]["worker"]["max"] > 0
