@@ -256,10 +256,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="seconds after the traffic for every task to end")
     parser.add_argument("--rss-bound-mb", type=float, default=50)
     parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--quick", action="store_true", help="30 s of traffic (smoke test)")
+    parser.add_argument("--quick", action="store_true", help="15 s of traffic (smoke test)")
     add_server_options(parser)
     args = parser.parse_args(argv)
-    duration = 30 if args.quick else args.duration
+    duration = 15 if args.quick else args.duration
     result = run(duration, args.rate, args.users, args.posts, args.grace, args.rss_bound_mb,
                  args.database, args.seed, args.proposed)
     print(report(result))

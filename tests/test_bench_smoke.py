@@ -40,7 +40,7 @@ def _bench_json(stdout: str) -> dict:
 
 
 def test_every_benchmark_runs_quick_and_prints_its_figures():
-    # All at once: each alone takes 5-20 s (the soak 60 s: 30 s of traffic), mostly waiting
+    # All at once: each alone takes 5-20 s (the soak about 45 s: 15 s of traffic), mostly waiting
     # on its own processes.
     procs = {name: subprocess.Popen([sys.executable, "-m", "bench", name, "--quick"],
                                     cwd=ROOT, env=_environment(), stdout=subprocess.PIPE,
