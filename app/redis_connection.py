@@ -19,6 +19,8 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 import redis
+from redis.backoff import ExponentialBackoff
+from redis.retry import Retry
 from redis.sentinel import Sentinel
 
 SENTINEL_SCHEMES = {"redis+sentinel": False, "rediss+sentinel": True}  # scheme -> TLS
@@ -100,6 +102,18 @@ def redis_from_url(url: str, redis_class: type[redis.Redis] = redis.Redis,
     return sentinel.master_for(
         parsed.service_name, redis_class=redis_class, db=parsed.db, username=parsed.username,
         password=parsed.password, ssl=parsed.ssl, **kwargs)
+
+
+def ride_out_outages(client: redis.Redis) -> None:
+    """Have `client` retry a command that finds no Redis, reconnecting with backoff (0.5,
+    1, 2, then 4 s apart, 12 times: at least 40 s, more than Sentinel's default 30 s
+    down-after-milliseconds plus an election), instead of raising ConnectionError at once.
+
+    For the worker processes: RQ's worker quits on a connection error anywhere but its
+    dequeue loop (a heartbeat while a job runs, say), and a job would fail on one in
+    save_meta. A retried command after a failover goes to whichever server is the primary
+    then. The web keeps failing fast, with a clear message, as before."""
+    client.set_retry(Retry(ExponentialBackoff(cap=4, base=0.25), retries=12))
 
 
 class Redis(redis.Redis):

@@ -22,6 +22,8 @@ from functools import cache
 from flask import Flask
 from rq.worker import Worker
 
+from app.redis_connection import ride_out_outages
+
 
 @cache
 def get_worker_app() -> Flask:
@@ -29,6 +31,7 @@ def get_worker_app() -> Flask:
     from app import create_app, db
 
     app = create_app()
+    ride_out_outages(app.redis)  # the job's own writes (mail claims) in the work horse
     with app.app_context():
         engine = db.engine
     # A forked child must not reuse the parent's pooled database connections.
@@ -56,6 +59,7 @@ class AppWorker(Worker):
         import app.tasks  # noqa: F401  -- builds the app once, in the parent
 
         super().__init__(*args, **kwargs)
+        ride_out_outages(self.connection)  # heartbeats, save_meta, the scheduler's own copy
         self.heartbeat_grace = get_worker_app().config["TASK_HEARTBEAT_GRACE"]
 
     @property
