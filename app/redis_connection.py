@@ -19,15 +19,18 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 import redis
-from redis.backoff import ExponentialBackoff
+from redis.backoff import ExponentialBackoff, NoBackoff
 from redis.retry import Retry
 from redis.sentinel import Sentinel
 
 SENTINEL_SCHEMES = {"redis+sentinel": False, "rediss+sentinel": True}  # scheme -> TLS
 DEFAULT_SENTINEL_PORT = 26379
-# Asking a sentinel must never hang a request or a worker: without these, a sentinel host
-# that drops packets would block the next connection to Redis for good.
-SENTINEL_SOCKET_DEFAULTS = {"socket_connect_timeout": 2, "socket_timeout": 2}
+# Asking a sentinel must never hang a request or a worker: without the timeouts, a sentinel
+# host that drops packets would block the next connection to Redis for good; and redis-py's
+# default retries (three, seconds apart) would make every new process wait on a dead sentinel
+# before asking the next one, which is there to be asked instead.
+SENTINEL_KWARGS_DEFAULTS: dict[str, Any] = {
+    "socket_connect_timeout": 2, "socket_timeout": 2, "retry": Retry(NoBackoff(), 0)}
 
 
 @dataclass(frozen=True)
@@ -94,7 +97,7 @@ def redis_from_url(url: str, redis_class: type[redis.Redis] = redis.Redis,
         # Not cls.from_url: Redis below overrides it to come here.
         return redis.Redis.from_url.__func__(redis_class, url, **kwargs)
     parsed = parse_sentinel_url(url)
-    sentinel_kwargs = dict(SENTINEL_SOCKET_DEFAULTS)
+    sentinel_kwargs = dict(SENTINEL_KWARGS_DEFAULTS)
     sentinel_kwargs.update({k: v for k, v in kwargs.items() if k.startswith("socket_")})
     if parsed.ssl:
         sentinel_kwargs["ssl"] = True
