@@ -296,8 +296,19 @@ def test_the_app_and_workers_follow_a_sentinel_failover_and_every_task_ends_trut
         # deterministic; what the workers write after it (heartbeats, progress) may be lost.
         assert cluster.client("primary").execute_command("WAIT", 1, 5000) == 1
         cluster.kill_primary()
-        wait_for(lambda: cluster.primary_port() == cluster.ports["replica"], timeout=60,
-                 message="the sentinel to promote the replica")
+        health: list[int] = []
+
+        def promoted() -> bool:
+            health.append(client.get("/health").status_code)
+            return cluster.primary_port() == cluster.ports["replica"]
+
+        wait_for(promoted, timeout=60, message="the sentinel to promote the replica")
+        # Without a primary, /health says so (503), never a 500; then it is back, with
+        # both workers registered on the new primary.
+        assert set(health) <= {200, 503}, health
+        wait_for(lambda: client.get("/health").get_json() == {
+            "database": "ok", "redis": "ok", "workers": 2, "status": "ok"},
+            timeout=60, message="/health to see the new primary and both workers")
 
         # The web follows: pages answer, and the polls reconcile tasks as they would.
         login(client, counters[0].username)
