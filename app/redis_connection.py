@@ -8,8 +8,8 @@ redis-py exactly as before), it accepts a Redis managed by Sentinel:
 
 The password is Redis's (sentinels are asked without one). The client asks the sentinels
 which server is the primary before each new connection, and reconnects to the new primary
-after a failover; a command caught by the failover raises ConnectionError, as it would if
-a plain Redis were restarted.
+after a failover. A command caught by the failover raises ConnectionError, as it would if a
+plain Redis were restarted, except in worker processes (see ride_out_outages).
 """
 
 from __future__ import annotations
@@ -109,7 +109,7 @@ def redis_from_url(url: str, redis_class: type[redis.Redis] = redis.Redis,
 
 def ride_out_outages(client: redis.Redis) -> None:
     """Have `client` retry a command that finds no Redis, reconnecting with backoff (0.5,
-    1, 2, then 4 s apart, 12 times: at least 40 s, more than Sentinel's default 30 s
+    1, 2, then 4 s apart, 12 times: about 40 s, more than Sentinel's default 30 s
     down-after-milliseconds plus an election), instead of raising ConnectionError at once.
 
     For the worker processes: RQ's worker quits on a connection error anywhere but its
