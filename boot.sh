@@ -43,10 +43,10 @@ except Exception as exc:
 '
 REDIS_CHECK='
 import sys
-from redis import Redis
+from app.redis_connection import redis_from_url
 from config import Config
 try:
-    Redis.from_url(Config.REDIS_URL, socket_connect_timeout=3).ping()
+    redis_from_url(Config.REDIS_URL, socket_connect_timeout=3).ping()
 except Exception as exc:
     sys.exit(f"boot: Redis not reachable: {type(exc).__name__}")
 '
@@ -63,7 +63,8 @@ worker)
     shift
     wait_for "Redis" "$REDIS_CHECK"
     wait_for "the database" "$DATABASE_CHECK"
-    exec rq worker -w app.worker.AppWorker --with-scheduler --job-monitoring-interval 10 \
+    exec rq worker -w app.worker.AppWorker --connection-class app.redis_connection.Redis \
+        --with-scheduler --job-monitoring-interval 10 \
         --maintenance-interval 30 "$@" microblog-tasks
     ;;
 *)

@@ -15,7 +15,6 @@ from flask_mail import Mail
 from flask_migrate import Migrate
 from flask_sqlalchemy import SQLAlchemy
 from flask_wtf.csrf import CSRFProtect
-from redis import Redis
 from sqlalchemy import MetaData
 
 from config import DEV_SECRET_KEY, Config
@@ -72,7 +71,9 @@ def create_app(config_class=Config):
     security.init_app(app)
     init_limiter(app)  # after the config is final: it reads REDIS_URL and RATELIMIT_*
 
-    app.redis = Redis.from_url(
+    from app.redis_connection import redis_from_url
+
+    app.redis = redis_from_url(
         app.config["REDIS_URL"], socket_connect_timeout=2, socket_timeout=10,
         health_check_interval=30,
     )

@@ -101,10 +101,11 @@ def _clients(socket_path: str) -> int:
 
 
 def wait(url: str | None = None, timeout: float = 30.0) -> None:
-    from redis import Redis
     from redis.exceptions import ConnectionError as RedisConnectionError
 
-    client = Redis.from_url(url or os.environ.get("REDIS_URL") or embedded_redis_url())
+    from app.redis_connection import redis_from_url
+
+    client = redis_from_url(url or os.environ.get("REDIS_URL") or embedded_redis_url())
     deadline = time.monotonic() + timeout
     while True:
         try:

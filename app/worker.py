@@ -1,7 +1,10 @@
 """The worker side of the app: one Flask app per worker process, and the worker class that
 `make run`, the Procfile and the deployment units use:
 
-    rq worker -w app.worker.AppWorker --with-scheduler microblog-tasks
+    rq worker -w app.worker.AppWorker --connection-class app.redis_connection.Redis \
+        --with-scheduler microblog-tasks
+
+(The connection class reads `redis+sentinel://` URLs too: see app/redis_connection.py.)
 
 Plain `rq worker microblog-tasks` (the tutorial's command) works too, but RQ's forking worker
 then imports app.tasks, and so builds the Flask app, again in every job's child process.
@@ -26,6 +29,8 @@ from rq.worker import Worker, WorkerStatus
 # What a restart or a network blip of Redis looks like to a client.
 REDIS_LOST = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
 
+from app.redis_connection import ride_out_outages
+
 
 @cache
 def get_worker_app() -> Flask:
@@ -33,6 +38,7 @@ def get_worker_app() -> Flask:
     from app import create_app, db
 
     app = create_app()
+    ride_out_outages(app.redis)  # the job's own writes (mail claims) in the work horse
     with app.app_context():
         engine = db.engine
     # A forked child must not reuse the parent's pooled database connections.
@@ -60,6 +66,7 @@ class AppWorker(Worker):
         import app.tasks  # noqa: F401  -- builds the app once, in the parent
 
         super().__init__(*args, **kwargs)
+        ride_out_outages(self.connection)  # heartbeats, save_meta, the scheduler's own copy
         self.heartbeat_grace = get_worker_app().config["TASK_HEARTBEAT_GRACE"]
 
     @property

@@ -38,7 +38,8 @@ from config import Config  # noqa: E402
 # active. Import it now, outside any test, so an in-process worker never pushes one mid-test.
 importlib.import_module("app.tasks")
 
-WORKER_ARGS = ["-w", "app.worker.AppWorker", "--with-scheduler"]
+WORKER_ARGS = ["-w", "app.worker.AppWorker", "--connection-class", "app.redis_connection.Redis",
+               "--with-scheduler"]
 
 
 @pytest.fixture(scope="session")
