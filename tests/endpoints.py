@@ -160,7 +160,17 @@ def snapshot(skip_columns: frozenset[str] = frozenset({"user.last_seen"})) -> di
     return state
 
 
+def forget_cached_user() -> None:
+    """The `app` fixture keeps one app context for the whole test, and requests reuse it, so
+    Flask-Login's user cached in `g` would outlive a request: drop it, so that the next
+    request finds its user from its own session cookie."""
+    from flask import g
+
+    g.pop("_login_user", None)
+
+
 def logged_in_as(client, username: str) -> bool:
     """Whether the client's session is a login as `username` (the profile link in the nav)."""
+    forget_cached_user()
     html = client.get(url_for("main.explore")).get_data(as_text=True)
     return f'href="/user/{username}"' in html and "Logout" in html
