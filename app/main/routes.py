@@ -55,8 +55,15 @@ def _visible_tasks() -> list[Task]:
         .order_by(Task.created_at).limit(10)))
 
 
+# No feed has a billion pages; a bigger number would overflow the query's OFFSET (a 500).
+MAX_PAGE = 10**9
+
+
 def _page() -> int:
-    return request.args.get("page", 1, type=int)
+    page = request.args.get("page", 1, type=int)
+    if not 1 <= page <= MAX_PAGE:
+        abort(404)
+    return page
 
 
 def _paginate(query):
