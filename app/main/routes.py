@@ -1,3 +1,4 @@
+import math
 from datetime import timedelta
 
 import sqlalchemy as sa
@@ -211,6 +212,8 @@ def messages():
 def notifications():
     """The JSON the page polls: [{name, data, timestamp}] newer than `since`."""
     since = request.args.get("since", 0.0, type=float)
+    if not math.isfinite(since):  # MariaDB's driver cannot send nan/inf: a 500 there
+        since = 0.0
     jobs.reconcile_user_tasks(current_user)  # one query when nothing is in progress
     query = current_user.notifications.select().where(
         Notification.timestamp > since).order_by(Notification.timestamp.asc())
