@@ -134,11 +134,12 @@ def build_world(app) -> World:
 def login_as(client, username: str, password: str = PASSWORD) -> None:
     from tests.conftest import csrf_token
 
+    forget_request_globals()
     token = csrf_token(client, "/auth/login")
     response = client.post("/auth/login", data={
         "username": username, "password": password, "csrf_token": token})
     assert response.status_code == 302 and "/auth/login" not in response.location, \
-        f"could not log in as {username}"
+        f"could not log in as {username}: {response.status_code} {response.location}"
 
 
 def state_changing_rules(app) -> list:
@@ -160,17 +161,19 @@ def snapshot(skip_columns: frozenset[str] = frozenset({"user.last_seen"})) -> di
     return state
 
 
-def forget_cached_user() -> None:
+def forget_request_globals() -> None:
     """The `app` fixture keeps one app context for the whole test, and requests reuse it, so
-    Flask-Login's user cached in `g` would outlive a request: drop it, so that the next
-    request finds its user from its own session cookie."""
+    what a request caches in `g` (Flask-Login's user, Flask-WTF's CSRF token) would outlive
+    it: drop them, so that the next request, maybe of another client, starts from its own
+    session cookie."""
     from flask import g
 
     g.pop("_login_user", None)
+    g.pop("csrf_token", None)
 
 
 def logged_in_as(client, username: str) -> bool:
     """Whether the client's session is a login as `username` (the profile link in the nav)."""
-    forget_cached_user()
+    forget_request_globals()
     html = client.get(url_for("main.explore")).get_data(as_text=True)
     return f'href="/user/{username}"' in html and "Logout" in html
