@@ -38,6 +38,10 @@ EVIL_NAMES = ['"><img src=x onerror=alert(1)>', "<svg onload=alert(2)>", "{{7*7}
 
 @pytest.fixture
 def xss_world(app, client):
+    return build_xss_world(client)
+
+
+def build_xss_world(client) -> dict:
     """alice wrote every payload: posts, messages to bob, her about-me; evil users named
     after payloads posted and wrote to her; she follows them; a task of hers failed with one."""
     from app.models import Notification
