@@ -58,7 +58,7 @@ def build_xss_world(client) -> dict:
         alice.follow(user)
         db.session.add(Post(body=f"evil post {i}", author=user))
         db.session.add(Message(author=user, recipient=alice, body=f"evil message {i}"))
-    task = Task(id="00000000-xss-task-0000000000000000000", name="export_posts",
+    task = Task(id="00000000-xss-task-000000000000000000", name="export_posts",
                 description=PAYLOADS[0], user=alice, complete=True,
                 status=TaskStatus.FAILED, error=PAYLOADS[1], finished_at=None)
     db.session.add(task)
