@@ -504,3 +504,42 @@ def test_main_pages_run_under_the_content_security_policy(app, context):
     page.wait_for_function("window.__cspViolations.length > 0")
     assert page.evaluate("window.__inlineRan") is None
     assert any("script-src" in v for v in violations()), violations()
+
+
+@pytest.fixture
+def xss_world(app, client):
+    from tests.test_xss import build_xss_world
+
+    return build_xss_world(client)
+
+
+def test_no_xss_payload_runs_in_any_page(app, context, xss_world):
+    """Every page that shows user text, loaded in Chromium with payloads everywhere (see
+    tests/test_xss.py): none sets window.__xss or opens a dialog, and a task alert that the
+    page's script builds from /notifications shows its payload description as text."""
+    import json
+
+    from app import db
+    from app.models import Notification
+    from tests.test_xss import PAYLOADS, pages
+
+    ghost = {"task_id": "ghost", "name": "export_posts", "status": "running", "progress": 5,
+             "description": PAYLOADS[1], "error": None, "message": None}
+    db.session.add(Notification(name="task_progress", user_id=xss_world["alice"].id,
+                                topic="ghost", payload_json=json.dumps(ghost)))
+    db.session.commit()
+    page = context.new_page()
+    dialogs: list[str] = []
+    page.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
+    log_in(page, "alice")
+    for url in pages(xss_world) + ["/index"]:
+        page.goto(url)
+        page.wait_for_load_state("load")
+        # Broken images fire onerror once they have failed to load.
+        page.wait_for_function("Array.from(document.images).every((img) => img.complete)")
+        assert page.evaluate("window.__xss") is None, f"a payload ran on {url}"
+    alert = page.locator("#task-ghost .task-description")
+    alert.wait_for()
+    assert alert.text_content() == PAYLOADS[1]
+    assert page.evaluate("window.__xss") is None
+    assert not dialogs, f"dialogs opened: {dialogs}"

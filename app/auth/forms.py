@@ -10,9 +10,11 @@ from app import db
 from app.models import User
 
 
-def strip(value: str | None) -> str | None:
-    """A field filter: spaces around a pasted or autocompleted address are not part of it."""
-    return value.strip() if isinstance(value, str) else value
+def normalize_email(value: str | None) -> str | None:
+    """A field filter: spaces around a pasted or autocompleted address are not part of it, and
+    addresses are stored in lower case. Validators see the stored form: lowercasing can make
+    a text longer ('İ' becomes two characters), and VARCHAR(120) must still hold it."""
+    return value.strip().lower() if isinstance(value, str) else value
 
 
 USERNAME_RULES = [
@@ -32,7 +34,7 @@ class LoginForm(FlaskForm):
 class RegistrationForm(FlaskForm):
     username = StringField(_l("Username"), validators=USERNAME_RULES)
     email = StringField(_l("Email"), validators=[Required(), Email(), Length(max=120)],
-                        filters=[strip])
+                        filters=[normalize_email])
     password = PasswordField(_l("Password"), validators=[Required(), Length(min=8, max=128)])
     password2 = PasswordField(
         _l("Repeat Password"), validators=[Required(), EqualTo("password")])
@@ -52,7 +54,7 @@ class RegistrationForm(FlaskForm):
 
 
 class ResetPasswordRequestForm(FlaskForm):
-    email = StringField(_l("Email"), validators=[Required(), Email()], filters=[strip])
+    email = StringField(_l("Email"), validators=[Required(), Email()], filters=[normalize_email])
     submit = SubmitField(_l("Request Password Reset"))
 
 

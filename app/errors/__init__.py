@@ -2,4 +2,4 @@ from flask import Blueprint
 
 bp = Blueprint("errors", __name__)
 
-from app.errors import handlers  # noqa: E402,F401
+from app.errors import guards, handlers  # noqa: E402,F401

@@ -1,3 +1,4 @@
+import math
 from datetime import timedelta
 
 import sqlalchemy as sa
@@ -56,8 +57,15 @@ def _visible_tasks() -> list[Task]:
         .order_by(Task.created_at).limit(10)))
 
 
+# No feed has a billion pages; a bigger number would overflow the query's OFFSET (a 500).
+MAX_PAGE = 10**9
+
+
 def _page() -> int:
-    return request.args.get("page", 1, type=int)
+    page = request.args.get("page", 1, type=int)
+    if not 1 <= page <= MAX_PAGE:
+        abort(404)
+    return page
 
 
 def _paginate(query):
@@ -206,6 +214,8 @@ def messages():
 def notifications():
     """The JSON the page polls: [{name, data, timestamp}] newer than `since`."""
     since = request.args.get("since", 0.0, type=float)
+    if not math.isfinite(since):  # MariaDB's driver cannot send nan/inf: a 500 there
+        since = 0.0
     jobs.reconcile_user_tasks(current_user)  # one query when nothing is in progress
     query = current_user.notifications.select().where(
         Notification.timestamp > since).order_by(Notification.timestamp.asc())
