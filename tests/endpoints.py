@@ -65,6 +65,7 @@ ENDPOINTS: dict[str, Endpoint] = {
     "auth.register": Endpoint(PUBLIC, _url("auth.register")),
     "auth.logout": Endpoint(PUBLIC, _url("auth.logout")),
     "auth.reset_password_request": Endpoint(PUBLIC, _url("auth.reset_password_request")),
+    "auth.change_password": Endpoint(MEMBERS, _url("auth.change_password"), "the visitor's own"),
     "auth.reset_password": Endpoint(
         PUBLIC, _url("auth.reset_password", token=lambda w: w.reset_token),
         "the signed token in the URL is the credential"),
@@ -90,9 +91,6 @@ ENDPOINTS: dict[str, Endpoint] = {
     "outbox.attachment": Endpoint(
         OWNER, _url("outbox.attachment", name=lambda w: w.mail, index=lambda w: 0)),
 }
-
-# Until branch `hardening` is merged, the outbox pages are open to anyone.
-OUTBOX_NOT_YET_PRIVATE = "fixed on branch hardening"
 
 
 def fast_user(username: str, password: str = PASSWORD):
