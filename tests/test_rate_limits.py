@@ -382,9 +382,13 @@ def test_the_limit_is_shared_by_gunicorn_worker_processes(app, user, tmp_path):
                     fail(second, token2), fail(first, token1)]
         assert statuses == [302, 302, 302, 429, 429], statuses
         posts = wait_for(lambda: _logged_posts(access_log, 5), timeout=10, message="access log")
-        assert [pid for pid, _ in posts] == [first_pid, second_pid, first_pid, second_pid,
-                                             first_pid]
         assert [status for _, status in posts] == statuses
+        # A keep-alive connection may be closed and reopened on the other process, so which
+        # process served which request is read from the log, not assumed. Shared, not per
+        # process: the process that said 429 first had itself seen fewer than 3 failures.
+        pids = [pid for pid, _ in posts]
+        assert len(set(pids[:4])) == 2, f"one process served every request: {pids}"
+        assert pids[:3].count(pids[3]) < 3, pids
     finally:
         os.killpg(web.pid, signal.SIGTERM)
         web.wait(timeout=30)
