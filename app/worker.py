@@ -19,6 +19,8 @@ from functools import cache
 from flask import Flask
 from rq.worker import Worker
 
+from app import logs
+
 
 @cache
 def get_worker_app() -> Flask:
@@ -54,6 +56,12 @@ class AppWorker(Worker):
 
         super().__init__(*args, **kwargs)
         self.heartbeat_grace = get_worker_app().config["TASK_HEARTBEAT_GRACE"]
+        logs.configure_worker(get_worker_app().config["LOG_FORMAT"])
+
+    def execute_job(self, job, queue):
+        # The worker's own lines about the job (and the forked work horse's) carry its id.
+        with logs.job_context(job):
+            super().execute_job(job, queue)
 
     @property
     def dequeue_timeout(self) -> int:
