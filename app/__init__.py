@@ -138,6 +138,11 @@ def _configure_logging(app: Flask) -> None:
     from app import logs
 
     logs.prepare_handler(handler, app.config["LOG_FORMAT"])  # LOG_FORMAT, job ids on job lines
+    if app.config["LOG_FORMAT"] == "json":
+        # Flask's own handler copies every line to stderr in its text format.
+        from flask.logging import default_handler
+
+        app.logger.removeHandler(default_handler)
     handler.setLevel(logging.INFO)
     app.logger.addHandler(handler)
     app.logger.setLevel(logging.INFO)

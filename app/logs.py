@@ -26,9 +26,10 @@ TEXT_FORMAT = "%(asctime)s %(levelname)s: %(message)s [in %(pathname)s:%(lineno)
 _current_job: rq.job.Job | None = None
 
 # Attributes every LogRecord has: anything else on a record came from `extra=` and goes into
-# the JSON object as a field of its own (duration, outcome, ...).
+# the JSON object as a field of its own (duration, outcome, ...). Except a job's arguments,
+# which RQ puts in the extra of its failure line: they may be a user's mail.
 _RECORD_ATTRIBUTES = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {
-    "message", "asctime", "task_id", "task_type"}
+    "message", "asctime", "task_id", "task_type", "arguments", "kwargs"}
 
 
 def task_type(job: rq.job.Job) -> str:
