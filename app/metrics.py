@@ -187,7 +187,8 @@ class MetricsCollector:
     def _exports(self) -> list[Metric]:
         written = CounterMetricFamily("microblog_export_bytes", "Bytes of export files "
                                       "written, by format.", labels=["format"])
-        for export_format, size in sorted(_hash(self.connection, EXPORT_BYTES_KEY).items()):
+        sizes = {"json": 0.0} | _hash(self.connection, EXPORT_BYTES_KEY)
+        for export_format, size in sorted(sizes.items()):
             written.add_metric([export_format], size)
         return [written]
 

@@ -329,4 +329,5 @@ def test_every_task_type_has_its_counters_from_the_start(client):
         assert value(figures, "microblog_jobs_started_total", type=task_type) == 0
         assert value(figures, "microblog_job_duration_seconds_bucket",
                      type=task_type, le="0.1") == 0
+    assert value(figures, "microblog_export_bytes_total", format="json") == 0
     assert db.session.scalar(sa.select(sa.func.count(Task.id))) == 0
