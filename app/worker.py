@@ -31,6 +31,8 @@ REDIS_LOST = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
 
 from app.redis_connection import ride_out_outages
 
+from app import logs
+
 
 @cache
 def get_worker_app() -> Flask:
@@ -68,6 +70,12 @@ class AppWorker(Worker):
         super().__init__(*args, **kwargs)
         ride_out_outages(self.connection)  # heartbeats, save_meta, the scheduler's own copy
         self.heartbeat_grace = get_worker_app().config["TASK_HEARTBEAT_GRACE"]
+        logs.configure_worker(get_worker_app().config["LOG_FORMAT"])
+
+    def execute_job(self, job, queue):
+        # The worker's own lines about the job (and the forked work horse's) carry its id.
+        with logs.job_context(job):
+            super().execute_job(job, queue)
 
     @property
     def dequeue_timeout(self) -> int:
