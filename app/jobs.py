@@ -335,6 +335,25 @@ def _end(task: Task, status: str, error: str | None = None, message: str | None 
     db.session.commit()
 
 
+def reopen(task: Task) -> None:
+    """Put an ended task back in the queue for another attempt (an operator's retry; the
+    caller requeues its job afterwards, as launch enqueues after the commit). Raises
+    TaskAlreadyRunning when its user has another of that name in progress."""
+    task.status = TaskStatus.QUEUED
+    task.complete = False
+    task.active_name = task.name
+    task.progress = 0
+    task.error = task.result_message = None
+    task.started_at = task.finished_at = None
+    task.dismissed = False
+    _notify(task)
+    try:
+        db.session.commit()
+    except IntegrityError as exc:
+        db.session.rollback()
+        raise TaskAlreadyRunning(task.name) from exc
+
+
 def _notify(task: Task) -> None:
     user = db.session.get(User, task.user_id)
     if user is not None:
