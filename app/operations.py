@@ -90,31 +90,46 @@ def cancel(task: Task, actor: str) -> str:
     """Cancel a queued task (its job never starts) or stop a running one (RQ kills its work
     horse). Returns "cancelled" or "stopped". Raises NotApplicable when the task has ended.
 
-    The row ends `cancelled` first: an attempt that starts, or writes progress, from then on
-    stops by itself (jobs.start and jobs.set_progress refuse an ended task), whatever RQ does.
-    A mail an export hands to the server in the instant before the stop still goes out."""
+    Running: RQ is told first, then the row ends `cancelled`, so that RQ records the job as
+    stopped rather than failed (the attempt is killed before it can notice). Queued: the row
+    ends first, so that a worker taking the job at this instant finds it ended and does
+    nothing (jobs.start refuses an ended task); then RQ cancels the job. Either way an attempt
+    still alive stops at its next progress report (jobs.set_progress refuses too). A mail an
+    export hands to the server in the instant before the stop still goes out."""
     if task.complete:
         raise NotApplicable(f"task {task.id} has already ended ({task.status}).")
     running = task.status == TaskStatus.RUNNING
+    if running:
+        _tell_rq(task, stop=True)
+        db.session.refresh(task)
+        if task.complete:
+            raise NotApplicable(f"task {task.id} ended ({task.status}) before it could be "
+                                "stopped.")
     jobs._end(task, TaskStatus.CANCELLED, error=STOPPED_REASON if running else CANCELLED_REASON)
+    if not running:
+        _tell_rq(task, stop=False)
     outcome = "stopped" if running else "cancelled"
     log.info("%s %s task %s (%s of user %s)", actor, outcome, task.id, task.name, task.user_id)
+    return outcome
+
+
+def _tell_rq(task: Task, stop: bool) -> None:
+    """Stop the task's job if it runs, or cancel it if it waits. A job RQ cannot find, or
+    that ended meanwhile, needs nothing; Redis down is logged (the row decides anyway)."""
     try:
         job = _fetch_job(task)
         if job is None:
-            return outcome
+            return
         status = job.get_status(refresh=False)
-        if status == JobStatus.STARTED:
+        if stop and status == JobStatus.STARTED:
             send_stop_job_command(current_app.redis, job.id)
-            return "stopped"
-        if status in (JobStatus.QUEUED, JobStatus.SCHEDULED, JobStatus.DEFERRED):
+        elif not stop and status in (JobStatus.QUEUED, JobStatus.SCHEDULED, JobStatus.DEFERRED):
             job.cancel()
     except InvalidJobOperation:
-        pass  # the job ended in the meantime; the row already says cancelled
+        pass
     except redis.exceptions.RedisError as exc:
-        # The row is cancelled, so the job does nothing when it starts or reports progress.
-        log.warning("Could not tell RQ to cancel job %s: %s", task.id, exc)
-    return outcome
+        log.warning("Could not tell RQ to %s job %s: %s", "stop" if stop else "cancel",
+                    task.id, exc)
 
 
 # The RQ registry an ended job sits in, by its status: where retry takes it out of.
