@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+import signal
 import subprocess
 import sys
 import threading
@@ -292,7 +293,7 @@ def test_tasks_are_paginated(app):
     assert second.count("data-task=") == 5
 
 
-def test_purge_and_delete_job_data_from_the_view_with_confirmation(app):
+def test_purge_and_delete_job_data_from_the_view_with_confirmation(app, caplog):
     susan = make_user("susan")
     make_user("boss")
     _promote("boss")
@@ -319,6 +320,10 @@ def test_purge_and_delete_job_data_from_the_view_with_confirmation(app):
     assert _task(old) is None and _task(recent) is not None
     assert db.session.scalar(sa.select(sa.func.count(Notification.id)).where(
         Notification.topic == old)) == 0
+    logged = [r.getMessage() for r in caplog.records if r.name == "app.operations"]
+    assert f"admin:boss deleted the job data of task {recent} (export_posts of user " \
+        f"{susan.id})" in logged
+    assert "admin:boss purged 1 task(s) that ended more than 30 day(s) ago" in logged
     bad = admin.get("/admin/purge?days=zero", follow_redirects=True).get_data(as_text=True)
     assert "Enter a whole number of days" in bad
 
@@ -424,3 +429,23 @@ def test_an_admin_stops_a_running_export_and_no_mail_goes_out(holding_smtp, app,
     assert task.get_progress() < 100
     assert holding_smtp.messages == [] and holding_smtp.recipients_seen == 1  # no retry either
     assert "Stopped by an administrator." in client.get("/user/susan").get_data(as_text=True)
+
+
+def test_a_killed_worker_shows_as_dead_in_the_workers_table(app):
+    make_user("boss")
+    _promote("boss")
+    worker = start_worker()
+    try:
+        wait_for(lambda: rq.Worker.count(connection=app.redis) == 1, timeout=60,
+                 message="the worker to register")
+        admin = browser(app)
+        login(admin, "boss")
+        row = admin.get("/admin/jobs").get_data(as_text=True).split('data-worker="')[1]
+        assert "<td>idle</td>" in row.split("</tr>")[0]
+        os.killpg(worker.pid, signal.SIGKILL)  # no goodbye: its registration stays in Redis
+        worker.wait(timeout=10)
+        html = admin.get("/admin/jobs").get_data(as_text=True)
+    finally:
+        _stop(worker)
+    row = html.split('data-worker="')[1].split("</tr>")[0]
+    assert 'class="table-danger"' in row and "<td>dead</td>" in row

@@ -93,7 +93,7 @@ def test_list_show_stats_and_retry_of_a_failed_export(smtp_server, app, runner):
     assert not_again.exit_code == 1 and "only failed or cancelled" in not_again.output
 
 
-def test_cancel_stops_a_running_task_and_cancels_a_queued_one(app, runner):
+def test_cancel_stops_a_running_task_and_cancels_a_queued_one(app, runner, caplog):
     make_user("susan")
     make_user("john")
     worker = start_worker()
@@ -131,6 +131,9 @@ def test_cancel_stops_a_running_task_and_cancels_a_queued_one(app, runner):
     assert _task(running).error == "Stopped by an administrator."
     assert _task(queued).status == TaskStatus.CANCELLED and _task(queued).attempts == 0
     assert _task(queued).started_at is None
+    logged = " ".join(r.getMessage() for r in caplog.records if r.name == "app.operations")
+    assert "cli:" in logged and f"stopped task {running}" in logged
+    assert f"cancelled task {queued}" in logged
 
 
 def test_purge_deletes_old_ended_tasks_and_their_job_data(app, runner):
