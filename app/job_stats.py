@@ -71,9 +71,11 @@ def as_json(value: object) -> object:
 
 
 def format_seconds(value: float | None) -> str:
-    """A duration for people: 0.4 s, 12.0 s, 3 min 4 s, 2 h 5 min; "-" for none."""
+    """A duration for people: 0.04 s, 12.0 s, 3 min 4 s, 2 h 5 min; "-" for none."""
     if value is None:
         return "-"
+    if value < 1:
+        return f"{value:.2f} s"
     if value < 60:
         return f"{value:.1f} s"
     minutes, seconds = divmod(int(value), 60)
