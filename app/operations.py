@@ -15,6 +15,7 @@ from datetime import timedelta
 
 import redis
 import sqlalchemy as sa
+import sqlalchemy.orm as so
 from flask import current_app
 from rq.command import send_stop_job_command
 from rq.exceptions import InvalidJobOperation, NoSuchJobError
@@ -48,7 +49,9 @@ class TaskFilter:
 
     def query(self) -> sa.Select:
         """Tasks matching the filter, newest first."""
-        query = sa.select(Task).order_by(Task.created_at.desc(), Task.id)
+        # Lists show each task's username: one query for all of them, not one per row.
+        query = (sa.select(Task).options(so.selectinload(Task.user))
+                 .order_by(Task.created_at.desc(), Task.id))
         if self.status:
             query = query.where(Task.status == self.status)
         if self.name:
