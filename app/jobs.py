@@ -346,8 +346,8 @@ def reopen(task: Task) -> None:
     task.error = task.result_message = None
     task.started_at = task.finished_at = None
     task.dismissed = False
-    _notify(task)
     try:
+        _notify(task)  # its query flushes the row: the constraint may already refuse here
         db.session.commit()
     except IntegrityError as exc:
         db.session.rollback()

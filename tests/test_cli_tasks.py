@@ -177,3 +177,35 @@ def test_exit_codes_of_the_real_flask_command(app):
     assert missing.returncode == 1 and "no task 'nope-nope'" in missing.stderr
     assert missing.stdout == ""
     assert run("purge").returncode == 2
+
+
+def test_retry_keeps_one_active_task_per_name_and_requeues_a_cancelled_job(app, runner):
+    """A retry puts the task back as active: refused while its user has another of that name
+    in progress (the unique constraint), then allowed; a cancelled job goes back to the queue."""
+    susan = make_user("susan")
+    stopped = Task(id="cancelled-1", name="export_posts", user_id=susan.id, complete=True,
+                   status=TaskStatus.CANCELLED, error="Cancelled by an administrator.",
+                   created_at=utcnow(), finished_at=utcnow())
+    running = Task(id="running-1", name="export_posts", user_id=susan.id,
+                   status=TaskStatus.RUNNING, active_name="export_posts", created_at=utcnow())
+    db.session.add_all([stopped, running])
+    db.session.commit()
+    Job.create("app.tasks.export_posts", args=(susan.id,), id="cancelled-1",
+               connection=app.redis, origin=app.task_queue.name).save()
+    Job.fetch("cancelled-1", connection=app.redis).cancel()
+
+    refused = runner.invoke(args=["tasks", "retry", "cancelled-1"])
+    assert refused.exit_code == 1
+    assert "susan already has a export_posts task in progress" in refused.output
+    assert _task("cancelled-1").status == TaskStatus.CANCELLED
+    assert app.task_queue.count == 0
+
+    _task("running-1").status = TaskStatus.FAILED
+    _task("running-1").complete, _task("running-1").active_name = True, None
+    db.session.commit()
+    assert _json(runner, "tasks", "retry", "cancelled-1")["status"] == "queued"
+    task = _task("cancelled-1")
+    assert (task.status, task.complete, task.active_name, task.error) == (
+        TaskStatus.QUEUED, False, "export_posts", None)
+    assert app.task_queue.get_job_ids() == ["cancelled-1"]
+    assert Job.fetch("cancelled-1", connection=app.redis).retries_left == 3
