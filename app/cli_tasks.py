@@ -11,6 +11,7 @@ from datetime import timedelta
 
 import click
 import redis
+from flask.cli import AppGroup
 
 from app import db, job_stats, jobs, operations
 from app.cli import actor, echo_json, echo_table, json_option, logs_to_stderr
@@ -43,8 +44,18 @@ def _row(task: Task) -> dict:
             "reason": task.error}
 
 
+class TasksGroup(AppGroup):
+    """Redis down is one clear line and exit status 1, whichever command met it."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except redis.exceptions.RedisError as exc:
+            raise click.ClickException(f"Redis cannot be reached: {exc}") from exc
+
+
 def register(app) -> None:
-    @app.cli.group()
+    @app.cli.group(cls=TasksGroup)
     def tasks():
         """Background task commands."""
         logs_to_stderr()
@@ -140,10 +151,7 @@ def register(app) -> None:
         if dry_run:
             count, key = operations.purge_count(older_than), "would_purge"
         else:
-            try:
-                count, key = operations.purge(older_than, actor()), "purged"
-            except redis.exceptions.RedisError as exc:
-                raise click.ClickException(f"Redis cannot be reached: {exc}") from exc
+            count, key = operations.purge(older_than, actor()), "purged"
         if as_json:
             echo_json({key: count, "older_than_seconds": older_than.total_seconds()})
         else:

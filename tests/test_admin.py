@@ -449,3 +449,36 @@ def test_a_killed_worker_shows_as_dead_in_the_workers_table(app):
         _stop(worker)
     row = html.split('data-worker="')[1].split("</tr>")[0]
     assert 'class="table-danger"' in row and "<td>dead</td>" in row
+
+
+def test_with_redis_down_the_view_and_the_actions_answer_without_a_500(app, tmp_path, runner):
+    from redis import Redis
+
+    susan = make_user("susan")
+    make_user("boss")
+    _promote("boss")
+    failed = _ended_task(susan)
+    queued = Task(id="queued-1", name="countdown", user_id=susan.id, status=TaskStatus.QUEUED,
+                  active_name="countdown", created_at=utcnow())
+    db.session.add(queued)
+    db.session.commit()
+    admin = browser(app)
+    login(admin, "boss")
+    app.redis = Redis.from_url(f"unix://{tmp_path}/nothing-here.sock", socket_connect_timeout=1)
+    app.task_queue = rq.Queue("microblog-tasks", connection=app.redis)
+
+    html = admin.get("/admin/jobs").get_data(as_text=True)
+    assert "Redis cannot be reached: queue and worker figures are missing." in html
+    assert failed.id[:8] in html  # the tasks come from the database
+    page = admin.get(f"/admin/jobs/{failed.id}")
+    assert page.status_code == 200 and "not in Redis" in page.get_data(as_text=True)
+    html = _confirm_and_post(admin, f"/admin/jobs/{failed.id}/retry")
+    assert "Not done: Redis cannot be reached." in html
+    assert _task(failed.id).status == TaskStatus.FAILED
+    # Cancelling needs only the row: a job that starts later finds it ended.
+    html = _confirm_and_post(admin, "/admin/jobs/queued-1/cancel")
+    assert "The task was cancelled." in html
+    assert _task("queued-1").status == TaskStatus.CANCELLED
+
+    result = runner.invoke(args=["tasks", "stats"])
+    assert result.exit_code == 1 and "Redis cannot be reached" in result.output
