@@ -67,7 +67,11 @@ class Config:
     MAIL_DEFAULT_SENDER = os.environ.get("MAIL_DEFAULT_SENDER") or "no-reply@microblog.example"
     # Seconds between attempts when the mail server has a transient failure.
     MAIL_RETRY_INTERVALS = _ints("MAIL_RETRY_INTERVALS", "10,60,300")
-    ADMINS = [a.strip() for a in os.environ.get("ADMINS", "admin@microblog.example").split(",")]
+    # ADMINS: the operator's addresses. Their accounts are admins (app/admin/), and the first
+    # is the sender of the app's mail. Only addresses set in the environment make admins: the
+    # default sender below is nobody's account, and registration does not verify addresses.
+    ADMIN_EMAILS = [a.strip() for a in os.environ.get("ADMINS", "").split(",") if a.strip()]
+    ADMINS = ADMIN_EMAILS or ["admin@microblog.example"]
 
     LOG_TO_STDOUT = _bool("LOG_TO_STDOUT")
     # "text" (the default) or "json": one JSON object per line, for log shippers (app/logs.py).

@@ -99,6 +99,10 @@ def create_app(config_class=Config):
 
     app.register_blueprint(monitoring_bp)
 
+    from app.admin import bp as admin_bp
+
+    app.register_blueprint(admin_bp)
+
     from app import cli
 
     cli.register(app)

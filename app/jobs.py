@@ -391,6 +391,25 @@ def _attempt_duration(task: Task) -> float | None:
     return max(0.0, (utcnow().replace(tzinfo=UTC) - started).total_seconds())
 
 
+def reopen(task: Task) -> None:
+    """Put an ended task back in the queue for another attempt (an operator's retry; the
+    caller requeues its job afterwards, as launch enqueues after the commit). Raises
+    TaskAlreadyRunning when its user has another of that name in progress."""
+    task.status = TaskStatus.QUEUED
+    task.complete = False
+    task.active_name = task.name
+    task.progress = 0
+    task.error = task.result_message = None
+    task.started_at = task.finished_at = None
+    task.dismissed = False
+    try:
+        _notify(task)  # its query flushes the row: the constraint may already refuse here
+        db.session.commit()
+    except IntegrityError as exc:
+        db.session.rollback()
+        raise TaskAlreadyRunning(task.name) from exc
+
+
 def _notify(task: Task) -> None:
     user = db.session.get(User, task.user_id)
     if user is not None:
