@@ -26,12 +26,11 @@ from rq.exceptions import InvalidJobOperation
 from rq.job import JobStatus
 from rq.worker import Worker, WorkerStatus
 
-# What a restart or a network blip of Redis looks like to a client.
-REDIS_LOST = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
-
+from app import logs
 from app.redis_connection import ride_out_outages
 
-from app import logs
+# What a restart or a network blip of Redis looks like to a client.
+REDIS_LOST = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
 
 
 @cache
@@ -72,11 +71,6 @@ class AppWorker(Worker):
         self.heartbeat_grace = get_worker_app().config["TASK_HEARTBEAT_GRACE"]
         logs.configure_worker(get_worker_app().config["LOG_FORMAT"])
 
-    def execute_job(self, job, queue):
-        # The worker's own lines about the job (and the forked work horse's) carry its id.
-        with logs.job_context(job):
-            super().execute_job(job, queue)
-
     @property
     def dequeue_timeout(self) -> int:
         # RQ waits up to worker_ttl - 15 s (405 s) for a job before doing maintenance, so an
@@ -98,7 +92,9 @@ class AppWorker(Worker):
 
     def execute_job(self, job, queue):
         try:
-            super().execute_job(job, queue)
+            # The worker's own lines about the job (and the forked work horse's) carry its id.
+            with logs.job_context(job):
+                super().execute_job(job, queue)
         except REDIS_LOST as exc:
             self.log.warning("Worker %s: Redis lost while running job %s: %s",
                              self.name, job.id, exc)
