@@ -67,9 +67,15 @@ class Config:
     MAIL_DEFAULT_SENDER = os.environ.get("MAIL_DEFAULT_SENDER") or "no-reply@microblog.example"
     # Seconds between attempts when the mail server has a transient failure.
     MAIL_RETRY_INTERVALS = _ints("MAIL_RETRY_INTERVALS", "10,60,300")
-    ADMINS = [a.strip() for a in os.environ.get("ADMINS", "admin@microblog.example").split(",")]
+    # ADMINS: the operator's addresses. Their accounts are admins (app/admin/), and the first
+    # is the sender of the app's mail. Only addresses set in the environment make admins: the
+    # default sender below is nobody's account, and registration does not verify addresses.
+    ADMIN_EMAILS = [a.strip() for a in os.environ.get("ADMINS", "").split(",") if a.strip()]
+    ADMINS = ADMIN_EMAILS or ["admin@microblog.example"]
 
     LOG_TO_STDOUT = _bool("LOG_TO_STDOUT")
+    # "text" (the default) or "json": one JSON object per line, for log shippers (app/logs.py).
+    LOG_FORMAT = (os.environ.get("LOG_FORMAT") or "text").strip().lower()
     POSTS_PER_PAGE = int(os.environ.get("POSTS_PER_PAGE") or 25)
     LANGUAGES = [x.strip() for x in os.environ.get("LANGUAGES", "en,es,ko").split(",")]
 
@@ -105,3 +111,8 @@ class Config:
     # Reverse proxies in front of the web processes that append to X-Forwarded-For (1 behind
     # the nginx of deployment/): the client address the per-address limits count.
     TRUSTED_PROXY_COUNT = int(os.environ.get("TRUSTED_PROXY_COUNT") or 0)
+
+    # GET /metrics (app/monitoring): readable from these addresses or networks (the client
+    # address as TRUSTED_PROXY_COUNT defines it), with this bearer token, or by an admin.
+    METRICS_ALLOW = os.environ.get("METRICS_ALLOW", "127.0.0.1,::1")
+    METRICS_TOKEN = os.environ.get("METRICS_TOKEN") or None

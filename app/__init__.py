@@ -95,6 +95,14 @@ def create_app(config_class=Config):
 
     app.register_blueprint(outbox_bp)
 
+    from app.monitoring import bp as monitoring_bp
+
+    app.register_blueprint(monitoring_bp)
+
+    from app.admin import bp as admin_bp
+
+    app.register_blueprint(admin_bp)
+
     from app import cli
 
     cli.register(app)
@@ -132,11 +140,20 @@ def _configure_logging(app: Flask) -> None:
             os.path.join(app.instance_path, "logs", "microblog.log"), maxBytes=1024 * 1024,
             backupCount=10,
         )
-    handler.setFormatter(logging.Formatter(
-        "%(asctime)s %(levelname)s: %(message)s [in %(pathname)s:%(lineno)d]"))
+    from app import logs
+
+    logs.prepare_handler(handler, app.config["LOG_FORMAT"])  # LOG_FORMAT, job ids on job lines
+    if app.config["LOG_FORMAT"] == "json":
+        # Flask's own handler copies every line to stderr in its text format.
+        from flask.logging import default_handler
+
+        app.logger.removeHandler(default_handler)
     handler.setLevel(logging.INFO)
     app.logger.addHandler(handler)
     app.logger.setLevel(logging.INFO)
+    # This handler is the app's only one: a worker with LOG_FORMAT=json has another at the
+    # root (app/logs.py) that would print each line twice.
+    app.logger.propagate = False
 
 
 from app import models  # noqa: E402,F401

@@ -17,7 +17,7 @@ import uuid
 from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, timedelta
 
 import redis
 import rq
@@ -29,7 +29,7 @@ from rq.registry import StartedJobRegistry
 from rq.timeouts import JobTimeoutException, TimerDeathPenalty
 from sqlalchemy.exc import IntegrityError
 
-from app import db
+from app import db, logs, metrics
 from app.email import MailAlreadySending, release_claim
 from app.models import Task, TaskStatus, User, utcnow
 from app.worker import REDIS_LOST
@@ -138,6 +138,7 @@ def start() -> Task | None:
     task.attempts += 1
     _notify(task)
     db.session.commit()
+    metrics.job_started(current_app.redis, task.name)
     return task
 
 
@@ -221,10 +222,12 @@ def record_failure(task_id: str, exc: BaseException | None, will_retry: bool) ->
     if isinstance(exc, AbandonedJobError | WorkHorseKilled):
         release_claim(task_id)  # the dead attempt's unfinished mail (see app.tasks)
     if will_retry:
+        was_running = task.status == TaskStatus.RUNNING
         task.status = TaskStatus.QUEUED
         task.error = reason + RETRY_NOTE
         _notify(task)
         db.session.commit()
+        _attempt_ended(task, "retried", was_running)
     else:
         _end(task, TaskStatus.FAILED, error=reason)
 
@@ -347,6 +350,7 @@ def reconcile_all() -> int:
 
 def _end(task: Task, status: str, error: str | None = None, message: str | None = None) -> None:
     """Move a task to a terminal status, notify its user, commit. The one place that does."""
+    was_running = task.status == TaskStatus.RUNNING
     task.status = status
     task.complete = True
     task.active_name = None
@@ -360,6 +364,50 @@ def _end(task: Task, status: str, error: str | None = None, message: str | None 
         task.result_message = message[:255]
     _notify(task)
     db.session.commit()
+    _attempt_ended(task, status, was_running)
+
+
+def _attempt_ended(task: Task, outcome: str, was_running: bool) -> None:
+    """The one line logged, and the metrics counted, when an attempt at a task ends:
+    finished, failed, retried or cancelled (app/metrics.py)."""
+    duration = _attempt_duration(task) if was_running else None
+    metrics.job_ended(current_app.redis, task.name, outcome, duration)
+    log.info("Task %s (%s) %s after %s", task.id, task.name, outcome,
+             "never started" if duration is None else f"{duration:.3f} s",
+             extra={"task_id": task.id, "task_type": task.name, "outcome": outcome,
+                    "duration": None if duration is None else round(duration, 3)})
+
+
+def _attempt_duration(task: Task) -> float | None:
+    # RQ's start time when this process runs the job: the row's is whole seconds on MariaDB.
+    job = logs.current_job()
+    started = job.started_at if job is not None and job.id == task.id else None
+    if started is None:
+        if task.started_at is None:
+            return None
+        started = task.started_at.replace(tzinfo=UTC)
+    elif started.tzinfo is None:
+        started = started.replace(tzinfo=UTC)
+    return max(0.0, (utcnow().replace(tzinfo=UTC) - started).total_seconds())
+
+
+def reopen(task: Task) -> None:
+    """Put an ended task back in the queue for another attempt (an operator's retry; the
+    caller requeues its job afterwards, as launch enqueues after the commit). Raises
+    TaskAlreadyRunning when its user has another of that name in progress."""
+    task.status = TaskStatus.QUEUED
+    task.complete = False
+    task.active_name = task.name
+    task.progress = 0
+    task.error = task.result_message = None
+    task.started_at = task.finished_at = None
+    task.dismissed = False
+    try:
+        _notify(task)  # its query flushes the row: the constraint may already refuse here
+        db.session.commit()
+    except IntegrityError as exc:
+        db.session.rollback()
+        raise TaskAlreadyRunning(task.name) from exc
 
 
 def _notify(task: Task) -> None:

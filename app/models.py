@@ -51,6 +51,9 @@ class User(UserMixin, db.Model):
     # Changes whenever the password does, so an already used reset link stops working.
     token_salt: so.Mapped[str] = so.mapped_column(
         sa.String(32), default=lambda: secrets.token_hex(8))
+    # The admin role: True or False once `flask users promote/demote` decided it; NULL means
+    # "as ADMINS says" (see is_admin). Three states, so that a demotion outlasts ADMINS.
+    admin: so.Mapped[bool | None]
 
     posts: so.WriteOnlyMapped[Post] = so.relationship(back_populates="author")
     following: so.WriteOnlyMapped[User] = so.relationship(
@@ -68,6 +71,15 @@ class User(UserMixin, db.Model):
 
     def __repr__(self) -> str:
         return f"<User {self.username}>"
+
+    @property
+    def is_admin(self) -> bool:
+        """Admins see and steer every user's background jobs (app/admin/, the outbox).
+        An explicit promotion or demotion wins; otherwise an address in ADMINS makes one."""
+        if self.admin is not None:
+            return self.admin
+        admins = {a.lower() for a in current_app.config["ADMIN_EMAILS"]}
+        return self.email.lower() in admins
 
     def set_password(self, password: str) -> None:
         self.password_hash = generate_password_hash(password)

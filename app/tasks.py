@@ -6,7 +6,7 @@ import time
 from flask import current_app, has_app_context, render_template
 from rq import get_current_job
 
-from app import db, exports, jobs
+from app import db, exports, jobs, metrics
 from app.email import send_email_once
 from app.models import User
 from app.worker import get_worker_app
@@ -68,6 +68,7 @@ def export_posts(user_id):
     progress = jobs.Progress(total=exports.count_posts(user))
     path = exports.write_posts_json(user, progress.update)
     size = path.stat().st_size
+    metrics.export_written(current_app.redis, "json", size)
     limit = current_app.config["EXPORT_ATTACHMENT_LIMIT"]
     attach = size <= limit
     attachments = [("posts.json", "application/json", path.read_bytes())] if attach else []

@@ -26,10 +26,11 @@ from rq.exceptions import InvalidJobOperation
 from rq.job import JobStatus
 from rq.worker import Worker, WorkerStatus
 
+from app import logs
+from app.redis_connection import ride_out_outages
+
 # What a restart or a network blip of Redis looks like to a client.
 REDIS_LOST = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
-
-from app.redis_connection import ride_out_outages
 
 
 @cache
@@ -68,6 +69,7 @@ class AppWorker(Worker):
         super().__init__(*args, **kwargs)
         ride_out_outages(self.connection)  # heartbeats, save_meta, the scheduler's own copy
         self.heartbeat_grace = get_worker_app().config["TASK_HEARTBEAT_GRACE"]
+        logs.configure_worker(get_worker_app().config["LOG_FORMAT"])
 
     @property
     def dequeue_timeout(self) -> int:
@@ -90,7 +92,9 @@ class AppWorker(Worker):
 
     def execute_job(self, job, queue):
         try:
-            super().execute_job(job, queue)
+            # The worker's own lines about the job (and the forked work horse's) carry its id.
+            with logs.job_context(job):
+                super().execute_job(job, queue)
         except REDIS_LOST as exc:
             self.log.warning("Worker %s: Redis lost while running job %s: %s",
                              self.name, job.id, exc)

@@ -252,10 +252,9 @@ class _Collector:
         return "250 Message accepted for delivery"
 
 
-@pytest.fixture
-def smtp_server(config_overrides, monkeypatch):
-    """A real SMTP server (aiosmtpd) on a free local port; the app and worker processes are
-    pointed at it. `.handler.messages` holds what it received."""
+def serve_smtp(handler, config_overrides, monkeypatch):
+    """Start a real SMTP server (aiosmtpd) with `handler` on a free local port, and point the
+    app and worker processes at it. Returns the started controller (the caller stops it)."""
     import socket
 
     from aiosmtpd.controller import Controller
@@ -264,14 +263,22 @@ def smtp_server(config_overrides, monkeypatch):
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
     sock.close()
-    handler = _Collector()
     controller = Controller(handler, hostname="127.0.0.1", port=port)
     controller.start()
     config_overrides.update(MAIL_SERVER="127.0.0.1", MAIL_PORT=port)
     monkeypatch.setenv("MAIL_SERVER", "127.0.0.1")
     monkeypatch.setenv("MAIL_PORT", str(port))
-    controller.handler_ref = handler
     controller.port_number = port
+    return controller
+
+
+@pytest.fixture
+def smtp_server(config_overrides, monkeypatch):
+    """A real SMTP server (aiosmtpd) on a free local port; the app and worker processes are
+    pointed at it. `.handler.messages` holds what it received."""
+    handler = _Collector()
+    controller = serve_smtp(handler, config_overrides, monkeypatch)
+    controller.handler_ref = handler
     yield controller
     controller.stop()
 

@@ -17,6 +17,7 @@ from werkzeug.security import generate_password_hash
 PUBLIC = "public"    # anyone; names no private object (or the URL itself is the credential)
 MEMBERS = "members"  # login required; the visitor's own data, or what every member may see
 OWNER = "owner"      # login required; names an object of one user: anyone else gets a 404
+ADMIN = "admin"      # operators only: everyone else, anonymous included, gets a 404
 
 PASSWORD = "correct horse battery"
 STATE_CHANGING = {"POST", "PUT", "PATCH", "DELETE"}
@@ -69,6 +70,16 @@ ENDPOINTS: dict[str, Endpoint] = {
     "auth.reset_password": Endpoint(
         PUBLIC, _url("auth.reset_password", token=lambda w: w.reset_token),
         "the signed token in the URL is the credential"),
+    "monitoring.metrics": Endpoint(
+        PUBLIC, _url("monitoring.metrics"),
+        "loopback (the test client's address) is METRICS_ALLOW's default; the other access "
+        "rules are in test_metrics.py"),
+    "admin.index": Endpoint(ADMIN, _url("admin.index")),
+    "admin.jobs_page": Endpoint(ADMIN, _url("admin.jobs_page")),
+    "admin.task": Endpoint(ADMIN, _url("admin.task", task_id=lambda w: w.task.id)),
+    "admin.task_action": Endpoint(
+        ADMIN, _url("admin.task_action", task_id=lambda w: w.task.id, action=lambda w: "cancel")),
+    "admin.purge": Endpoint(ADMIN, _url("admin.purge")),
     "main.index": Endpoint(MEMBERS, _url("main.index")),
     "main.explore": Endpoint(MEMBERS, _url("main.explore")),
     "main.messages": Endpoint(MEMBERS, _url("main.messages"), "the visitor's own inbox"),

@@ -1,5 +1,6 @@
 """The authorisation sweep: every endpoint of `app.url_map` is classified in tests/endpoints.py
-(public, members, owner-only); an anonymous visitor gets the login page (or a 404) from every
+(public, members, owner-only, admin-only); an anonymous visitor gets the login page (or a
+404) from every
 non-public one, and another member gets a 404 from every object of alice's — never the object.
 An endpoint nobody classified fails the first test."""
 
@@ -9,6 +10,7 @@ import pytest
 
 from tests.conftest import csrf_token
 from tests.endpoints import (
+    ADMIN,
     ENDPOINTS,
     MEMBERS,
     OWNER,
@@ -60,7 +62,7 @@ def _refused_to_anonymous(response) -> bool:
     return response.status_code == 302 and response.location.startswith("/auth/login")
 
 
-@pytest.mark.parametrize("name", _params({MEMBERS, OWNER}))
+@pytest.mark.parametrize("name", _params({MEMBERS, OWNER, ADMIN}))
 def test_an_anonymous_visitor_gets_the_login_page_never_the_object(app, client, world, name):
     url = ENDPOINTS[name].url(world)
     token = csrf_token(client, "/auth/login")
@@ -73,7 +75,7 @@ def test_an_anonymous_visitor_gets_the_login_page_never_the_object(app, client, 
     assert snapshot() == before
 
 
-@pytest.mark.parametrize("name", _params({OWNER}))
+@pytest.mark.parametrize("name", _params({OWNER, ADMIN}))
 def test_another_member_gets_404_never_the_object(app, client, world, name):
     url = ENDPOINTS[name].url(world)
     login_as(client, "bob")

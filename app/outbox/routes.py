@@ -40,9 +40,9 @@ def addressees(msg: EmailMessage) -> set[str]:
 
 
 def can_read(msg: EmailMessage, user: User) -> bool:
-    """Whether `user` may read this mail in the outbox: only its addressees may.
-    (Admins will read every message once the admin role exists: decide it here.)"""
-    return user.email.lower() in addressees(msg)
+    """Whether `user` may read this mail in the outbox: its addressees, and admins (who
+    answer for the app's mail: a bounced export, a reset link that never arrived)."""
+    return user.is_admin or user.email.lower() in addressees(msg)
 
 
 def _read(name: str) -> EmailMessage | None:

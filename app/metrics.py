@@ -1,0 +1,206 @@
+"""Figures for Prometheus, the same whichever web process is scraped.
+
+Nothing is counted in a process's memory: job counters and duration histograms live in Redis
+hashes that every worker increments atomically when a job starts or ends (app/jobs.py calls
+`job_started` / `job_ended`), and queue depth, latency, workers and active tasks are read from
+Redis and the database at scrape time (MetricsCollector). So any number of gunicorn processes
+and workers on any number of hosts give one set of totals, and a restart loses nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Iterator
+from datetime import UTC, datetime
+
+import redis
+import rq
+import sqlalchemy as sa
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+from rq.exceptions import NoSuchJobError
+from rq.job import Job
+from rq.registry import FailedJobRegistry, ScheduledJobRegistry, StartedJobRegistry
+
+from app import db
+from app.models import Task, TaskStatus
+
+log = logging.getLogger(__name__)
+
+JOBS_KEY = "microblog:metrics:jobs"  # field "<type>|started" or "<type>|<outcome>": a count
+DURATION_KEY = "microblog:metrics:job_duration"  # "<type>|<bucket>", "<type>|count", "|sum"
+EXPORT_BYTES_KEY = "microblog:metrics:export_bytes"  # field: the export's format
+
+# How a job attempt ended: finished, failed for good, failed and will be retried, cancelled.
+OUTCOMES = ("finished", "failed", "retried", "cancelled")
+# Upper bounds (seconds) of the duration histogram: from a no-op job to a big export.
+BUCKETS = (0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0)
+WORKER_STATES = ("started", "idle", "busy", "suspended")
+
+
+# --------------------------------------------------------------------------- recording
+
+def job_started(connection: redis.Redis, task_type: str) -> None:
+    _safely(lambda: connection.hincrby(JOBS_KEY, f"{task_type}|started", 1))
+
+
+def job_ended(connection: redis.Redis, task_type: str, outcome: str,
+              duration: float | None) -> None:
+    """Count one attempt's end; its duration (seconds, when it ran) goes into the histogram.
+    Count, sum and bucket change in one transaction: a scrape never sees them disagree."""
+    def write() -> None:
+        with connection.pipeline(transaction=True) as pipe:
+            pipe.hincrby(JOBS_KEY, f"{task_type}|{outcome}", 1)
+            if duration is not None:
+                bucket = next((str(b) for b in BUCKETS if duration <= b), "+Inf")
+                pipe.hincrby(DURATION_KEY, f"{task_type}|{bucket}", 1)
+                pipe.hincrby(DURATION_KEY, f"{task_type}|count", 1)
+                pipe.hincrbyfloat(DURATION_KEY, f"{task_type}|sum", max(duration, 0.0))
+            pipe.execute()
+    _safely(write)
+
+
+def export_written(connection: redis.Redis, export_format: str, size: int) -> None:
+    _safely(lambda: connection.hincrby(EXPORT_BYTES_KEY, export_format, size))
+
+
+def _safely(write) -> None:
+    # A figure lost while Redis is away must not fail the job that it describes.
+    try:
+        write()
+    except redis.exceptions.RedisError as exc:
+        log.warning("Could not record a metric: %s", exc)
+
+
+# --------------------------------------------------------------------------- reading
+
+class MetricsCollector:
+    """A prometheus_client collector that reads every figure when scraped.
+
+    `connection` should be a Redis client of its own: RQ's Worker objects raise the socket
+    timeout of the connection they are given to their dequeue timeout (minutes)."""
+
+    def __init__(self, connection: redis.Redis, queue_names: Iterable[str],
+                 task_types: Iterable[str]) -> None:
+        self.connection = connection
+        self.queue_names = list(queue_names)
+        self.task_types = list(task_types)
+
+    def collect(self) -> Iterator[Metric]:
+        yield from self._tasks()
+        try:
+            families = [*self._queues(), *self._workers(), *self._jobs(), *self._exports()]
+        except redis.exceptions.RedisError as exc:
+            log.warning("Metrics without Redis: %s", exc)
+            yield _gauge("microblog_redis_up", "1 when Redis answered this scrape.", [], [((), 0)])
+            return
+        yield _gauge("microblog_redis_up", "1 when Redis answered this scrape.", [], [((), 1)])
+        yield from families
+
+    def _tasks(self) -> Iterator[Metric]:
+        rows = db.session.execute(
+            sa.select(Task.name, Task.status, sa.func.count())
+            .where(Task.complete.is_(False)).group_by(Task.name, Task.status)).all()
+        counts = {(name, status): n for name, status, n in rows}
+        for name in self.task_types:
+            for status in TaskStatus.ACTIVE:
+                counts.setdefault((name, status), 0)
+        yield _gauge("microblog_tasks", "Tasks (the users' jobs in the database) queued or "
+                     "running.", ["type", "status"], sorted(counts.items()))
+
+    def _queues(self) -> list[Metric]:
+        names = sorted(set(self.queue_names) | {
+            q.name for q in rq.Queue.all(connection=self.connection)})
+        depth, latency, registries = [], [], []
+        for name in names:
+            queue = rq.Queue(name, connection=self.connection)
+            depth.append(((name,), queue.count))
+            latency.append(((name,), self._latency(queue)))
+            for label, registry_class in (("started", StartedJobRegistry),
+                                          ("scheduled", ScheduledJobRegistry),
+                                          ("failed", FailedJobRegistry)):
+                # zcard, not registry.count: that one cleans up, which runs failure
+                # callbacks under SIGALRM (not possible in a web server's thread).
+                key = registry_class(queue=queue).key
+                registries.append(((name, label), self.connection.zcard(key)))
+        return [
+            _gauge("microblog_queue_depth", "Jobs waiting in the queue.", ["queue"], depth),
+            _gauge("microblog_queue_latency_seconds", "Age of the oldest job waiting in the "
+                   "queue (0 when it is empty).", ["queue"], latency),
+            _gauge("microblog_queue_registry_jobs", "Jobs of the queue in RQ's started, "
+                   "scheduled (retries waiting) and failed registries.", ["queue", "registry"],
+                   registries),
+        ]
+
+    def _latency(self, queue: rq.Queue) -> float:
+        for job_id in queue.get_job_ids(0, 10):  # the head; a vanished job is skipped
+            try:
+                enqueued_at = Job.fetch(job_id, connection=self.connection).enqueued_at
+            except NoSuchJobError:
+                continue
+            if enqueued_at is not None:
+                if enqueued_at.tzinfo is None:
+                    enqueued_at = enqueued_at.replace(tzinfo=UTC)
+                return max(0.0, (datetime.now(UTC) - enqueued_at).total_seconds())
+        return 0.0
+
+    def _workers(self) -> list[Metric]:
+        states: dict[str, int] = dict.fromkeys(WORKER_STATES, 0)
+        for worker in rq.Worker.all(connection=self.connection):
+            state = str(getattr(worker.get_state(), "value", worker.get_state()))
+            states[state] = states.get(state, 0) + 1
+        return [_gauge("microblog_workers", "RQ workers alive (registered and not expired), "
+                       "by state.", ["state"], [((s,), n) for s, n in sorted(states.items())])]
+
+    def _jobs(self) -> list[Metric]:
+        counts = _hash(self.connection, JOBS_KEY)
+        started = CounterMetricFamily(
+            "microblog_jobs_started", "Job attempts started, by task type.", labels=["type"])
+        ended = CounterMetricFamily(
+            "microblog_jobs_ended", "Job attempts ended, by task type and outcome "
+            "(finished, failed, retried, cancelled).", labels=["type", "outcome"])
+        types = sorted(set(self.task_types) | {f.split("|")[0] for f in counts})
+        for task_type in types:
+            started.add_metric([task_type], counts.get(f"{task_type}|started", 0))
+            for outcome in OUTCOMES:
+                ended.add_metric([task_type, outcome], counts.get(f"{task_type}|{outcome}", 0))
+        return [started, ended, self._durations(types)]
+
+    def _durations(self, types: list[str]) -> Metric:
+        fields = _hash(self.connection, DURATION_KEY)
+        histogram = HistogramMetricFamily(
+            "microblog_job_duration_seconds", "How long job attempts ran, by task type.",
+            labels=["type"])
+        for task_type in types:
+            cumulative, buckets = 0.0, []
+            for bound in (*map(str, BUCKETS), "+Inf"):
+                cumulative += fields.get(f"{task_type}|{bound}", 0)
+                buckets.append((bound, cumulative))
+            histogram.add_metric([task_type], buckets,
+                                 sum_value=fields.get(f"{task_type}|sum", 0.0))
+        return histogram
+
+    def _exports(self) -> list[Metric]:
+        written = CounterMetricFamily("microblog_export_bytes", "Bytes of export files "
+                                      "written, by format.", labels=["format"])
+        sizes = {"json": 0.0} | _hash(self.connection, EXPORT_BYTES_KEY)
+        for export_format, size in sorted(sizes.items()):
+            written.add_metric([export_format], size)
+        return [written]
+
+
+def _hash(connection: redis.Redis, key: str) -> dict[str, float]:
+    return {k.decode(): float(v) for k, v in connection.hgetall(key).items()}
+
+
+def _gauge(name: str, documentation: str, labels: list[str],
+           samples: Iterable[tuple[tuple, float]]) -> GaugeMetricFamily:
+    gauge = GaugeMetricFamily(name, documentation, labels=labels)
+    for label_values, value in samples:
+        gauge.add_metric(list(label_values), value)
+    return gauge
+

@@ -1,0 +1,13 @@
+"""GET /metrics: the Prometheus endpoint (figures in app/metrics.py)."""
+
+from flask import Blueprint
+
+bp = Blueprint("monitoring", __name__)
+
+from app.monitoring import routes  # noqa: E402,F401
+
+
+@bp.record_once
+def _check_settings(state) -> None:
+    # A mistyped METRICS_ALLOW stops the app at start, not at the first scrape.
+    routes.parse_allow_list(state.app.config["METRICS_ALLOW"])

@@ -1,0 +1,248 @@
+"""What operators do to background tasks: cancel or stop, retry, delete a job's data, purge
+old tasks; and find them. The admin view (app/admin/) and `flask tasks ...` (app/cli_tasks.py)
+both call these, so a task changes the same way whoever clicks, and every action leaves one
+log line naming who did it (an admin's username, or `cli:<login>`).
+
+Like app/jobs.py, this module knows both the Task row and the RQ job; a task's status still
+changes only through jobs._end (terminal) and jobs.reopen (back to the queue).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import timedelta
+
+import redis
+import sqlalchemy as sa
+import sqlalchemy.orm as so
+from flask import current_app
+from rq.command import send_stop_job_command
+from rq.exceptions import InvalidJobOperation, NoSuchJobError
+from rq.job import Job, JobStatus
+from rq.registry import BaseRegistry, CanceledJobRegistry, FinishedJobRegistry
+from rq.results import Result
+
+from app import db, jobs
+from app.email import release_claim
+from app.models import Notification, Task, TaskStatus, User, utcnow
+
+log = logging.getLogger(__name__)
+
+CANCELLED_REASON = "Cancelled by an administrator."
+STOPPED_REASON = "Stopped by an administrator."
+
+
+class NotApplicable(Exception):
+    """The action does not apply to the task as it is now; the message says why."""
+
+
+# --------------------------------------------------------------------------- finding tasks
+
+@dataclass(frozen=True)
+class TaskFilter:
+    """What the task lists filter on; None means any."""
+
+    status: str | None = None
+    name: str | None = None
+    username: str | None = None
+
+    def query(self) -> sa.Select:
+        """Tasks matching the filter, newest first."""
+        # Lists show each task's username: one query for all of them, not one per row.
+        query = (sa.select(Task).options(so.selectinload(Task.user))
+                 .order_by(Task.created_at.desc(), Task.id))
+        if self.status:
+            query = query.where(Task.status == self.status)
+        if self.name:
+            query = query.where(Task.name == self.name)
+        if self.username:
+            query = query.join(User, User.id == Task.user_id).where(
+                User.username == self.username)
+        return query
+
+
+def find_task(task_id: str) -> Task | None:
+    """The task with this id, or with an id that starts with it (8 characters at least, as
+    the CLI's list prints them) when exactly one does."""
+    task = db.session.get(Task, task_id)
+    if task is not None or len(task_id) < 8:
+        return task
+    matches = db.session.scalars(
+        sa.select(Task).where(Task.id.startswith(task_id, autoescape=True)).limit(2)).all()
+    return matches[0] if len(matches) == 1 else None
+
+
+def task_names() -> list[str]:
+    """Every task type that has a row, and every one the app knows, for filter menus."""
+    known = set(jobs.TASK_TYPES)
+    known.update(db.session.scalars(sa.select(Task.name).distinct()))
+    return sorted(known)
+
+
+# --------------------------------------------------------------------------- actions
+
+def _fetch_job(task: Task) -> Job | None:
+    try:
+        return Job.fetch(task.id, connection=current_app.redis)
+    except NoSuchJobError:
+        return None
+
+
+def cancel(task: Task, actor: str) -> str:
+    """Cancel a queued task (its job never starts) or stop a running one (RQ kills its work
+    horse). Returns "cancelled" or "stopped". Raises NotApplicable when the task has ended.
+
+    Running: RQ is told first, then the row ends `cancelled`, so that RQ records the job as
+    stopped rather than failed (the attempt is killed before it can notice). Queued: the row
+    ends first, so that a worker taking the job at this instant finds it ended and does
+    nothing (jobs.start refuses an ended task); then RQ cancels the job. Either way an attempt
+    still alive stops at its next progress report (jobs.set_progress refuses too). A mail an
+    export hands to the server in the instant before the stop still goes out."""
+    if task.complete:
+        raise NotApplicable(f"task {task.id} has already ended ({task.status}).")
+    running = task.status == TaskStatus.RUNNING
+    if running:
+        _tell_rq(task, stop=True)
+        db.session.refresh(task)
+        if task.complete:
+            raise NotApplicable(f"task {task.id} ended ({task.status}) before it could be "
+                                "stopped.")
+    jobs._end(task, TaskStatus.CANCELLED, error=STOPPED_REASON if running else CANCELLED_REASON)
+    if not running:
+        _tell_rq(task, stop=False)
+    outcome = "stopped" if running else "cancelled"
+    log.info("%s %s task %s (%s of user %s)", actor, outcome, task.id, task.name, task.user_id)
+    return outcome
+
+
+def _tell_rq(task: Task, stop: bool) -> None:
+    """Stop the task's job if it runs, or cancel it if it waits. A job RQ cannot find, or
+    that ended meanwhile, needs nothing; Redis down is logged (the row decides anyway)."""
+    try:
+        job = _fetch_job(task)
+        if job is None:
+            return
+        status = job.get_status(refresh=False)
+        if stop and status == JobStatus.STARTED:
+            send_stop_job_command(current_app.redis, job.id)
+        elif not stop and status in (JobStatus.QUEUED, JobStatus.SCHEDULED, JobStatus.DEFERRED):
+            job.cancel()
+    except InvalidJobOperation:
+        pass
+    except redis.exceptions.RedisError as exc:
+        log.warning("Could not tell RQ to %s job %s: %s", "stop" if stop else "cancel",
+                    task.id, exc)
+
+
+# The RQ registry an ended job sits in, by its status: where retry takes it out of.
+def _registry_of(job: Job, status: JobStatus) -> BaseRegistry | None:
+    if status in (JobStatus.FAILED, JobStatus.STOPPED):
+        return job.failed_job_registry
+    if status == JobStatus.CANCELED:
+        return CanceledJobRegistry(job.origin, connection=job.connection)
+    if status == JobStatus.FINISHED:  # a cancelled task whose job ran and did nothing
+        return FinishedJobRegistry(job.origin, connection=job.connection)
+    return None
+
+
+def retry(task: Task, actor: str) -> Task:
+    """Run a failed or cancelled task again as a new attempt of the same Task row and RQ job
+    (same function, arguments and time limit; the task type's automatic retries afresh), so
+    its user's alert, its attempt count and RQ's result history all continue.
+
+    Raises NotApplicable when the task is not failed/cancelled or its job is no longer in
+    Redis (its data expired after a day, or was deleted); jobs.TaskAlreadyRunning when the
+    user has another task of that name in progress (the unique constraint decides);
+    jobs.JobsUnavailable when Redis is down (the task is then failed again, saying so)."""
+    if task.status not in (TaskStatus.FAILED, TaskStatus.CANCELLED):
+        raise NotApplicable(f"only failed or cancelled tasks can be retried; task {task.id} "
+                            f"is {task.status}.")
+    job = _fetch_job(task)
+    if job is None:
+        raise NotApplicable(f"the job of task {task.id} is no longer in Redis (expired or "
+                            "deleted), so it cannot be run again; the user can start a new one.")
+    status = job.get_status(refresh=False)
+    registry = _registry_of(job, status)
+    if registry is None:
+        raise NotApplicable(f"the job of task {task.id} is still {status} in RQ; "
+                            "try again when it has stopped.")
+    jobs.reopen(task)  # commits the row first, as launch does, then the job goes back
+    task_type = jobs.TASK_TYPES.get(task.name)
+    if task_type is not None and task_type.max_retries:
+        job.retries_left = task_type.max_retries
+        job.retry_intervals = current_app.config["MAIL_RETRY_INTERVALS"] or [0]
+    job.meta["progress"] = 0
+    try:
+        release_claim(task.id)  # a stopped attempt's unfinished mail (see app.email)
+        try:
+            registry.requeue(job)  # saves the job, then enqueues it
+        except InvalidJobOperation:  # its registry entry had already expired
+            job.save()
+            current_app.task_queue.enqueue_job(job)
+    except redis.exceptions.RedisError as exc:
+        jobs._end(task, TaskStatus.FAILED,
+                  error="Background jobs are unavailable right now. Please try again later.")
+        raise jobs.JobsUnavailable(str(exc)) from exc
+    log.info("%s retried task %s (%s of user %s), attempt %d next", actor, task.id, task.name,
+             task.user_id, task.attempts + 1)
+    return task
+
+
+def delete_job_data(task: Task, actor: str) -> bool:
+    """Remove an ended task's job from Redis: its arguments, results and traceback. The row
+    stays (and can no longer be retried). Returns False when Redis held nothing for it.
+    Raises NotApplicable while the task is in progress."""
+    if not task.complete:
+        raise NotApplicable(f"task {task.id} is still {task.status}; cancel it first.")
+    job = _fetch_job(task)
+    if job is None:
+        return False
+    if job.get_status(refresh=False) == JobStatus.STARTED:
+        raise NotApplicable(f"the job of task {task.id} is still stopping; try again shortly.")
+    Result.delete_all(job)
+    job.delete()
+    log.info("%s deleted the job data of task %s (%s of user %s)", actor, task.id, task.name,
+             task.user_id)
+    return True
+
+
+def purge_candidates(older_than: timedelta) -> sa.Select:
+    """Ended tasks that finished more than `older_than` ago."""
+    return sa.select(Task).where(Task.complete.is_(True),
+                                 Task.finished_at < utcnow() - older_than)
+
+
+def purge_count(older_than: timedelta) -> int:
+    query = purge_candidates(older_than).subquery()
+    return db.session.scalar(sa.select(sa.func.count()).select_from(query)) or 0
+
+
+def purge(older_than: timedelta, actor: str, batch: int = 500) -> int:
+    """Delete ended tasks that finished more than `older_than` ago: their rows, their
+    progress notifications and their job data in Redis. Returns how many went."""
+    purged = 0
+    while True:
+        tasks = db.session.scalars(purge_candidates(older_than).limit(batch)).all()
+        if not tasks:
+            break
+        ids = [task.id for task in tasks]
+        try:
+            for task in tasks:
+                job = _fetch_job(task)
+                if job is not None:
+                    Result.delete_all(job)
+                    job.delete()
+        except redis.exceptions.RedisError as exc:
+            # Rows first would orphan job data nobody could name any more; stop here.
+            db.session.rollback()
+            log.warning("Purge stopped after %d task(s): Redis: %s", purged, exc)
+            raise
+        db.session.execute(sa.delete(Notification).where(
+            Notification.name == "task_progress", Notification.topic.in_(ids)))
+        db.session.execute(sa.delete(Task).where(Task.id.in_(ids)))
+        db.session.commit()
+        purged += len(ids)
+    log.info("%s purged %d task(s) that ended more than %g day(s) ago", actor, purged,
+             older_than.total_seconds() / 86400)
+    return purged
