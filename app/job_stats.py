@@ -25,6 +25,7 @@ from rq.results import Result
 
 from app import db
 from app.models import Task, TaskStatus, utcnow
+from app.redis_connection import redis_from_url
 
 WINDOW = timedelta(hours=24)
 
@@ -285,7 +286,15 @@ def workers() -> list[WorkerFigures]:
     heartbeat has lapsed, shows as dead until RQ's cleanup forgets it and recovers its job."""
     here = socket.gethostname()
     figures = []
-    for worker in rq.Worker.all(connection=current_app.redis):
+    # A connection of its own: RQ's Worker objects raise the socket timeout of the connection
+    # they are given to their dequeue timeout (minutes), which must not happen to app.redis.
+    connection = redis_from_url(current_app.config["REDIS_URL"], socket_connect_timeout=2,
+                                socket_timeout=5)
+    try:
+        found = rq.Worker.all(connection=connection)
+    finally:
+        connection.close()
+    for worker in found:
         local = worker.hostname == here and worker.pid is not None
         job_id = worker.get_current_job_id()
         job = None

@@ -18,12 +18,12 @@ from flask import Response, abort, current_app, request
 from flask_login import current_user
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder
-from redis import Redis
 
 from app.jobs import TASK_TYPES
 from app.limits import client_address
 from app.metrics import MetricsCollector
 from app.monitoring import bp
+from app.redis_connection import redis_from_url
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -67,7 +67,7 @@ def metrics() -> Response:
         abort(404)
     registry = CollectorRegistry(auto_describe=False)
     # A connection of its own per scrape, with a short timeout: see MetricsCollector.
-    connection = Redis.from_url(current_app.config["REDIS_URL"], socket_connect_timeout=2,
+    connection = redis_from_url(current_app.config["REDIS_URL"], socket_connect_timeout=2,
                                 socket_timeout=5)
     try:
         registry.register(MetricsCollector(connection, [current_app.config["TASK_QUEUE"]],
