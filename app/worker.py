@@ -23,13 +23,14 @@ from functools import cache
 import redis
 from flask import Flask
 from rq.exceptions import InvalidJobOperation
+from rq.executions import Execution
 from rq.job import JobStatus
 from rq.worker import Worker, WorkerStatus
 
+from app.redis_connection import ride_out_outages
+
 # What a restart or a network blip of Redis looks like to a client.
 REDIS_LOST = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
-
-from app.redis_connection import ride_out_outages
 
 
 @cache
@@ -104,8 +105,15 @@ class AppWorker(Worker):
                 status = None            # app.jobs.reconcile reports the task as lost
             if status not in (None, JobStatus.FINISHED, JobStatus.FAILED):
                 self.record_failure(job, exc, horse_dead=True)
-                self.handle_job_failure(job, queue=queue, exc_string=f"Redis lost: {exc}")
+                # With its execution, so that RQ removes the execution record and the job's
+                # entry in the started registry (the monitor did not get to).
+                self.handle_job_failure(job, queue=queue, exc_string=f"Redis lost: {exc}",
+                                        execution=self.execution_of(job))
             self.set_state(WorkerStatus.IDLE)
+
+    def execution_of(self, job) -> Execution | None:
+        """This worker's execution record of `job`, if it made one before Redis went."""
+        return next((e for e in self.executions.values() if e.job_id == job.id), None)
 
     def stop_horse(self) -> None:
         """Kill the job's work horse if it still runs: it must not run on beside a retry."""
@@ -118,15 +126,9 @@ class AppWorker(Worker):
                 pass  # already reaped
             self._horse_pid = 0
 
-    def set_current_job_working_time(self, *args, **kwargs) -> None:
+    def maintain_heartbeats(self, job, execution) -> None:
         try:
-            super().set_current_job_working_time(*args, **kwargs)
-        except REDIS_LOST:  # only shown by `rq info`; the next heartbeat will write it
-            pass
-
-    def maintain_heartbeats(self, job) -> None:
-        try:
-            super().maintain_heartbeats(job)
+            super().maintain_heartbeats(job, execution)
         except REDIS_LOST as exc:  # the horse runs on; its next Redis call will tell
             self.log.warning("Worker %s: heartbeat lost: %s", self.name, exc)
 
@@ -176,11 +178,11 @@ class AppWorker(Worker):
             except REDIS_LOST as exc:
                 self.log.warning("Worker %s: scheduler not restarted: %s", self.name, exc)
 
-    def get_heartbeat_ttl(self, job) -> int:
+    def get_heartbeat_ttl(self, job, working_time: float = 0.0) -> int:
         # RQ's default adds 60 s; a shorter grace lets a dead worker's job be noticed sooner.
         interval = self.job_monitoring_interval
         if job.timeout and job.timeout > 0:
-            interval = min(job.timeout - self.current_job_working_time, interval)
+            interval = min(job.timeout - working_time, interval)
         return int(interval) + self.heartbeat_grace
 
     def handle_work_horse_killed(self, job, retpid, ret_val, rusage):

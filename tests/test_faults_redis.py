@@ -148,9 +148,9 @@ def test_redis_restarted_with_jobs_queued_and_one_running_loses_nothing(
     tasks = tasks_by_user()
     assert_tasks_truthful(tasks, smtp_server.handler_ref.messages)
     assert all(tasks[u.username].status == TaskStatus.FINISHED for u in others), log
-    # ana's export was cut off by the restart and ran again: one mail all the same.
+    # ana's export rode out the restart (the worker's Redis commands wait for Redis to come
+    # back: app.redis_connection.ride_out_outages) or, cut off, ran again: one mail either way.
     assert tasks["ana"].status == TaskStatus.FINISHED, (tasks["ana"].error, log)
-    assert tasks["ana"].attempts >= 2, log
     assert tasks["eve"].status == TaskStatus.FAILED  # asked while Redis was down
     resets = mails_by_recipient(smtp_server.handler_ref.messages,
                                  "[Microblog] Reset Your Password")
