@@ -99,6 +99,7 @@ class AppWorker(Worker):
             self.wait_for_redis()
             # The horse has ended (its own Redis writes failed, or went unrecorded): do what
             # RQ does for a horse that died, so the job is retried now, not found abandoned.
+            execution = self.execution_of(job)
             try:
                 status = job.get_status()
             except InvalidJobOperation:  # Redis came back without it (no persistence):
@@ -108,7 +109,12 @@ class AppWorker(Worker):
                 # With its execution, so that RQ removes the execution record and the job's
                 # entry in the started registry (the monitor did not get to).
                 self.handle_job_failure(job, queue=queue, exc_string=f"Redis lost: {exc}",
-                                        execution=self.execution_of(job))
+                                        execution=execution)
+            if execution is not None:
+                # As RQ's monitor does when the horse ends: a stale entry would stay this
+                # worker's "current job" (`rq info`, and a stop-job command for the next job
+                # would be ignored as not running here).
+                self.executions.pop(execution.id, None)
             self.set_state(WorkerStatus.IDLE)
 
     def execution_of(self, job) -> Execution | None:
@@ -120,7 +126,10 @@ class AppWorker(Worker):
         if self._horse_pid:
             try:
                 if os.waitpid(self._horse_pid, os.WNOHANG)[0] == 0:
-                    self.kill_horse()
+                    if os.getpgid(self._horse_pid) == self._horse_pid:
+                        self.kill_horse()  # its process group: what it started, too
+                    else:  # just forked, not yet in a group of its own: RQ's killpg would
+                        os.kill(self._horse_pid, signal.SIGKILL)  # kill this worker
                     os.waitpid(self._horse_pid, 0)
             except ChildProcessError:
                 pass  # already reaped
