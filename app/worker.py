@@ -23,6 +23,7 @@ from functools import cache
 import redis
 from flask import Flask
 from rq.exceptions import InvalidJobOperation
+from rq.executions import Execution
 from rq.job import JobStatus
 from rq.worker import Worker, WorkerStatus
 
@@ -102,35 +103,45 @@ class AppWorker(Worker):
             self.wait_for_redis()
             # The horse has ended (its own Redis writes failed, or went unrecorded): do what
             # RQ does for a horse that died, so the job is retried now, not found abandoned.
+            execution = self.execution_of(job)
             try:
                 status = job.get_status()
             except InvalidJobOperation:  # Redis came back without it (no persistence):
                 status = None            # app.jobs.reconcile reports the task as lost
             if status not in (None, JobStatus.FINISHED, JobStatus.FAILED):
                 self.record_failure(job, exc, horse_dead=True)
-                self.handle_job_failure(job, queue=queue, exc_string=f"Redis lost: {exc}")
+                # With its execution, so that RQ removes the execution record and the job's
+                # entry in the started registry (the monitor did not get to).
+                self.handle_job_failure(job, queue=queue, exc_string=f"Redis lost: {exc}",
+                                        execution=execution)
+            if execution is not None:
+                # As RQ's monitor does when the horse ends: a stale entry would stay this
+                # worker's "current job" (`rq info`, and a stop-job command for the next job
+                # would be ignored as not running here).
+                self.executions.pop(execution.id, None)
             self.set_state(WorkerStatus.IDLE)
+
+    def execution_of(self, job) -> Execution | None:
+        """This worker's execution record of `job`, if it made one before Redis went."""
+        return next((e for e in self.executions.values() if e.job_id == job.id), None)
 
     def stop_horse(self) -> None:
         """Kill the job's work horse if it still runs: it must not run on beside a retry."""
         if self._horse_pid:
             try:
                 if os.waitpid(self._horse_pid, os.WNOHANG)[0] == 0:
-                    self.kill_horse()
+                    if os.getpgid(self._horse_pid) == self._horse_pid:
+                        self.kill_horse()  # its process group: what it started, too
+                    else:  # just forked, not yet in a group of its own: RQ's killpg would
+                        os.kill(self._horse_pid, signal.SIGKILL)  # kill this worker
                     os.waitpid(self._horse_pid, 0)
             except ChildProcessError:
                 pass  # already reaped
             self._horse_pid = 0
 
-    def set_current_job_working_time(self, *args, **kwargs) -> None:
+    def maintain_heartbeats(self, job, execution) -> None:
         try:
-            super().set_current_job_working_time(*args, **kwargs)
-        except REDIS_LOST:  # only shown by `rq info`; the next heartbeat will write it
-            pass
-
-    def maintain_heartbeats(self, job) -> None:
-        try:
-            super().maintain_heartbeats(job)
+            super().maintain_heartbeats(job, execution)
         except REDIS_LOST as exc:  # the horse runs on; its next Redis call will tell
             self.log.warning("Worker %s: heartbeat lost: %s", self.name, exc)
 
@@ -180,11 +191,11 @@ class AppWorker(Worker):
             except REDIS_LOST as exc:
                 self.log.warning("Worker %s: scheduler not restarted: %s", self.name, exc)
 
-    def get_heartbeat_ttl(self, job) -> int:
+    def get_heartbeat_ttl(self, job, working_time: float = 0.0) -> int:
         # RQ's default adds 60 s; a shorter grace lets a dead worker's job be noticed sooner.
         interval = self.job_monitoring_interval
         if job.timeout and job.timeout > 0:
-            interval = min(job.timeout - self.current_job_working_time, interval)
+            interval = min(job.timeout - working_time, interval)
         return int(interval) + self.heartbeat_grace
 
     def handle_work_horse_killed(self, job, retpid, ret_val, rusage):

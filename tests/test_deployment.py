@@ -742,7 +742,7 @@ def test_worker_command_reaches_tls_redis_through_a_rediss_url(tmp_path):
         worker = subprocess.run(["bash", "-c", read_procfile()["worker"] + " --burst"],
                                 cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
         assert worker.returncode == 0, worker.stdout + worker.stderr
-        job = Job.fetch(job.get_id(), connection=connection)
+        job = Job.fetch(job.id, connection=connection)
         assert job.get_status() == "finished"
         assert job.meta["progress"] == 100
         connection.close()
