@@ -291,29 +291,32 @@ def workers() -> list[WorkerFigures]:
     connection = redis_from_url(current_app.config["REDIS_URL"], socket_connect_timeout=2,
                                 socket_timeout=5)
     try:
-        found = rq.Worker.all(connection=connection)
+        for worker in rq.Worker.all(connection=connection):
+            figures.append(_worker_figures(worker, here))
     finally:
         connection.close()
-    for worker in found:
-        local = worker.hostname == here and worker.pid is not None
-        job_id = worker.get_current_job_id()
-        job = None
-        if job_id:
-            try:
-                job = Job.fetch(job_id, connection=current_app.redis)
-            except NoSuchJobError:
-                job = None
-        state = worker.get_state()
-        if (local and not _alive(worker.pid)) or (job is not None and _heartbeat_lapsed(job)):
-            state = "dead"
-        figures.append(WorkerFigures(
-            name=worker.name, hostname=worker.hostname, pid=worker.pid, state=_text(state),
-            queues=worker.queue_names(), current_job_id=job_id,
-            job_since=_naive_utc(job.started_at) if job is not None else None,
-            last_heartbeat=_naive_utc(worker.last_heartbeat), born=_naive_utc(worker.birth_date),
-            successful_jobs=worker.successful_job_count, failed_jobs=worker.failed_job_count,
-            rss_bytes=_rss_bytes(worker.pid) if local else None))
     return sorted(figures, key=lambda w: w.name)
+
+
+def _worker_figures(worker: rq.Worker, here: str) -> WorkerFigures:
+    local = worker.hostname == here and worker.pid is not None
+    job_id = worker.get_current_job_id()
+    job = None
+    if job_id:
+        try:
+            job = Job.fetch(job_id, connection=current_app.redis)
+        except NoSuchJobError:
+            job = None
+    state = worker.get_state()
+    if (local and not _alive(worker.pid)) or (job is not None and _heartbeat_lapsed(job)):
+        state = "dead"
+    return WorkerFigures(
+        name=worker.name, hostname=worker.hostname, pid=worker.pid, state=_text(state),
+        queues=worker.queue_names(), current_job_id=job_id,
+        job_since=_naive_utc(job.started_at) if job is not None else None,
+        last_heartbeat=_naive_utc(worker.last_heartbeat), born=_naive_utc(worker.birth_date),
+        successful_jobs=worker.successful_job_count, failed_jobs=worker.failed_job_count,
+        rss_bytes=_rss_bytes(worker.pid) if local else None)
 
 
 def _heartbeat_lapsed(job: Job) -> bool:
