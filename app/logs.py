@@ -141,8 +141,14 @@ def configure_worker(log_format: str) -> None:
         for handler in rq_logger.handlers:
             prepare_handler(handler, log_format)
         return
-    for handler in list(rq_logger.handlers):
-        rq_logger.removeHandler(handler)
+    # RQ 3 stops its loggers' propagation when it gives them handlers; records then reach the
+    # root's JSON handler only once those handlers are gone and propagation is back on. With a
+    # handler at the root, RQ adds none later (it looks up the hierarchy).
+    for name in ("rq.worker", "rq.job", "rq.scheduler"):
+        logger = logging.getLogger(name)
+        for handler in list(logger.handlers):
+            logger.removeHandler(handler)
+        logger.propagate = True
     root = logging.getLogger()
     if not any(isinstance(h.formatter, JsonFormatter) for h in root.handlers):
         root.addHandler(prepare_handler(logging.StreamHandler(sys.stdout), log_format))

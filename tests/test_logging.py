@@ -73,7 +73,8 @@ def test_the_default_format_is_unchanged_and_a_jobs_lines_end_with_its_task(app)
     assert [line for line in lines if end.match(line)], result.stdout
     # RQ's lines keep RQ's format (time and message), with the job's task after them.
     assert [line for line in lines if re.match(
-        r"^\d\d:\d\d:\d\d microblog-tasks: Job OK \(" + re.escape(good.id) + r"\) " + suffix
+        r"^\d\d:\d\d:\d\d (Worker \w+: )?microblog-tasks: Job OK \(" + re.escape(good.id) + r"\) "
+        + suffix
         + "$", line)], result.stdout
     assert any(f"Task {bad.id} (countdown) failed after" in line for line in lines)
     started = [line for line in lines if "started with PID" in line]
