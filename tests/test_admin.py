@@ -482,3 +482,21 @@ def test_with_redis_down_the_view_and_the_actions_answer_without_a_500(app, tmp_
 
     result = runner.invoke(args=["tasks", "stats"])
     assert result.exit_code == 1 and "Redis cannot be reached" in result.output
+
+
+def test_listing_the_workers_leaves_the_apps_redis_timeout_alone(app):
+    """RQ's Worker objects raise the socket timeout of the connection they are given to their
+    dequeue timeout (minutes): the workers table reads them on a connection of its own, so a
+    hung Redis still fails a web request in seconds."""
+    from app import job_stats
+    from app.redis_connection import redis_from_url
+
+    timeout_before = app.redis.connection_pool.connection_kwargs.get("socket_timeout")
+    registered = rq.Worker([app.task_queue.name],
+                           connection=redis_from_url(app.config["REDIS_URL"]))
+    registered.register_birth()
+    try:
+        assert registered.name in [w.name for w in job_stats.workers()]
+    finally:
+        registered.register_death()
+    assert app.redis.connection_pool.connection_kwargs.get("socket_timeout") == timeout_before
