@@ -152,8 +152,14 @@ class PageWatcher:
         page.on("console", self._on_console)
         page.on("pageerror", lambda exc: self.errors.append(f"pageerror: {exc}"))
         page.on("response", self._on_response)
-        page.on("requestfailed", lambda req: self.errors.append(
-            f"request failed: {req.method} {req.url} {req.failure}"))
+        page.on("requestfailed", self._on_request_failed)
+
+    def _on_request_failed(self, request):
+        # A poll still in flight when the page navigates away is aborted by the browser: that
+        # is the navigation, not a failure of the site.
+        if request.failure != "net::ERR_ABORTED":
+            self.errors.append(f"request failed: {request.method} {request.url} "
+                               f"{request.failure}")
 
     def _on_console(self, msg):
         self.console.append(f"{msg.type}: {msg.text}")
