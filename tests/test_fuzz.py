@@ -29,6 +29,7 @@ import app as app_package
 from app import create_app
 from tests.conftest import CSRF, _test_config, csrf_token
 from tests.endpoints import (
+    ADMIN,
     ENDPOINTS,
     PUBLIC,
     STATE_CHANGING,
@@ -173,9 +174,18 @@ def world(app):
 
 
 def _as_visitor(client, rule) -> None:
-    """The auth forms are for anonymous visitors; everything else is fuzzed as alice."""
+    """The auth forms are for anonymous visitors; everything else is fuzzed as alice, made an
+    admin for the operators' pages (to anyone else they are a 404 before any form is read)."""
     forget_request_globals()
-    if ENDPOINTS[rule.endpoint].kind != PUBLIC:
+    kind = ENDPOINTS[rule.endpoint].kind
+    if kind == ADMIN:
+        from app import db
+        from app.models import User
+
+        alice = db.session.scalar(sa.select(User).where(User.username == "alice"))
+        alice.admin = True
+        db.session.commit()
+    if kind != PUBLIC:
         login_as(client, "alice")
 
 

@@ -42,7 +42,7 @@ def _filters() -> operations.TaskFilter:
 
 @bp.route("/")
 def index():
-    return redirect(url_for("admin.jobs"))
+    return redirect(url_for("admin.jobs_page"))
 
 
 @bp.route("/jobs")
