@@ -224,6 +224,21 @@ def start_worker(env=None, args=None) -> subprocess.Popen:
                             stderr=subprocess.STDOUT, text=True, start_new_session=True)
 
 
+def stop_process(proc: subprocess.Popen, grace: float = 20) -> str:
+    """Stop a process started in its own session (start_worker, gunicorn ...): SIGTERM to its
+    group, SIGKILL after `grace` seconds. Returns what it printed."""
+    import signal
+
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=5)
+    return proc.stdout.read() if proc.stdout else ""
+
+
 def wait_for(predicate, timeout=60.0, interval=0.1, message="condition"):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

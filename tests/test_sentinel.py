@@ -8,7 +8,6 @@ are queued and running, and checks that every task still ends terminal and truth
 
 from __future__ import annotations
 
-import os
 import shutil
 import signal
 import socket
@@ -35,6 +34,9 @@ from tests.conftest import (
     start_worker,
     wait_for,
     worker_env,
+)
+from tests.conftest import (
+    stop_process as _stop,
 )
 
 SERVICE = "microblog"
@@ -218,17 +220,6 @@ def test_the_tutorials_rq_worker_and_shell_session_work_on_a_sentinel_url(sentin
              message="the job to reach the replica")
     with pytest.raises(ReadOnlyError):
         sentinel_cluster.client("replica").set("microblog:probe", "1")
-
-
-def _stop(proc: subprocess.Popen) -> str:
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=5)
-    return proc.stdout.read() if proc.stdout else ""
 
 
 def _tasks() -> list[Task]:

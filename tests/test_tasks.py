@@ -28,6 +28,9 @@ from tests.conftest import (
     wait_for,
     worker_env,
 )
+from tests.conftest import (
+    stop_process as _stop,
+)
 
 TRICKY_BODIES = [
     "plain first post",
@@ -56,17 +59,6 @@ def _attachment(message, filename="posts.json"):
         if part.get_filename() == filename:
             return part
     raise AssertionError(f"no {filename} attached")
-
-
-def _stop(proc: subprocess.Popen) -> str:
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=5)
-    return proc.stdout.read() if proc.stdout else ""
 
 
 def test_export_of_n_posts_arrives_at_the_smtp_server_with_exactly_those_posts(
