@@ -11,7 +11,12 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 from tests.conftest import ROOT
+
+# Its own SQLite and Redis whatever the matrix says: once per CI run is enough.
+pytestmark = pytest.mark.once
 
 EXPECTED_KEYS = {
     "export": {"machine", "repeat", "sizes", "rss_growth_mb", "targets"},

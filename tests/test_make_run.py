@@ -26,6 +26,9 @@ from pathlib import Path
 
 import pytest
 
+# Its own SQLite and Redis whatever the matrix says: once per CI run is enough.
+pytestmark = pytest.mark.once
+
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 START_TIMEOUT = 120  # the issue: the login page within two minutes of starting
