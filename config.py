@@ -89,8 +89,29 @@ class Config:
     # An export bigger than this is not attached to the email (bytes).
     EXPORT_ATTACHMENT_LIMIT = int(os.environ.get("EXPORT_ATTACHMENT_LIMIT") or 10 * 1024 * 1024)
     EXPORT_BATCH_SIZE = int(os.environ.get("EXPORT_BATCH_SIZE") or 2000)
-    # Where export files are written (each under a temporary name until complete).
+    # Where export files are written (each under a temporary name until complete); with
+    # EXPORT_STORAGE=s3 only the temporary files, before their upload.
     EXPORT_FOLDER = os.environ.get("EXPORT_FOLDER") or os.path.join(instance_dir, "exports")
+    # The export centre (app/exports/): days a finished export is kept, finished exports kept
+    # per user, seconds between two successful exports of one user (0: no cooldown).
+    EXPORT_RETENTION_DAYS = float(os.environ.get("EXPORT_RETENTION_DAYS") or 7)
+    EXPORT_KEEP = int(os.environ.get("EXPORT_KEEP") or 3)
+    EXPORT_COOLDOWN = int(os.environ.get("EXPORT_COOLDOWN") or 600)
+    # Where finished exports live: "local" (EXPORT_FOLDER, one machine or a shared volume) or
+    # "s3" (any S3-compatible object store: AWS S3, MinIO, R2, ...; credentials from the usual
+    # AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY variables).
+    EXPORT_STORAGE = (os.environ.get("EXPORT_STORAGE") or "local").strip().lower()
+    EXPORT_S3_BUCKET = os.environ.get("EXPORT_S3_BUCKET")
+    EXPORT_S3_ENDPOINT_URL = os.environ.get("EXPORT_S3_ENDPOINT_URL") or None
+    EXPORT_S3_REGION = os.environ.get("EXPORT_S3_REGION") or None
+    EXPORT_S3_PREFIX = os.environ.get("EXPORT_S3_PREFIX", "exports/")
+    # Downloads redirect to a presigned URL of the store (valid this many seconds) instead of
+    # passing through the web process; only when browsers can reach the store's endpoint.
+    EXPORT_S3_PRESIGNED_DOWNLOADS = _bool("EXPORT_S3_PRESIGNED_DOWNLOADS")
+    EXPORT_S3_PRESIGN_SECONDS = int(os.environ.get("EXPORT_S3_PRESIGN_SECONDS") or 300)
+    # The address users reach the site at, for links in mail (workers have no request to
+    # copy it from). `make run` sets it to its own address.
+    PUBLIC_BASE_URL = (os.environ.get("PUBLIC_BASE_URL") or "http://127.0.0.1:5000").rstrip("/")
     # A worker that dies mid-job stops heartbeating; its job counts as abandoned
     # this many seconds after the last heartbeat (RQ adds the monitoring interval).
     # The page polls once a second: progress written more often is never seen, and each

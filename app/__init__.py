@@ -91,6 +91,10 @@ def create_app(config_class=Config):
 
     app.register_blueprint(main_bp)
 
+    from app.exports import bp as exports_bp
+
+    app.register_blueprint(exports_bp)
+
     from app.outbox import bp as outbox_bp
 
     app.register_blueprint(outbox_bp)

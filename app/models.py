@@ -382,3 +382,52 @@ class Task(db.Model):
             "error": self.error,
             "message": self.result_message,
         }
+
+
+class ExportFormat:
+    JSON = "json"
+    CSV = "csv"
+    ACTIVITYSTREAMS = "activitystreams"
+    ALL = (JSON, CSV, ACTIVITYSTREAMS)
+
+
+class Export(db.Model):
+    """One archive of a user's posts in the export centre (/exports). Its lifecycle is its
+    current Task's (queued, running, finished, failed, cancelled: a retry starts a new task);
+    once the file is removed by retention or EXPORT_KEEP the export is "expired". The id is
+    random and goes in URLs. app/exports/centre.py is the only code that changes a row."""
+
+    id: so.Mapped[str] = so.mapped_column(
+        sa.String(32), primary_key=True, default=lambda: secrets.token_urlsafe(16))
+    user_id: so.Mapped[int] = so.mapped_column(
+        sa.ForeignKey(User.id, ondelete="CASCADE"), index=True)
+    format: so.Mapped[str] = so.mapped_column(sa.String(16))
+    # The current (last) attempt. SET NULL: an operator purging old tasks keeps the export.
+    task_id: so.Mapped[str | None] = so.mapped_column(
+        sa.ForeignKey(Task.id, ondelete="SET NULL"), index=True)
+    # Where the finished file is in storage (app/exports/storage.py); None when there is none.
+    storage_key: so.Mapped[str | None] = so.mapped_column(sa.String(255))
+    filename: so.Mapped[str | None] = so.mapped_column(sa.String(128))
+    posts_count: so.Mapped[int | None]
+    size: so.Mapped[int | None] = so.mapped_column(sa.BigInteger)
+    created_at: so.Mapped[datetime] = so.mapped_column(default=utcnow, index=True)
+    finished_at: so.Mapped[datetime | None]
+    expires_at: so.Mapped[datetime | None]
+    expired_at: so.Mapped[datetime | None]
+
+    user: so.Mapped[User] = so.relationship()
+    task: so.Mapped[Task | None] = so.relationship()
+
+    EXPIRED = "expired"
+
+    @property
+    def status(self) -> str:
+        """queued, running, finished, failed, cancelled (its task's) or expired."""
+        if self.expired_at is not None:
+            return self.EXPIRED
+        if self.task is None:
+            return TaskStatus.FAILED
+        return self.task.status
+
+    def __repr__(self) -> str:
+        return f"<Export {self.id} {self.format} {self.status}>"

@@ -1,13 +1,14 @@
 """The functions an RQ worker runs. They stay short: the lifecycle is in app/jobs.py and
-the export itself in app/exports.py. As in the tutorial, this module builds its own app."""
+the export itself in app/exports/. As in the tutorial, this module builds its own app."""
 
 import time
 
 from flask import current_app, has_app_context, render_template
 from rq import get_current_job
 
-from app import db, exports, jobs, metrics
+from app import db, jobs, metrics
 from app.email import send_email_once
+from app.exports import formats as exports
 from app.models import User
 from app.worker import get_worker_app
 

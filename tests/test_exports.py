@@ -1,11 +1,12 @@
-"""The export file itself (app/exports.py): exact content, order, batching, cleanup."""
+"""The export file itself (app/exports/formats.py): exact content, order, batching, cleanup."""
 
 import json
 from datetime import datetime, timedelta
 
 import pytest
 
-from app import db, exports
+from app import db
+from app.exports import formats as exports
 from app.models import Post
 from tests.conftest import make_user
 

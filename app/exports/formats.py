@@ -1,5 +1,5 @@
-"""Building an export of a user's posts. Knows nothing about RQ: it streams rows from the
-database in batches into a file and reports how many posts it has written."""
+"""Building an export of a user's posts, one writer per format. Knows nothing about RQ: it
+streams rows from the database in batches into a file and reports how many posts it wrote."""
 
 from __future__ import annotations
 

@@ -1,0 +1,3 @@
+"""The export centre's pages: /exports, download, cancel, retry, delete."""
+
+from app.exports import bp  # noqa: F401
