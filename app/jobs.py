@@ -75,8 +75,11 @@ TASK_TYPES: dict[str, TaskType] = {
 
 # --------------------------------------------------------------------------- launch
 
-def launch(user: User, name: str, description: str, *args, **kwargs) -> Task:
+def launch(user: User, name: str, description: str, *args,
+           attach: Callable[[Task], None] | None = None, **kwargs) -> Task:
     """Record a task for `user` and enqueue `app.tasks.<name>(user.id, *args, **kwargs)`.
+    `attach(task)`, when given, runs before the commit, so rows that refer to the task (an
+    Export) are committed with it, or not at all.
 
     The Task row is committed before the job is enqueued, under the job id it will have, so a
     worker can never start a job whose row it cannot find. Raises TaskAlreadyRunning when the
@@ -89,6 +92,9 @@ def launch(user: User, name: str, description: str, *args, **kwargs) -> Task:
                 status=TaskStatus.QUEUED, active_name=name, progress=0, created_at=utcnow())
     db.session.add(task)
     try:
+        if attach is not None:
+            db.session.flush()  # the constraint refuses here, before attach adds its rows
+            attach(task)
         db.session.commit()
     except IntegrityError as exc:
         db.session.rollback()
@@ -112,6 +118,52 @@ def launch(user: User, name: str, description: str, *args, **kwargs) -> Task:
              error="Background jobs are unavailable right now. Please try again later.")
         raise JobsUnavailable(str(exc)) from exc
     return task
+
+
+# --------------------------------------------------------------------------- cancel
+
+CANCEL_FLAG_TTL = RESULT_TTL
+
+
+def _cancel_flag(task_id: str) -> str:
+    return f"microblog:task:{task_id}:cancel"
+
+
+def cancel(task: Task, reason: str) -> None:
+    """Cancel a task on its user's request: the row ends `cancelled` at once; a queued job
+    never starts (jobs.start refuses an ended task, and RQ cancels the job); a running one
+    stops itself at its next progress report (Progress.update checks cancel_requested),
+    cleaning up after itself. Raises TaskNotActive when the task has already ended."""
+    if task.complete:
+        raise TaskNotActive(f"task {task.id} is already {task.status}")
+    running = task.status == TaskStatus.RUNNING
+    try:
+        current_app.redis.set(_cancel_flag(task.id), "1", ex=CANCEL_FLAG_TTL)
+    except redis.exceptions.RedisError as exc:  # the row still decides: set_progress refuses
+        log.warning("Could not flag task %s as cancelled: %s", task.id, exc)
+    _end(task, TaskStatus.CANCELLED, error=reason)
+    if not running:
+        try:
+            job = Job.fetch(task.id, connection=current_app.redis)
+            if job.get_status(refresh=False) in (JobStatus.QUEUED, JobStatus.SCHEDULED,
+                                                  JobStatus.DEFERRED):
+                job.cancel()
+        except (NoSuchJobError, rq.exceptions.InvalidJobOperation):
+            pass
+        except redis.exceptions.RedisError as exc:
+            log.warning("Could not cancel job %s: %s", task.id, exc)
+
+
+def cancel_requested(task_id: str) -> bool:
+    """Whether the task was cancelled (one Redis read: cheap enough for every batch)."""
+    try:
+        return bool(current_app.redis.exists(_cancel_flag(task_id)))
+    except redis.exceptions.RedisError:
+        return False  # set_progress still reads the row
+
+
+def clear_cancel_request(task_id: str) -> None:
+    current_app.redis.delete(_cancel_flag(task_id))
 
 
 # --------------------------------------------------------------------------- worker side
@@ -160,6 +212,10 @@ class Progress:
         self.interval = current_app.config["TASK_PROGRESS_INTERVAL"]
 
     def update(self, done: int) -> None:
+        """Report `done` units of `total`. Raises TaskNotActive when the task was cancelled
+        (checked on every call: callers report once per batch of work)."""
+        if self.job is not None and cancel_requested(self.job.id):
+            raise TaskNotActive(f"task {self.job.id} was cancelled")
         # 100 is reserved for `finish`: progress never claims success before it happened.
         percent = 99 if self.total == 0 else min(int(100 * done / self.total), 99)
         if percent <= self.last_percent:

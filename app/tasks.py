@@ -8,8 +8,10 @@ from rq import get_current_job
 
 from app import db, jobs, metrics
 from app.email import send_email_once
+from app.exports import centre
 from app.exports import formats as exports
-from app.models import User
+from app.exports.storage import get_storage
+from app.models import Export, User
 from app.worker import get_worker_app
 
 app = get_worker_app()
@@ -57,8 +59,10 @@ def noop(user_id):
     jobs.finish()
 
 
-def export_posts(user_id):
-    """Write the user's posts to a JSON file and email it to them as posts.json."""
+def export_posts(user_id, export_id=None):
+    """Export the user's posts. With `export_id` (the export centre), in that export's format
+    to export storage, recorded on the Export row; without (the tutorial's shell session), as
+    posts.json attached to the mail."""
     try:
         task = jobs.start()
     except jobs.TaskNotActive:
@@ -66,6 +70,9 @@ def export_posts(user_id):
     user = db.session.get(User, user_id)
     if user is None:
         raise LookupError(f"user {user_id} does not exist")
+    if export_id is not None:
+        _export_to_storage(user, task, export_id)
+        return
     progress = jobs.Progress(total=exports.count_posts(user))
     path = exports.write_posts_json(user, progress.update)
     size = path.stat().st_size
@@ -87,6 +94,22 @@ def export_posts(user_id):
     if task is not None:
         jobs.finish("Your posts were exported. Check your email." if attach else
                     "Your posts were exported, but were too large to attach. Check your email.")
+
+
+def _export_to_storage(user, task, export_id):
+    # A first version (the mail with a link and the cancel cleanup come next).
+    export = db.session.get(Export, export_id)
+    if export is None:
+        raise LookupError(f"export {export_id} does not exist")
+    progress = jobs.Progress(total=exports.count_posts(user))
+    key = centre.storage_key(export)
+    storage = get_storage()
+    with storage.writer(key) as out:
+        posts = exports.write_export(export.format, user, out, progress.update)
+    size = storage.size(key)
+    metrics.export_written(current_app.redis, export.format, size)
+    centre.record_file(export, key, posts, size)
+    jobs.finish("Your posts were exported.")
 
 
 def send_email_job(mail):

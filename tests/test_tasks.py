@@ -130,6 +130,7 @@ def test_export_makes_at_most_about_100_progress_writes(app, monkeypatch, config
     from tests.conftest import run_jobs_in_process
 
     app.config["TASK_PROGRESS_INTERVAL"] = 0  # only the whole-percent rule applies
+    app.config["EXPORT_BATCH_SIZE"] = 10  # progress is reported per batch: 500 of them
 
     user = make_user()
     db.session.execute(sa.insert(Post), [

@@ -3,11 +3,14 @@ streams rows from the database in batches into a file and reports how many posts
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import tempfile
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import sqlalchemy as sa
 from flask import current_app
@@ -63,42 +66,84 @@ def export_dir() -> Path:
     return path
 
 
-def write_posts_json(user: User, on_progress: Callable[[int], None] | None = None,
-                     batch_size: int | None = None) -> Path:
-    """Write the user's posts as posts.json (format below) to a new file in EXPORT_FOLDER
-    and return its path. Calls on_progress(posts_written) after each post. The file is written
-    under a temporary name (.part) and renamed when complete, and removed if anything fails
-    (a full disk included: OSError), so no reader ever sees half an export.
+@dataclass(frozen=True)
+class Format:
+    """An export format: the file's name in downloads and mail, its media type, and its
+    writer: write(user, out, on_progress, batch_size) -> posts written, where `out` is a
+    seekable binary file and on_progress(posts_written_so_far) is called after each batch
+    (it may raise to stop the export: the caller then discards the file)."""
+
+    name: str
+    filename: str
+    content_type: str
+    write: Callable[[User, BinaryIO, Callable[[int], None] | None, int], int]
+
+
+def write_json(user: User, out: BinaryIO, on_progress: Callable[[int], None] | None,
+               batch_size: int) -> int:
+    """posts.json, the seed's format, oldest post first:
 
     {"format": "microblog-posts", "version": 1, "user": ..., "exported_at": "...Z",
      "posts": [{"id": ..., "body": ..., "timestamp": "...Z", "language": ...}, ...]}
     """
-    batch_size = batch_size or current_app.config["EXPORT_BATCH_SIZE"]
     header = json.dumps({
         "format": "microblog-posts", "version": FORMAT_VERSION, "user": user.username,
         "exported_at": utcnow().isoformat() + "Z"}, ensure_ascii=False)
-    fd, tmp = tempfile.mkstemp(prefix=f"posts-{user.id}-", suffix=".json.part",
-                               dir=export_dir())
     # What json.dumps(a_str, ensure_ascii=False) calls, without its per-call overhead.
     encode = json.encoder.encode_basestring
     written = 0
+    text = io.TextIOWrapper(out, encoding="utf-8", newline="\n", write_through=False)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as out:
-            out.write(header[:-1] + ', "posts": [')
-            for rows in iter_post_batches(user, batch_size):
-                # One write per batch: the loop runs once per post, so every call counts.
-                out.write((",\n" if written else "\n") + ",\n".join([
-                    f'{{"id": {post_id}, "body": {encode(body)}, '
-                    f'"timestamp": "{timestamp.isoformat()}Z", "language": '
-                    f'{"null" if language is None else encode(language)}}}'
-                    for post_id, body, timestamp, language in rows]))
-                if on_progress is None:
-                    written += len(rows)
-                    continue
-                for _ in rows:
-                    written += 1
-                    on_progress(written)
-            out.write("\n]}\n")
+        text.write(header[:-1] + ', "posts": [')
+        for rows in iter_post_batches(user, batch_size):
+            # One write per batch: the loop runs once per post, so every call counts.
+            text.write((",\n" if written else "\n") + ",\n".join([
+                f'{{"id": {post_id}, "body": {encode(body)}, '
+                f'"timestamp": "{timestamp.isoformat()}Z", "language": '
+                f'{"null" if language is None else encode(language)}}}'
+                for post_id, body, timestamp, language in rows]))
+            written += len(rows)
+            if on_progress is not None:
+                on_progress(written)
+        text.write("\n]}\n")
+        text.flush()
+    finally:
+        text.detach()  # leave `out` open: its owner closes (and publishes or discards) it
+    return written
+
+
+def _not_yet(user, out, on_progress, batch_size) -> int:
+    raise NotImplementedError("this format is being written")
+
+
+FORMATS: dict[str, Format] = {
+    "json": Format("json", "posts.json", "application/json", write_json),
+    "csv": Format("csv", "posts.csv", "text/csv; charset=utf-8", _not_yet),
+    "activitystreams": Format("activitystreams", "archive.zip", "application/zip", _not_yet),
+}
+
+
+def write_export(fmt: str, user: User, out: BinaryIO,
+                 on_progress: Callable[[int], None] | None = None,
+                 batch_size: int | None = None) -> int:
+    """Write the user's posts in format `fmt` (a key of FORMATS) to `out`; returns the number
+    of posts written."""
+    batch_size = batch_size or current_app.config["EXPORT_BATCH_SIZE"]
+    return FORMATS[fmt].write(user, out, on_progress, batch_size)
+
+
+def write_posts_json(user: User, on_progress: Callable[[int], None] | None = None,
+                     batch_size: int | None = None) -> Path:
+    """Write the user's posts as posts.json (write_json) to a new file in EXPORT_FOLDER and
+    return its path (the tutorial's export, attached to its mail). Calls
+    on_progress(posts_written) after each batch. The file is written under a temporary name
+    (.part) and renamed when complete, and removed if anything fails (a full disk included:
+    OSError), so no reader ever sees half an export."""
+    fd, tmp = tempfile.mkstemp(prefix=f"posts-{user.id}-", suffix=".json.part",
+                               dir=export_dir())
+    try:
+        with os.fdopen(fd, "wb") as out:
+            write_export("json", user, out, on_progress, batch_size)
     except BaseException:
         os.unlink(tmp)
         raise

@@ -1,0 +1,204 @@
+"""An export's life in the export centre: start (format, cooldown, EXPORT_KEEP), cancel,
+retry, delete, expire; and the worker's record of the finished file. The only code that
+changes Export rows. Task states change through app/jobs.py, as everywhere.
+
+Every function commits (or raises ExportRefused, with the reason a user reads, having
+changed nothing).
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime, timedelta
+
+import sqlalchemy as sa
+import sqlalchemy.orm as so
+from flask import current_app
+from flask_babel import gettext as _
+
+from app import db, jobs
+from app.exports.formats import FORMATS
+from app.exports.storage import get_storage
+from app.models import Export, Task, TaskStatus, User, utcnow
+
+log = logging.getLogger(__name__)
+
+TASK_NAME = "export_posts"  # one export at a time per user, whatever its format
+HISTORY_LIMIT = 50
+
+
+class ExportRefused(Exception):
+    """The action was refused; str(exc) says why, for the user."""
+
+
+# --------------------------------------------------------------------------- reading
+
+def exports_of(user: User, limit: int = HISTORY_LIMIT) -> list[Export]:
+    """The user's exports, newest first, with their tasks (one query)."""
+    return list(db.session.scalars(
+        sa.select(Export).where(Export.user_id == user.id)
+        .options(so.joinedload(Export.task))
+        .order_by(Export.created_at.desc(), Export.id).limit(limit)))
+
+
+def own_export(user: User, export_id: str) -> Export | None:
+    """The export with this id if it is the user's; None otherwise (the routes answer 404
+    alike for another user's export and one that never existed)."""
+    export = db.session.get(Export, export_id)
+    if export is None or export.user_id != user.id:
+        return None
+    return export
+
+
+def next_export_at(user: User) -> datetime | None:
+    """When the user may start another export (EXPORT_COOLDOWN after their last successful
+    one), or None when they may now. Failed and cancelled exports do not count."""
+    cooldown = current_app.config["EXPORT_COOLDOWN"]
+    if cooldown <= 0:
+        return None
+    last = db.session.scalar(
+        sa.select(sa.func.max(Task.finished_at)).select_from(Export)
+        .join(Task, Task.id == Export.task_id)
+        .where(Export.user_id == user.id, Task.status == TaskStatus.FINISHED))
+    if last is None:
+        return None
+    at = last + timedelta(seconds=cooldown)
+    return at if at > utcnow() else None
+
+
+# --------------------------------------------------------------------------- actions
+
+def start(user: User, fmt: str) -> Export:
+    """Start an export of the user's posts in format `fmt`. Refused for an unknown format,
+    during the cooldown, while another export is queued or running, or when the job queue
+    is down (the export is then recorded as failed, saying so). Beyond EXPORT_KEEP finished
+    exports, the oldest are removed once the new one is on its way."""
+    if fmt not in FORMATS:
+        raise ExportRefused(_("Unknown export format."))
+    _check_cooldown(user)
+    export = Export(user_id=user.id, format=fmt, filename=FORMATS[fmt].filename)
+    _launch(user, export)
+    _enforce_keep(user)
+    log.info("Export %s (%s) started for user %s", export.id, fmt, user.id)
+    return export
+
+
+def retry(export: Export) -> Export:
+    """Run a failed or cancelled export again (a new attempt, a new task)."""
+    if export.status not in (TaskStatus.FAILED, TaskStatus.CANCELLED):
+        raise ExportRefused(_("Only a failed or cancelled export can be tried again."))
+    _check_cooldown(export.user)
+    export.storage_key = None
+    export.posts_count = export.size = None
+    export.finished_at = export.expires_at = None
+    _launch(export.user, export)
+    _enforce_keep(export.user)
+    return export
+
+
+def cancel(export: Export) -> None:
+    """Cancel a queued export (it never starts) or a running one (it stops within a batch,
+    removes its partial file and sends no mail)."""
+    task = export.task
+    if task is None or task.complete:
+        raise ExportRefused(_("This export has already ended; there is nothing to cancel."))
+    try:
+        jobs.cancel(task, _("Cancelled by you."))
+    except jobs.TaskNotActive:
+        raise ExportRefused(
+            _("This export has already ended; there is nothing to cancel.")) from None
+    log.info("Export %s cancelled by its user", export.id)
+
+
+def delete(export: Export) -> None:
+    """Remove the export from the history and its file from storage, at once. A queued or
+    running export is cancelled first."""
+    task = export.task
+    if task is not None and not task.complete:
+        try:
+            jobs.cancel(task, _("Cancelled by you."))
+        except jobs.TaskNotActive:
+            pass
+    _remove_file(export)
+    db.session.delete(export)
+    db.session.commit()
+    log.info("Export %s deleted by its user", export.id)
+
+
+def expire_due(now: datetime | None = None) -> int:
+    """Remove the files of exports past their expiry (EXPORT_RETENTION_DAYS); their rows stay,
+    "expired". The scheduled job. Returns how many expired."""
+    now = now or utcnow()
+    expired = 0
+    due = sa.select(Export).where(Export.expires_at <= now, Export.expired_at.is_(None))
+    for export in db.session.scalars(due.limit(500)).all():
+        _expire(export, now)
+        expired += 1
+    db.session.commit()
+    if expired:
+        log.info("Expired %d export(s)", expired)
+    return expired
+
+
+def record_file(export: Export, storage_key: str, posts_count: int, size: int) -> None:
+    """The worker's record of a finished file (before jobs.finish ends the task)."""
+    now = utcnow()
+    export.storage_key = storage_key
+    export.posts_count = posts_count
+    export.size = size
+    export.finished_at = now
+    export.expires_at = now + timedelta(days=current_app.config["EXPORT_RETENTION_DAYS"])
+    db.session.commit()
+
+
+def storage_key(export: Export) -> str:
+    """Where the export's file goes in storage."""
+    return f"{export.user_id}/{export.id}/{export.filename}"
+
+
+# --------------------------------------------------------------------------- helpers
+
+def _check_cooldown(user: User) -> None:
+    at = next_export_at(user)
+    if at is not None:
+        raise ExportRefused(_("You can start your next export at %(time)s UTC.",
+                              time=at.strftime("%Y-%m-%d %H:%M")))
+
+
+def _launch(user: User, export: Export) -> None:
+    def attach(task: Task) -> None:
+        export.task_id = task.id
+        db.session.add(export)
+
+    try:
+        jobs.launch(user, TASK_NAME, _("Exporting posts..."), export.id, attach=attach)
+    except jobs.TaskAlreadyRunning:
+        raise ExportRefused(_("An export task is currently in progress")) from None
+    except jobs.JobsUnavailable:
+        raise ExportRefused(
+            _("Background jobs are unavailable right now. Please try again later.")) from None
+
+
+def _enforce_keep(user: User) -> None:
+    """Keep at most EXPORT_KEEP finished exports with files: remove the oldest beyond."""
+    keep = current_app.config["EXPORT_KEEP"]
+    finished = db.session.scalars(
+        sa.select(Export).join(Task, Task.id == Export.task_id)
+        .where(Export.user_id == user.id, Export.expired_at.is_(None),
+               Task.status == TaskStatus.FINISHED)
+        .order_by(Export.finished_at.desc(), Export.id)).all()
+    # The export just started will be one of the kept ones when it finishes.
+    for export in finished[max(keep - 1, 0):]:
+        _expire(export, utcnow())
+    db.session.commit()
+
+
+def _expire(export: Export, now: datetime) -> None:
+    _remove_file(export)
+    export.expired_at = now
+
+
+def _remove_file(export: Export) -> None:
+    if export.storage_key:
+        get_storage().delete(export.storage_key)
+        export.storage_key = None
