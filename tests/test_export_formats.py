@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import shutil
 import tracemalloc
 import zipfile
 from datetime import datetime, timedelta
@@ -15,9 +16,10 @@ import pytest
 import sqlalchemy as sa
 
 from app import db
-from app.exports import activitystreams, formats
-from app.models import Post, User
-from tests.conftest import make_user
+from app.exports import activitystreams, centre, formats
+from app.exports.storage import get_storage
+from app.models import Export, Post, User
+from tests.conftest import make_user, run_jobs_in_process
 
 FORMATS = list(formats.FORMATS)
 BASE = datetime(2024, 3, 1, 9, 30, 0)
@@ -135,6 +137,30 @@ def test_progress_is_reported_after_each_batch_and_may_stop_the_export(app, fmt)
 
     with pytest.raises(RuntimeError, match="cancelled"):
         formats.write_export(fmt, user, io.BytesIO(), cancelled, batch_size=2)
+
+
+@pytest.fixture
+def storage_folder(app):
+    """Export storage, emptied afterwards (its files are in folders, which the app fixture
+    does not remove)."""
+    yield get_storage()
+    for entry in formats.export_dir().iterdir():
+        if entry.is_dir():
+            shutil.rmtree(entry)
+
+
+@pytest.mark.parametrize("fmt", ["csv", "activitystreams"])
+def test_an_export_started_in_a_format_is_stored_in_that_format(app, storage_folder, fmt):
+    user = make_user()
+    add_posts(user, TRICKY[:4], LANGUAGES)
+    export_id = centre.start(user, fmt).id
+    run_jobs_in_process(app)
+    db.session.expire_all()
+    export = db.session.get(Export, export_id)
+    assert export.status == "finished" and export.filename == formats.FORMATS[fmt].filename
+    data = b"".join(storage_folder.read(export.storage_key))
+    assert export.posts_count == 4 and export.size == len(data)
+    assert read_back(fmt, data) == stored_posts(user)
 
 
 # --------------------------------------------------------------------------- csv

@@ -122,8 +122,8 @@ def write_csv(user: User, out: BinaryIO, on_progress: Callable[[int], None] | No
     where needed, oldest post first:
 
     id,timestamp,language,body
-    1,2024-01-01T12:00:00.123456Z,en,hello
-    2,2024-01-01T12:05:00Z,,"'=1+1"
+    1,2024-01-01T12:00:00.123456Z,en,"hello, world"
+    2,2024-01-01T12:05:00Z,,'=1+1
 
     The byte order mark is what makes Excel read the file as UTF-8 (without it, Korean and
     emoji come out garbled); Python reads it with encoding="utf-8-sig". An empty language
