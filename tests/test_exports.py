@@ -1,6 +1,7 @@
 """The export file itself (app/exports/formats.py): exact content, order, batching, cleanup."""
 
 import json
+import re
 from datetime import datetime, timedelta
 
 import pytest
@@ -62,3 +63,22 @@ def test_a_failed_export_leaves_no_partial_file(app):
     with pytest.raises(RuntimeError):
         exports.write_posts_json(user, on_progress=explode)
     assert list(exports.export_dir().iterdir()) == []
+
+
+def test_posts_json_is_byte_for_byte_the_seeds_format(app):
+    user = make_user()
+    first = Post(body='say "hi" 😀\n', timestamp=datetime(2024, 1, 2, 3, 4, 5, 600), author=user,
+                 language="en")
+    second = Post(body="한국어", timestamp=datetime(2024, 1, 2, 3, 4, 6), author=user)
+    db.session.add_all([first, second])
+    db.session.commit()
+    data = exports.write_posts_json(user).read_bytes()
+    stamp = re.search(rb'"exported_at": "(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{6})?Z)"', data)
+    assert stamp, data
+    assert data == (
+        b'{"format": "microblog-posts", "version": 1, "user": "susan", "exported_at": "'
+        + stamp.group(1) + b'", "posts": [\n'
+        + f'{{"id": {first.id}, "body": "say \\"hi\\" 😀\\n", '
+          f'"timestamp": "2024-01-02T03:04:05.000600Z", "language": "en"}},\n'
+          f'{{"id": {second.id}, "body": "한국어", "timestamp": "2024-01-02T03:04:06Z", '
+          f'"language": null}}\n]}}\n'.encode())

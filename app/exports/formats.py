@@ -1,63 +1,48 @@
 """Building an export of a user's posts, one writer per format. Knows nothing about RQ: it
-streams rows from the database in batches into a file and reports how many posts it wrote."""
+streams rows from the database in batches into a file and reports how many posts it wrote.
+
+Every writer holds one batch of posts in memory at a time, whatever the number of posts
+(app/exports/posts.py reads them). The formats are described, byte by byte, in
+docs/exports.md:
+
+- json: posts.json, the seed's format.
+- csv: posts.csv, UTF-8 with a byte order mark, RFC 4180, header `id,timestamp,language,body`.
+  Spreadsheet formulas are made inert as OWASP recommends: a text cell (language, body) that
+  starts with `=`, `+`, `-`, `@`, a tab or a carriage return gets a leading `'`; so that the
+  rule can be undone exactly, a cell that itself starts with `'` gets one more `'`.
+  read_posts_csv() strips exactly one leading `'` (restore_cell).
+- activitystreams: archive.zip as Mastodon's archive lays it out: outbox.json (an ActivityStreams
+  2.0 OrderedCollection of Create activities of Notes), actor.json (a Person),
+  following_accounts.csv (Mastodon's follow import layout), README.txt; in
+  app/exports/activitystreams.py.
+"""
 
 from __future__ import annotations
 
+import codecs
+import csv
 import io
 import json
 import os
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-import sqlalchemy as sa
 from flask import current_app
 
-from app import db
-from app.models import Post, User, utcnow
+from app.exports.activitystreams import write_activitystreams
+from app.exports.posts import (  # noqa: F401 (count_posts, iter_post_rows: used through here)
+    count_posts,
+    format_timestamp,
+    iter_post_batches,
+    iter_post_rows,
+    parse_timestamp,
+)
+from app.models import User, utcnow
 
 FORMAT_VERSION = 1
-
-
-def count_posts(user: User) -> int:
-    return db.session.scalar(
-        sa.select(sa.func.count(Post.id)).where(Post.user_id == user.id)) or 0
-
-
-def iter_post_batches(user: User, batch_size: int):
-    """Yield lists of (id, body, timestamp, language) for the user's posts, oldest first,
-    `batch_size` rows at a time (keyset pagination: constant memory, no long cursor)."""
-    last_ts, last_id = None, None
-    user_id = user.id
-    columns = (Post.id, Post.body, Post.timestamp, Post.language)
-    while True:
-        query = sa.select(*columns).where(Post.user_id == user_id)
-        if last_id is not None:
-            # "(timestamp, id) after the last row", spelled so that the leading
-            # `timestamp >= last_ts` is a range on ix_post_user_timestamp: with only the
-            # OR form, SQLite scans the user's posts from the first one for every batch.
-            query = query.where(
-                Post.timestamp >= last_ts,
-                sa.or_(Post.timestamp > last_ts, Post.id > last_id))
-        query = query.order_by(Post.timestamp, Post.id).limit(batch_size)
-        # Core execution on the session's connection (asked for each batch: the progress
-        # callback commits, which releases it): plain rows, without the ORM's per-row
-        # loading machinery, which took a third of the time of a million-post export.
-        rows = db.session.connection().execute(query).all()
-        if not rows:
-            return
-        yield rows
-        last_id, _, last_ts, _ = rows[-1]
-        if len(rows) < batch_size:
-            return
-
-
-def iter_post_rows(user: User, batch_size: int):
-    """Yield (id, body, timestamp, language) for the user's posts, oldest first."""
-    for rows in iter_post_batches(user, batch_size):
-        yield from rows
 
 
 def export_dir() -> Path:
@@ -112,14 +97,80 @@ def write_json(user: User, out: BinaryIO, on_progress: Callable[[int], None] | N
     return written
 
 
-def _not_yet(user, out, on_progress, batch_size) -> int:
-    raise NotImplementedError("this format is being written")
+# --------------------------------------------------------------------------- csv
+
+CSV_HEADER = ("id", "timestamp", "language", "body")
+# What makes a spreadsheet run a cell as a formula (OWASP, "CSV Injection").
+FORMULA_TRIGGERS = ("=", "+", "-", "@", "\t", "\r")
+_QUOTED_STARTS = (*FORMULA_TRIGGERS, "'")
+
+
+def neutralise_cell(text: str) -> str:
+    """The cell made inert for spreadsheets: a leading `'` before a formula trigger, and
+    before a `'` (so that restore_cell can undo it exactly)."""
+    return "'" + text if text.startswith(_QUOTED_STARTS) else text
+
+
+def restore_cell(text: str) -> str:
+    """Undo neutralise_cell: strip one leading `'`."""
+    return text[1:] if text.startswith("'") else text
+
+
+def write_csv(user: User, out: BinaryIO, on_progress: Callable[[int], None] | None,
+              batch_size: int) -> int:
+    """posts.csv: a UTF-8 byte order mark, then RFC 4180 rows ending in CRLF, quoted only
+    where needed, oldest post first:
+
+    id,timestamp,language,body
+    1,2024-01-01T12:00:00.123456Z,en,"hello, world"
+    2,2024-01-01T12:05:00Z,,'=1+1
+
+    The byte order mark is what makes Excel read the file as UTF-8 (without it, Korean and
+    emoji come out garbled); Python reads it with encoding="utf-8-sig". An empty language
+    is unknown. Text cells go through neutralise_cell."""
+    written = 0
+    out.write(codecs.BOM_UTF8)
+    text = io.TextIOWrapper(out, encoding="utf-8", newline="", write_through=False)
+    try:
+        writer = csv.writer(text, lineterminator="\r\n")
+        writer.writerow(CSV_HEADER)
+        for rows in iter_post_batches(user, batch_size):
+            writer.writerows([
+                (post_id, format_timestamp(timestamp),
+                 "" if language is None else neutralise_cell(language), neutralise_cell(body))
+                for post_id, body, timestamp, language in rows])
+            written += len(rows)
+            if on_progress is not None:
+                on_progress(written)
+        text.flush()
+    finally:
+        text.detach()  # leave `out` open: its owner closes (and publishes or discards) it
+    return written
+
+
+def read_posts_csv(stream: BinaryIO) -> Iterator[dict]:
+    """The posts of a posts.csv (a binary stream), one dict at a time, as they were before
+    the export: {"id": int, "timestamp": datetime (naive UTC), "language": str | None,
+    "body": str}. Raises ValueError if the header is not posts.csv's."""
+    text = io.TextIOWrapper(stream, encoding="utf-8-sig", newline="")
+    try:
+        reader = csv.reader(text)
+        header = next(reader, None)
+        if tuple(header or ()) != CSV_HEADER:
+            raise ValueError(f"not a posts.csv: header {header!r}")
+        for post_id, timestamp, language, body in reader:
+            yield {"id": int(post_id), "timestamp": parse_timestamp(timestamp),
+                   "language": restore_cell(language) if language else None,
+                   "body": restore_cell(body)}
+    finally:
+        text.detach()
 
 
 FORMATS: dict[str, Format] = {
     "json": Format("json", "posts.json", "application/json", write_json),
-    "csv": Format("csv", "posts.csv", "text/csv; charset=utf-8", _not_yet),
-    "activitystreams": Format("activitystreams", "archive.zip", "application/zip", _not_yet),
+    "csv": Format("csv", "posts.csv", "text/csv; charset=utf-8", write_csv),
+    "activitystreams": Format("activitystreams", "archive.zip", "application/zip",
+                              write_activitystreams),
 }
 
 

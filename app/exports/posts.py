@@ -1,0 +1,61 @@
+"""Reading a user's posts for an export: in (timestamp, id) order, a batch at a time, so that
+every format's writer holds one batch in memory whatever the number of posts; and the posts'
+timestamps as every format writes them."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import sqlalchemy as sa
+
+from app import db
+from app.models import Post, User
+
+
+def count_posts(user: User) -> int:
+    return db.session.scalar(
+        sa.select(sa.func.count(Post.id)).where(Post.user_id == user.id)) or 0
+
+
+def iter_post_batches(user: User, batch_size: int):
+    """Yield lists of (id, body, timestamp, language) for the user's posts, oldest first,
+    `batch_size` rows at a time (keyset pagination: constant memory, no long cursor)."""
+    last_ts, last_id = None, None
+    user_id = user.id
+    columns = (Post.id, Post.body, Post.timestamp, Post.language)
+    while True:
+        query = sa.select(*columns).where(Post.user_id == user_id)
+        if last_id is not None:
+            # "(timestamp, id) after the last row", spelled so that the leading
+            # `timestamp >= last_ts` is a range on ix_post_user_timestamp: with only the
+            # OR form, SQLite scans the user's posts from the first one for every batch.
+            query = query.where(
+                Post.timestamp >= last_ts,
+                sa.or_(Post.timestamp > last_ts, Post.id > last_id))
+        query = query.order_by(Post.timestamp, Post.id).limit(batch_size)
+        # Core execution on the session's connection (asked for each batch: the progress
+        # callback commits, which releases it): plain rows, without the ORM's per-row
+        # loading machinery, which took a third of the time of a million-post export.
+        rows = db.session.connection().execute(query).all()
+        if not rows:
+            return
+        yield rows
+        last_id, _, last_ts, _ = rows[-1]
+        if len(rows) < batch_size:
+            return
+
+
+def iter_post_rows(user: User, batch_size: int):
+    """Yield (id, body, timestamp, language) for the user's posts, oldest first."""
+    for rows in iter_post_batches(user, batch_size):
+        yield from rows
+
+
+def format_timestamp(value: datetime) -> str:
+    """A post's time as the exports write it: ISO 8601 UTC, microseconds when not zero."""
+    return f"{value.isoformat()}Z"
+
+
+def parse_timestamp(text: str) -> datetime:
+    """The naive UTC datetime (as the database holds it) of a timestamp the exports wrote."""
+    return datetime.fromisoformat(text.removesuffix("Z"))
