@@ -420,6 +420,11 @@ class Export(db.Model):
 
     EXPIRED = "expired"
 
+    def __init__(self, **kwargs) -> None:
+        # The id at once, not at the first flush: the job is enqueued with it.
+        kwargs.setdefault("id", secrets.token_urlsafe(16))
+        super().__init__(**kwargs)
+
     @property
     def status(self) -> str:
         """queued, running, finished, failed, cancelled (its task's) or expired."""
