@@ -9,6 +9,7 @@ changed nothing).
 from __future__ import annotations
 
 import logging
+import secrets
 from datetime import datetime, timedelta
 
 import sqlalchemy as sa
@@ -76,7 +77,9 @@ def start(user: User, fmt: str) -> Export:
     if fmt not in FORMATS:
         raise ExportRefused(_("Unknown export format."))
     _check_cooldown(user)
-    export = Export(user_id=user.id, format=fmt, filename=FORMATS[fmt].filename)
+    # The id now, not at the INSERT: the job is enqueued with it.
+    export = Export(id=secrets.token_urlsafe(16), user_id=user.id, format=fmt,
+                    filename=FORMATS[fmt].filename)
     _launch(user, export)
     _enforce_keep(user)
     log.info("Export %s (%s) started for user %s", export.id, fmt, user.id)
