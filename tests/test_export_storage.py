@@ -243,6 +243,20 @@ def test_download_of_a_missing_file_is_a_404_page(storage, download):
     assert response.status_code == 404
 
 
+def test_download_of_a_file_removed_after_its_size_was_read_is_a_404(app, tmp_path):
+    class Expiring(LocalStorage):  # expiry removes the file between size() and read()
+        def size(self, key):
+            size = super().size(key)
+            self.delete(key)
+            return size
+
+    storage = Expiring(tmp_path)
+    write(storage)
+    app.add_url_rule("/test-expiring", "test_expiring", lambda: download_response(
+        storage, KEY, "posts.json", "application/json"))
+    assert app.test_client().get("/test-expiring").status_code == 404
+
+
 def test_download_filename_header_carries_a_non_ascii_name(storage, download):
     write(storage)
     name = "내 글 “2026” — posts.json"

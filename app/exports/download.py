@@ -10,6 +10,8 @@ sent (200), as the RFC allows (as do other units than bytes).
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 from flask import Response, abort, redirect, request
 
 from app.exports.storage import Storage, attachment_disposition
@@ -42,7 +44,7 @@ def download_response(storage: Storage, key: str, filename: str, content_type: s
             return response
         (start, end), status = bounds, 206
 
-    body = () if request.method == "HEAD" else storage.read(key, start, end)
+    body = () if request.method == "HEAD" else _opened(storage.read(key, start, end))
     response = Response(body, status=status, content_type=content_type,
                         direct_passthrough=True)
     headers = response.headers
@@ -56,6 +58,26 @@ def download_response(storage: Storage, key: str, filename: str, content_type: s
     if etag is not None:
         response.set_etag(etag)
     return response
+
+
+def _opened(chunks: Iterator[bytes]) -> Iterator[bytes]:
+    """`chunks` with its first one read now, so that a file removed since its size was read
+    (expired a moment ago) is a 404 rather than a download broken after its headers."""
+    try:
+        first = next(chunks, b"")
+    except FileNotFoundError:
+        abort(404)
+
+    def stream() -> Iterator[bytes]:
+        try:
+            yield first
+            yield from chunks
+        finally:
+            close = getattr(chunks, "close", None)  # a generator's: the file, the store's
+            if close is not None:  # connection, also when the client went away
+                close()
+
+    return stream()
 
 
 def _if_range_matches(etag: str | None) -> bool:
