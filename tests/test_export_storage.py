@@ -104,6 +104,8 @@ def test_delete_removes_the_file_and_does_not_mind_a_missing_one(storage):
     write(storage)
     storage.delete(KEY)
     assert not storage.exists(KEY)
+    if isinstance(storage, LocalStorage):
+        assert not storage.path(KEY).parent.exists()  # no empty folder per export piles up
     storage.delete(KEY)
     storage.delete("7/never/posts.json")
 
