@@ -2,6 +2,7 @@
 
     python -m bench                      # all of them (`make bench`)
     python -m bench export --sizes 10000,100000
+    python -m bench download [--posts 1000000] [--storage local,s3]
     python -m bench dispatch|pages|latency|burst [--quick]
     python -m bench soak --duration 60
 
@@ -13,4 +14,4 @@ worker and web commands of `make run`, and stops them all when it ends. See
 docs/performance.md for what each one measures and the latest figures.
 """
 
-BENCHMARKS = ("export", "dispatch", "pages", "latency", "burst", "soak")
+BENCHMARKS = ("export", "download", "dispatch", "pages", "latency", "burst", "soak")

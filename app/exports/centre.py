@@ -9,7 +9,6 @@ changed nothing).
 from __future__ import annotations
 
 import logging
-import secrets
 from datetime import datetime, timedelta
 
 import sqlalchemy as sa
@@ -77,10 +76,7 @@ def start(user: User, fmt: str) -> Export:
     if fmt not in FORMATS:
         raise ExportRefused(_("Unknown export format."))
     _check_cooldown(user)
-    # The id is the job's argument, needed before the row is flushed: the column's default
-    # would come too late (the job would get None and export JSON to a row of its own).
-    export = Export(id=secrets.token_urlsafe(16), user_id=user.id, format=fmt,
-                    filename=FORMATS[fmt].filename)
+    export = Export(user_id=user.id, format=fmt, filename=FORMATS[fmt].filename)
     _launch(user, export)
     _enforce_keep(user)
     log.info("Export %s (%s) started for user %s", export.id, fmt, user.id)
