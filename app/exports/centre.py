@@ -77,6 +77,8 @@ def start(user: User, fmt: str) -> Export:
         raise ExportRefused(_("Unknown export format."))
     _check_cooldown(user)
     export = Export(user_id=user.id, format=fmt, filename=FORMATS[fmt].filename)
+    db.session.add(export)
+    db.session.flush()  # its id (a column default) goes in the job's arguments
     _launch(user, export)
     _enforce_keep(user)
     log.info("Export %s (%s) started for user %s", export.id, fmt, user.id)
