@@ -349,3 +349,51 @@ def test_starting_exports_is_rate_limited(app, client, susan, config_overrides):
     assert _start(client, "csv").status_code == 429
     assert len(_exports()) == 1
 
+
+
+def test_every_status_is_shown_with_its_actions_and_no_inline_code(app, client, susan):
+    """A history with one export in each state, as the page shows it: what each row says and
+    offers, and nothing the Content-Security-Policy forbids (test_security_headers' check)."""
+    from tests.test_security_headers import assert_no_inline_code
+
+    def export(status: str, label: str = "", **fields) -> Export:
+        task = Task(id=f"task-{label or status}", name="export_posts",
+                    description="Exporting posts...", user_id=susan.id, status=status, progress=40,
+                    complete=status not in (TaskStatus.QUEUED, TaskStatus.RUNNING),
+                    active_name="export_posts" if status == TaskStatus.RUNNING else None,
+                    error="Disk full." if status == TaskStatus.FAILED else None)
+        row = Export(user_id=susan.id, format="csv", filename="posts.csv", task=task, **fields)
+        db.session.add_all([task, row])
+        db.session.commit()
+        return row
+
+    later = utcnow() + timedelta(days=7)
+    rows = {
+        "running": export(TaskStatus.RUNNING),
+        "finished": export(TaskStatus.FINISHED, storage_key="k", size=2048, posts_count=3,
+                           finished_at=utcnow(), expires_at=later),
+        "failed": export(TaskStatus.FAILED),
+        "cancelled": export(TaskStatus.CANCELLED),
+        "expired": export(TaskStatus.FINISHED, "expired", expired_at=utcnow(), posts_count=3),
+    }
+    login(client)
+    html = client.get("/exports").get_data(as_text=True)
+    assert_no_inline_code("/exports", html)
+    # The actions, by the URLs their buttons and links go to.
+    cancel, retry, download = '/cancel"', '/retry"', '/download"'
+    expected = {"running": ["In progress", 'aria-valuenow="40"', cancel],
+                "finished": ["Ready", download, "2.0 KiB", "<time"],
+                "failed": ["Failed", "Disk full.", retry],
+                "cancelled": ["Cancelled", retry],
+                "expired": ["Expired"]}
+    absent = {"running": [download, retry], "finished": [cancel, retry],
+              "failed": [download, cancel], "cancelled": [download, cancel],
+              "expired": [download, cancel, retry]}
+    for status, row in rows.items():
+        text = _row(html, row)
+        assert all(word in text for word in expected[status]), (status, text)
+        assert not any(word in text for word in absent[status]), (status, text)
+        assert '/delete"' in text
+    assert "An export is in progress" in html
+    assert_no_inline_code("delete page", client.get(
+        f"/exports/{rows['running'].id}/delete").get_data(as_text=True))
