@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 from datetime import timedelta
-from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
@@ -25,16 +23,6 @@ from tests.conftest import csrf_token, login, run_jobs_in_process
 from tests.endpoints import fast_user, forget_request_globals, snapshot
 
 POSTS = ["first post", 'second, with "quotes"', "third <b>post</b>"]
-
-
-@pytest.fixture(autouse=True)
-def empty_export_storage(app):
-    """Export files live in per-user folders, which the `app` fixture's cleanup (files only)
-    does not remove: remove them after each test."""
-    yield
-    for path in Path(app.config["EXPORT_FOLDER"]).glob("*"):
-        if path.is_dir():
-            shutil.rmtree(path)
 
 
 @pytest.fixture
