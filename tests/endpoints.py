@@ -32,6 +32,7 @@ class World:
     post: object
     message: object
     task: object
+    export: object     # a finished export of alice's, its file in export storage
     mail: str          # file name of a mail to alice in the local outbox
     marker: str        # text that appears only in alice's private objects
 
@@ -53,6 +54,10 @@ def _url(endpoint: str, **args: Callable[[World], object]) -> Callable[[World], 
 
 def _alice(w: World) -> str:
     return w.alice.username
+
+
+def _export(w: World) -> str:
+    return w.export.id
 
 
 ENDPOINTS: dict[str, Endpoint] = {
@@ -94,9 +99,14 @@ ENDPOINTS: dict[str, Endpoint] = {
     "main.unfollow": Endpoint(MEMBERS, _url("main.unfollow", username=_alice)),
     "main.send_message": Endpoint(MEMBERS, _url("main.send_message", recipient=_alice)),
     "outbox.index": Endpoint(MEMBERS, _url("outbox.index"), "lists only the visitor's mail"),
+    "exports.index": Endpoint(MEMBERS, _url("exports.index"), "lists only the visitor's exports"),
     "main.task_status": Endpoint(OWNER, _url("main.task_status", task_id=lambda w: w.task.id)),
     "main.dismiss_task": Endpoint(OWNER,
                                   _url("main.dismiss_task", task_id=lambda w: w.task.id)),
+    "exports.download": Endpoint(OWNER, _url("exports.download", export_id=_export)),
+    "exports.cancel": Endpoint(OWNER, _url("exports.cancel", export_id=_export)),
+    "exports.retry": Endpoint(OWNER, _url("exports.retry", export_id=_export)),
+    "exports.delete": Endpoint(OWNER, _url("exports.delete", export_id=_export)),
     "outbox.message": Endpoint(OWNER, _url("outbox.message", name=lambda w: w.mail)),
     "outbox.message_html": Endpoint(OWNER, _url("outbox.message_html", name=lambda w: w.mail)),
     "outbox.attachment": Endpoint(
@@ -117,7 +127,8 @@ def fast_user(username: str, password: str = PASSWORD):
 
 
 def build_world(app) -> World:
-    """alice and bob; alice has a post, a message from bob, a finished task and a mail."""
+    """alice and bob; alice has a post, a message from bob, a finished task, the finished
+    export it made (its file in export storage) and a mail."""
     from app import db
     from app.email import send_email
     from app.models import Message, Post, Task, TaskStatus
@@ -131,13 +142,35 @@ def build_world(app) -> World:
                 status=TaskStatus.FINISHED, progress=100)
     db.session.add_all([post, message, task])
     db.session.commit()
+    export = _finished_export(alice, task, marker)
     send_email(f"Subject {marker}", sender="admin@microblog.example", recipients=[alice.email],
                text_body=f"text {marker}", html_body=f"<p>html {marker}</p>",
                attachments=[("posts.json", "application/json",
                              f'{{"posts": ["{marker}"]}}'.encode())], sync=True)
     mails = sorted((Path(app.instance_path) / "outbox").glob("*.eml"))
-    return World(alice=alice, bob=bob, post=post, message=message, task=task,
+    return World(alice=alice, bob=bob, post=post, message=message, task=task, export=export,
                  mail=mails[-1].name, marker=marker)
+
+
+def _finished_export(user, task, marker: str):
+    """A finished JSON export of `user`'s, made by `task`, whose file (and file name) hold
+    `marker`. The file is stored under a key of its own, at the top of the storage folder."""
+    from datetime import timedelta
+
+    from app import db
+    from app.exports.storage import get_storage
+    from app.models import Export, utcnow
+
+    content = f'{{"posts": ["{marker}"]}}\n'.encode()
+    export = Export(user_id=user.id, format="json", filename=f"posts-{marker}.json",
+                    task_id=task.id, storage_key=f"world-{marker}.json", posts_count=1,
+                    size=len(content), finished_at=utcnow(),
+                    expires_at=utcnow() + timedelta(days=7))
+    with get_storage().writer(export.storage_key) as out:
+        out.write(content)
+    db.session.add(export)
+    db.session.commit()
+    return export
 
 
 def login_as(client, username: str, password: str = PASSWORD) -> None:

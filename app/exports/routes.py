@@ -1,3 +1,183 @@
-"""The export centre's pages: /exports, download, cancel, retry, delete."""
+"""The export centre's pages: /exports (the start form and the history), download, cancel,
+retry, delete. Thin: what may be done to an export, and what it does, is app/exports/centre.py.
 
-from app.exports import bp  # noqa: F401
+Another user's export is a 404 on every route, exactly like an id that never existed. Each
+action answers with a flash and a redirect back to /exports, or with JSON when asked for it
+(Accept: application/json)."""
+
+from __future__ import annotations
+
+from flask import abort, flash, jsonify, redirect, render_template, request, url_for
+from flask_babel import _
+from flask_login import current_user, login_required
+from werkzeug.exceptions import NotFound
+
+from app.exports import bp, centre
+from app.exports.download import download_response
+from app.exports.formats import FORMATS
+from app.exports.forms import FORMAT_CHOICES, ExportActionForm, StartExportForm
+from app.exports.storage import get_storage
+from app.limits import by_user, configured, limiter
+from app.models import Export, TaskStatus, utcnow
+
+ACTIVE = (TaskStatus.QUEUED, TaskStatus.RUNNING)
+FORMAT_LABELS = {choice.value: choice.label for choice in FORMAT_CHOICES}
+
+
+def _own_export_or_404(export_id: str) -> Export:
+    export = centre.own_export(current_user, export_id)
+    if export is None:
+        abort(404)
+    return export
+
+
+def _wants_json() -> bool:
+    return request.accept_mimetypes.best == "application/json"
+
+
+def _answer(message: str, category: str, export: Export | None = None, status: int = 200):
+    """The end of every action: a flash and back to /exports, or the same as JSON (with
+    `status`: 409 when the action was refused)."""
+    if _wants_json():
+        body = {"message": message, "export": export_dict(export) if export else None}
+        return jsonify(body), status
+    flash(message, category)
+    return redirect(url_for("exports.index"))
+
+
+def export_dict(export: Export) -> dict:
+    task = export.task
+    return {
+        "id": export.id,
+        "format": export.format,
+        "status": export.status,
+        "progress": task.to_dict()["progress"] if task else 0,
+        "error": task.error if task and export.status != TaskStatus.FINISHED else None,
+        "posts_count": export.posts_count,
+        "size": export.size,
+        "created_at": _iso(export.created_at),
+        "expires_at": _iso(export.expires_at),
+        "download_url": (url_for("exports.download", export_id=export.id)
+                         if _downloadable(export) else None),
+    }
+
+
+def _iso(value) -> str | None:
+    return value.isoformat(timespec="seconds") + "Z" if value else None
+
+
+def _past_expiry(export: Export) -> bool:
+    """Expired, or due to be (the scheduled expiry has not run yet)."""
+    return export.status == Export.EXPIRED or (
+        export.expires_at is not None and export.expires_at <= utcnow())
+
+
+def _downloadable(export: Export) -> bool:
+    return (export.status == TaskStatus.FINISHED and export.storage_key is not None
+            and not _past_expiry(export))
+
+
+@bp.route("/exports", methods=["GET", "POST"])
+@login_required
+@limiter.limit(configured("RATELIMIT_EXPORT"), methods=["POST"], key_func=by_user)
+def index():
+    form = StartExportForm()
+    if request.method == "POST":
+        if not form.validate_on_submit():
+            errors = [str(e) for errs in form.errors.values() for e in errs]
+            return _answer(errors[0] if errors else _("Choose an export format."), "danger",
+                           status=400)
+        try:
+            export = centre.start(current_user, form.format.data)
+        except centre.ExportRefused as exc:
+            return _answer(str(exc), "warning", status=409)
+        return _answer(_("Your export has started. It appears below; you can download it "
+                         "here when it is ready."), "success", export)
+    exports = centre.exports_of(current_user)
+    if _wants_json():
+        return jsonify([export_dict(e) for e in exports])
+    in_progress = current_user.get_task_in_progress(centre.TASK_NAME) is not None
+    # ?sections=1: only the parts the page's script refreshes (no layout, so no flashed
+    # message is consumed by a fetch the user does not see).
+    template = "exports/_sections.html" if request.args.get("sections") else "exports/index.html"
+    return render_template(
+        template, title=_("Exports"), form=form, exports=exports, formats=FORMAT_CHOICES,
+        format_labels=FORMAT_LABELS, in_progress=in_progress,
+        next_export_at=None if in_progress else centre.next_export_at(current_user),
+        downloadable=_downloadable, past_expiry=_past_expiry)
+
+
+@bp.route("/exports/<export_id>/download")
+@login_required
+def download(export_id):
+    """The file of a finished export. Anything else goes back to /exports with what happened
+    to it (a link from an old mail to an expired export says that it expired)."""
+    export = _own_export_or_404(export_id)
+    if _past_expiry(export):
+        return _answer(_("This export has expired and its file was deleted. You can start a "
+                         "new one below."), "warning", export, status=410)
+    if not _downloadable(export):
+        return _answer(_no_file_message(export), "warning", export, status=409)
+    fmt = FORMATS[export.format]
+    # Changes whenever the file does (a retry writes a new one): lets a browser resume.
+    etag = f"{export.task_id}-{export.finished_at:%Y%m%d%H%M%S%f}" if export.finished_at else None
+    try:
+        return download_response(get_storage(), export.storage_key, export.filename,
+                                 fmt.content_type, etag=etag)
+    except (FileNotFoundError, NotFound):  # removed since the export finished
+        return _answer(_("The file of this export is no longer available. You can start a "
+                         "new export below."), "warning", export, status=410)
+
+
+def _no_file_message(export: Export) -> str:
+    if export.status in ACTIVE:
+        return _("This export is not ready yet. It can be downloaded here once it is "
+                 "finished.")
+    if export.status == TaskStatus.CANCELLED:
+        return _("This export was cancelled: it has no file to download.")
+    return _("This export failed: it has no file to download.")
+
+
+def _action_form_or_400() -> None:
+    # CSRFProtect has already refused a request without a valid token; this is the form's
+    # own check, for when CSRF is switched off in a test configuration.
+    if not ExportActionForm().validate_on_submit():
+        abort(400)
+
+
+@bp.route("/exports/<export_id>/cancel", methods=["POST"])
+@login_required
+def cancel(export_id):
+    export = _own_export_or_404(export_id)
+    _action_form_or_400()
+    try:
+        centre.cancel(export)
+    except centre.ExportRefused as exc:
+        return _answer(str(exc), "warning", export, status=409)
+    return _answer(_("The export was cancelled."), "success", export)
+
+
+@bp.route("/exports/<export_id>/retry", methods=["POST"])
+@login_required
+@limiter.limit(configured("RATELIMIT_EXPORT"), key_func=by_user)
+def retry(export_id):
+    export = _own_export_or_404(export_id)
+    _action_form_or_400()
+    try:
+        centre.retry(export)
+    except centre.ExportRefused as exc:
+        return _answer(str(exc), "warning", export, status=409)
+    return _answer(_("The export is being tried again."), "success", export)
+
+
+@bp.route("/exports/<export_id>/delete", methods=["GET", "POST"])
+@login_required
+def delete(export_id):
+    """GET: the confirmation page (no script needed to ask); POST (from it): the deletion."""
+    export = _own_export_or_404(export_id)
+    if request.method == "GET":
+        return render_template("exports/delete.html", title=_("Delete export"), export=export,
+                               format_label=FORMAT_LABELS.get(export.format, export.format))
+    _action_form_or_400()
+    centre.delete(export)
+    return _answer(_("The export was deleted."), "success")

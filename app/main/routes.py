@@ -19,6 +19,7 @@ from flask_babel import _, get_locale
 from flask_login import current_user, login_required
 
 from app import avatars, db, jobs
+from app.exports import centre
 from app.limits import by_user, configured, limiter
 from app.main import bp
 from app.main.forms import EditProfileForm, EmptyForm, MessageForm, PostForm
@@ -231,11 +232,9 @@ def export_posts():
     if not form.validate_on_submit():
         abort(400)
     try:
-        current_user.launch_task("export_posts", _("Exporting posts..."))
-    except jobs.TaskAlreadyRunning:
-        flash(_("An export task is currently in progress"), "warning")
-    except jobs.JobsUnavailable:
-        flash(_("Background jobs are unavailable right now. Please try again later."), "danger")
+        centre.start(current_user, "json")
+    except centre.ExportRefused as exc:
+        flash(str(exc), "warning")
     return redirect(url_for("main.user", username=current_user.username))
 
 

@@ -29,14 +29,24 @@
   }
   renderTimes(document);
 
+  // The server renders each bar's value in aria-valuenow; its width is set here, since the
+  // Content-Security-Policy allows no style= attributes (styles set from script are fine).
+  function setBar(progress, pct) {
+    var bar = progress.querySelector('.progress-bar');
+    bar.style.width = pct + '%';
+    bar.textContent = pct + '%';
+    progress.setAttribute('aria-valuenow', pct);
+  }
+  function renderBars(root) {
+    root.querySelectorAll('.progress[aria-valuenow]').forEach(function (progress) {
+      progress.querySelector('.progress-bar').style.width = progress.getAttribute('aria-valuenow') + '%';
+    });
+  }
+  renderBars(document);
+
   // --- background tasks ---
   var tasks = document.getElementById('tasks');
   if (!tasks) { return; }
-  // The server renders each bar's value in aria-valuenow; its width is set here, since the
-  // Content-Security-Policy allows no style= attributes (styles set from script are fine).
-  tasks.querySelectorAll('.task-alert .progress').forEach(function (progress) {
-    progress.querySelector('.progress-bar').style.width = progress.getAttribute('aria-valuenow') + '%';
-  });
   var ACTIVE = { queued: true, running: true };
   var FAST = 1000, SLOW = 30000;
   var since = 0, timer = null, stopped = false;
@@ -94,6 +104,8 @@
     return form;
   }
 
+  function percent(data) { return Math.max(0, Math.min(100, Math.round(data.progress || 0))); }
+
   function updateTask(data) {
     var el = document.getElementById('task-' + data.task_id);
     if (!el) {
@@ -102,13 +114,9 @@
     }
     var previous = el.dataset.status;
     el.dataset.status = data.status;
-    var bar = el.querySelector('.progress-bar');
     var progress = el.querySelector('.progress');
     var label = el.querySelector('.task-text');
-    var pct = Math.max(0, Math.min(100, Math.round(data.progress || 0)));
-    bar.style.width = pct + '%';
-    bar.textContent = pct + '%';
-    progress.setAttribute('aria-valuenow', pct);
+    setBar(progress, percent(data));
     el.classList.remove('alert-info', 'alert-success', 'alert-danger');
     if (data.status === 'finished') {
       el.classList.add('alert-success');
@@ -131,6 +139,56 @@
     } else if (previous !== data.status) {
       setHiddenWhile(data.name, false);
     }
+  }
+
+  // --- the export centre (/exports): each row follows its task's events in place; when an
+  // export changes state its sections are fetched again (?sections=1) and swapped in, so
+  // Download, Retry and the start button appear without a reload.
+  var exportHistory = document.getElementById('export-history');
+  var refreshing = false, refreshAgain = false;
+
+  function refreshExports() {
+    if (refreshing) { refreshAgain = true; return; }
+    refreshing = true;
+    fetch(window.location.pathname + '?sections=1', {
+      headers: { 'Accept': 'text/html' }, credentials: 'same-origin', redirect: 'manual'
+    }).then(function (response) {
+      return response.ok ? response.text() : null;
+    }).then(function (html) {
+      if (!html) { return; }
+      var fresh = new DOMParser().parseFromString(html, 'text/html');
+      document.querySelectorAll('[data-live-section]').forEach(function (section) {
+        var replacement = fresh.getElementById(section.id);
+        if (!replacement) { return; }
+        section.replaceWith(replacement);
+        renderTimes(replacement);
+        renderBars(replacement);
+      });
+      exportHistory = document.getElementById('export-history');
+    }).catch(function () { /* network hiccup: the next event tries again */ })
+      .then(function () {
+        refreshing = false;
+        if (refreshAgain) { refreshAgain = false; refreshExports(); }
+      });
+  }
+
+  function updateExportRow(data) {
+    if (!exportHistory) { return; }
+    var row = null;
+    exportHistory.querySelectorAll('tr.export-row').forEach(function (tr) {
+      if (tr.dataset.taskId === data.task_id) { row = tr; }
+    });
+    if (!row) {
+      // An export started elsewhere (another tab, the profile page): show it.
+      if (data.name === 'export_posts' && ACTIVE[data.status]) { refreshExports(); }
+      return;
+    }
+    if (row.dataset.taskStatus !== data.status) {
+      refreshExports();
+      return;
+    }
+    var progress = row.querySelector('.progress');
+    if (progress) { setBar(progress, Math.min(percent(data), 99)); }
   }
 
   function setMessageCount(n) {
@@ -161,7 +219,7 @@
       (notifications || []).forEach(function (n) {
         since = Math.max(since, n.timestamp);
         if (n.name === 'unread_message_count') { setMessageCount(n.data); }
-        else if (n.name === 'task_progress') { updateTask(n.data); }
+        else if (n.name === 'task_progress') { updateTask(n.data); updateExportRow(n.data); }
       });
     }).catch(function () { /* network hiccup: try again later */ })
       .then(schedule);
