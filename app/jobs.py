@@ -227,6 +227,20 @@ class Progress:
         set_progress(percent, self.job)
 
 
+def ensure_active() -> None:
+    """Raise TaskNotActive if the current job's task was cancelled or ended elsewhere (the
+    Redis flag, then the row): the last check before an effect that cannot be taken back,
+    such as a mail."""
+    job = rq.get_current_job()
+    if job is None:
+        return
+    if cancel_requested(job.id):
+        raise TaskNotActive(f"task {job.id} was cancelled")
+    task = _current_task(job)
+    if task is not None and task.complete:
+        raise TaskNotActive(f"task {task.id} is already {task.status}")
+
+
 def set_progress(progress: float, job: Job | None = None) -> None:
     """Write progress for the current job: meta, Task row and a notification (one commit)."""
     job = job or rq.get_current_job()

@@ -425,8 +425,8 @@ class Export(db.Model):
         """queued, running, finished, failed, cancelled (its task's) or expired."""
         if self.expired_at is not None:
             return self.EXPIRED
-        if self.task is None:
-            return TaskStatus.FAILED
+        if self.task is None:  # its task purged, or a job enqueued by hand without one
+            return TaskStatus.FINISHED if self.finished_at is not None else TaskStatus.FAILED
         return self.task.status
 
     def __repr__(self) -> str:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import importlib
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -112,8 +113,8 @@ def app(database, redis_server, config_overrides):
         for folder in ("outbox", "exports"):
             path = Path(app.instance_path) / folder
             if path.exists():
-                for f in path.iterdir():
-                    f.unlink()
+                for f in path.iterdir():  # exports: <user id>/<export id>/<file>
+                    shutil.rmtree(f) if f.is_dir() else f.unlink()
         yield app
         db.session.remove()
 
