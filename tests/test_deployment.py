@@ -692,6 +692,7 @@ def test_boot_sh_runs_the_procfile_commands():
     procfile = read_procfile()
     assert "exec " + procfile["web"].split("exec ", 1)[1] in execs
     assert procfile["worker"].replace(" microblog-tasks", ' "$@" microblog-tasks') in execs
+    assert procfile["cron"] in execs
     assert "flask db upgrade" in script
 
 
