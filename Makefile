@@ -7,6 +7,11 @@ PORT ?= 5000
 # server is not for the network.
 MICROBLOG_HOST ?= 127.0.0.1
 export MICROBLOG_HOST
+# Links in mail (an export's download page) are absolute: unless PUBLIC_BASE_URL is set, they
+# point at this server (loopback when it listens on every address; IPv6 in brackets).
+PUBLIC_HOST := $(if $(filter 0.0.0.0 ::,$(MICROBLOG_HOST)),127.0.0.1,$(MICROBLOG_HOST))
+PUBLIC_BASE_URL ?= http://$(if $(findstring :,$(PUBLIC_HOST)),[$(PUBLIC_HOST)],$(PUBLIC_HOST)):$(PORT)
+export PUBLIC_BASE_URL
 export FLASK_APP := microblog.py
 INSTANCE := $(or $(MICROBLOG_INSTANCE),$(CURDIR)/instance)
 EMBEDDED_REDIS_URL := unix://$(INSTANCE)/redis.sock
@@ -38,13 +43,14 @@ run: install
 	@echo "  Microblog: http://$(MICROBLOG_HOST):$(PORT)/   (Ctrl-C stops everything)"
 	@if [ "$(MICROBLOG_HOST)" != 127.0.0.1 ]; then echo "  Listening on $(MICROBLOG_HOST) (MICROBLOG_HOST): other machines may reach it"; fi
 	@if [ -z "$$REDIS_URL" ]; then echo "  Redis: embedded, REDIS_URL=$(EMBEDDED_REDIS_URL)"; fi
+	@echo "  Links in mail: PUBLIC_BASE_URL=$(PUBLIC_BASE_URL)"
 	@echo ""
 	@# honcho gives the Nth process PORT+100*N: web comes first so it gets PORT.
 	@if [ -z "$$REDIS_URL" ]; then \
 	  export REDIS_URL=$(EMBEDDED_REDIS_URL); \
-	  PATH=$(CURDIR)/$(BIN):$$PATH PORT=$(PORT) exec $(BIN)/honcho -f Procfile.dev start web redis worker; \
+	  PATH=$(CURDIR)/$(BIN):$$PATH PORT=$(PORT) exec $(BIN)/honcho -f Procfile.dev start web redis worker cron; \
 	else \
-	  PATH=$(CURDIR)/$(BIN):$$PATH PORT=$(PORT) exec $(BIN)/honcho -f Procfile.dev start web worker; \
+	  PATH=$(CURDIR)/$(BIN):$$PATH PORT=$(PORT) exec $(BIN)/honcho -f Procfile.dev start web worker cron; \
 	fi
 
 test: install

@@ -133,7 +133,13 @@ def cancel(task: Task, reason: str) -> None:
     """Cancel a task on its user's request: the row ends `cancelled` at once; a queued job
     never starts (jobs.start refuses an ended task, and RQ cancels the job); a running one
     stops itself at its next progress report (Progress.update checks cancel_requested),
-    cleaning up after itself. Raises TaskNotActive when the task has already ended."""
+    cleaning up after itself. Raises TaskNotActive when the task has already ended.
+
+    Cooperative only, on purpose: RQ's send_stop_job_command would SIGKILL the work horse,
+    so nothing cleans up (a half-written temporary file, an open multipart upload) and RQ
+    files the job under failed. The task checks the flag on every batch (a fraction of a
+    second apart) and once more before any effect it cannot take back (a mail); a job hung
+    elsewhere is ended by its job_timeout."""
     if task.complete:
         raise TaskNotActive(f"task {task.id} is already {task.status}")
     running = task.status == TaskStatus.RUNNING
@@ -225,6 +231,20 @@ class Progress:
             return
         self.last_percent, self.last_write = percent, now
         set_progress(percent, self.job)
+
+
+def ensure_active() -> None:
+    """Raise TaskNotActive if the current job's task was cancelled or ended elsewhere (the
+    Redis flag, then the row): the last check before an effect that cannot be taken back,
+    such as a mail."""
+    job = rq.get_current_job()
+    if job is None:
+        return
+    if cancel_requested(job.id):
+        raise TaskNotActive(f"task {job.id} was cancelled")
+    task = _current_task(job)
+    if task is not None and task.complete:
+        raise TaskNotActive(f"task {task.id} is already {task.status}")
 
 
 def set_progress(progress: float, job: Job | None = None) -> None:

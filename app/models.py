@@ -430,7 +430,7 @@ class Export(db.Model):
         """queued, running, finished, failed, cancelled (its task's) or expired."""
         if self.expired_at is not None:
             return self.EXPIRED
-        if self.task is None:  # its task row was purged by an operator
+        if self.task is None:  # its task purged, or a job enqueued by hand without one
             return TaskStatus.FINISHED if self.finished_at is not None else TaskStatus.FAILED
         return self.task.status
 

@@ -3,15 +3,13 @@ the export itself in app/exports/. As in the tutorial, this module builds its ow
 
 import time
 
-from flask import current_app, has_app_context, render_template
+from flask import has_app_context
 from rq import get_current_job
 
-from app import db, jobs, metrics
-from app.email import send_email_once
-from app.exports import centre
+from app import db, jobs
+from app.exports import centre, delivery
 from app.exports import formats as exports
-from app.exports.storage import get_storage
-from app.models import Export, User
+from app.models import User
 from app.worker import get_worker_app
 
 app = get_worker_app()
@@ -60,9 +58,10 @@ def noop(user_id):
 
 
 def export_posts(user_id, export_id=None):
-    """Export the user's posts. With `export_id` (the export centre), in that export's format
-    to export storage, recorded on the Export row; without (the tutorial's shell session), as
-    posts.json attached to the mail."""
+    """Export the user's posts to export storage, in the export's format (JSON for a job
+    launched without an export, as in the tutorial), and mail the user a link to download
+    it, with posts.json attached when small enough. Cancelled, it stops at its next batch
+    and ends cleanly: no file, no mail, the task left `cancelled`."""
     try:
         task = jobs.start()
     except jobs.TaskNotActive:
@@ -70,46 +69,22 @@ def export_posts(user_id, export_id=None):
     user = db.session.get(User, user_id)
     if user is None:
         raise LookupError(f"user {user_id} does not exist")
-    if export_id is not None:
-        _export_to_storage(user, task, export_id)
+    export = centre.export_for_job(user, task, export_id)
+    try:
+        progress = jobs.Progress(total=exports.count_posts(user))
+        delivery.write_file(export, progress.update)
+        jobs.ensure_active()  # cancelled after the last batch: still no mail
+        job = get_current_job()  # one mail per job, whatever its retries: its id is the key
+        attached = delivery.send_mail(export, mail_key=job.id if job else export.id)
+    except jobs.TaskNotActive:
+        centre.discard_file(export)
         return
-    progress = jobs.Progress(total=exports.count_posts(user))
-    path = exports.write_posts_json(user, progress.update)
-    size = path.stat().st_size
-    metrics.export_written(current_app.redis, "json", size)
-    limit = current_app.config["EXPORT_ATTACHMENT_LIMIT"]
-    attach = size <= limit
-    attachments = [("posts.json", "application/json", path.read_bytes())] if attach else []
-    context = dict(user=user, attached=attach, size=size, limit=limit)
-    job = get_current_job()
-    send_email_once(
-        key=job.id if job else path.name,  # one mail per job: see jobs.record_failure
-        subject="[Microblog] Your blog posts",
-        sender=current_app.config["ADMINS"][0],
-        recipients=[user.email],
-        text_body=render_template("email/export_posts.txt", **context),
-        html_body=render_template("email/export_posts.html", **context),
-        attachments=attachments)
-    path.unlink(missing_ok=True)
-    if task is not None:
-        jobs.finish("Your posts were exported. Check your email." if attach else
-                    "Your posts were exported, but were too large to attach. Check your email.")
+    jobs.finish(delivery.finished_message(attached))
 
 
-def _export_to_storage(user, task, export_id):
-    # A first version (the mail with a link and the cancel cleanup come next).
-    export = db.session.get(Export, export_id)
-    if export is None:
-        raise LookupError(f"export {export_id} does not exist")
-    progress = jobs.Progress(total=exports.count_posts(user))
-    key = centre.storage_key(export)
-    storage = get_storage()
-    with storage.writer(key) as out:
-        posts = exports.write_export(export.format, user, out, progress.update)
-    size = storage.size(key)
-    metrics.export_written(current_app.redis, export.format, size)
-    centre.record_file(export, key, posts, size)
-    jobs.finish("Your posts were exported.")
+def expire_exports():
+    """Scheduled (app/cron.py): remove the files of exports past EXPORT_RETENTION_DAYS."""
+    return centre.expire_due()
 
 
 def send_email_job(mail):

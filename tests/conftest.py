@@ -113,7 +113,7 @@ def app(database, redis_server, config_overrides):
         for folder in ("outbox", "exports"):
             path = Path(app.instance_path) / folder
             if path.exists():
-                for f in path.iterdir():  # export storage keeps files in per-user folders
+                for f in path.iterdir():  # exports: <user id>/<export id>/<file>
                     shutil.rmtree(f) if f.is_dir() else f.unlink()
         yield app
         db.session.remove()

@@ -487,7 +487,8 @@ def _unit(name: str) -> configparser.ConfigParser:
 
 def test_systemd_units_run_the_procfile_commands_as_a_service_user():
     web, worker = _unit("microblog-web.service"), _unit("microblog-worker@.service")
-    for unit in (web, worker):
+    cron = _unit("microblog-cron.service")
+    for unit in (web, worker, cron):
         service = unit["Service"]
         assert service["User"] not in ("", "root")
         assert service["Restart"] in ("always", "on-failure")
@@ -508,6 +509,9 @@ def test_systemd_units_run_the_procfile_commands_as_a_service_user():
     # Warm shutdown: SIGTERM to the worker alone, so that the running job can finish.
     assert worker_service["KillMode"] == "mixed"
     assert "%i" in (SYSTEMD / "microblog-worker@.service").read_text()
+    # The scheduled jobs (export expiry) as the Procfile's cron process.
+    cron_start = cron["Service"]["ExecStart"].removeprefix("/opt/microblog/.venv/bin/")
+    assert cron_start == read_procfile()["cron"].removeprefix("exec ")
 
     settings = {}
     for line in (SYSTEMD / "microblog.env.example").read_text().splitlines():
@@ -516,7 +520,7 @@ def test_systemd_units_run_the_procfile_commands_as_a_service_user():
             assert "#" not in value, f"systemd takes no inline comments: {line}"
             settings[key] = value
     for key in ("SECRET_KEY", "DATABASE_URL", "REDIS_URL", "MAIL_SERVER", "MAIL_PORT",
-                "MAIL_USERNAME", "MAIL_PASSWORD"):
+                "MAIL_USERNAME", "MAIL_PASSWORD", "PUBLIC_BASE_URL"):
         assert key in settings
     assert settings["MICROBLOG_ENV"] == "production"
 
@@ -528,7 +532,7 @@ def test_systemd_units_pass_systemd_analyze_verify(tmp_path):
         print(f"SKIP: {reason}")
         pytest.skip(reason)
     # The units name the paths of a real server; point them at this checkout and its venv.
-    for name in ("microblog-web.service", "microblog-worker@.service"):
+    for name in ("microblog-web.service", "microblog-worker@.service", "microblog-cron.service"):
         text = (SYSTEMD / name).read_text()
         text = text.replace("/opt/microblog/.venv/bin/", f"{VENV_BIN}/")
         text = text.replace("/opt/microblog", str(ROOT))
@@ -538,7 +542,7 @@ def test_systemd_units_pass_systemd_analyze_verify(tmp_path):
         [analyze, "verify", "--man=no", str(tmp_path / "microblog-web.service"),
          # Instances of the template, as `systemctl start microblog-worker@1` makes them.
          str(tmp_path / "microblog-worker@1.service"),
-         str(tmp_path / "microblog-worker@2.service")],
+         str(tmp_path / "microblog-worker@2.service"), str(tmp_path / "microblog-cron.service")],
         capture_output=True, text=True, timeout=120)
     assert verified.returncode == 0, verified.stderr
     assert verified.stderr.strip() == "", verified.stderr
@@ -688,6 +692,7 @@ def test_boot_sh_runs_the_procfile_commands():
     procfile = read_procfile()
     assert "exec " + procfile["web"].split("exec ", 1)[1] in execs
     assert procfile["worker"].replace(" microblog-tasks", ' "$@" microblog-tasks') in execs
+    assert procfile["cron"] in execs
     assert "flask db upgrade" in script
 
 
@@ -825,7 +830,7 @@ def test_procfile_web_and_two_workers_export_and_survive_a_sigkilled_worker(
     from rq.job import Job
 
     procfile = read_procfile()
-    assert {"release", "web", "worker"} <= set(procfile)
+    assert {"release", "web", "worker", "cron"} <= set(procfile)
 
     mailbox = _Mailbox()
     smtp_port, web_port = free_port(), free_port()

@@ -70,7 +70,7 @@ def test_an_export_folder_that_cannot_take_the_file_fails_the_export_readably(
     assert task.attempts == 1  # not retried: it would only fail again
     assert smtp_server.handler_ref.messages == []
     if folder.is_dir():
-        assert list(folder.iterdir()) == []  # no partial file left behind
+        assert [p for p in folder.rglob("*") if p.is_file()] == []  # no partial file left
     # The user reads the reason in the page's task alert and in the polled JSON.
     assert reason in client.get("/user/ana").get_data(as_text=True)
     [note] = [n["data"] for n in client.get("/notifications").get_json()

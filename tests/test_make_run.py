@@ -59,7 +59,7 @@ def honcho_command() -> list[str]:
     match = re.search(r"honcho -f (\S+) start ([a-z ]+?)\s*;", makefile)
     assert match, "the Makefile's run target no longer starts honcho"
     procfile, processes = match.group(1), match.group(2).split()
-    assert "redis" in processes and "worker" in processes and "web" in processes, processes
+    assert {"redis", "worker", "web", "cron"} <= set(processes), processes
     return [str(BIN / "honcho"), "-f", procfile, "start", *processes]
 
 
@@ -158,6 +158,38 @@ def busy_worker(redis_url: str, seconds: int = 60) -> None:
         connection.connection_pool.disconnect()
 
 
+# An export past its retention, with its file, put in the instance before `make run` starts:
+# the cron process must have it expired (file gone, row marked) soon after the start.
+DUE_EXPORT = """
+from datetime import timedelta
+from app import create_app, db
+from app.exports.storage import get_storage
+from app.models import Export, User, utcnow
+app = create_app()
+with app.app_context():
+    user = User(username="olga", email="olga@example.com")
+    db.session.add(user)
+    db.session.flush()
+    export = Export(user_id=user.id, format="json", filename="posts.json",
+                    storage_key=f"{user.id}/due/posts.json",
+                    finished_at=utcnow() - timedelta(days=8),
+                    expires_at=utcnow() - timedelta(days=1))
+    with get_storage().writer(export.storage_key) as out:
+        out.write(b'{"posts": []}')
+    db.session.add(export)
+    db.session.commit()
+    print(export.id, get_storage().path(export.storage_key))
+"""
+
+
+def expired_at(instance: Path, export_id: str) -> str | None:
+    import sqlite3
+
+    with sqlite3.connect(instance / "app.db") as conn:
+        return conn.execute("SELECT expired_at FROM export WHERE id = ?",
+                            (export_id,)).fetchone()[0]
+
+
 @pytest.mark.timeout(300)
 @pytest.mark.parametrize("busy", [False, True], ids=["idle", "job-running"])
 def test_make_run_serves_and_one_ctrl_c_stops_everything(busy):
@@ -172,6 +204,11 @@ def test_make_run_serves_and_one_ctrl_c_stops_everything(busy):
                                  capture_output=True, text=True, timeout=120)
         assert upgrade.returncode == 0, upgrade.stdout + upgrade.stderr
         assert (instance / "app.db").exists(), "the database is not under the instance folder"
+        seeded = subprocess.run([sys.executable, "-c", DUE_EXPORT], cwd=ROOT, env=env,
+                                capture_output=True, text=True, timeout=60)
+        assert seeded.returncode == 0, seeded.stdout + seeded.stderr
+        due_id, due_file = seeded.stdout.split()
+        assert Path(due_file).is_file()
 
         started = time.monotonic()
         with log.open("wb") as out:
@@ -215,7 +252,14 @@ def test_make_run_serves_and_one_ctrl_c_stops_everything(busy):
         running = processes_of(marker)
         names = " | ".join(running.values())
         assert "redis-server" in names and "rq worker" in names and "gunicorn" in names, running
+        assert "rq cron" in names, running
         assert (instance / "redis.sock").exists(), "the embedded Redis is not in the instance"
+        # The cron process enqueues the expiry as it starts; a worker runs it.
+        deadline = time.monotonic() + 60
+        while expired_at(instance, due_id) is None:
+            assert time.monotonic() < deadline, f"the due export never expired:\n{tail(log)}"
+            time.sleep(0.25)
+        assert not Path(due_file).exists(), "the expired export's file is still there"
         if busy:
             busy_worker(env["REDIS_URL"])
 
@@ -254,6 +298,31 @@ def test_make_run_serves_and_one_ctrl_c_stops_everything(busy):
             except ProcessLookupError:
                 pass
         shutil.rmtree(instance, ignore_errors=True)
+
+
+def make_exported(name: str, **env: str) -> str:
+    """The value of an environment variable in the processes `make run` starts, with these
+    settings in make's own environment."""
+    clean = {k: v for k, v in os.environ.items()
+             if k not in {"PUBLIC_BASE_URL", "MICROBLOG_HOST", "PORT"}}
+    printed = subprocess.run(
+        ["make", "-s", "--no-print-directory", "--eval", f'print-it: ; @echo "$${name}"',
+         "print-it"], cwd=ROOT, env={**clean, **env}, capture_output=True, text=True,
+        timeout=30)
+    assert printed.returncode == 0, printed.stderr
+    return printed.stdout.strip()
+
+
+@pytest.mark.parametrize("env, expected", [
+    ({}, "http://127.0.0.1:5000"),
+    ({"PORT": "8123"}, "http://127.0.0.1:8123"),
+    ({"MICROBLOG_HOST": "0.0.0.0", "PORT": "8123"}, "http://127.0.0.1:8123"),
+    ({"MICROBLOG_HOST": "192.0.2.7"}, "http://192.0.2.7:5000"),
+    ({"MICROBLOG_HOST": "::1"}, "http://[::1]:5000"),
+    ({"PUBLIC_BASE_URL": "https://blog.example.org", "PORT": "8123"}, "https://blog.example.org"),
+], ids=["default", "port", "all-addresses", "host", "ipv6", "set"])
+def test_make_run_links_in_mail_point_at_its_own_address_unless_told(env, expected):
+    assert make_exported("PUBLIC_BASE_URL", **env) == expected
 
 
 @pytest.mark.timeout(120)

@@ -17,7 +17,8 @@ import sqlalchemy as sa
 from redis import Redis
 
 from app import db
-from app.models import Post, Task, TaskStatus, User
+from app.exports.storage import get_storage
+from app.models import Export, Post, Task, TaskStatus, User
 from tests.conftest import (
     ROOT,
     csrf_token,
@@ -83,10 +84,16 @@ def test_export_of_n_posts_arrives_at_the_smtp_server_with_exactly_those_posts(
     assert [p["body"] for p in data["posts"]] == TRICKY_BODIES  # oldest first, exact
     assert all(p["timestamp"].endswith("Z") for p in data["posts"])
     assert data["user"] == "susan" and data["version"] == 1
-    # The page says so, in green, and the export file was cleaned up.
+    # The page says so, in green, naming the next step; the export is in the export centre
+    # too, its file (the attached one) in storage, linked from the mail.
     html = client.get("/user/susan").get_data(as_text=True)
-    assert "Your posts were exported. Check your email." in html
-    assert not any((Path(app.instance_path) / "exports").glob("*"))
+    assert ("Your posts were exported. Check your email, or download them from your exports."
+            in html)
+    export = db.session.scalars(sa.select(Export)).one()
+    assert export.status == TaskStatus.FINISHED and export.format == "json"
+    assert b"".join(get_storage().read(export.storage_key)) == part.get_content()
+    link = f"{app.config['PUBLIC_BASE_URL']}/exports/{export.id}/download"
+    assert link in message.get_body(("plain",)).get_content()
 
 
 def test_an_export_of_zero_posts_is_an_empty_list(app, client, smtp_server):
@@ -449,8 +456,11 @@ def test_export_too_large_to_attach_is_not_attached_and_the_mail_says_so(
     assert run_worker_burst(env=worker_env(EXPORT_ATTACHMENT_LIMIT=1000)).returncode == 0
     [message] = smtp_server.handler_ref.messages
     assert list(message.iter_attachments()) == []
-    assert "larger than the 1.0 kB" in message.get_body(("plain",)).get_content()
-    assert "too large to attach" in _task().result_message
+    text = message.get_body(("plain",)).get_content()
+    assert "larger than the 1.0 kB" in text and "It is ready to download." in text
+    export = db.session.scalars(sa.select(Export)).one()
+    assert f"{app.config['PUBLIC_BASE_URL']}/exports/{export.id}/download" in text
+    assert "Download them from your exports" in _task().result_message
 
 
 def test_two_tasks_of_one_user_keep_separate_notifications(app, client):

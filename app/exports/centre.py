@@ -88,7 +88,7 @@ def retry(export: Export) -> Export:
     if export.status not in (TaskStatus.FAILED, TaskStatus.CANCELLED):
         raise ExportRefused(_("Only a failed or cancelled export can be tried again."))
     _check_cooldown(export.user)
-    export.storage_key = None
+    _remove_file(export)  # a file an earlier attempt wrote before it failed
     export.posts_count = export.size = None
     export.finished_at = export.expires_at = None
     _launch(export.user, export)
@@ -102,11 +102,15 @@ def cancel(export: Export) -> None:
     task = export.task
     if task is None or task.complete:
         raise ExportRefused(_("This export has already ended; there is nothing to cancel."))
+    running = task.status == TaskStatus.RUNNING
     try:
         jobs.cancel(task, _("Cancelled by you."))
     except jobs.TaskNotActive:
         raise ExportRefused(
             _("This export has already ended; there is nothing to cancel.")) from None
+    if not running:  # waiting for a retry after its mail failed: its file may be there
+        _remove_file(export)
+        db.session.commit()
     log.info("Export %s cancelled by its user", export.id)
 
 
@@ -148,6 +152,36 @@ def record_file(export: Export, storage_key: str, posts_count: int, size: int) -
     export.size = size
     export.finished_at = now
     export.expires_at = now + timedelta(days=current_app.config["EXPORT_RETENTION_DAYS"])
+    db.session.commit()
+
+
+def export_for_job(user: User, task: Task | None, export_id: str | None) -> Export:
+    """The export a worker's job builds: the export centre's (`export_id`), or for a job
+    launched without one (the seed's `user.launch_task("export_posts", ...)`, or a job
+    enqueued by hand) a JSON export recorded now, so that it too has a download page.
+    A retry of that job finds the export its first attempt recorded."""
+    if export_id is not None:
+        export = db.session.get(Export, export_id)
+        if export is None:
+            raise LookupError(f"export {export_id} does not exist")
+        return export
+    if task is not None:
+        export = db.session.scalar(sa.select(Export).where(Export.task_id == task.id))
+        if export is not None:
+            return export
+    export = Export(user_id=user.id, format="json", filename=FORMATS["json"].filename,
+                    task_id=task.id if task is not None else None)
+    db.session.add(export)
+    db.session.commit()
+    _enforce_keep(user)
+    return export
+
+
+def discard_file(export: Export) -> None:
+    """Remove what a cancelled job wrote: its file, if it was published, and its record."""
+    _remove_file(export)
+    export.posts_count = export.size = None
+    export.finished_at = export.expires_at = None
     db.session.commit()
 
 

@@ -1,0 +1,28 @@
+"""The scheduled jobs, for RQ's cron scheduler (RQ 3: `rq cron`):
+
+    rq cron --connection-class app.redis_connection.Redis app.cron
+
+It only enqueues: the jobs run on the workers like any other (and so see the same
+database, storage and settings). An interval job runs once as soon as the scheduler starts,
+then every interval. One cron process per deployment is enough; a second one would only
+enqueue each job twice, which is harmless (expiring is idempotent).
+
+Why RQ's cron rather than the worker's `--with-scheduler`: that scheduler runs jobs enqueued
+`at`/`in` a time (our retries), but nothing repeats; a repeating job would have to re-enqueue
+itself, and one lost run would end the schedule for good.
+"""
+
+from rq import cron
+
+from app.tasks import expire_exports
+
+QUEUE = "microblog-tasks"
+EXPIRE_EVERY = 300  # seconds: an export outlives its EXPORT_RETENTION_DAYS by at most this
+
+cron.register(expire_exports, QUEUE, interval=EXPIRE_EVERY, job_timeout=600, result_ttl=3600,
+              failure_ttl=7 * 24 * 3600)
+
+# Hook: once storage has a sweep of the temporary files that crashed writers leave behind
+# (Storage.cleanup_stale_temp_files), register it here as its own job, e.g.
+#   cron.register(clean_export_temp_files, QUEUE, interval=3600)
+# with app.tasks.clean_export_temp_files calling get_storage().cleanup_stale_temp_files().

@@ -1,0 +1,84 @@
+"""Delivering an export: its file written to storage, and the one mail that says where to
+download it (with posts.json attached when it is small enough). Knows nothing about RQ:
+app/tasks.py runs these with the job's progress report and the job's id as the mail's key.
+
+Links in the mail are absolute, built from PUBLIC_BASE_URL: a worker has no request to take
+the site's address from. The paths are the export centre's public ones (`/exports`,
+`/exports/<id>/download`), joined to the base so that a site served under a path prefix
+(PUBLIC_BASE_URL=https://example.org/microblog) gets working links too.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from flask import current_app, render_template
+from flask_babel import gettext as _
+
+from app import metrics
+from app.email import send_email_once
+from app.exports import centre, formats
+from app.exports.storage import get_storage
+from app.models import Export
+
+SUBJECT = "[Microblog] Your blog posts"  # the seed's, in every language (mail filters)
+
+
+def write_file(export: Export, on_progress: Callable[[int], None] | None = None) -> None:
+    """Write the export's file to storage in its format and record it on the row. The file
+    appears only when complete; whatever on_progress raises (a cancel) discards it. An
+    export whose file is already recorded (a retry after its mail failed) is not rewritten."""
+    storage = get_storage()
+    if export.storage_key and export.finished_at and storage.exists(export.storage_key):
+        return
+    key = centre.storage_key(export)
+    with storage.writer(key) as out:
+        posts = formats.write_export(export.format, export.user, out, on_progress)
+    size = storage.size(key)
+    metrics.export_written(current_app.redis, export.format, size)
+    centre.record_file(export, key, posts, size)
+
+
+def links(export: Export) -> dict[str, str]:
+    """Absolute URLs of the export centre and of this export's download."""
+    base = current_app.config["PUBLIC_BASE_URL"].rstrip("/")
+    return {"exports_url": f"{base}/exports",
+            "download_url": f"{base}/exports/{export.id}/download"}
+
+
+def attaches(export: Export) -> bool:
+    """Whether the mail carries the file itself: JSON (the seed's posts.json) within
+    EXPORT_ATTACHMENT_LIMIT."""
+    return (export.format == "json"
+            and export.size <= current_app.config["EXPORT_ATTACHMENT_LIMIT"])
+
+
+def send_mail(export: Export, mail_key: str) -> bool:
+    """Send the user the one mail about their finished export (send_email_once: a retried
+    job never sends it twice). Returns whether the file was attached."""
+    attached = attaches(export)
+    attachments = []
+    if attached:
+        fmt = formats.FORMATS[export.format]
+        data = b"".join(get_storage().read(export.storage_key))
+        attachments.append((fmt.filename, fmt.content_type, data))
+    context = dict(
+        user=export.user, export=export, attached=attached, size=export.size,
+        limit=current_app.config["EXPORT_ATTACHMENT_LIMIT"],
+        expires=export.expires_at.strftime("%Y-%m-%d %H:%M"), **links(export))
+    send_email_once(
+        key=mail_key, subject=SUBJECT, sender=current_app.config["ADMINS"][0],
+        recipients=[export.user.email],
+        text_body=render_template("email/export_posts.txt", **context),
+        html_body=render_template("email/export_posts.html", **context),
+        attachments=attachments)
+    return attached
+
+
+def finished_message(attached: bool) -> str:
+    """What the user's task alert says when the export is done: where to go next."""
+    if attached:
+        return _("Your posts were exported. Check your email, or download them from "
+                 "your exports.")
+    return _("Your posts were exported. Download them from your exports (the link is in "
+             "your email too).")
