@@ -97,7 +97,7 @@ def test_a_csv_export_started_from_the_export_centre_is_watched_and_downloaded(
         download_link.click()
     download = download_info.value
     assert download.suggested_filename == "posts.csv"
-    with open(download.path(), encoding="utf-8", newline="") as f:
+    with open(download.path(), encoding="utf-8-sig", newline="") as f:  # with a BOM, for Excel
         rows = list(csv.reader(io.StringIO(f.read())))
     assert rows[0] == ["id", "timestamp", "language", "body"]
     assert [r[3] for r in rows[1:]] == [body(i) for i in range(POSTS)]
