@@ -21,8 +21,3 @@ EXPIRE_EVERY = 300  # seconds: an export outlives its EXPORT_RETENTION_DAYS by a
 
 cron.register(expire_exports, QUEUE, interval=EXPIRE_EVERY, job_timeout=600, result_ttl=3600,
               failure_ttl=7 * 24 * 3600)
-
-# Hook: once storage has a sweep of the temporary files that crashed writers leave behind
-# (Storage.cleanup_stale_temp_files), register it here as its own job, e.g.
-#   cron.register(clean_export_temp_files, QUEUE, interval=3600)
-# with app.tasks.clean_export_temp_files calling get_storage().cleanup_stale_temp_files().

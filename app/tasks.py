@@ -9,6 +9,7 @@ from rq import get_current_job
 from app import db, jobs
 from app.exports import centre, delivery
 from app.exports import formats as exports
+from app.exports.storage import cleanup_stale_temp_files
 from app.models import User
 from app.worker import get_worker_app
 
@@ -82,9 +83,17 @@ def export_posts(user_id, export_id=None):
     jobs.finish(delivery.finished_message(attached))
 
 
+# A temporary export file nobody wrote to for this long was left by a killed worker.
+STALE_TEMP_FILE_AGE = 24 * 3600
+
+
 def expire_exports():
-    """Scheduled (app/cron.py): remove the files of exports past EXPORT_RETENTION_DAYS."""
-    return centre.expire_due()
+    """Scheduled (app/cron.py): remove the files of exports past EXPORT_RETENTION_DAYS, and
+    the temporary files of exports whose worker was killed mid-write (on this worker's disk:
+    with several worker hosts, each sweeps its own whenever it runs this job)."""
+    expired = centre.expire_due()
+    cleanup_stale_temp_files(STALE_TEMP_FILE_AGE)
+    return expired
 
 
 def send_email_job(mail):

@@ -6,6 +6,8 @@ server; the centre's rules run their jobs in this process (RQ's SimpleWorker).""
 from __future__ import annotations
 
 import json
+import os
+import time
 from datetime import timedelta
 from pathlib import Path
 
@@ -204,6 +206,19 @@ def test_expiry_deletes_the_file_and_shows_expired_and_keeps_the_row(app):
     assert export.status == Export.EXPIRED and not path.exists()
     assert export.storage_key is None and export in centre.exports_of(user)
     assert tasks.expire_exports() == 0  # the scheduled job: nothing more is due
+
+
+def test_the_scheduled_job_sweeps_temporary_files_a_killed_worker_left(app):
+    folder = Path(app.config["EXPORT_FOLDER"]) / "7" / "abc"
+    folder.mkdir(parents=True)
+    stale, fresh_file = folder / "posts.csv.x1.part", folder / "posts.csv.x2.part"
+    stale.write_bytes(b"half an export")
+    fresh_file.write_bytes(b"an export being written")
+    day_and_a_bit = time.time() - tasks.STALE_TEMP_FILE_AGE - 60
+    os.utime(stale, (day_and_a_bit, day_and_a_bit))
+    tasks.expire_exports()
+    assert not stale.exists()
+    assert fresh_file.exists()  # written to a moment ago: a running export's
 
 
 @pytest.mark.parametrize("config_overrides", [{"EXPORT_KEEP": 2, "EXPORT_COOLDOWN": 0}])
