@@ -838,7 +838,8 @@ def test_procfile_web_and_two_workers_export_and_survive_a_sigkilled_worker(
                       data_size_limit=128 * 1024 * 1024)
     smtp.start()
     env = production_env(tmp_path, PORT=web_port, MAIL_SERVER="127.0.0.1", MAIL_PORT=smtp_port,
-                         TASK_HEARTBEAT_GRACE=2, EXPORT_ATTACHMENT_LIMIT=64 * 1024 * 1024)
+                         TASK_HEARTBEAT_GRACE=2, EXPORT_ATTACHMENT_LIMIT=64 * 1024 * 1024,
+                         EXPORT_COOLDOWN=0)  # ana exports three times within minutes
     processes = Processes(tmp_path, env)
     timeline: list[str] = []
     started = time.monotonic()
