@@ -254,7 +254,7 @@ def test_export_progress_success_and_outbox(app, context, worker_factory, monkey
     make_user_with_posts(posts)
     # Tiny batches make the export take a few seconds (no sleep in the task), so the page,
     # which polls once a second, can see the bar move.
-    worker = worker_factory(EXPORT_BATCH_SIZE=1)
+    worker = worker_factory(EXPORT_BATCH_SIZE=4)
     worker.wait_ready()
 
     page = context.new_page()
