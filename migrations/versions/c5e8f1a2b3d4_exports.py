@@ -7,6 +7,7 @@ Create Date: 2026-12-02 01:00:00.000000
 """
 from alembic import op
 import sqlalchemy as sa
+from sqlalchemy.dialects import mysql
 
 
 # revision identifiers, used by Alembic.
@@ -27,10 +28,10 @@ def upgrade():
         sa.Column('filename', sa.String(length=128), nullable=True),
         sa.Column('posts_count', sa.Integer(), nullable=True),
         sa.Column('size', sa.BigInteger(), nullable=True),
-        sa.Column('created_at', sa.DateTime(), nullable=False),
-        sa.Column('finished_at', sa.DateTime(), nullable=True),
-        sa.Column('expires_at', sa.DateTime(), nullable=True),
-        sa.Column('expired_at', sa.DateTime(), nullable=True),
+        sa.Column('created_at', sa.DateTime().with_variant(mysql.DATETIME(fsp=6), 'mysql', 'mariadb'), nullable=False),
+        sa.Column('finished_at', sa.DateTime().with_variant(mysql.DATETIME(fsp=6), 'mysql', 'mariadb'), nullable=True),
+        sa.Column('expires_at', sa.DateTime().with_variant(mysql.DATETIME(fsp=6), 'mysql', 'mariadb'), nullable=True),
+        sa.Column('expired_at', sa.DateTime().with_variant(mysql.DATETIME(fsp=6), 'mysql', 'mariadb'), nullable=True),
         sa.ForeignKeyConstraint(['task_id'], ['task.id'], name=op.f('fk_export_task_id_task'),
                                 ondelete='SET NULL'),
         sa.ForeignKeyConstraint(['user_id'], ['user.id'], name=op.f('fk_export_user_id_user'),
@@ -44,8 +45,6 @@ def upgrade():
 
 
 def downgrade():
-    with op.batch_alter_table('export', schema=None) as batch_op:
-        batch_op.drop_index(batch_op.f('ix_export_user_id'))
-        batch_op.drop_index(batch_op.f('ix_export_task_id'))
-        batch_op.drop_index(batch_op.f('ix_export_created_at'))
+    # The table with its indexes and foreign keys at once: MariaDB refuses to drop an index
+    # a foreign key still uses.
     op.drop_table('export')
