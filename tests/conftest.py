@@ -39,6 +39,19 @@ from config import Config  # noqa: E402
 # active. Import it now, outside any test, so an in-process worker never pushes one mid-test.
 importlib.import_module("app.tasks")
 
+
+def _fast_password_hash(password: str) -> str:
+    from werkzeug.security import generate_password_hash
+
+    return generate_password_hash(password, method="pbkdf2:sha256:1000")
+
+
+# The suite sets and checks passwords thousands of times; werkzeug's default (scrypt, what
+# production keeps) costs ~0.17 s of CPU each, minutes per run. Checking reads the method from
+# the stored hash, so logins work the same. Processes the tests start (gunicorn, benches) keep
+# the default.
+importlib.import_module("app.models").generate_password_hash = _fast_password_hash
+
 WORKER_ARGS = ["-w", "app.worker.AppWorker", "--connection-class", "app.redis_connection.Redis",
                "--with-scheduler"]
 

@@ -5,6 +5,7 @@ page, with no console error (the strict CSP forbids inline scripts and styles)."
 
 from __future__ import annotations
 
+import pytest
 import sqlalchemy as sa
 
 import tests.test_browser as browser_tests
@@ -12,6 +13,10 @@ from app import db, jobs
 from app.models import Task, TaskStatus, User
 from tests.conftest import make_user, wait_for
 from tests.test_browser import PageWatcher, log_in
+
+# The admin view as Chromium sees it; the admin actions on each database:
+# test_admin.py, in the matrix. CI runs it once (SQLite).
+pytestmark = pytest.mark.once
 
 # The export tests' fixtures (Chromium, the live server, workers), shared.
 browser = browser_tests.browser

@@ -15,6 +15,10 @@ import pytest
 
 from tests.conftest import make_user, start_worker, wait_for, worker_env
 
+# The page script, the CSP and the progress UI as Chromium sees them; the jobs and
+# their rows on each database: test_tasks.py, in the matrix. CI runs it once (SQLite).
+pytestmark = pytest.mark.once
+
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update",

@@ -36,6 +36,10 @@ import yaml
 
 from tests.conftest import CSRF, worker_env
 
+# Its own PostgreSQL database and Redis database 9 whatever the matrix says, or only
+# files and linters: once per CI run is enough.
+pytestmark = pytest.mark.once
+
 ROOT = Path(__file__).resolve().parent.parent
 VENV_BIN = Path(sys.executable).parent
 PG_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"

@@ -8,8 +8,14 @@ from __future__ import annotations
 import csv
 import io
 
+import pytest
+
 import tests.test_browser as browser_tests
 from tests.test_browser import CSP_RECORDER, PageWatcher, body, log_in, make_user_with_posts
+
+# The export centre as Chromium sees it (the row's bar, the download); its pages on
+# each database: test_export_pages.py, in the matrix. CI runs it once (SQLite).
+pytestmark = pytest.mark.once
 
 # The export tests' fixtures (Chromium, the live server, workers), shared.
 browser = browser_tests.browser

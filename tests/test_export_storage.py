@@ -28,6 +28,10 @@ from app.exports.storage import (
 )
 from tests.conftest import ROOT, make_user, run_worker_burst, worker_env
 
+# Files in a folder or an S3-compatible bucket and the download of them; the
+# database only records the export: CI runs it once (SQLite).
+pytestmark = pytest.mark.once
+
 pytest_plugins = ("tests.s3",)  # the moto_server and s3 fixtures
 
 KEY = "7/abcdef/posts.json"

@@ -20,6 +20,10 @@ from tests.faults import (
 )
 from tests.test_tasks import _stop
 
+# Its own private PostgreSQL cluster whatever the matrix says: once per CI run
+# is enough.
+pytestmark = pytest.mark.once
+
 
 def _postgres_bin() -> Path | None:
     found = sorted(Path("/usr/lib/postgresql").glob("*/bin/pg_ctl"),

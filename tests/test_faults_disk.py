@@ -16,6 +16,10 @@ from tests.faults import (
     tasks_by_user,
 )
 
+# A full or unwritable export folder; the database only records the task: CI runs
+# it once (SQLite).
+pytestmark = pytest.mark.once
+
 
 @pytest.fixture
 def tiny_mount():

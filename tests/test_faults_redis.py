@@ -22,6 +22,10 @@ from tests.faults import (
 )
 from tests.test_tasks import _stop
 
+# A Redis outage (its own Redis server); the database only records the tasks: CI
+# runs it once (SQLite).
+pytestmark = pytest.mark.once
+
 
 class PrivateRedis:
     """A redis-server of one test, with append-only persistence as compose.yaml runs it, on a

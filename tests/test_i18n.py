@@ -17,6 +17,10 @@ from app import babel, db
 from app import tasks as _worker_tasks  # noqa: F401  (see test_email.py: imported early)
 from tests.conftest import ROOT, csrf_token, login, make_user, run_jobs_in_process
 
+# Catalogues and rendered pages: the database backend changes no translation, so
+# CI runs it once (SQLite).
+pytestmark = pytest.mark.once
+
 TRANSLATIONS = ROOT / "app" / "translations"
 LANGUAGES = ("es", "ko")
 

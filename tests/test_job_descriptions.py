@@ -6,8 +6,14 @@ from __future__ import annotations
 
 import re
 
+import pytest
+
 from app import tasks as _worker_tasks  # noqa: F401  (imported early: see tests/test_email.py)
 from tests.conftest import csrf_token, make_user, run_worker_burst
+
+# What RQ and the worker's log show of a job, whatever the database: CI runs
+# it once (SQLite).
+pytestmark = pytest.mark.once
 
 RESET_LINK = re.compile(r"/auth/reset_password/([\w.-]+)")
 RESET_SUBJECT = "[Microblog] Reset Your Password"

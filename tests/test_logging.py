@@ -13,6 +13,9 @@ import pytest
 
 from tests.conftest import _test_config, make_user, run_worker_burst, worker_env
 
+# Log lines and their format, whatever the database: CI runs it once (SQLite).
+pytestmark = pytest.mark.once
+
 FIELDS = {"timestamp", "level", "logger", "message", "task_id", "task_type"}
 
 

@@ -12,6 +12,10 @@ import pytest
 from app.email import send_email
 from tests.conftest import csrf_token, login, make_user
 
+# The outbox is files under instance/outbox, whatever the database: CI runs it once
+# (SQLite).
+pytestmark = pytest.mark.once
+
 JSON_DATA = b'{"posts": [{"body": "hi", "timestamp": "2024-05-01T12:00:00Z"}]}'
 
 

@@ -31,6 +31,10 @@ from tests.conftest import (
     worker_env,
 )
 
+# The limits are counted in Redis, whatever the database: CI runs it once
+# (SQLite).
+pytestmark = pytest.mark.once
+
 LIMITED = dict(RATELIMIT_ENABLED=True, RATELIMIT_LOGIN="3 per minute",
                RATELIMIT_REGISTER="2 per minute", RATELIMIT_RESET_PASSWORD="2 per minute",
                RATELIMIT_SEND_MESSAGE="2 per minute", RATELIMIT_EXPORT="1 per minute")

@@ -11,6 +11,10 @@ import pytest
 from app.email import send_email
 from tests.conftest import csrf_token, login, make_user
 
+# Headers and cookie flags are set per response, whatever the database: CI runs
+# it once (SQLite).
+pytestmark = pytest.mark.once
+
 
 def directives(response) -> dict[str, str]:
     policy = response.headers["Content-Security-Policy"]

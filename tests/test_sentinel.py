@@ -39,6 +39,10 @@ from tests.conftest import (
     stop_process as _stop,
 )
 
+# Redis Sentinel failover (its own Redis servers); the database only records the
+# tasks: CI runs it once (SQLite).
+pytestmark = pytest.mark.once
+
 SERVICE = "microblog"
 
 
