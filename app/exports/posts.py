@@ -33,6 +33,12 @@ def iter_post_batches(user: User, batch_size: int):
                 Post.timestamp >= last_ts,
                 sa.or_(Post.timestamp > last_ts, Post.id > last_id))
         query = query.order_by(Post.timestamp, Post.id).limit(batch_size)
+        # MariaDB reads the condition as a lookup of the user's rows from their first one
+        # (access type "ref" on the user_id prefix), filtering on the way: each batch costs
+        # more than the one before, and a 100,000-post export in batches of 10 took minutes.
+        # The hint makes it a range from the last row, as SQLite and PostgreSQL do by themselves.
+        query = query.with_hint(Post, "FORCE INDEX (ix_post_user_timestamp)", "mysql")
+        query = query.with_hint(Post, "FORCE INDEX (ix_post_user_timestamp)", "mariadb")
         # Core execution on the session's connection (asked for each batch: the progress
         # callback commits, which releases it): plain rows, without the ORM's per-row
         # loading machinery, which took a third of the time of a million-post export.
