@@ -19,7 +19,8 @@ from tests.conftest import ROOT
 pytestmark = pytest.mark.once
 
 EXPECTED_KEYS = {
-    "export": {"machine", "repeat", "sizes", "rss_growth_mb", "targets"},
+    "export": {"machine", "repeat", "sizes", "rss_growth_mb", "formats", "targets"},
+    "download": {"machine", "posts", "file_mb", "results", "targets"},
     "dispatch": {"machine", "tasks", "bare_jobs_per_s", "app_jobs_per_s", "ratio", "target"},
     "pages": {"machine", "connections", "duration_s", "variants", "targets"},
     "latency": {"machine", "modes", "page_minus_floor_p50_ms"},
@@ -52,7 +53,7 @@ def test_every_benchmark_runs_quick_and_prints_its_figures():
                                     stderr=subprocess.PIPE, text=True)
              for name in EXPECTED_KEYS}
     outputs = {}
-    deadline = time.monotonic() + 240
+    deadline = time.monotonic() + 360
     try:
         for name, proc in procs.items():
             stdout, stderr = proc.communicate(timeout=max(1, deadline - time.monotonic()))
@@ -74,6 +75,10 @@ def test_every_benchmark_runs_quick_and_prints_its_figures():
     [size] = export["sizes"]
     assert size["posts"] == 200
     assert size["export_posts_per_s"]["median"] > 0 and size["peak_rss_mb"]["median"] > 0
+    assert set(export["formats"]) == {"json", "csv", "activitystreams"}
+    for fmt_name, figures in export["formats"].items():
+        [fmt_size] = figures["sizes"]
+        assert fmt_size["task_s"]["median"] > 0 and fmt_size["file_mb"] > 0, fmt_name
     dispatch = _bench_json(outputs["dispatch"][1])
     assert dispatch["tasks"] == 50 and dispatch["ratio"]["median"] > 0
     pages = _bench_json(outputs["pages"][1])
