@@ -341,6 +341,9 @@ class WorkHorseKilled(Exception):
 
 def describe_failure(exc: BaseException | None) -> str:
     """A short reason a user can read; details stay in the worker log and RQ's registry."""
+    reason = getattr(exc, "user_reason", None)  # an error that says it for itself
+    if isinstance(reason, str):
+        return reason
     if isinstance(exc, JobTimeoutException):
         return "The task took too long and was stopped."
     if isinstance(exc, AbandonedJobError | WorkHorseKilled):

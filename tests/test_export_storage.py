@@ -378,3 +378,60 @@ def test_compose_runs_minio_with_a_bucket_and_points_web_and_workers_at_it():
         assert env["AWS_ACCESS_KEY_ID"] and env["AWS_SECRET_ACCESS_KEY"]
         assert (services[name]["depends_on"]["minio-init"]["condition"]
                 == "service_completed_successfully")
+
+
+# --------------------------------------------------------------------------- the store is down
+
+def test_an_unreachable_object_store_is_said_plainly_and_loses_nothing(s3, app, monkeypatch):
+    """The object store goes away after an export finished: the download says so (a message
+    on /exports, 503 as JSON; not a 500 page), a delete is refused and keeps the export, the
+    expiry job leaves it for its next run, and a new export fails as retryable with the
+    reason, instead of "the task failed"."""
+    from app import db
+    from app.exports import centre
+    from app.models import Export, Task, TaskStatus
+    from tests.conftest import csrf_token, login, run_jobs_in_process
+
+    app.config["EXPORT_COOLDOWN"] = 0
+    user = make_user(posts=BODIES)
+    export_id = centre.start(user, "csv").id
+    run_jobs_in_process(app)
+    assert db.session.get(Export, export_id).status == "finished"
+
+    # The store stops answering: a port nothing listens on, one attempt per request.
+    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")
+    app.config["EXPORT_S3_ENDPOINT_URL"] = "http://127.0.0.1:9"
+    app.extensions.pop("microblog_export_storage", None)
+    client = app.test_client()
+    login(client)
+
+    download = client.get(f"/exports/{export_id}/download", follow_redirects=True)
+    assert download.status_code == 200  # back on /exports, which says what happened
+    assert "cannot be reached right now" in download.get_data(as_text=True)
+    asked = client.get(f"/exports/{export_id}/download", headers={"Accept": "application/json"})
+    assert asked.status_code == 503 and "cannot be reached" in asked.get_json()["message"]
+
+    deleted = client.post(f"/exports/{export_id}/delete", data={
+        "csrf_token": csrf_token(client, "/exports")}, follow_redirects=True)
+    assert "cannot be reached right now" in deleted.get_data(as_text=True)
+    db.session.expire_all()
+    export = db.session.get(Export, export_id)
+    assert export is not None and export.storage_key is not None
+
+    assert centre.expire_due(now=export.expires_at) == 0
+    db.session.expire_all()
+    assert db.session.get(Export, export_id).status == "finished"
+
+    again = centre.start(user, "json")
+    run_jobs_in_process(app)
+    task = db.session.get(Task, again.task_id)
+    db.session.refresh(task)
+    assert task.status == TaskStatus.QUEUED  # a transient failure: retried later
+    assert task.error.startswith("The export storage could not be reached.")
+    assert files_under(s3.temp_dir) == []  # the upload's temporary file is gone
+
+    # The store is back: the export that waited is still there, whole.
+    app.config["EXPORT_S3_ENDPOINT_URL"] = s3.endpoint_url
+    app.extensions.pop("microblog_export_storage", None)
+    body = client.get(f"/exports/{export_id}/download").get_data(as_text=True)
+    assert all(line in body for line in ("emoji 🎉 and 한국어",))

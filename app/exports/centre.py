@@ -9,6 +9,8 @@ changed nothing).
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime, timedelta
 
 import sqlalchemy as sa
@@ -18,7 +20,7 @@ from flask_babel import gettext as _
 
 from app import db, jobs
 from app.exports.formats import FORMATS
-from app.exports.storage import get_storage
+from app.exports.storage import StorageUnavailable, get_storage
 from app.models import Export, Task, TaskStatus, User, utcnow
 
 log = logging.getLogger(__name__)
@@ -88,7 +90,8 @@ def retry(export: Export) -> Export:
     if export.status not in (TaskStatus.FAILED, TaskStatus.CANCELLED):
         raise ExportRefused(_("Only a failed or cancelled export can be tried again."))
     _check_cooldown(export.user)
-    _remove_file(export)  # a file an earlier attempt wrote before it failed
+    with _refused_while_storage_is_down():
+        _remove_file(export)  # a file an earlier attempt wrote before it failed
     export.posts_count = export.size = None
     export.finished_at = export.expires_at = None
     _launch(export.user, export)
@@ -109,8 +112,13 @@ def cancel(export: Export) -> None:
         raise ExportRefused(
             _("This export has already ended; there is nothing to cancel.")) from None
     if not running:  # waiting for a retry after its mail failed: its file may be there
-        _remove_file(export)
-        db.session.commit()
+        try:
+            _remove_file(export)
+            db.session.commit()
+        except StorageUnavailable as exc:  # it expires with its retention instead
+            db.session.rollback()
+            log.warning("Export %s cancelled; its file stays until it expires: %s",
+                        export.id, exc)
     log.info("Export %s cancelled by its user", export.id)
 
 
@@ -123,7 +131,8 @@ def delete(export: Export) -> None:
             jobs.cancel(task, _("Cancelled by you."))
         except jobs.TaskNotActive:
             pass
-    _remove_file(export)
+    with _refused_while_storage_is_down():
+        _remove_file(export)
     db.session.delete(export)
     db.session.commit()
     log.info("Export %s deleted by its user", export.id)
@@ -136,8 +145,8 @@ def expire_due(now: datetime | None = None) -> int:
     expired = 0
     due = sa.select(Export).where(Export.expires_at <= now, Export.expired_at.is_(None))
     for export in db.session.scalars(due.limit(500)).all():
-        _expire(export, now)
-        expired += 1
+        if _expire(export, now):
+            expired += 1
     db.session.commit()
     if expired:
         log.info("Expired %d export(s)", expired)
@@ -227,9 +236,26 @@ def _enforce_keep(user: User) -> None:
     db.session.commit()
 
 
-def _expire(export: Export, now: datetime) -> None:
-    _remove_file(export)
+def _expire(export: Export, now: datetime) -> bool:
+    """Remove the export's file and mark it expired; when the storage cannot be reached,
+    leave both for the next run of the scheduled job (returns False)."""
+    try:
+        _remove_file(export)
+    except StorageUnavailable as exc:
+        log.warning("Export %s not expired yet, the storage is unavailable: %s", export.id, exc)
+        return False
     export.expired_at = now
+    return True
+
+
+@contextmanager
+def _refused_while_storage_is_down() -> Iterator[None]:
+    try:
+        yield
+    except StorageUnavailable:
+        db.session.rollback()
+        raise ExportRefused(_("The export storage cannot be reached right now. Please try "
+                              "again in a few minutes.")) from None
 
 
 def _remove_file(export: Export) -> None:

@@ -16,7 +16,7 @@ from app.exports import bp, centre
 from app.exports.download import download_response
 from app.exports.formats import FORMATS
 from app.exports.forms import FORMAT_CHOICES, ExportActionForm, StartExportForm
-from app.exports.storage import get_storage
+from app.exports.storage import StorageUnavailable, get_storage
 from app.limits import by_user, configured, limiter
 from app.models import Export, TaskStatus, utcnow
 
@@ -124,6 +124,9 @@ def download(export_id):
     try:
         return download_response(get_storage(), export.storage_key, export.filename,
                                  fmt.content_type, etag=etag)
+    except StorageUnavailable:
+        return _answer(_("The export storage cannot be reached right now. Please try again "
+                         "in a few minutes."), "danger", export, status=503)
     except (FileNotFoundError, NotFound):  # removed since the export finished
         return _answer(_("The file of this export is no longer available. You can start a "
                          "new export below."), "warning", export, status=410)
@@ -179,5 +182,8 @@ def delete(export_id):
         return render_template("exports/delete.html", title=_("Delete export"), export=export,
                                format_label=FORMAT_LABELS.get(export.format, export.format))
     _action_form_or_400()
-    centre.delete(export)
+    try:
+        centre.delete(export)
+    except centre.ExportRefused as exc:
+        return _answer(str(exc), "danger", export, status=503)
     return _answer(_("The export was deleted."), "success")

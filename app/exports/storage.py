@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 from urllib.parse import quote
 
-from botocore.exceptions import ClientError
+from botocore.exceptions import BotoCoreError, ClientError
 from flask import current_app
 from werkzeug.http import dump_options_header
 
@@ -35,6 +35,30 @@ if TYPE_CHECKING:
 CHUNK_SIZE = 256 * 1024
 # Files being written: LocalStorage's beside their key, S3Storage's before their upload.
 TEMP_SUFFIX = ".part"
+
+
+class StorageUnavailable(ConnectionError):
+    """The object store could not be reached or failed on its side (5xx): worth another try
+    later. A ConnectionError, so the job lifecycle retries an export that met it."""
+
+    user_reason = "The export storage could not be reached."
+
+
+@contextmanager
+def _store_errors() -> Iterator[None]:
+    """Turn the client's network and server-side failures into StorageUnavailable (a missing
+    key and other refusals pass through, for the caller to read)."""
+    from boto3.exceptions import S3UploadFailedError
+
+    try:
+        yield
+    except ClientError as err:
+        status = err.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0
+        if status >= 500:
+            raise StorageUnavailable(str(err)) from err
+        raise
+    except (BotoCoreError, S3UploadFailedError) as err:
+        raise StorageUnavailable(str(err)) from err
 
 
 class Storage:
@@ -172,10 +196,11 @@ class S3Storage(Storage):
             content_type = mimetypes.guess_type(key)[0] or "application/octet-stream"
             # Multipart in 8 MB parts, at most 4 at a time: memory stays bounded whatever
             # the size of the file.
-            self.client.upload_file(
-                tmp, self.bucket, self.object_key(key),
-                ExtraArgs={"ContentType": content_type},
-                Config=TransferConfig(multipart_chunksize=8 * 2**20, max_concurrency=4))
+            with _store_errors():
+                self.client.upload_file(
+                    tmp, self.bucket, self.object_key(key),
+                    ExtraArgs={"ContentType": content_type},
+                    Config=TransferConfig(multipart_chunksize=8 * 2**20, max_concurrency=4))
         finally:
             os.unlink(tmp)
 
@@ -189,7 +214,8 @@ class S3Storage(Storage):
         if start or end is not None:
             params["Range"] = f"bytes={start}-{'' if end is None else end - 1}"
         try:
-            body = self.client.get_object(**params)["Body"]
+            with _store_errors():
+                body = self.client.get_object(**params)["Body"]
         except ClientError as err:
             if _error_code(err) == "InvalidRange":  # start at or past the end: no bytes
                 return
@@ -201,7 +227,8 @@ class S3Storage(Storage):
             body.close()  # also when the reader stops early (a client went away)
 
     def delete(self, key: str) -> None:
-        self.client.delete_object(Bucket=self.bucket, Key=self.object_key(key))
+        with _store_errors():
+            self.client.delete_object(Bucket=self.bucket, Key=self.object_key(key))
 
     def exists(self, key: str) -> bool:
         try:
@@ -222,7 +249,8 @@ class S3Storage(Storage):
 
     def _head(self, key: str) -> dict:
         try:
-            return self.client.head_object(Bucket=self.bucket, Key=self.object_key(key))
+            with _store_errors():
+                return self.client.head_object(Bucket=self.bucket, Key=self.object_key(key))
         except ClientError as err:
             _raise_not_found(err, key)
             raise
