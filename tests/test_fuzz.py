@@ -421,6 +421,17 @@ def test_a_page_number_past_any_feed_is_not_found(logged_in, url):
     assert logged_in.get(f"{url}?page={10**20}").status_code == 404
 
 
+@pytest.mark.parametrize("page", [10**20, 10**10, 0, -3])
+def test_a_page_number_past_any_task_list_is_not_found(logged_in, user, page):
+    """The operators' task list read ?page= unchecked: PostgreSQL's bigint OFFSET overflowed."""
+    from app import db
+
+    user.admin = True
+    db.session.commit()
+    assert logged_in.get("/admin/jobs?page=2").status_code == 200
+    assert logged_in.get(f"/admin/jobs?page={page}").status_code == 404
+
+
 @pytest.mark.parametrize("since", ["nan", "inf", "-inf", "1e400"])
 def test_notifications_since_a_non_finite_number_returns_everything(logged_in, user, since):
     """MariaDB's driver refuses to send nan or inf (a 500 there): they count as 0."""

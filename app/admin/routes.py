@@ -16,6 +16,7 @@ from flask_login import current_user
 
 from app import db, job_stats, jobs, operations
 from app.admin import bp
+from app.pagination import page_number
 from app.models import Task, TaskStatus
 
 TASKS_PER_PAGE = 50
@@ -48,7 +49,7 @@ def index():
 @bp.route("/jobs")
 def jobs_page():
     filters = _filters()
-    tasks = db.paginate(filters.query(), page=request.args.get("page", 1, type=int),
+    tasks = db.paginate(filters.query(), page=page_number(),
                         per_page=TASKS_PER_PAGE, error_out=False)
     summary = workers = None
     try:

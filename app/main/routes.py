@@ -22,6 +22,7 @@ from app import avatars, db, jobs
 from app.exports import centre
 from app.limits import by_user, configured, limiter
 from app.main import bp
+from app.pagination import page_number
 from app.main.forms import EditProfileForm, EmptyForm, MessageForm, PostForm
 from app.models import Message, Notification, Post, Task, User, utcnow
 
@@ -58,19 +59,8 @@ def _visible_tasks() -> list[Task]:
         .order_by(Task.created_at).limit(10)))
 
 
-# No feed has a billion pages; a bigger number would overflow the query's OFFSET (a 500).
-MAX_PAGE = 10**9
-
-
-def _page() -> int:
-    page = request.args.get("page", 1, type=int)
-    if not 1 <= page <= MAX_PAGE:
-        abort(404)
-    return page
-
-
 def _paginate(query):
-    return db.paginate(query, page=_page(), per_page=current_app.config["POSTS_PER_PAGE"],
+    return db.paginate(query, page=page_number(), per_page=current_app.config["POSTS_PER_PAGE"],
                        error_out=True)
 
 
