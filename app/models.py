@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import secrets
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from hashlib import md5
 from time import time
 
@@ -19,7 +19,7 @@ from flask_login import UserMixin
 from sqlalchemy.dialects import mysql
 from werkzeug.security import check_password_hash, generate_password_hash
 
-from app import db, login
+from app import db, events, login
 
 # Every `Mapped[datetime]` column keeps microseconds: MySQL/MariaDB's plain DATETIME would
 # drop them (a message sent in the second the inbox was read would not count as unread).
@@ -202,14 +202,16 @@ class User(UserMixin, db.Model):
         """Replace this user's notification of that name (and topic) with a new one.
 
         `topic` keeps notifications of one kind apart, e.g. one `task_progress` per task.
-        The caller commits.
+        The caller commits; the commit publishes it to the user's open pages (app/events.py).
         """
         db.session.execute(
             sa.delete(Notification).where(
                 Notification.user_id == self.id, Notification.name == name,
                 Notification.topic == topic if topic is not None else Notification.topic.is_(None)))
-        n = Notification(name=name, payload_json=json.dumps(data), user_id=self.id, topic=topic)
+        n = Notification(name=name, payload_json=json.dumps(data), user_id=self.id, topic=topic,
+                         timestamp=time())
         db.session.add(n)
+        events.queue_event(db.session, self.id, name, data, n.timestamp)
         return n
 
     # --- background tasks (the seed's API; app/jobs.py owns the lifecycle) ---
@@ -229,6 +231,18 @@ class User(UserMixin, db.Model):
         return db.session.scalar(
             sa.select(Task).where(Task.user_id == self.id, Task.name == name,
                                   Task.complete.is_(False)).limit(1))
+
+    def visible_tasks(self) -> list[Task]:
+        """The task alerts every page shows (and a new event stream starts with): tasks in
+        progress, and ended ones not yet dismissed (from the last day, so a failure that
+        happened while away is seen once)."""
+        since = utcnow() - timedelta(days=1)
+        return list(db.session.scalars(
+            sa.select(Task).where(
+                Task.user_id == self.id,
+                sa.or_(Task.complete.is_(False),
+                       sa.and_(Task.dismissed.is_(False), Task.finished_at > since)))
+            .order_by(Task.created_at).limit(10)))
 
 
 class UserSession(db.Model):
