@@ -95,6 +95,10 @@ def create_app(config_class=Config):
 
     app.register_blueprint(exports_bp)
 
+    from app.live import bp as live_bp
+
+    app.register_blueprint(live_bp)
+
     from app.outbox import bp as outbox_bp
 
     app.register_blueprint(outbox_bp)

@@ -75,10 +75,9 @@ def publish(connection: redis.Redis, user_id: int, payload: dict) -> str | None:
     return event_id.decode() if isinstance(event_id, bytes) else event_id
 
 
-def publish_control(connection: redis.Redis, user_id: int, kind: str) -> None:
-    """A message for the user's open streams themselves, never shown: "sessions" makes each
-    stream check that its login session still exists (sent after logout)."""
-    publish(connection, user_id, event(kind, None))
+# Events for the user's open streams themselves, never forwarded to a page: each stream
+# checks that its login session still exists, and ends with a `logout` event if not.
+SESSIONS_CHANGED = "sessions"
 
 
 def _publish_pending(session) -> None:
@@ -108,14 +107,19 @@ def parse_id(value: str | None) -> tuple[int, int] | None:
     return int(ms), int(seq)
 
 
-def replay(connection: redis.Redis, user_id: int, last_id: str) -> list[tuple[str, dict]] | None:
-    """The user's events after `last_id`, oldest first; None when the log no longer holds
-    `last_id` itself (trimmed, expired, or an id that never existed): the caller then sends
-    the current state instead, since a gap cannot be ruled out."""
+def replay(connection: redis.Redis, user_id: int,
+           last_id: str) -> list[tuple[str, str, str]] | None:
+    """The user's events after `last_id`, oldest first, as (id, name, JSON text); None when
+    the log no longer holds `last_id` itself (trimmed, expired, or an id that never existed):
+    the caller then sends the current state instead, since a gap cannot be ruled out."""
     entries = connection.xrange(log_key(user_id), min=last_id, max="+", count=LOG_MAXLEN + 1)
     if not entries or _decode(entries[0][0]) != last_id:
         return None
-    return [(_decode(entry_id), json.loads(fields[b"event"])) for entry_id, fields in entries[1:]]
+    replayed = []
+    for entry_id, fields in entries[1:]:
+        text = _decode(fields[b"event"])
+        replayed.append((_decode(entry_id), json.loads(text)["name"], text))
+    return replayed
 
 
 def latest_id(connection: redis.Redis, user_id: int) -> str:

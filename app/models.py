@@ -123,6 +123,7 @@ class User(UserMixin, db.Model):
         if self.session_token:
             db.session.execute(sa.delete(UserSession).where(
                 UserSession.id == UserSession.digest(self.session_token)))
+            self._sessions_changed()
 
     def end_other_sessions(self) -> None:
         """Log out every other browser of this user (after a password change or reset):
@@ -131,6 +132,11 @@ class User(UserMixin, db.Model):
         if self.session_token:
             query = query.where(UserSession.id != UserSession.digest(self.session_token))
         db.session.execute(query)
+        self._sessions_changed()
+
+    def _sessions_changed(self) -> None:
+        # The user's open event streams (/events) end when their session is gone.
+        events.queue_event(db.session, self.id, events.SESSIONS_CHANGED, None, time())
 
     def avatar(self, size: int) -> str:
         """A locally generated identicon (no internet needed), stable per email."""
