@@ -15,6 +15,7 @@ import os
 import queue
 import threading
 import time
+import weakref
 from dataclasses import dataclass, field
 
 import redis
@@ -56,10 +57,13 @@ class Hub:
         self.listeners: dict[int, set[Listener]] = {}
         self.subscribed = threading.Event()
         self.thread: threading.Thread | None = None
+        self.stopping = False  # this process is shutting down: no new streams
 
     def subscribe(self, user_id: int) -> Listener:
         """A listener for the user's events from now on. Raises HubUnavailable when the
         process is not subscribed to Redis within SUBSCRIBE_TIMEOUT."""
+        if self.stopping:
+            raise HubUnavailable("this web process is stopping")
         with self.lock:
             if self.thread is None or not self.thread.is_alive():
                 self.thread = threading.Thread(target=self._run, name="event-hub", daemon=True)
@@ -95,7 +99,7 @@ class Hub:
             log.warning("Live events: lost Redis (%s); open streams end", exc)
         finally:
             self.subscribed.clear()
-            self._end_all()
+            self.end_all()
 
     def _listen(self) -> None:
         pubsub = self.connection.pubsub()
@@ -131,7 +135,7 @@ class Hub:
             else:
                 listener.queue.put((event_id, name, text))
 
-    def _end_all(self) -> None:
+    def end_all(self) -> None:
         with self.lock:
             everyone = [listener for group in self.listeners.values() for listener in group]
             self.listeners.clear()
@@ -140,6 +144,7 @@ class Hub:
 
 
 _hubs_lock = threading.Lock()
+_hubs: weakref.WeakSet[Hub] = weakref.WeakSet()
 
 
 def hub_for(app) -> Hub:
@@ -149,4 +154,22 @@ def hub_for(app) -> Hub:
         if pid != os.getpid():
             hub = Hub(app.redis)
             app.extensions["event_hub"] = (os.getpid(), hub)
+            _hubs.add(hub)
         return hub
+
+
+def end_streams_when_stopped(worker) -> None:
+    """gunicorn's post_worker_init (gunicorn.conf.py): as soon as this worker process is told
+    to stop, end its streams, so that a restart does not wait graceful_timeout for open tabs
+    (their browsers reconnect at once, to a worker that is not stopping)."""
+
+    def watch() -> None:
+        while worker.alive:
+            time.sleep(0.5)
+        with _hubs_lock:
+            hubs = list(_hubs)
+        for hub in hubs:
+            hub.stopping = True
+            hub.end_all()
+
+    threading.Thread(target=watch, name="event-hub-stop", daemon=True).start()

@@ -46,6 +46,8 @@ def stream():
     except (HubUnavailable, redis.exceptions.RedisError):
         if listener is not None:
             hub.unsubscribe(listener)
+        if hub.stopping:  # a restart: come back at once (to a process that is not stopping)
+            return Response(f"retry: {RETRY_MS}\n\n", mimetype="text/event-stream")
         # EventSource gives up on an error status: the page polls /notifications instead.
         response = _plain(_("Live updates are unavailable; the page checks for news instead."),
                           503)
