@@ -20,7 +20,7 @@ PASSWORD = "correct horse battery"
 @pytest.fixture
 def config_overrides():
     # Reached as 127.0.0.1 (no fixed SERVER_NAME); a heartbeat often enough to watch.
-    return {"SERVER_NAME": None, "EVENTS_HEARTBEAT": 0.5}
+    return {"SERVER_NAME": None, "EVENTS_HEARTBEAT": 0.5, "EVENTS_MAX_AGE": 600}
 
 
 class EventStream:
