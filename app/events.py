@@ -24,7 +24,10 @@ from flask import current_app, has_app_context
 
 log = logging.getLogger(__name__)
 
-CHANNEL_PREFIX = "microblog:events:"  # + user id: pub/sub, what a web process forwards
+# Pub/sub channels, unlike keys, are shared by every database of a Redis server: the channel
+# names the database too, or two sites on one server (db 0 and db 1) would see each other's
+# users' events.
+CHANNEL_PREFIX = "microblog:events:"  # + "<db>:<user id>": what a web process forwards
 LOG_PREFIX = "microblog:eventlog:"  # + user id: the stream an EventSource resumes from
 # Enough for every event of a few minutes of two running tasks (at most ~100 progress events
 # each): a tab that was away longer gets the current state instead of the replay.
@@ -43,8 +46,13 @@ return id
 """
 
 
-def channel(user_id: int) -> str:
-    return f"{CHANNEL_PREFIX}{user_id}"
+def channel_prefix(connection: redis.Redis) -> str:
+    """The channels of the users of `connection`'s database: the prefix before the user id."""
+    return f"{CHANNEL_PREFIX}{connection.connection_pool.connection_kwargs.get('db', 0)}:"
+
+
+def channel(connection: redis.Redis, user_id: int) -> str:
+    return f"{channel_prefix(connection)}{user_id}"
 
 
 def log_key(user_id: int) -> str:
@@ -67,7 +75,7 @@ def publish(connection: redis.Redis, user_id: int, payload: dict) -> str | None:
     (logged: the page then learns the state from its next poll or reconnect)."""
     payload = dict(payload, sent=time.time())
     try:
-        event_id = connection.eval(_PUBLISH, 2, log_key(user_id), channel(user_id),
+        event_id = connection.eval(_PUBLISH, 2, log_key(user_id), channel(connection, user_id),
                                    json.dumps(payload), LOG_MAXLEN, LOG_TTL)
     except redis.exceptions.RedisError as exc:
         log.warning("Live event for user %s not published: %s", user_id, exc)

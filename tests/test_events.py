@@ -281,3 +281,30 @@ def test_a_running_task_pushes_progress_counts_and_its_end(app, live_server):
     assert "eta" in running[-1]
     ids = [tuple(map(int, e["id"].split("-"))) for e in seen]
     assert ids == sorted(ids)
+
+
+def test_another_site_on_the_same_redis_server_never_reaches_the_stream(app, live_server):
+    """Pub/sub channels are shared by all databases of a Redis server: a site using another
+    database number, with a user of the same id, must not feed this site's streams."""
+    import redis
+
+    from app import events
+
+    susan = make_user("susan")
+    session = logged_in_session(live_server, "susan")
+    stream = EventStream(session, f"{live_server}/events")
+    pool = app.redis.connection_pool
+    kwargs = dict(pool.connection_kwargs)
+    kwargs["db"] = kwargs.get("db", 0) + 5
+    other_site = redis.Redis(connection_pool=redis.ConnectionPool(
+        connection_class=pool.connection_class, **kwargs))
+    try:
+        stream.next_event()
+        events.publish(other_site, susan.id, events.event("unread_message_count", 666))
+        notify("susan", "unread_message_count", 1)
+        seen = stream.until(lambda e: e["data"]["data"] == 1)
+        assert [e["data"]["data"] for e in seen] == [1]
+    finally:
+        stream.close()
+        other_site.delete(events.log_key(susan.id))
+        other_site.close()

@@ -53,6 +53,7 @@ class Listener:
 class Hub:
     def __init__(self, connection: redis.Redis) -> None:
         self.connection = connection
+        self.prefix = events.channel_prefix(connection).encode()
         self.lock = threading.Lock()
         self.listeners: dict[int, set[Listener]] = {}
         self.subscribed = threading.Event()
@@ -97,6 +98,8 @@ class Hub:
             self._listen()
         except (redis.exceptions.RedisError, OSError) as exc:
             log.warning("Live events: lost Redis (%s); open streams end", exc)
+        except Exception:
+            log.exception("Live events: the hub failed; open streams end")
         finally:
             self.subscribed.clear()
             self.end_all()
@@ -104,7 +107,7 @@ class Hub:
     def _listen(self) -> None:
         pubsub = self.connection.pubsub()
         try:
-            pubsub.psubscribe(events.CHANNEL_PREFIX + "*")
+            pubsub.psubscribe(self.prefix + b"*")
             while True:
                 message = pubsub.get_message(timeout=5.0)
                 if message is None:
@@ -120,7 +123,7 @@ class Hub:
 
     def _dispatch(self, channel: bytes, data: bytes) -> None:
         try:
-            user_id = int(channel[len(events.CHANNEL_PREFIX):])
+            user_id = int(channel[len(self.prefix):])
             event_id, _, text = data.decode().partition(" ")
             name = json.loads(text)["name"]
         except (ValueError, KeyError, TypeError):
