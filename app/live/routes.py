@@ -18,7 +18,7 @@ from flask import Response, current_app, request, stream_with_context
 from flask_babel import _
 from flask_login import current_user
 
-from app import db, events
+from app import db, events, jobs
 from app.live import bp
 from app.live.hub import HubUnavailable, Listener, hub_for
 from app.models import Notification, UserSession
@@ -38,6 +38,7 @@ def stream():
     connection = current_app.redis
     hub = hub_for(current_app._get_current_object())
     listener = None
+    jobs.reconcile_user_tasks(current_user)  # as a poll does: a task whose worker died ends
     try:
         listener = hub.subscribe(user_id)
         backlog = events.replay(connection, user_id, last_id) if events.parse_id(last_id) else None
