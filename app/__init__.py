@@ -78,6 +78,9 @@ def create_app(config_class=Config):
         health_check_interval=30,
     )
     app.task_queue = rq.Queue(app.config["TASK_QUEUE"], connection=app.redis)
+    from app import jobs
+
+    app.extensions["launch_task"] = jobs.launch  # User.launch_task (see there)
 
     from app.errors import bp as errors_bp
 

@@ -215,10 +215,12 @@ class User(UserMixin, db.Model):
     # --- background tasks (the seed's API; app/jobs.py owns the lifecycle) ---
 
     def launch_task(self, name: str, description: str, *args, **kwargs) -> Task:
-        """Create the Task row, commit it, then enqueue the job. See app.jobs.launch."""
-        from app import jobs
-
-        return jobs.launch(self, name, description, *args, **kwargs)
+        """Create the Task row, commit it, then enqueue the job: app.jobs.launch, which
+        create_app() puts in the app's extensions. The lifecycle sits above the models (it
+        imports them), so a model reaches it through the app, as it reaches the task queue,
+        rather than by importing it: the modules import each other one way only."""
+        launch = current_app.extensions["launch_task"]
+        return launch(self, name, description, *args, **kwargs)
 
     def get_tasks_in_progress(self) -> list[Task]:
         return list(db.session.scalars(
