@@ -9,7 +9,6 @@ from datetime import UTC, datetime
 from hashlib import md5
 from time import time
 
-import jwt
 import redis
 import rq
 import sqlalchemy as sa
@@ -177,12 +176,16 @@ class User(UserMixin, db.Model):
         )
 
     def get_reset_password_token(self, expires_in: int = 600) -> str:
+        import jwt  # here, not at the top: its import is 0.1 s a worker's job would pay
+
         return jwt.encode(
             {"reset_password": self.id, "salt": self.token_salt, "exp": time() + expires_in},
             current_app.config["SECRET_KEY"], algorithm="HS256")
 
     @staticmethod
     def verify_reset_password_token(token: str) -> User | None:
+        import jwt
+
         try:
             data = jwt.decode(token, current_app.config["SECRET_KEY"], algorithms=["HS256"])
             user = db.session.get(User, int(data["reset_password"]))

@@ -21,8 +21,8 @@ REDIS_LOST = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
 
 @cache
 def get_worker_app() -> Flask:
-    """The Flask app of this worker process, created once."""
-    app = create_app()
+    """The Flask app of this worker process, created once (without the `flask` commands)."""
+    app = create_app(commands=False)
     ride_out_outages(app.redis)  # the job's own writes (mail claims) in the work horse
     with app.app_context():
         engine = db.engine

@@ -8,7 +8,12 @@ last job; they alternate, several times, in one run.
 Each of the N tasks belongs to a different user: a user may have only one task of a name
 queued or running.
 
+`--worker plain` drains them with the tutorial's command, `rq worker -u $REDIS_URL
+microblog-tasks`, whose work horse imports app.tasks (building the app) for every job of the
+app: give it fewer tasks (`--tasks 20`).
+
     python -m bench dispatch [--tasks 1000] [--repeat 3] [--quick] [--database ...]
+                             [--worker app|plain]
 """
 
 from __future__ import annotations
@@ -17,7 +22,17 @@ import argparse
 import statistics
 import time
 
-from bench.harness import Services, create_users, emit, fmt, say, summary, table, wait_until
+from bench.harness import (
+    PLAIN_WORKER_LABEL,
+    Services,
+    create_users,
+    emit,
+    fmt,
+    say,
+    summary,
+    table,
+    wait_until,
+)
 
 NAME = "dispatch"
 
@@ -76,7 +91,7 @@ def lifecycle(services: Services, worker, users: list) -> dict:
     return {"enqueue_s": enqueued, "total_s": total, "function_ms": _function_ms(services, ids)}
 
 
-def run(count: int, repeat: int, database: str, proposed: bool) -> dict:
+def run(count: int, repeat: int, database: str, proposed: bool, plain: bool = False) -> dict:
     with Services(NAME, database=database, proposed=proposed) as services:
         from app import db
         from app.models import User
@@ -84,7 +99,7 @@ def run(count: int, repeat: int, database: str, proposed: bool) -> dict:
         user_ids = create_users("dispatch", count)
         users = [db.session.get(User, uid) for uid in user_ids]
         machine = services.machine()
-        worker = services.start_worker()
+        worker = services.start_worker(plain=plain)
         # One unmeasured round of each, so both start with warm caches.
         bare(services, worker, min(count, 20))
         lifecycle(services, worker, users[:min(count, 20)])
@@ -103,7 +118,7 @@ def run(count: int, repeat: int, database: str, proposed: bool) -> dict:
     app_jps = [count / r["app"]["total_s"] for r in runs]
     return {
         "machine": machine, "tasks": count, "repeat": repeat,
-        "worker": services.worker_class_label,
+        "worker": PLAIN_WORKER_LABEL if plain else services.worker_class_label,
         "bare_jobs_per_s": summary(bare_jps, 1),
         "app_jobs_per_s": summary(app_jps, 1),
         "ratio": summary([a / b for a, b in zip(app_jps, bare_jps, strict=True)]),
@@ -136,9 +151,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--database", default="sqlite", choices=["sqlite", "postgresql"])
     parser.add_argument("--proposed", action="store_true",
                         help="worker warmed up as docs/performance.md proposes (3)")
+    parser.add_argument("--worker", default="app", choices=["app", "plain"],
+                        help="app = make run's AppWorker, plain = the tutorial's "
+                             "`rq worker microblog-tasks`")
     args = parser.parse_args(argv)
     count, repeat = (50, 1) if args.quick else (args.tasks, args.repeat)
-    result = run(count, repeat, args.database, args.proposed)
+    result = run(count, repeat, args.database, args.proposed, plain=args.worker == "plain")
     print(report(result))
     emit(NAME, result)
     return 0
