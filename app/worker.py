@@ -7,8 +7,9 @@ process's own app is made in app/worker_app.py):
 (The connection class reads `redis+sentinel://` URLs too: see app/redis_connection.py.)
 
 Plain `rq worker microblog-tasks` (the tutorial's command) works too, but RQ's forking worker
-then imports app.tasks, and so builds the Flask app, again in every job's child process.
-AppWorker loads the app once in the parent, so each forked child inherits it ready-made.
+then imports app.tasks, and so builds the Flask app, again in every job's child process (which
+is why a worker's app leaves out what only the `flask` commands need). AppWorker loads the app
+once in the parent, so each forked child inherits it ready-made.
 """
 
 from __future__ import annotations

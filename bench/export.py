@@ -45,6 +45,7 @@ from bench.harness import (
     say,
     summary,
     table,
+    wait_until,
 )
 
 NAME = "export"
@@ -96,8 +97,8 @@ def _dbapi_connect(services: Services):
 
 def real_export(services: Services, user_id: int, timeout: float, plain: bool = False) -> dict:
     """One export through a fresh worker (`plain`: the tutorial's command): seconds from
-    enqueue to mail, seconds of the RQ job (its work horse's started_at to ended_at), peak
-    RSS, mail."""
+    enqueue to mail, seconds of the RQ job (its work horse's started_at to ended_at), CPU
+    seconds the worker and its work horse spent on it, peak RSS, mail."""
     from rq.job import Job
 
     from app import db
@@ -109,6 +110,7 @@ def real_export(services: Services, user_id: int, timeout: float, plain: bool = 
         user = db.session.get(User, user_id)
         seen = len(services.smtp.messages)
         memory = worker.memory().__enter__()
+        cpu_before = _cpu_seconds(worker.worker_pid)
         started = time.perf_counter()
         task = user.launch_task("export_posts", "Exporting posts...")
         task_id = task.id
@@ -141,10 +143,36 @@ def real_export(services: Services, user_id: int, timeout: float, plain: bool = 
         job = Job.fetch(task_id, connection=services.redis)  # the task's id is its job's
         job_seconds = ((job.ended_at - job.started_at).total_seconds()
                        if job.started_at and job.ended_at else float("nan"))
+        cpu_seconds = _job_cpu_seconds(services, worker, cpu_before)
     finally:
         worker.stop()
-    return {"seconds": seconds, "job_seconds": job_seconds, "peak_rss_mb": worker.peak_rss_mb,
+    return {"seconds": seconds, "job_seconds": job_seconds, "cpu_seconds": cpu_seconds,
+            "peak_rss_mb": worker.peak_rss_mb,
             "worker_rss_mb": idle_rss_kb / 1024, "mail_bytes": mail.size, "mail": mail}
+
+
+def _cpu_seconds(pid: int | None) -> float:
+    """CPU time of a process and of the children it has reaped (/proc/<pid>/stat)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return float("nan")
+    # utime, stime, cutime, cstime: fields 14-17 of stat(5), counted after the command name
+    return sum(int(tick) for tick in fields[11:15]) / os.sysconf("SC_CLK_TCK")
+
+
+def _job_cpu_seconds(services: Services, worker, before: float) -> float:
+    """The CPU the worker spent on its job since `before`, its work horse's included: read
+    once the worker is idle again, which it is only after reaping the horse. Unlike the job's
+    wall time, this hardly depends on what else the machine is running."""
+    from rq import Worker
+
+    def idle() -> bool:
+        return any(w.pid == worker.worker_pid and w.state == "idle"
+                   for w in Worker.all(connection=services.redis))
+
+    wait_until(idle, 30, "the worker to be idle again", interval=0.02)
+    return _cpu_seconds(worker.worker_pid) - before
 
 
 def verify_same_posts(mail_content: bytes, limit_file: Path) -> bool:
@@ -274,14 +302,19 @@ def compare_workers(services: Services, users: dict, sizes: list[int], repeat: i
                     services, users[size][0], timeout=120 + size / 1000, plain=plain)
             runs.append(run)
             say(f"export: {size:,} posts, run {rep + 1}/{repeat}: plain rq worker "
-                f"{run['plain']['seconds']:.2f} s (job {run['plain']['job_seconds']:.2f} s), "
-                f"AppWorker {run['app']['seconds']:.2f} s (job {run['app']['job_seconds']:.2f} s)")
+                f"{run['plain']['seconds']:.2f} s (job {run['plain']['job_seconds']:.2f} s, "
+                f"CPU {run['plain']['cpu_seconds']:.2f} s), AppWorker {run['app']['seconds']:.2f}"
+                f" s (job {run['app']['job_seconds']:.2f} s, CPU {run['app']['cpu_seconds']:.2f}"
+                " s)")
         results.append({"posts": size, **{
             f"{kind}_{figure}": summary([r[kind][key] for r in runs])
             for kind in ("plain", "app")
-            for figure, key in (("export_s", "seconds"), ("job_s", "job_seconds"))},
+            for figure, key in (("export_s", "seconds"), ("job_s", "job_seconds"),
+                                ("cpu_s", "cpu_seconds"))},
             "export_ratio": summary([r["plain"]["seconds"] / r["app"]["seconds"] for r in runs]),
             "job_ratio": summary([r["plain"]["job_seconds"] / r["app"]["job_seconds"]
+                                  for r in runs]),
+            "cpu_ratio": summary([r["plain"]["cpu_seconds"] / r["app"]["cpu_seconds"]
                                   for r in runs])})
     return results
 
@@ -408,10 +441,13 @@ def report(result: dict) -> str:
                  "plain / AppWorker, target ≤ 1.2)\n")
         rows = [[f"{r['posts']:,}", fmt(r["plain_export_s"]), fmt(r["app_export_s"]),
                  fmt(r["export_ratio"]), fmt(r["plain_job_s"]), fmt(r["app_job_s"]),
-                 fmt(r["job_ratio"])] for r in result["workers"]]
+                 fmt(r["job_ratio"]), fmt(r["plain_cpu_s"]), fmt(r["app_cpu_s"]),
+                 fmt(r["cpu_ratio"])] for r in result["workers"]]
         text += table(["posts", "plain rq worker s", "AppWorker s", "plain/app",
-                       "plain job s", "AppWorker job s", "plain/app (job)"], rows)
-        text += "\n(s: enqueue to mail; job s: the RQ job, in its work horse)"
+                       "plain job s", "AppWorker job s", "plain/app (job)", "plain CPU s",
+                       "AppWorker CPU s", "plain/app (CPU)"], rows)
+        text += ("\n(s: enqueue to mail; job s: the RQ job, in its work horse; CPU s: what the "
+                 "worker and its work horse used for the job)")
     return (text + f"\n(median (min–max) of {result['repeat']} runs; worker of the tables "
             f"above the last: {result['worker']})")
 
