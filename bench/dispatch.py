@@ -22,17 +22,8 @@ import argparse
 import statistics
 import time
 
-from bench.harness import (
-    PLAIN_WORKER_LABEL,
-    Services,
-    create_users,
-    emit,
-    fmt,
-    say,
-    summary,
-    table,
-    wait_until,
-)
+from bench import harness
+from bench.harness import Services, create_users, emit, fmt, say, summary, table, wait_until
 
 NAME = "dispatch"
 
@@ -118,7 +109,7 @@ def run(count: int, repeat: int, database: str, proposed: bool, plain: bool = Fa
     app_jps = [count / r["app"]["total_s"] for r in runs]
     return {
         "machine": machine, "tasks": count, "repeat": repeat,
-        "worker": PLAIN_WORKER_LABEL if plain else services.worker_class_label,
+        "worker": harness.PLAIN_WORKER_LABEL if plain else services.worker_class_label,
         "bare_jobs_per_s": summary(bare_jps, 1),
         "app_jobs_per_s": summary(app_jps, 1),
         "ratio": summary([a / b for a, b in zip(app_jps, bare_jps, strict=True)]),
