@@ -32,7 +32,7 @@ from sqlalchemy.exc import IntegrityError
 from app import db, logs, metrics
 from app.email import MailAlreadySending, release_claim
 from app.models import Task, TaskStatus, User, utcnow
-from app.worker import REDIS_LOST
+from app.worker_app import REDIS_LOST, get_worker_app
 
 log = logging.getLogger(__name__)
 
@@ -518,7 +518,5 @@ def _app_context():
     if has_app_context():
         yield
         return
-    from app.worker import get_worker_app
-
     with get_worker_app().app_context():
         yield

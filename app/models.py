@@ -9,7 +9,6 @@ from datetime import UTC, datetime, timedelta
 from hashlib import md5
 from time import time
 
-import jwt
 import redis
 import rq
 import sqlalchemy as sa
@@ -183,12 +182,16 @@ class User(UserMixin, db.Model):
         )
 
     def get_reset_password_token(self, expires_in: int = 600) -> str:
+        import jwt  # here, not at the top: its import is 0.1 s a worker's job would pay
+
         return jwt.encode(
             {"reset_password": self.id, "salt": self.token_salt, "exp": time() + expires_in},
             current_app.config["SECRET_KEY"], algorithm="HS256")
 
     @staticmethod
     def verify_reset_password_token(token: str) -> User | None:
+        import jwt
+
         try:
             data = jwt.decode(token, current_app.config["SECRET_KEY"], algorithms=["HS256"])
             user = db.session.get(User, int(data["reset_password"]))
@@ -223,10 +226,12 @@ class User(UserMixin, db.Model):
     # --- background tasks (the seed's API; app/jobs.py owns the lifecycle) ---
 
     def launch_task(self, name: str, description: str, *args, **kwargs) -> Task:
-        """Create the Task row, commit it, then enqueue the job. See app.jobs.launch."""
-        from app import jobs
-
-        return jobs.launch(self, name, description, *args, **kwargs)
+        """Create the Task row, commit it, then enqueue the job: app.jobs.launch, which
+        create_app() puts in the app's extensions. The lifecycle sits above the models (it
+        imports them), so a model reaches it through the app, as it reaches the task queue,
+        rather than by importing it: the modules import each other one way only."""
+        launch = current_app.extensions["launch_task"]
+        return launch(self, name, description, *args, **kwargs)
 
     def get_tasks_in_progress(self) -> list[Task]:
         return list(db.session.scalars(

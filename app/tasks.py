@@ -11,7 +11,7 @@ from app.exports import centre, delivery
 from app.exports import formats as exports
 from app.exports.storage import cleanup_stale_temp_files
 from app.models import User
-from app.worker import get_worker_app
+from app.worker_app import get_worker_app
 
 app = get_worker_app()
 if not has_app_context():  # in a worker process; in-process test workers bring their own

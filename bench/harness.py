@@ -60,6 +60,16 @@ def worker_command() -> list[str]:
     return procfile_command("worker", r"rq worker [^&;|}]*?" + QUEUE, DEFAULT_WORKER_ARGS)
 
 
+PLAIN_WORKER_LABEL = "plain rq worker (rq worker -u $REDIS_URL microblog-tasks)"
+
+
+def plain_worker_command(redis_url: str) -> list[str]:
+    """The tutorial's command, `rq worker -u $REDIS_URL microblog-tasks`: RQ's own worker and
+    connection classes, so that nothing of ours is loaded before a job's work horse imports
+    app.tasks (our connection class would import the app package in the worker)."""
+    return ["rq", "worker", "-u", redis_url, QUEUE]
+
+
 def web_command() -> list[str]:
     return procfile_command("web", r"gunicorn [^&;|}]*?microblog:app", DEFAULT_WEB_ARGS)
 
@@ -304,8 +314,8 @@ class WorkerProcess(Process):
     run through bench.rusage so that its peak RSS (and its work horses') can be read."""
 
     def __init__(self, env: dict, log: Path, nice: int | None = None,
-                 worker_class: str | None = None) -> None:
-        args = worker_command()
+                 worker_class: str | None = None, args: list[str] | None = None) -> None:
+        args = args or worker_command()
         args = [str(BIN / args[0]), *args[1:]]
         if worker_class:
             args[args.index("-w") + 1] = worker_class
@@ -476,10 +486,16 @@ class Services:
         return dict(os.environ, **extra)
 
     def start_worker(self, nice: int | None = None, wait: bool = True,
-                     worker_class: str | None = None, **env: str) -> WorkerProcess:
+                     worker_class: str | None = None, plain: bool = False,
+                     **env: str) -> WorkerProcess:
+        """A worker as `make run` starts it; `plain`: started with the tutorial's command."""
         log = self.tmp / f"worker-{len(self.processes)}.log"
-        worker_class = worker_class or (PROPOSED_WORKER if self.proposed else None)
-        worker = WorkerProcess(self.env(**env), log, nice=nice, worker_class=worker_class)
+        if plain:
+            worker = WorkerProcess(self.env(**env), log, nice=nice,
+                                   args=plain_worker_command(self.redis_url))
+        else:
+            worker_class = worker_class or (PROPOSED_WORKER if self.proposed else None)
+            worker = WorkerProcess(self.env(**env), log, nice=nice, worker_class=worker_class)
         self.processes.append(worker)
         if wait:
             worker.wait_ready(self.redis)

@@ -20,9 +20,10 @@ from flask_login import current_user, login_required
 
 from app import avatars, db, jobs
 from app.exports import centre
+from app.forms import EmptyForm
 from app.limits import by_user, configured, limiter
 from app.main import bp
-from app.main.forms import EditProfileForm, EmptyForm, MessageForm, PostForm
+from app.main.forms import EditProfileForm, MessageForm, PostForm
 from app.models import Message, Notification, Post, Task, User, utcnow
 from app.pagination import page_number
 
