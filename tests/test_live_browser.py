@@ -10,6 +10,7 @@ HTTP client reads it: tests/test_events.py."""
 from __future__ import annotations
 
 import re
+from itertools import pairwise
 from urllib.parse import urlsplit
 
 import pytest
@@ -54,6 +55,7 @@ STREAM_RECORDER = """
   const Native = window.EventSource;
   if (!Native) { return; }
   window.__streams = [];
+  window.__eventIds = [];  // of every message, in the order the page got them
   window.EventSource = class extends Native {
     constructor(url, init) {
       super(url, init);
@@ -61,7 +63,10 @@ STREAM_RECORDER = """
       this.__seen = seen;
       window.__streams.push(this);
       this.addEventListener('open', () => { seen.opened += 1; });
-      this.addEventListener('message', () => { seen.messages += 1; });
+      this.addEventListener('message', (event) => {
+        seen.messages += 1;
+        window.__eventIds.push(event.lastEventId);
+      });
       this.addEventListener('logout', () => { seen.logouts += 1; });
     }
   };
@@ -88,11 +93,11 @@ OPEN, CLOSED = 1, 2  # EventSource.readyState
 
 
 class RequestLog:
-    """The requests a page makes to /events and /notifications, in order, with the
-    Last-Event-ID an EventSource sends when it reconnects."""
+    """The requests a page makes to /events and /notifications, in order (their URLs, for
+    the failure messages), with the Last-Event-ID an EventSource sends when it reconnects."""
 
     def __init__(self, page):
-        self.seen: list[tuple[str, str | None]] = []
+        self.seen: list[tuple[str, str, str | None]] = []
         page.on("request", self._on_request)
 
     def _on_request(self, request):
@@ -104,10 +109,11 @@ class RequestLog:
                 last_id = request.all_headers().get("last-event-id")
             except PlaywrightError:  # the page is closing at the end of the test
                 last_id = None
-            self.seen.append((path, last_id))
+            self.seen.append((path, request.url, last_id))
 
     def to(self, path: str) -> list[str | None]:
-        return [last_id for seen, last_id in self.seen if seen == path]
+        """The Last-Event-ID of each request to `path` (None where it sent none)."""
+        return [last_id for seen, _url, last_id in self.seen if seen == path]
 
 
 @pytest.fixture
@@ -148,6 +154,15 @@ def details(page, watcher, requests_made, worker=None) -> str:
             + "\ntexts seen: " + repr(page.evaluate("window.__taskTexts"))
             + "\nstreams: " + repr(page.evaluate(STREAMS))
             + "\nrequests: " + repr(requests_made.seen))
+
+
+def assert_each_event_once_in_order(page) -> int:
+    """Every message the page got has an id greater than the one before (for a page whose
+    streams begin with a one-message state: several share the id of the log's head)."""
+    ids = [tuple(map(int, i.split("-"))) for i in page.evaluate("window.__eventIds")]
+    again = [(a, b) for a, b in pairwise(ids) if b <= a]
+    assert again == [], f"{len(again)} events again or out of order, of {len(ids)}: {again[:5]}"
+    return len(ids)
 
 
 def assert_bar_moved_to_the_end(page, info: str) -> list[int]:
@@ -231,6 +246,50 @@ def test_after_the_server_drops_the_stream_the_page_resumes_to_the_final_state(
     resumed = [last_id for last_id in requests_made.to("/events") if last_id]
     assert resumed, info
     assert all(re.fullmatch(r"\d+-\d+", last_id) for last_id in resumed), info
+    assert_each_event_once_in_order(page)
+    assert requests_made.to("/notifications") == [], info
+    assert watcher.errors == [], watcher.errors
+
+
+def test_a_page_reconnecting_while_events_pour_in_gets_each_one_once_in_order(
+        app, live_context):
+    """Streams that last a fraction of a second while the user's events are published a
+    thousand a second: each reconnection (Last-Event-ID) replays from the log what the page
+    missed, and the events that arrive live meanwhile are not sent a second time (a repeated
+    older event would move a bar backwards for a moment). The badge ends at the last count."""
+    import threading
+
+    from app import events
+
+    user_id = make_user("susan").id
+    app.config["EVENTS_MAX_AGE"] = 0.3
+    page, watcher, requests_made = open_page(live_context, log_in_as="susan")
+    wait_stream_open(page)
+    published = []
+    stop = threading.Event()
+
+    def publish_fast():  # what each commit of a notification does after it, at its fastest
+        while not stop.wait(0.001):
+            count = len(published) + 1
+            events.publish(app.redis, user_id, events.event("unread_message_count", count))
+            published.append(count)
+
+    publisher = threading.Thread(target=publish_fast, daemon=True)
+    publisher.start()
+    try:
+        page.wait_for_function("() => window.__streams[0].__seen.opened >= 5", timeout=20_000)
+    finally:
+        stop.set()
+        publisher.join(timeout=10)
+    last = str(published[-1])
+    page.wait_for_function(
+        f"() => document.getElementById('message_count').textContent === '{last}'")
+    info = details(page, watcher, requests_made)
+    received = assert_each_event_once_in_order(page)
+    print(f"published {len(published)}, received {received}, "
+          f"reconnections {len(requests_made.to('/events')) - 2}")
+    assert received == len(published) + 1, info  # and the state first
+    assert len(page.evaluate(STREAMS)) == 1, info
     assert requests_made.to("/notifications") == [], info
     assert watcher.errors == [], watcher.errors
 
@@ -248,7 +307,7 @@ def test_when_the_stream_is_refused_the_page_polls_quietly(app, live_context, wo
         body="Live updates are unavailable; the page checks for news instead.\n"))
     log_in(page)
     # Launched before the page is shown: the page polls fast while it shows a running task.
-    launch_countdown(seconds=4)
+    launch_countdown(seconds=5)
     page.goto("/index")
 
     try:
@@ -278,7 +337,7 @@ def test_an_export_started_in_one_tab_appears_finished_in_another(
     """Two tabs of the same user on /exports: the export started in the first shows up in
     the second, its row's bar moving and then the Download, and its task alert ends in
     success, with no reload and no poll in the second tab."""
-    make_user_with_posts(3000)
+    make_user_with_posts(1500)
     worker = worker_factory(EXPORT_BATCH_SIZE=1, TASK_PROGRESS_INTERVAL=0.1)
     worker.wait_ready()
     live_context.add_init_script(ROW_RECORDER)
