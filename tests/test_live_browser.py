@@ -193,7 +193,7 @@ def test_progress_reaches_the_pages_event_source_and_no_poll_is_made(
     """An export started from the profile: the bar moves through several values to the
     success message, with counts and an estimate beside it, all of it pushed through the
     page's EventSource: not one request to /notifications."""
-    make_user_with_posts(3000)
+    make_user_with_posts(2000)
     worker = worker_factory(EXPORT_BATCH_SIZE=2, TASK_PROGRESS_INTERVAL=0.1)
     worker.wait_ready()
     page, watcher, requests_made = open_page(live_context, "/user/susan", log_in_as="susan")
@@ -209,7 +209,7 @@ def test_progress_reaches_the_pages_event_source_and_no_poll_is_made(
     assert alert_of(page).get_attribute("data-status") == "finished", info
     assert "Your posts were exported" in alert_of(page).inner_text(), info
     texts = page.evaluate("window.__taskTexts")
-    counted = re.compile(r"^[\d,]+ of 3,000 posts \u2014 about \d+ (s|min) left$")
+    counted = re.compile(r"^[\d,]+ of 2,000 posts \u2014 about \d+ (s|min) left$")
     assert any(counted.match(text) for text in texts), f"no count with an estimate: {texts}"
     # The events came through the page's own stream, and nothing was polled.
     streams = page.evaluate(STREAMS)
@@ -331,7 +331,7 @@ def test_an_export_started_in_one_tab_appears_finished_in_another(
     """Two tabs of the same user on /exports: the export started in the first shows up in
     the second, its row's bar moving and then the Download, and its task alert ends in
     success, with no reload and no poll in the second tab."""
-    make_user_with_posts(1500)
+    make_user_with_posts(1000)
     worker = worker_factory(EXPORT_BATCH_SIZE=1, TASK_PROGRESS_INTERVAL=0.1)
     worker.wait_ready()
     live_context.add_init_script(ROW_RECORDER)
