@@ -44,6 +44,9 @@ def stream():
         backlog = events.replay(connection, user_id, last_id) if events.parse_id(last_id) else None
         if backlog is None:
             backlog = _current_state(events.latest_id(connection, user_id))
+        # The listener also holds what was published after it subscribed, some of it in the
+        # backlog too: replayed, or committed before the state was read (up to the log's head).
+        covered = events.parse_id(backlog[-1][0] if backlog else last_id)
     except (HubUnavailable, redis.exceptions.RedisError):
         if listener is not None:
             hub.unsubscribe(listener)
@@ -56,7 +59,7 @@ def stream():
         return response
     db.session.close()  # the stream holds no database connection while it waits
     config = current_app.config
-    body = _events(hub, listener, backlog, session_id,
+    body = _events(hub, listener, backlog, covered, session_id,
                    config["EVENTS_HEARTBEAT"], config["EVENTS_MAX_AGE"])
     return Response(stream_with_context(body), mimetype="text/event-stream", headers={
         "Cache-Control": "no-cache, no-transform",
@@ -83,8 +86,8 @@ def _current_state(head: str) -> list[tuple[str, str, str]]:
     return [(head, item["name"], json.dumps(item)) for item in state]
 
 
-def _events(hub, listener: Listener, backlog, session_id: str, heartbeat: float,
-            max_age: float):
+def _events(hub, listener: Listener, backlog, covered: tuple[int, int], session_id: str,
+            heartbeat: float, max_age: float):
     try:
         yield f"retry: {RETRY_MS}\n\n"
         for item in backlog:
@@ -101,6 +104,10 @@ def _events(hub, listener: Listener, backlog, session_id: str, heartbeat: float,
                 continue
             if item is None:  # Redis lost or this stream fell behind: the browser reconnects
                 return
+            # Sent once already, and older than what followed it: the bar would step back.
+            # (A logout check is cheap and is never skipped.)
+            if item[1] != events.SESSIONS_CHANGED and events.parse_id(item[0]) <= covered:
+                continue
             if (chunk := _forward(item, session_id)) is not None:
                 yield chunk
                 if chunk.startswith("event: logout"):

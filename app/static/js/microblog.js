@@ -161,6 +161,7 @@
   // Download, Retry and the start button appear without a reload.
   var exportHistory = document.getElementById('export-history');
   var refreshing = false, refreshAgain = false;
+  var lastExportEvent = {};  // task id -> its newest event, shown again on swapped-in rows
 
   function refreshExports() {
     if (refreshing) { refreshAgain = true; return; }
@@ -180,6 +181,12 @@
         renderBars(replacement);
       });
       exportHistory = document.getElementById('export-history');
+      // The sections were rendered when asked for: an event that came meanwhile is newer
+      // (shown in the same turn, so the older bar is never painted).
+      Object.keys(lastExportEvent).forEach(function (taskId) {
+        var row = exportRow(taskId), data = lastExportEvent[taskId];
+        if (row && row.dataset.taskStatus === data.status) { showExportProgress(row, data); }
+      });
     }).catch(function () { /* network hiccup: the next event tries again */ })
       .then(function () {
         refreshing = false;
@@ -187,12 +194,19 @@
       });
   }
 
+  function exportRow(taskId) {
+    var row = null;
+    if (!exportHistory) { return null; }
+    exportHistory.querySelectorAll('tr.export-row').forEach(function (tr) {
+      if (tr.dataset.taskId === taskId) { row = tr; }
+    });
+    return row;
+  }
+
   function updateExportRow(data) {
     if (!exportHistory) { return; }
-    var row = null;
-    exportHistory.querySelectorAll('tr.export-row').forEach(function (tr) {
-      if (tr.dataset.taskId === data.task_id) { row = tr; }
-    });
+    lastExportEvent[data.task_id] = data;
+    var row = exportRow(data.task_id);
     if (!row) {
       // An export started elsewhere (another tab, the profile page): show it.
       if (data.name === 'export_posts' && ACTIVE[data.status]) { refreshExports(); }
@@ -202,6 +216,10 @@
       refreshExports();
       return;
     }
+    showExportProgress(row, data);
+  }
+
+  function showExportProgress(row, data) {
     var progress = row.querySelector('.progress');
     if (progress) { setBar(progress, Math.min(percent(data), 99)); }
     var label = row.querySelector('.export-progress-text');
