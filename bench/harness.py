@@ -956,13 +956,29 @@ class ProcessFigures:
     rss_kb: int
     pss_kb: int  # shared pages (gunicorn forks its workers) counted once across processes
     cpu_s: float  # utime + stime so far
-    sockets: int  # open socket descriptors: each open stream is one in a web worker
+    connections: int  # accepted TCP connections held: each open stream is one
 
 
-def process_group(pgid: int) -> list[ProcessFigures]:
+def _accepted_connections(port: int) -> set[str]:
+    """Socket inodes of the TCP connections accepted on local `port` (not the listener)."""
+    inodes = set()
+    for table_path in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = Path(table_path).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            if int(fields[1].rsplit(":", 1)[1], 16) == port and fields[3] != "0A":  # LISTEN
+                inodes.add(fields[9])
+    return inodes
+
+
+def process_group(pgid: int, port: int) -> list[ProcessFigures]:
     """Figures of every process in a process group (a Process's children: gunicorn's master
-    and its workers), read from /proc."""
+    and its workers, listening on `port`), read from /proc."""
     ticks = os.sysconf("SC_CLK_TCK")
+    accepted = _accepted_connections(port)
     found = []
     for entry in os.scandir("/proc"):
         if not entry.name.isdigit():
@@ -973,13 +989,13 @@ def process_group(pgid: int) -> list[ProcessFigures]:
             if int(fields[2]) != pgid:  # fields[2] is the process group
                 continue
             rollup = Path(entry.path, "smaps_rollup").read_text()
-            fds = os.listdir(Path(entry.path, "fd"))
-            sockets = 0
-            for fd in fds:
+            connections = 0
+            for fd in os.listdir(Path(entry.path, "fd")):
                 try:
-                    sockets += os.readlink(Path(entry.path, "fd", fd)).startswith("socket:")
+                    target = os.readlink(Path(entry.path, "fd", fd))
                 except OSError:
                     continue
+                connections += target.startswith("socket:[") and target[8:-1] in accepted
         except (OSError, ValueError):
             continue
         pid = int(entry.name)
@@ -987,7 +1003,7 @@ def process_group(pgid: int) -> list[ProcessFigures]:
             pid=pid, rss_kb=_status_kb(pid, "VmRSS") or 0,
             pss_kb=int(re.search(r"^Pss:\s+(\d+) kB", rollup, re.M).group(1)),
             cpu_s=(int(fields[11]) + int(fields[12])) / ticks,  # utime, stime
-            sockets=sockets))
+            connections=connections))
     return found
 
 
