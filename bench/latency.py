@@ -185,7 +185,7 @@ class Round:
                 "duplicated": duplicated, "out_of_order": out_of_order,
                 "progress_events": progress_events,
                 "polled_user_task_events": task_events[self.users[0].id],
-                "both_running": max(both, 0.0) / span if span > 0 else 0.0}
+                "both_running": max(both, 0.0) / span if span > 0 else 0.0, "span_s": span}
 
 
 def latency_figures(seconds: list[float]) -> dict:
@@ -244,6 +244,7 @@ def run(args) -> dict:
             "rounds": len(rounds), "streams_per_user": args.streams_per_user,
             "progress_events": sum(r["progress_events"] for r in rounds),
             "both_exports_running": [round(r["both_running"], 2) for r in rounds],
+            "round_s": [round(r["span_s"], 1) for r in rounds],
             "push": push,
             "page_poll": {"poll_interval_s": PAGE_POLL_S,
                           "published": sum(r["polled_user_task_events"] for r in rounds),

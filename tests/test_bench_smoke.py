@@ -86,10 +86,10 @@ def test_every_benchmark_runs_quick_and_prints_its_figures():
     assert busy["idle"]["home"]["rps"]["median"] > 0
     assert busy["busy"]["notifications"]["p99_ms"]["median"] > 0
     streams = pages["streams"]
-    # every stream stayed open while the page was measured, and the figures were read
-    assert streams["streams"] == sum(streams["streams_per_web_process"]) > 0
+    # the web processes held every stream while the page was measured
+    assert 0 < streams["streams"] <= sum(streams["streams_per_web_process"])
     assert streams["ended_by_server"] == 0 and streams["home"]["open"]["p99_ms"]["median"] > 0
-    assert streams["rss_mb"]["open"] > 0 and streams["cpu_s"]["open"] > 0
+    assert streams["rss_mb"]["open"] > 0 and streams["pss_mb"]["open"] > 0
     latency = _bench_json(outputs["latency"][1])
     # both exports' events reached every stream, none lost or out of order
     assert latency["push"]["from_publish"]["n"] >= 2 * latency["streams_per_user"]
