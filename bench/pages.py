@@ -13,10 +13,12 @@ Each repetition measures idle then busy, so every busy figure has an idle one be
 
 Then the phase "streams": 1,000 idle /events streams (50 users x 20 tabs, held by an asyncio
 client on plain sockets), and the home page's load measured with none open, then with them
-all open, in each repetition. Also the web processes' total RSS (and PSS: gunicorn's forked
-workers share pages) with and without the streams, how the streams spread over the workers,
-and the CPU time (utime + stime from /proc) the web processes spend over `--cpu-seconds`
-(60; --quick: 3) with the streams open and idle, against the same time with none.
+all open, in each repetition, with the web processes' CPU per page served beside the latency
+(the machine's other tenants disturb it far less). Also the web processes' total RSS (and
+PSS: gunicorn's forked workers share pages) with and without the streams, how the streams
+spread over the workers, and the CPU time (utime + stime from /proc) the web processes spend
+over `--cpu-seconds` (60; --quick: 3) with the streams open and idle, against the same time
+with none.
 
     python -m bench pages [--duration 5] [--connections 4] [--repeat 3]
                           [--export-posts 300000] [--phases exports,streams]
@@ -229,6 +231,15 @@ def _cpu_over(web: WebServer, seconds: float) -> float:
     return _web_figures(web)["cpu_s"] - before
 
 
+def _load_with_cpu(web: WebServer, cookie: str, args) -> tuple[LoadResult, float]:
+    """The home page's load, and the web processes' CPU milliseconds per page served: a
+    cost that the machine's other tenants disturb far less than the latency."""
+    before = _web_figures(web)["cpu_s"]
+    result = run_load(web.port, "/", cookie, args.connections, args.duration)
+    spent = _web_figures(web)["cpu_s"] - before
+    return result, 1000 * spent / max(len(result.latencies), 1)
+
+
 def streams_phase(services: Services, web: WebServer, cookie: str, args) -> dict:
     """The home page with none and with every stream open (per repetition), and what the
     open streams cost the web processes in memory and CPU."""
@@ -240,17 +251,18 @@ def streams_phase(services: Services, web: WebServer, cookie: str, args) -> dict
     runs, held, cpu_with, ended = [], {}, 0.0, 0
     with StreamClients() as clients:
         for rep in range(args.repeat):
-            none = run_load(web.port, "/", cookie, args.connections, args.duration)
+            none, none_cpu_ms = _load_with_cpu(web, cookie, args)
             started = time.perf_counter()
             streams = clients.open(web.port, cookies, args.streams_per_user)
             opened_s = time.perf_counter() - started
             if rep == 0:
                 held = _web_figures(web)
                 cpu_with = _cpu_over(web, args.cpu_seconds)
-            loaded = run_load(web.port, "/", cookie, args.connections, args.duration)
+            loaded, open_cpu_ms = _load_with_cpu(web, cookie, args)
             ended += sum(s.ended_by_server for s in streams)
             clients.close(streams)
             runs.append(phase_figures({"none": none, "open": loaded}) | {"opened_s": opened_s})
+            runs[-1]["none"]["cpu_ms"], runs[-1]["open"]["cpu_ms"] = none_cpu_ms, open_cpu_ms
             say(f"pages: streams run {rep + 1}/{args.repeat}: {count} streams opened in "
                 f"{opened_s:.1f} s; home p99 {runs[-1]['none']['p99_ms']:.1f} ms with none, "
                 f"{runs[-1]['open']['p99_ms']:.1f} ms with them open")
@@ -262,7 +274,7 @@ def streams_phase(services: Services, web: WebServer, cookie: str, args) -> dict
     return {
         "streams": count, "users": args.stream_users, "per_user": args.streams_per_user,
         "home": {phase: {key: summary([r[phase][key] for r in runs], 2)
-                         for key in ("rps", "p50_ms", "p99_ms", "errors")}
+                         for key in ("rps", "p50_ms", "p99_ms", "errors", "cpu_ms")}
                  for phase in ("none", "open")},
         "p99_open_over_none": summary([r["open"]["p99_ms"] / r["none"]["p99_ms"] for r in runs]),
         "opened_s": summary([r["opened_s"] for r in runs], 2),
@@ -354,10 +366,11 @@ def _report_exports(result: dict) -> str:
 def _report_streams(s: dict) -> str:
     rows = [[f"{s['streams'] if phase == 'open' else 0} streams open", "home",
              fmt(f["rps"], digits=0), fmt(f["p50_ms"], digits=1), fmt(f["p99_ms"], digits=1),
-             int(f["errors"]["max"] or 0)]
+             int(f["errors"]["max"] or 0), fmt(f["cpu_ms"], digits=1)]
             for phase, f in s["home"].items()]
     rss, pss, cpu = s["rss_mb"], s["pss_mb"], s["cpu_s"]
-    return table(["phase", "page", "req/s", "p50 ms", "p99 ms", "errors"], rows) + (
+    return table(["phase", "page", "req/s", "p50 ms", "p99 ms", "errors", "web CPU ms/page"],
+                 rows) + (
         f"\np99 with the streams / without: {fmt(s['p99_open_over_none'])} (target ≤ 1.5); "
         f"{s['streams']} streams ({s['users']} users × {s['per_user']}) opened in "
         f"{fmt(s['opened_s'], ' s', 1)}, per web process {s['streams_per_web_process']}, "
