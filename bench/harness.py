@@ -180,6 +180,19 @@ def die_with_parent(sig: int = signal.SIGTERM) -> Callable[[], None]:
     return preexec
 
 
+def proc_stats() -> Iterable[tuple[int, list[str]]]:
+    """(pid, fields of /proc/<pid>/stat after the command name) of every process: fields[2]
+    is the process group, fields[3] the session, fields[11] and [12] utime and stime."""
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = Path(entry.path, "stat").read_text()
+        except OSError:
+            continue
+        yield int(entry.name), stat[stat.rindex(")") + 2:].split()
+
+
 def _status_kb(pid: int, field_name: str) -> int | None:
     """A `VmRSS`/`VmHWM`-style field of /proc/<pid>/status, in kB."""
     try:
@@ -276,21 +289,16 @@ class SessionMemory:
             self._stop.wait(self.interval)
 
     def sample(self) -> None:
-        for entry in os.scandir("/proc"):
-            if not entry.name.isdigit():
+        for pid, fields in proc_stats():
+            if int(fields[3]) != self.session_id:  # fields[3] is the session id
                 continue
             try:
-                stat = Path(entry.path, "stat").read_text()
-                fields = stat[stat.rindex(")") + 2:].split()
-                if int(fields[3]) != self.session_id:  # fields[3] is the session id
-                    continue
-                status = Path(entry.path, "status").read_text()
-            except (OSError, ValueError):
+                status = Path(f"/proc/{pid}/status").read_text()
+            except OSError:
                 continue
             match = re.search(r"^VmHWM:\s+(\d+) kB", status, re.M)
             if not match:
                 continue
-            pid = int(entry.name)
             if pid == self.session_id:
                 continue  # bench.rusage
             role = ("worker" if pid == self.worker_pid
@@ -980,25 +988,20 @@ def process_group(pgid: int, port: int) -> list[ProcessFigures]:
     ticks = os.sysconf("SC_CLK_TCK")
     accepted = _accepted_connections(port)
     found = []
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
+    for pid, fields in proc_stats():
+        if int(fields[2]) != pgid:
             continue
         try:
-            stat = Path(entry.path, "stat").read_text()
-            fields = stat[stat.rindex(")") + 2:].split()
-            if int(fields[2]) != pgid:  # fields[2] is the process group
-                continue
-            rollup = Path(entry.path, "smaps_rollup").read_text()
+            rollup = Path(f"/proc/{pid}/smaps_rollup").read_text()
             connections = 0
-            for fd in os.listdir(Path(entry.path, "fd")):
+            for fd in os.listdir(f"/proc/{pid}/fd"):
                 try:
-                    target = os.readlink(Path(entry.path, "fd", fd))
+                    target = os.readlink(f"/proc/{pid}/fd/{fd}")
                 except OSError:
                     continue
                 connections += target.startswith("socket:[") and target[8:-1] in accepted
-        except (OSError, ValueError):
+        except OSError:
             continue
-        pid = int(entry.name)
         found.append(ProcessFigures(
             pid=pid, rss_kb=_status_kb(pid, "VmRSS") or 0,
             pss_kb=int(re.search(r"^Pss:\s+(\d+) kB", rollup, re.M).group(1)),
