@@ -128,8 +128,12 @@
       el = createAlert(data);
     }
     var previous = el.dataset.status;
-    el.dataset.status = data.status;
     var progress = el.querySelector('.progress');
+    // A running task only moves forward (a retry passes through "queued" first): an older
+    // event that arrives after a newer state (a stream that just reconnected) is not drawn.
+    if (previous === 'running' && data.status === 'running' &&
+        percent(data) < Number(progress.getAttribute('aria-valuenow'))) { return; }
+    el.dataset.status = data.status;
     var label = el.querySelector('.task-text');
     setBar(progress, percent(data));
     el.classList.remove('alert-info', 'alert-success', 'alert-danger');
@@ -221,6 +225,9 @@
 
   function showExportProgress(row, data) {
     var progress = row.querySelector('.progress');
+    if (progress && Math.min(percent(data), 99) < Number(progress.getAttribute('aria-valuenow'))) {
+      return;  // older than what is shown (see updateTask)
+    }
     if (progress) { setBar(progress, Math.min(percent(data), 99)); }
     var label = row.querySelector('.export-progress-text');
     if (label) { label.textContent = progressText(data); }
