@@ -75,8 +75,9 @@ def browser():
 
 @pytest.fixture
 def config_overrides():
-    # A live server is reached as 127.0.0.1, so no fixed SERVER_NAME.
-    return {"SERVER_NAME": None}
+    # A live server is reached as 127.0.0.1, so no fixed SERVER_NAME; a page's event stream
+    # lasts as long as in production (the suite's default ends it at once).
+    return {"SERVER_NAME": None, "EVENTS_MAX_AGE": 600}
 
 
 @pytest.fixture

@@ -44,7 +44,7 @@ worker_factory = browser_tests.worker_factory
 def config_overrides():
     # Reached as 127.0.0.1 (no fixed SERVER_NAME). A short heartbeat: a stream whose tab has
     # gone notices at its next keep-alive, so the live server's threads do not pile up.
-    return {"SERVER_NAME": None, "EVENTS_HEARTBEAT": 1}
+    return {"SERVER_NAME": None, "EVENTS_HEARTBEAT": 1, "EVENTS_MAX_AGE": 600}
 
 
 # Every EventSource the page opens, with what it received, so that a test can tell that the
