@@ -20,7 +20,7 @@ Without ../shared/peers (or --peers DIR, or $MICROBLOG_PEERS_DIR) it prints why 
 and exits 0.
 
     python -m bench peers [--duration 5] [--repeat 3] [--export-sizes 2000,20000]
-                          [--jobs 200] [--web-workers 4] [--worker-class gthread]
+                          [--jobs 50] [--web-workers 4] [--worker-class gthread]
                           [--threads 2] [--quick] [--peers DIR]
 """
 
@@ -213,7 +213,9 @@ class PeerApp:
     def __exit__(self, *exc) -> None:
         for proc in reversed(self.processes):
             try:
-                proc.stop()
+                # Their gunicorn 21 may take the whole 20 s of a quick shutdown (SIGQUIT) to
+                # exit; nothing of theirs is measured any more: SIGKILL after 3 s.
+                proc.stop(timeout=3)
             except Exception as err:  # keep going: every process must be stopped
                 print(f"could not stop {proc.name}: {err}", file=sys.stderr)
         if self.redis_proc is not None:
@@ -360,9 +362,10 @@ def run(args, source: Path) -> dict:
 
         ids = load_data(args.users, args.follows, args.posts, args.export_sizes)
         analyze()
+        counts = copy_data(Path(services.database_url[len("sqlite:///"):]), peer.database)
+        # Ours: one task per user at a time, so one user per job (theirs has no Task row).
         dispatch_users = [db.session.get(User, uid)
                           for uid in create_users("dispatch", args.jobs)]
-        counts = copy_data(Path(services.database_url[len("sqlite:///"):]), peer.database)
         say(f"peers: {counts['user']} users, {counts['followers']} follows, "
             f"{counts['post']:,} posts in both databases")
         machine = services.machine()
@@ -418,8 +421,9 @@ def run(args, source: Path) -> dict:
 
         from bench.dispatch import bare, lifecycle
 
-        lifecycle(services, workers["ours"], dispatch_users[:10])  # warm up, as dispatch does
-        peer.dispatch(min(args.jobs, 10))
+        warm_up = min(args.jobs, 2)  # unmeasured, so that both start warm
+        lifecycle(services, workers["ours"], dispatch_users[:warm_up])
+        peer.dispatch(warm_up)
         dispatch_runs = []
         for rep in range(args.repeat):
             theirs = peer.dispatch(args.jobs)
@@ -551,7 +555,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--export-sizes", default="2000,20000")
     parser.add_argument("--export-repeat", type=int, default=2)
-    parser.add_argument("--jobs", type=int, default=200, help="jobs per dispatch run")
+    parser.add_argument("--jobs", type=int, default=50, help="jobs per dispatch run")
     parser.add_argument("--users", type=int, default=200)
     parser.add_argument("--follows", type=int, default=20, help="users each user follows")
     parser.add_argument("--posts", type=int, default=50, help="posts of each user")
@@ -570,8 +574,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.quick:
         args.duration, args.repeat, args.export_repeat = 0.5, 1, 1
-        args.export_sizes, args.jobs = "100,500", 10
+        args.export_sizes, args.jobs = "50,200", 3
         args.users, args.follows, args.posts = 20, 5, 10
+        args.web_workers = 2  # each gunicorn worker imports its app: seconds on a busy machine
     args.connections = [int(c) for c in args.connections.split(",")]
     args.export_sizes = [int(s) for s in args.export_sizes.split(",")]
     result = run(args, source)
