@@ -114,10 +114,15 @@ class Config:
     PUBLIC_BASE_URL = (os.environ.get("PUBLIC_BASE_URL") or "http://127.0.0.1:5000").rstrip("/")
     # A worker that dies mid-job stops heartbeating; its job counts as abandoned
     # this many seconds after the last heartbeat (RQ adds the monitoring interval).
-    # The page polls once a second: progress written more often is never seen, and each
-    # write is a database commit.
-    TASK_PROGRESS_INTERVAL = float(os.environ.get("TASK_PROGRESS_INTERVAL") or 0.5)
+    # Progress is pushed to the page as it is written (app/events.py); each write is also a
+    # database commit, so at most one every this many seconds (and one per whole percent).
+    TASK_PROGRESS_INTERVAL = float(os.environ.get("TASK_PROGRESS_INTERVAL") or 0.25)
     TASK_HEARTBEAT_GRACE = int(os.environ.get("TASK_HEARTBEAT_GRACE") or 30)
+    # The live event stream (GET /events, app/live/): a comment this often keeps proxies from
+    # closing an idle stream; a stream ends after EVENTS_MAX_AGE seconds and the browser
+    # reconnects at once, resuming where it was (so a long-open tab re-checks its login).
+    EVENTS_HEARTBEAT = float(os.environ.get("EVENTS_HEARTBEAT") or 15)
+    EVENTS_MAX_AGE = float(os.environ.get("EVENTS_MAX_AGE") or 600)
 
     # Rate limits (app/limits.py), counted in Redis: "N per second|minute|hour|day", several
     # separated by ";". Login counts failed attempts only, per address and per username.

@@ -11,11 +11,23 @@ if ":" in host and not host.startswith("["):
     host = f"[{host}]"  # an IPv6 address
 bind = os.environ.get("GUNICORN_BIND") or f"{host}:{os.environ.get('PORT', '5000')}"
 workers = int(os.environ.get("WEB_CONCURRENCY") or min(4, multiprocessing.cpu_count() * 2))
-threads = int(os.environ.get("GUNICORN_THREADS") or 2)
-worker_class = "gthread"
+# gevent: each request is a greenlet, so an open /events stream (live push) costs a few KB
+# rather than a thread, and a thousand of them never block a page. Every library on the
+# request path cooperates: redis-py and PyMySQL through gevent's patched sockets, psycopg
+# (3.1.14+) by itself; SQLite calls are short and local.
+worker_class = os.environ.get("GUNICORN_WORKER_CLASS") or "gevent"
+worker_connections = int(os.environ.get("GUNICORN_WORKER_CONNECTIONS") or 1000)
+threads = int(os.environ.get("GUNICORN_THREADS") or 2)  # with GUNICORN_WORKER_CLASS=gthread
 timeout = 30
 accesslog = os.environ.get("GUNICORN_ACCESS_LOG", "-") or None
 forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1")
 # gunicorn 23+ opens a control socket under $HOME by default; several gunicorns on one
 # machine (tests, benchmarks, make run) would share it.
 control_socket_disable = True
+
+
+def post_worker_init(worker):
+    # Open /events streams end as soon as the worker is told to stop (app/live/hub.py).
+    from app.live.hub import end_streams_when_stopped
+
+    end_streams_when_stopped(worker)

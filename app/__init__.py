@@ -12,7 +12,6 @@ from flask_babel import lazy_gettext as _l
 from flask_bootstrap import Bootstrap5
 from flask_login import LoginManager
 from flask_mail import Mail
-from flask_migrate import Migrate
 from flask_sqlalchemy import SQLAlchemy
 from flask_wtf.csrf import CSRFProtect
 from sqlalchemy import MetaData
@@ -38,7 +37,6 @@ def get_locale():
 
 
 db = SQLAlchemy(metadata=MetaData(naming_convention=naming_convention))
-migrate = Migrate()
 login = LoginManager()
 login.login_view = "auth.login"
 login.login_message = _l("Please log in to access this page.")
@@ -48,7 +46,10 @@ babel = Babel()
 csrf = CSRFProtect()
 
 
-def create_app(config_class=Config):
+def create_app(config_class=Config, commands: bool = True) -> Flask:
+    """The app; without its `flask` commands when `commands` is false (a worker process's app,
+    which runs none): they bring Flask-Migrate, whose import of Alembic would cost plain `rq
+    worker` a quarter of a second in every job, each of which builds its own app."""
     app = Flask(__name__, instance_path=config_class.INSTANCE_DIR)
     app.config.from_object(config_class)
     if app.config["MICROBLOG_ENV"] == "production" and app.config["SECRET_KEY"] == DEV_SECRET_KEY:
@@ -59,7 +60,6 @@ def create_app(config_class=Config):
     if app.config["SQLALCHEMY_DATABASE_URI"].startswith("sqlite"):
         with app.app_context():
             _tune_sqlite(db.engine)
-    migrate.init_app(app, db, render_as_batch=True)
     login.init_app(app)
     mail.init_app(app)
     bootstrap.init_app(app)
@@ -78,6 +78,9 @@ def create_app(config_class=Config):
         health_check_interval=30,
     )
     app.task_queue = rq.Queue(app.config["TASK_QUEUE"], connection=app.redis)
+    from app import jobs
+
+    app.extensions["launch_task"] = jobs.launch  # User.launch_task (see there)
 
     from app.errors import bp as errors_bp
 
@@ -95,6 +98,10 @@ def create_app(config_class=Config):
 
     app.register_blueprint(exports_bp)
 
+    from app.live import bp as live_bp
+
+    app.register_blueprint(live_bp)
+
     from app.outbox import bp as outbox_bp
 
     app.register_blueprint(outbox_bp)
@@ -107,9 +114,13 @@ def create_app(config_class=Config):
 
     app.register_blueprint(admin_bp)
 
-    from app import cli
+    if commands:
+        from flask_migrate import Migrate
 
-    cli.register(app)
+        from app import cli
+
+        Migrate(app, db, render_as_batch=True)  # `flask db ...`
+        cli.register(app)
 
     from app import template_filters
 

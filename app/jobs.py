@@ -32,7 +32,7 @@ from sqlalchemy.exc import IntegrityError
 from app import db, logs, metrics
 from app.email import MailAlreadySending, release_claim
 from app.models import Task, TaskStatus, User, utcnow
-from app.worker import REDIS_LOST
+from app.worker_app import REDIS_LOST, get_worker_app
 
 log = logging.getLogger(__name__)
 
@@ -210,11 +210,13 @@ class Progress:
     grows and at most every TASK_PROGRESS_INTERVAL seconds, so a task makes at most ~100 progress
     writes whatever the amount of work, and a fast one only a few (each write is a commit)."""
 
-    def __init__(self, total: int) -> None:
+    def __init__(self, total: int, unit: str | None = None) -> None:
         self.total = max(total, 0)
+        self.unit = unit  # what is counted ("posts"): the page shows "12,400 of 100,000 posts"
         self.job = rq.get_current_job()
         self.last_percent = -1
         self.last_write = 0.0
+        self.started = time.monotonic()
         self.interval = current_app.config["TASK_PROGRESS_INTERVAL"]
 
     def update(self, done: int) -> None:
@@ -230,7 +232,15 @@ class Progress:
         if now - self.last_write < self.interval:
             return
         self.last_percent, self.last_write = percent, now
-        set_progress(percent, self.job)
+        set_progress(percent, self.job, self.detail(done, now))
+
+    def detail(self, done: int, now: float) -> dict:
+        """The counts and the estimate shown beside the bar: the rate so far, extrapolated."""
+        detail: dict = {"done": done, "total": self.total, "unit": self.unit}
+        elapsed = now - self.started
+        if done > 0 and elapsed > 0:
+            detail["eta"] = round(elapsed * (self.total - done) / done, 1)
+        return detail
 
 
 def ensure_active() -> None:
@@ -247,8 +257,9 @@ def ensure_active() -> None:
         raise TaskNotActive(f"task {task.id} is already {task.status}")
 
 
-def set_progress(progress: float, job: Job | None = None) -> None:
-    """Write progress for the current job: meta, Task row and a notification (one commit)."""
+def set_progress(progress: float, job: Job | None = None, detail: dict | None = None) -> None:
+    """Write progress for the current job: meta, Task row and a notification (one commit),
+    with `detail` (counts, estimate) in the notification only."""
     job = job or rq.get_current_job()
     if job is None:
         return
@@ -260,7 +271,7 @@ def set_progress(progress: float, job: Job | None = None) -> None:
     if task.complete:
         raise TaskNotActive(f"task {task.id} is already {task.status}")
     task.progress = int(progress)
-    _notify(task)
+    _notify(task, detail)
     db.session.commit()
 
 
@@ -489,10 +500,12 @@ def reopen(task: Task) -> None:
         raise TaskAlreadyRunning(task.name) from exc
 
 
-def _notify(task: Task) -> None:
+def _notify(task: Task, detail: dict | None = None) -> None:
+    """The user's `task_progress` notification of this task, published to their open pages
+    when the caller commits (app/events.py)."""
     user = db.session.get(User, task.user_id)
     if user is not None:
-        user.add_notification("task_progress", task.to_dict(), topic=task.id)
+        user.add_notification("task_progress", task.to_dict() | (detail or {}), topic=task.id)
 
 
 def dismiss(task: Task) -> None:
@@ -505,7 +518,5 @@ def _app_context():
     if has_app_context():
         yield
         return
-    from app.worker import get_worker_app
-
     with get_worker_app().app_context():
         yield

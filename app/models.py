@@ -5,11 +5,10 @@ from __future__ import annotations
 import hashlib
 import json
 import secrets
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from hashlib import md5
 from time import time
 
-import jwt
 import redis
 import rq
 import sqlalchemy as sa
@@ -19,7 +18,7 @@ from flask_login import UserMixin
 from sqlalchemy.dialects import mysql
 from werkzeug.security import check_password_hash, generate_password_hash
 
-from app import db, login
+from app import db, events, login
 
 # Every `Mapped[datetime]` column keeps microseconds: MySQL/MariaDB's plain DATETIME would
 # drop them (a message sent in the second the inbox was read would not count as unread).
@@ -123,6 +122,7 @@ class User(UserMixin, db.Model):
         if self.session_token:
             db.session.execute(sa.delete(UserSession).where(
                 UserSession.id == UserSession.digest(self.session_token)))
+            self._sessions_changed()
 
     def end_other_sessions(self) -> None:
         """Log out every other browser of this user (after a password change or reset):
@@ -131,6 +131,11 @@ class User(UserMixin, db.Model):
         if self.session_token:
             query = query.where(UserSession.id != UserSession.digest(self.session_token))
         db.session.execute(query)
+        self._sessions_changed()
+
+    def _sessions_changed(self) -> None:
+        # The user's open event streams (/events) end when their session is gone.
+        events.queue_event(db.session, self.id, events.SESSIONS_CHANGED, None, time())
 
     def avatar(self, size: int) -> str:
         """A locally generated identicon (no internet needed), stable per email."""
@@ -177,12 +182,16 @@ class User(UserMixin, db.Model):
         )
 
     def get_reset_password_token(self, expires_in: int = 600) -> str:
+        import jwt  # here, not at the top: its import is 0.1 s a worker's job would pay
+
         return jwt.encode(
             {"reset_password": self.id, "salt": self.token_salt, "exp": time() + expires_in},
             current_app.config["SECRET_KEY"], algorithm="HS256")
 
     @staticmethod
     def verify_reset_password_token(token: str) -> User | None:
+        import jwt
+
         try:
             data = jwt.decode(token, current_app.config["SECRET_KEY"], algorithms=["HS256"])
             user = db.session.get(User, int(data["reset_password"]))
@@ -202,23 +211,27 @@ class User(UserMixin, db.Model):
         """Replace this user's notification of that name (and topic) with a new one.
 
         `topic` keeps notifications of one kind apart, e.g. one `task_progress` per task.
-        The caller commits.
+        The caller commits; the commit publishes it to the user's open pages (app/events.py).
         """
         db.session.execute(
             sa.delete(Notification).where(
                 Notification.user_id == self.id, Notification.name == name,
                 Notification.topic == topic if topic is not None else Notification.topic.is_(None)))
-        n = Notification(name=name, payload_json=json.dumps(data), user_id=self.id, topic=topic)
+        n = Notification(name=name, payload_json=json.dumps(data), user_id=self.id, topic=topic,
+                         timestamp=time())
         db.session.add(n)
+        events.queue_event(db.session, self.id, name, data, n.timestamp)
         return n
 
     # --- background tasks (the seed's API; app/jobs.py owns the lifecycle) ---
 
     def launch_task(self, name: str, description: str, *args, **kwargs) -> Task:
-        """Create the Task row, commit it, then enqueue the job. See app.jobs.launch."""
-        from app import jobs
-
-        return jobs.launch(self, name, description, *args, **kwargs)
+        """Create the Task row, commit it, then enqueue the job: app.jobs.launch, which
+        create_app() puts in the app's extensions. The lifecycle sits above the models (it
+        imports them), so a model reaches it through the app, as it reaches the task queue,
+        rather than by importing it: the modules import each other one way only."""
+        launch = current_app.extensions["launch_task"]
+        return launch(self, name, description, *args, **kwargs)
 
     def get_tasks_in_progress(self) -> list[Task]:
         return list(db.session.scalars(
@@ -229,6 +242,18 @@ class User(UserMixin, db.Model):
         return db.session.scalar(
             sa.select(Task).where(Task.user_id == self.id, Task.name == name,
                                   Task.complete.is_(False)).limit(1))
+
+    def visible_tasks(self) -> list[Task]:
+        """The task alerts every page shows (and a new event stream starts with): tasks in
+        progress, and ended ones not yet dismissed (from the last day, so a failure that
+        happened while away is seen once)."""
+        since = utcnow() - timedelta(days=1)
+        return list(db.session.scalars(
+            sa.select(Task).where(
+                Task.user_id == self.id,
+                sa.or_(Task.complete.is_(False),
+                       sa.and_(Task.dismissed.is_(False), Task.finished_at > since)))
+            .order_by(Task.created_at).limit(10)))
 
 
 class UserSession(db.Model):

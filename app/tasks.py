@@ -11,7 +11,7 @@ from app.exports import centre, delivery
 from app.exports import formats as exports
 from app.exports.storage import cleanup_stale_temp_files
 from app.models import User
-from app.worker import get_worker_app
+from app.worker_app import get_worker_app
 
 app = get_worker_app()
 if not has_app_context():  # in a worker process; in-process test workers bring their own
@@ -45,7 +45,7 @@ def countdown(user_id, seconds):
         jobs.start()
     except jobs.TaskNotActive:
         return
-    progress = jobs.Progress(total=seconds)
+    progress = jobs.Progress(total=seconds, unit="seconds")
     for i in range(seconds):
         time.sleep(1)
         progress.update(i + 1)
@@ -72,7 +72,7 @@ def export_posts(user_id, export_id=None):
         raise LookupError(f"user {user_id} does not exist")
     export = centre.export_for_job(user, task, export_id)
     try:
-        progress = jobs.Progress(total=exports.count_posts(user))
+        progress = jobs.Progress(total=exports.count_posts(user), unit="posts")
         delivery.write_file(export, progress.update)
         jobs.ensure_active()  # cancelled after the last batch: still no mail
         job = get_current_job()  # one mail per job, whatever its retries: its id is the key

@@ -1,5 +1,5 @@
-"""The worker side of the app: one Flask app per worker process, and the worker class that
-`make run`, the Procfile and the deployment units use:
+"""The worker class that `make run`, the Procfile and the deployment units use (the worker
+process's own app is made in app/worker_app.py):
 
     rq worker -w app.worker.AppWorker --connection-class app.redis_connection.Redis \
         --with-scheduler microblog-tasks
@@ -7,8 +7,9 @@
 (The connection class reads `redis+sentinel://` URLs too: see app/redis_connection.py.)
 
 Plain `rq worker microblog-tasks` (the tutorial's command) works too, but RQ's forking worker
-then imports app.tasks, and so builds the Flask app, again in every job's child process.
-AppWorker loads the app once in the parent, so each forked child inherits it ready-made.
+then imports app.tasks, and so builds the Flask app, again in every job's child process (which
+is why a worker's app leaves out what only the `flask` commands need). AppWorker loads the app
+once in the parent, so each forked child inherits it ready-made.
 """
 
 from __future__ import annotations
@@ -18,34 +19,16 @@ import os
 import signal
 import sys
 import time
-from functools import cache
 
-import redis
-from flask import Flask
 from rq.exceptions import InvalidJobOperation
 from rq.executions import Execution
 from rq.job import JobStatus
 from rq.worker import Worker, WorkerStatus
 
-from app import logs
+from app import jobs, logs
+from app.email import release_claim
 from app.redis_connection import ride_out_outages
-
-# What a restart or a network blip of Redis looks like to a client.
-REDIS_LOST = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
-
-
-@cache
-def get_worker_app() -> Flask:
-    """The Flask app of this worker process, created once."""
-    from app import create_app, db
-
-    app = create_app()
-    ride_out_outages(app.redis)  # the job's own writes (mail claims) in the work horse
-    with app.app_context():
-        engine = db.engine
-    # A forked child must not reuse the parent's pooled database connections.
-    os.register_at_fork(after_in_child=lambda: engine.dispose(close=False))
-    return app
+from app.worker_app import REDIS_LOST, get_worker_app
 
 
 def _die_with_parent() -> None:
@@ -200,15 +183,10 @@ class AppWorker(Worker):
 
     def handle_work_horse_killed(self, job, retpid, ret_val, rusage):
         super().handle_work_horse_killed(job, retpid, ret_val, rusage)
-        from app.jobs import WorkHorseKilled
-
-        self.record_failure(job, WorkHorseKilled())
+        self.record_failure(job, jobs.WorkHorseKilled())
 
     def record_failure(self, job, exc: BaseException, horse_dead: bool = False) -> None:
         """Tell the task lifecycle that `job` failed with `exc` (RQ retries it or not)."""
-        from app import jobs
-        from app.email import release_claim
-
         with get_worker_app().app_context():
             if horse_dead:
                 release_claim(job.id)  # its unfinished mail, as for a killed horse

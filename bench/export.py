@@ -13,9 +13,16 @@ deflated: the ratio says what each format costs, not how far it is from its own 
 
 The worker is started afresh (and waited for) before each export and stopped after it, so
 wait4() gives the peak RSS of that export: the largest of the worker and its work horse.
+`--worker plain` runs those exports on the tutorial's command, `rq worker -u $REDIS_URL
+microblog-tasks`, instead of `make run`'s AppWorker.
+
+Then, at each size up to 100,000 posts, the JSON export on both workers in turn: plain
+`rq worker`, whose work horse imports app.tasks (and so builds the app) for every job, against
+AppWorker, which builds it once in the worker (target: plain within 1.2 x AppWorker).
 
     python -m bench export [--sizes 10000,100000,1000000] [--repeat 3] [--quick]
-                           [--database sqlite|postgresql] [--plot docs/export-throughput.png]
+                           [--database sqlite|postgresql] [--worker app|plain]
+                           [--plot docs/export-throughput.png]
 """
 
 from __future__ import annotations
@@ -29,6 +36,7 @@ import time
 from pathlib import Path
 
 from bench.harness import (
+    PLAIN_WORKER_LABEL,
     Services,
     add_posts,
     analyze,
@@ -37,6 +45,7 @@ from bench.harness import (
     say,
     summary,
     table,
+    wait_until,
 )
 
 NAME = "export"
@@ -86,17 +95,22 @@ def _dbapi_connect(services: Services):
     return psycopg.connect("host=127.0.0.1 user=postgres dbname=microblog_bench")
 
 
-def real_export(services: Services, user_id: int, timeout: float) -> dict:
-    """One export through a fresh worker: seconds from enqueue to mail, peak RSS, mail."""
+def real_export(services: Services, user_id: int, timeout: float, plain: bool = False) -> dict:
+    """One export through a fresh worker (`plain`: the tutorial's command): seconds from
+    enqueue to mail, seconds of the RQ job (its work horse's started_at to ended_at), CPU
+    seconds the worker and its work horse spent on it, peak RSS, mail."""
+    from rq.job import Job
+
     from app import db
     from app.models import Task, TaskStatus, User
 
-    worker = services.start_worker()
+    worker = services.start_worker(plain=plain)
     try:
         idle_rss_kb = worker.status_kb("VmRSS") or 0
         user = db.session.get(User, user_id)
         seen = len(services.smtp.messages)
         memory = worker.memory().__enter__()
+        cpu_before = _cpu_seconds(worker.worker_pid)
         started = time.perf_counter()
         task = user.launch_task("export_posts", "Exporting posts...")
         task_id = task.id
@@ -126,10 +140,39 @@ def real_export(services: Services, user_id: int, timeout: float) -> dict:
             raise RuntimeError(f"export task did not finish: {row and row.status}\n"
                                f"{worker.log_tail()}")
         memory.__exit__()
+        job = Job.fetch(task_id, connection=services.redis)  # the task's id is its job's
+        job_seconds = ((job.ended_at - job.started_at).total_seconds()
+                       if job.started_at and job.ended_at else float("nan"))
+        cpu_seconds = _job_cpu_seconds(services, worker, cpu_before)
     finally:
         worker.stop()
-    return {"seconds": seconds, "peak_rss_mb": worker.peak_rss_mb,
+    return {"seconds": seconds, "job_seconds": job_seconds, "cpu_seconds": cpu_seconds,
+            "peak_rss_mb": worker.peak_rss_mb,
             "worker_rss_mb": idle_rss_kb / 1024, "mail_bytes": mail.size, "mail": mail}
+
+
+def _cpu_seconds(pid: int | None) -> float:
+    """CPU time of a process and of the children it has reaped (/proc/<pid>/stat)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return float("nan")
+    # utime, stime, cutime, cstime: fields 14-17 of stat(5), counted after the command name
+    return sum(int(tick) for tick in fields[11:15]) / os.sysconf("SC_CLK_TCK")
+
+
+def _job_cpu_seconds(services: Services, worker, before: float) -> float:
+    """The CPU the worker spent on its job since `before`, its work horse's included: read
+    once the worker is idle again, which it is only after reaping the horse. Unlike the job's
+    wall time, this hardly depends on what else the machine is running."""
+    from rq import Worker
+
+    def idle() -> bool:
+        return any(w.pid == worker.worker_pid and w.state == "idle"
+                   for w in Worker.all(connection=services.redis))
+
+    wait_until(idle, 30, "the worker to be idle again", interval=0.02)
+    return _cpu_seconds(worker.worker_pid) - before
 
 
 def verify_same_posts(mail_content: bytes, limit_file: Path) -> bool:
@@ -158,7 +201,7 @@ def write_in_process(user_id: int, fmt: str, out_path: Path) -> float:
 
 
 def centre_export(services: Services, user_id: int, fmt: str, posts: int,
-                  timeout: float) -> dict:
+                  timeout: float, plain: bool = False) -> dict:
     """One export as a user starts it (centre.start), through a fresh worker: seconds from
     the start to the finished Task row, the worker's peak RSS, the file's size. Checks that
     the Export row records the file in storage and all the posts."""
@@ -167,7 +210,7 @@ def centre_export(services: Services, user_id: int, fmt: str, posts: int,
     from app.exports.storage import get_storage
     from app.models import Export, Task, TaskStatus, User
 
-    worker = services.start_worker()
+    worker = services.start_worker(plain=plain)
     try:
         idle_rss_kb = worker.status_kb("VmRSS") or 0
         started = time.perf_counter()
@@ -205,7 +248,7 @@ def centre_export(services: Services, user_id: int, fmt: str, posts: int,
 
 
 def run_formats(services: Services, users: dict, sizes: list[int], repeat: int,
-                limit_file: Path) -> dict:
+                limit_file: Path, plain: bool = False) -> dict:
     """Every format at every size: write_export alone and the centre's export, each against
     the limit measured right before it."""
     results: dict[str, list[dict]] = {fmt: [] for fmt in FORMATS}
@@ -219,7 +262,7 @@ def run_formats(services: Services, users: dict, sizes: list[int], repeat: int,
                 write_s = write_in_process(user_id, name, written)
                 written.unlink()
                 export = centre_export(services, user_id, name, size,
-                                       timeout=120 + size / 500)
+                                       timeout=120 + size / 500, plain=plain)
                 runs.append({"limit_s": limit_s, "write_s": write_s,
                              "task_s": export["seconds"], "peak_rss_mb": export["peak_rss_mb"],
                              "worker_rss_mb": export["worker_rss_mb"],
@@ -240,6 +283,42 @@ def run_formats(services: Services, users: dict, sizes: list[int], repeat: int,
     return summary_by_format
 
 
+# The tutorial's command is compared with AppWorker up to this size: beyond it, building the
+# app in the work horse is a small part of the export whichever worker runs it.
+WORKER_COMPARISON_MAX_POSTS = 100_000
+
+
+def compare_workers(services: Services, users: dict, sizes: list[int], repeat: int) -> list:
+    """The JSON export on plain `rq worker` and on AppWorker, in turn, at each size up to
+    WORKER_COMPARISON_MAX_POSTS: enqueue-to-mail and RQ job seconds, and their ratios."""
+    results = []
+    for size in [s for s in sizes if s <= WORKER_COMPARISON_MAX_POSTS]:
+        runs = []
+        for rep in range(repeat):
+            order = (False, True) if rep % 2 == 0 else (True, False)
+            run = {}
+            for plain in order:
+                run["plain" if plain else "app"] = real_export(
+                    services, users[size][0], timeout=120 + size / 1000, plain=plain)
+            runs.append(run)
+            say(f"export: {size:,} posts, run {rep + 1}/{repeat}: plain rq worker "
+                f"{run['plain']['seconds']:.2f} s (job {run['plain']['job_seconds']:.2f} s, "
+                f"CPU {run['plain']['cpu_seconds']:.2f} s), AppWorker {run['app']['seconds']:.2f}"
+                f" s (job {run['app']['job_seconds']:.2f} s, CPU {run['app']['cpu_seconds']:.2f}"
+                " s)")
+        results.append({"posts": size, **{
+            f"{kind}_{figure}": summary([r[kind][key] for r in runs])
+            for kind in ("plain", "app")
+            for figure, key in (("export_s", "seconds"), ("job_s", "job_seconds"),
+                                ("cpu_s", "cpu_seconds"))},
+            "export_ratio": summary([r["plain"]["seconds"] / r["app"]["seconds"] for r in runs]),
+            "job_ratio": summary([r["plain"]["job_seconds"] / r["app"]["job_seconds"]
+                                  for r in runs]),
+            "cpu_ratio": summary([r["plain"]["cpu_seconds"] / r["app"]["cpu_seconds"]
+                                  for r in runs])})
+    return results
+
+
 def _format_result(size: int, runs: list[dict]) -> dict:
     return {
         "posts": size,
@@ -256,7 +335,8 @@ def _format_result(size: int, runs: list[dict]) -> dict:
     }
 
 
-def run(sizes: list[int], repeat: int, database: str, proposed: bool = False) -> dict:
+def run(sizes: list[int], repeat: int, database: str, proposed: bool = False,
+        plain: bool = False) -> dict:
     # The centre refuses a second export within the cooldown; the bench runs many.
     os.environ["EXPORT_COOLDOWN"] = "0"
     with Services(NAME, database=database, proposed=proposed) as services:
@@ -283,7 +363,8 @@ def run(sizes: list[int], repeat: int, database: str, proposed: bool = False) ->
                 services.smtp.keep_content = verify
                 limit_s = limit_export(services, user_id, username, limit_file)
                 limit_bytes = limit_file.stat().st_size
-                export = real_export(services, user_id, timeout=120 + size / 1000)
+                export = real_export(services, user_id, timeout=120 + size / 1000,
+                                     plain=plain)
                 if verify and export["mail"].content and b"posts.json" in export["mail"].content:
                     if not verify_same_posts(export["mail"].content, limit_file):
                         raise RuntimeError("the limit's JSON differs from the export's posts")
@@ -297,17 +378,20 @@ def run(sizes: list[int], repeat: int, database: str, proposed: bool = False) ->
                     f"{export['peak_rss_mb']:.0f} MB")
             limit_file.unlink(missing_ok=True)
             results.append(_size_result(size, runs))
-        formats = run_formats(services, users, sizes, repeat, limit_file)
+        formats = run_formats(services, users, sizes, repeat, limit_file, plain)
+        services.smtp.keep_content = False
+        workers = compare_workers(services, users, sizes, repeat)
     smallest, largest = results[0], results[-1]
     growth = None
     if smallest["peak_rss_mb"]["median"] is not None and len(results) > 1:
         growth = round(largest["peak_rss_mb"]["median"] - smallest["peak_rss_mb"]["median"], 1)
     return {"machine": machine, "repeat": repeat, "sizes": results,
-            "worker": services.worker_class_label,
+            "worker": PLAIN_WORKER_LABEL if plain else services.worker_class_label,
             "rss_growth_mb": growth,
             "formats": formats,
+            "workers": workers,
             "targets": {"ratio_min": 0.5, "ratio_sizes": [100_000, 1_000_000],
-                        "rss_growth_max_mb": 64}}
+                        "rss_growth_max_mb": 64, "plain_worker_ratio_max": 1.2}}
 
 
 def _size_result(size: int, runs: list[dict]) -> dict:
@@ -352,8 +436,20 @@ def report(result: dict) -> str:
             sizes = data["sizes"]
             text += (f"\n{name}: peak RSS growth {sizes[0]['posts']:,} -> "
                      f"{sizes[-1]['posts']:,} posts: {data['rss_growth_mb']} MB")
-    return text + f"\n(median (min–max) of {result['repeat']} runs)"
-
+    if result["workers"]:
+        text += ("\n\nThe tutorial's command against make run's worker (JSON export; ratios: "
+                 "plain / AppWorker, target ≤ 1.2)\n")
+        rows = [[f"{r['posts']:,}", fmt(r["plain_export_s"]), fmt(r["app_export_s"]),
+                 fmt(r["export_ratio"]), fmt(r["plain_job_s"]), fmt(r["app_job_s"]),
+                 fmt(r["job_ratio"]), fmt(r["plain_cpu_s"]), fmt(r["app_cpu_s"]),
+                 fmt(r["cpu_ratio"])] for r in result["workers"]]
+        text += table(["posts", "plain rq worker s", "AppWorker s", "plain/app",
+                       "plain job s", "AppWorker job s", "plain/app (job)", "plain CPU s",
+                       "AppWorker CPU s", "plain/app (CPU)"], rows)
+        text += ("\n(s: enqueue to mail; job s: the RQ job, in its work horse; CPU s: what the "
+                 "worker and its work horse used for the job)")
+    return (text + f"\n(median (min–max) of {result['repeat']} runs; worker of the tables "
+            f"above the last: {result['worker']})")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -366,11 +462,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--database", default="sqlite", choices=["sqlite", "postgresql"])
     parser.add_argument("--proposed", action="store_true",
                         help="worker warmed up as docs/performance.md proposes (3)")
+    parser.add_argument("--worker", default="app", choices=["app", "plain"],
+                        help="who runs the exports of the first two tables: app = make run's "
+                             "AppWorker, plain = the tutorial's `rq worker microblog-tasks`")
     parser.add_argument("--plot", metavar="PNG", help="also draw throughput and memory")
     args = parser.parse_args(argv)
     sizes = [200] if args.quick else sorted(int(s) for s in args.sizes.split(",") if s.strip())
     repeat = 1 if args.quick else args.repeat
-    result = run(sizes, repeat, args.database, args.proposed)
+    result = run(sizes, repeat, args.database, args.proposed, plain=args.worker == "plain")
     print(report(result))
     emit(NAME, result)
     if args.plot:

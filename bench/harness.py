@@ -60,6 +60,16 @@ def worker_command() -> list[str]:
     return procfile_command("worker", r"rq worker [^&;|}]*?" + QUEUE, DEFAULT_WORKER_ARGS)
 
 
+PLAIN_WORKER_LABEL = "plain rq worker (rq worker -u $REDIS_URL microblog-tasks)"
+
+
+def plain_worker_command(redis_url: str) -> list[str]:
+    """The tutorial's command, `rq worker -u $REDIS_URL microblog-tasks`: RQ's own worker and
+    connection classes, so that nothing of ours is loaded before a job's work horse imports
+    app.tasks (our connection class would import the app package in the worker)."""
+    return ["rq", "worker", "-u", redis_url, QUEUE]
+
+
 def web_command() -> list[str]:
     return procfile_command("web", r"gunicorn [^&;|}]*?microblog:app", DEFAULT_WEB_ARGS)
 
@@ -180,6 +190,19 @@ def die_with_parent(sig: int = signal.SIGTERM) -> Callable[[], None]:
     return preexec
 
 
+def proc_stats() -> Iterable[tuple[int, list[str]]]:
+    """(pid, fields of /proc/<pid>/stat after the command name) of every process: fields[2]
+    is the process group, fields[3] the session, fields[11] and [12] utime and stime."""
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = Path(entry.path, "stat").read_text()
+        except OSError:
+            continue
+        yield int(entry.name), stat[stat.rindex(")") + 2:].split()
+
+
 def _status_kb(pid: int, field_name: str) -> int | None:
     """A `VmRSS`/`VmHWM`-style field of /proc/<pid>/status, in kB."""
     try:
@@ -277,21 +300,16 @@ class SessionMemory:
             self._stop.wait(self.interval)
 
     def sample(self) -> None:
-        for entry in os.scandir("/proc"):
-            if not entry.name.isdigit():
+        for pid, fields in proc_stats():
+            if int(fields[3]) != self.session_id:  # fields[3] is the session id
                 continue
             try:
-                stat = Path(entry.path, "stat").read_text()
-                fields = stat[stat.rindex(")") + 2:].split()
-                if int(fields[3]) != self.session_id:  # fields[3] is the session id
-                    continue
-                status = Path(entry.path, "status").read_text()
-            except (OSError, ValueError):
+                status = Path(f"/proc/{pid}/status").read_text()
+            except OSError:
                 continue
             match = re.search(r"^VmHWM:\s+(\d+) kB", status, re.M)
             if not match:
                 continue
-            pid = int(entry.name)
             if pid == self.session_id:
                 continue  # bench.rusage
             role = ("worker" if pid == self.worker_pid
@@ -305,8 +323,8 @@ class WorkerProcess(Process):
     run through bench.rusage so that its peak RSS (and its work horses') can be read."""
 
     def __init__(self, env: dict, log: Path, nice: int | None = None,
-                 worker_class: str | None = None) -> None:
-        args = worker_command()
+                 worker_class: str | None = None, args: list[str] | None = None) -> None:
+        args = args or worker_command()
         args = [str(BIN / args[0]), *args[1:]]
         if worker_class:
             args[args.index("-w") + 1] = worker_class
@@ -480,10 +498,16 @@ class Services:
         return dict(os.environ, **extra)
 
     def start_worker(self, nice: int | None = None, wait: bool = True,
-                     worker_class: str | None = None, **env: str) -> WorkerProcess:
+                     worker_class: str | None = None, plain: bool = False,
+                     **env: str) -> WorkerProcess:
+        """A worker as `make run` starts it; `plain`: started with the tutorial's command."""
         log = self.tmp / f"worker-{len(self.processes)}.log"
-        worker_class = worker_class or (PROPOSED_WORKER if self.proposed else None)
-        worker = WorkerProcess(self.env(**env), log, nice=nice, worker_class=worker_class)
+        if plain:
+            worker = WorkerProcess(self.env(**env), log, nice=nice,
+                                   args=plain_worker_command(self.redis_url))
+        else:
+            worker_class = worker_class or (PROPOSED_WORKER if self.proposed else None)
+            worker = WorkerProcess(self.env(**env), log, nice=nice, worker_class=worker_class)
         self.processes.append(worker)
         if wait:
             worker.wait_ready(self.redis)
@@ -599,15 +623,19 @@ def create_user(username: str, password: str | None = PASSWORD):
     return user
 
 
-def create_users(prefix: str, count: int) -> list[int]:
-    """`count` users without passwords, in one statement; returns their ids."""
+def create_users(prefix: str, count: int, password: str | None = None) -> list[int]:
+    """`count` users in one statement, without passwords unless `password` is given (hashed
+    once for them all: hashing is slow on purpose); returns their ids."""
     import sqlalchemy as sa
+    from werkzeug.security import generate_password_hash
 
     from app import db
     from app.models import User
 
+    password_hash = generate_password_hash(password) if password else None
     db.session.execute(sa.insert(User), [
-        {"username": f"{prefix}{i}", "email": f"{prefix}{i}@bench.example", "token_salt": "x"}
+        {"username": f"{prefix}{i}", "email": f"{prefix}{i}@bench.example", "token_salt": "x",
+         "password_hash": password_hash}
         for i in range(count)])
     db.session.commit()
     return list(db.session.scalars(
@@ -785,6 +813,237 @@ def run_load(port: int, path: str, cookie: str, connections: int, duration: floa
         t.join(duration + 60)
     result.elapsed = time.perf_counter() - started
     return result
+
+
+# --------------------------------------------------------------------------- event streams
+
+def raise_open_files(wanted: int) -> int:
+    """Raise this process's soft RLIMIT_NOFILE to `wanted` (never past the hard limit), before
+    the web server starts: its processes inherit the limit, and every open /events stream is a
+    socket at both ends. Returns the soft limit in force."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+    if soft != resource.RLIM_INFINITY and soft < target:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        soft = target
+    return soft
+
+
+@dataclass
+class StreamEvent:
+    arrived: float  # time.time() when the bytes that completed it were read
+    id: str | None
+    name: str  # the `event:` field, "message" without one (as EventSource names it)
+    data: str
+
+
+class EventStream:
+    """One GET /events held open as a browser's EventSource holds it, on a plain asyncio
+    connection: a thousand of them cost the benchmark a thousand sockets, not a thousand
+    threads. Each event goes to `on_event`; comments (keep-alives) and `retry:` are skipped."""
+
+    def __init__(self, port: int, cookie: str,
+                 on_event: Callable[[EventStream, StreamEvent], None] | None = None) -> None:
+        self.port = port
+        self.cookie = cookie
+        self.on_event = on_event
+        self.events = 0
+        self.ended_by_server = False
+        self._reader = None
+        self._writer = None
+        self._chunked = False
+        self._closing = False
+
+    async def open(self, timeout: float = 30.0) -> None:
+        """Connect, send the request, read the response head. Raises RuntimeError unless the
+        answer is 200 text/event-stream."""
+        import asyncio
+
+        self._reader, self._writer = await asyncio.wait_for(
+            asyncio.open_connection("127.0.0.1", self.port), timeout)
+        self._writer.write(
+            (f"GET /events HTTP/1.1\r\nHost: 127.0.0.1:{self.port}\r\n"
+             f"Accept: text/event-stream\r\nCache-Control: no-cache\r\n"
+             f"Cookie: {self.cookie}\r\n\r\n").encode())
+        head = await asyncio.wait_for(self._reader.readuntil(b"\r\n\r\n"), timeout)
+        status_line, *header_lines = head.decode("latin-1").split("\r\n")
+        headers = {name.strip().lower(): value.strip() for name, _, value in
+                   (line.partition(":") for line in header_lines if line)}
+        status = int(status_line.split()[1])
+        if status != 200 or not headers.get("content-type", "").startswith("text/event-stream"):
+            raise RuntimeError(f"/events answered {status_line!r}")
+        self._chunked = headers.get("transfer-encoding", "").lower() == "chunked"
+
+    async def pump(self) -> None:
+        """Read events until the server ends the stream or close() is called."""
+        import asyncio
+        import codecs
+
+        decoder = codecs.getincrementaldecoder("utf-8")()
+        buffer = ""
+        try:
+            while True:
+                data = await self._read_chunk()
+                if not data:
+                    break
+                arrived = time.time()
+                buffer += decoder.decode(data)
+                while "\n\n" in buffer:
+                    frame, buffer = buffer.split("\n\n", 1)
+                    self._frame(frame, arrived)
+        except (ConnectionError, asyncio.IncompleteReadError):
+            pass
+        self.ended_by_server = not self._closing
+
+    async def _read_chunk(self) -> bytes:
+        if not self._chunked:
+            return await self._reader.read(65536)
+        size_line = await self._reader.readline()
+        size = int(size_line.split(b";")[0] or b"0", 16)
+        if size == 0:
+            return b""
+        return (await self._reader.readexactly(size + 2))[:-2]
+
+    def _frame(self, frame: str, arrived: float) -> None:
+        event_id, name, data = None, "message", []
+        for line in frame.split("\n"):
+            field_name, _, value = line.partition(":")
+            value = value[1:] if value.startswith(" ") else value
+            if field_name == "id":
+                event_id = value
+            elif field_name == "event":
+                name = value
+            elif field_name == "data":
+                data.append(value)
+        if not data:  # a comment or a retry: line
+            return
+        self.events += 1
+        if self.on_event is not None:
+            self.on_event(self, StreamEvent(arrived, event_id, name, "\n".join(data)))
+
+    def close(self) -> None:
+        self._closing = True
+        if self._writer is not None:
+            self._writer.close()
+
+
+class StreamClients:
+    """Holds EventStreams from one asyncio loop in a background thread (the benchmark's own
+    threads go on measuring meanwhile). Use as a context manager: every stream is closed on
+    the way out."""
+
+    def __init__(self) -> None:
+        import asyncio
+
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self.loop.run_forever, name="streams",
+                                        daemon=True)
+        self._pumps: dict[EventStream, object] = {}
+
+    def __enter__(self) -> StreamClients:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close(list(self._pumps))
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(10)
+        self.loop.close()
+
+    def open(self, port: int, cookies: Sequence[str], per_cookie: int,
+             on_event: Callable[[EventStream, StreamEvent], None] | None = None,
+             at_once: int = 50, timeout: float = 120.0) -> list[EventStream]:
+        """`per_cookie` streams for each cookie, at most `at_once` connecting at a time (a
+        thousand tabs do not open in the same millisecond either). Returns once every stream
+        has its response head; raises if any failed."""
+        import asyncio
+
+        streams = [EventStream(port, cookie, on_event)
+                   for cookie in cookies for _ in range(per_cookie)]
+
+        async def open_all() -> None:
+            gate = asyncio.Semaphore(at_once)
+
+            async def open_one(stream: EventStream) -> None:
+                async with gate:
+                    await stream.open()
+                self._pumps[stream] = asyncio.ensure_future(stream.pump())
+
+            await asyncio.gather(*(open_one(s) for s in streams))
+
+        try:
+            asyncio.run_coroutine_threadsafe(open_all(), self.loop).result(timeout)
+        except BaseException:
+            self.close(streams)
+            raise
+        return streams
+
+    def close(self, streams: Sequence[EventStream]) -> None:
+        """Close these streams from the client side, as closing the tabs would."""
+        import asyncio
+
+        async def close_all() -> None:
+            pumps = [self._pumps.pop(s) for s in streams if s in self._pumps]
+            for stream in streams:
+                stream.close()
+            await asyncio.gather(*pumps, return_exceptions=True)
+
+        if self.loop.is_running():
+            asyncio.run_coroutine_threadsafe(close_all(), self.loop).result(60)
+
+
+@dataclass
+class ProcessFigures:
+    pid: int
+    rss_kb: int
+    pss_kb: int  # shared pages (gunicorn forks its workers) counted once across processes
+    cpu_s: float  # utime + stime so far
+    connections: int  # accepted TCP connections held: each open stream is one
+
+
+def _accepted_connections(port: int) -> set[str]:
+    """Socket inodes of the TCP connections accepted on local `port` (not the listener)."""
+    inodes = set()
+    for table_path in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = Path(table_path).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            if int(fields[1].rsplit(":", 1)[1], 16) == port and fields[3] != "0A":  # LISTEN
+                inodes.add(fields[9])
+    return inodes
+
+
+def process_group(pgid: int, port: int) -> list[ProcessFigures]:
+    """Figures of every process in a process group (a Process's children: gunicorn's master
+    and its workers, listening on `port`), read from /proc."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    accepted = _accepted_connections(port)
+    found = []
+    for pid, fields in proc_stats():
+        if int(fields[2]) != pgid:
+            continue
+        try:
+            rollup = Path(f"/proc/{pid}/smaps_rollup").read_text()
+            connections = 0
+            for fd in os.listdir(f"/proc/{pid}/fd"):
+                try:
+                    target = os.readlink(f"/proc/{pid}/fd/{fd}")
+                except OSError:
+                    continue
+                connections += target.startswith("socket:[") and target[8:-1] in accepted
+        except OSError:
+            continue
+        found.append(ProcessFigures(
+            pid=pid, rss_kb=_status_kb(pid, "VmRSS") or 0,
+            pss_kb=int(re.search(r"^Pss:\s+(\d+) kB", rollup, re.M).group(1)),
+            cpu_s=(int(fields[11]) + int(fields[12])) / ticks,  # utime, stime
+            connections=connections))
+    return found
 
 
 # --------------------------------------------------------------------------- statistics

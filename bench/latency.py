@@ -1,173 +1,305 @@
-"""Progress latency: the time from a worker's progress write to a client seeing it, through
-the mechanism the page uses (app/static/js/microblog.js polls GET /notifications?since=...
-and, while a task runs, waits 1 s after each response before the next poll).
+"""Progress latency: the time from a worker's progress write to a page seeing it, through live
+push (GET /events, Server-Sent Events) and, in the same run, through the polling the page
+falls back to (GET /notifications?since=..., 1 s after each response: microblog.js).
 
-A real worker (started as `make run` starts it) runs `write_progress` below as a tracked task
-of a logged-in user: it writes progress through the app's own `jobs.set_progress` (job meta,
-Task row, `task_progress` notification, one commit) at random intervals, each longer than
-the poll interval so that no write is overwritten before a poll can see it. A client polls
-gunicorn (as `make run` runs it) like the page, and latency = the time the client received
-the notification - the notification's own timestamp (set by the worker as it wrote it; both
-processes read the same clock). Two clients, one after the other:
+Two users with many posts each press Export at the same moment (`user.launch_task`, as the
+web does), and two real workers (as `make run` starts them) run the two exports side by side;
+their progress comes from the app's own `jobs.Progress` (one event per whole percent at most
+every TASK_PROGRESS_INTERVAL). Rounds repeat until at least `--events` progress events have
+been published. Each user holds `--streams-per-user` real /events streams to gunicorn (as
+`make run` runs it) from the start, like open tabs; one page-like client of the first user
+polls meanwhile. Every arrival is timed on this machine's clock, which the worker shares:
 
-  page:  polls as the page does (1 s after each response);
-  floor: polls back to back (every 10 ms), the lowest latency this path can give.
+  from publish: arrival - the event's `sent` (app/events.py, just before the Redis publish);
+  from write:   arrival - the notification's `timestamp` (set by the worker before its
+                commit; for the polling client the only one there is).
 
-    python -m bench latency [--writes 25] [--quick] [--database ...]
+After each round the events each stream received are checked against the user's event log
+in Redis (what was published): events lost, duplicated or out of order (all should be 0).
+
+    python -m bench latency [--events 200] [--export-posts 1000000] [--streams-per-user 2]
+                            [--quick] [--database ...]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import random
+import threading
 import time
 import urllib.parse
-import uuid
 
 from bench.harness import (
+    EventStream,
     Http,
     Services,
+    StreamClients,
+    StreamEvent,
+    add_posts,
+    analyze,
     create_user,
     emit,
-    fmt,
     login,
     percentile,
     say,
-    summary,
     table,
+    wait_until,
 )
 
 NAME = "latency"
 PAGE_POLL_S = 1.0  # FAST in microblog.js
-FLOOR_POLL_S = 0.01
+ENDED = ("finished", "failed", "cancelled")
+TARGET_P95_MS = 250
 
 
-def write_progress(user_id: int, gaps: list[float], tail: float) -> None:
-    """The worker side (runs in an RQ work horse): progress 1, 2, ... after each gap, then
-    `tail` seconds before finishing (the finish notification replaces the last progress)."""
-    from app import jobs
-
-    jobs.start()
-    for percent, gap in enumerate(gaps, start=1):
-        time.sleep(gap)
-        jobs.set_progress(percent)
-    time.sleep(tail)
-    jobs.finish("Progress benchmark done.")
+def id_key(event_id: str) -> tuple[int, int]:
+    ms, _, seq = event_id.partition("-")
+    return int(ms), int(seq)
 
 
-def launch(services: Services, user, gaps: list[float], tail: float) -> str:
-    """What jobs.launch does (Task row committed, then the job enqueued under its id), for a
-    function outside app/tasks.py."""
-    from rq.job import Callback
+class PagePoller:
+    """Polls /notifications like the page (1 s after each response) in a thread, recording
+    for every task_progress notification it sees: received - its timestamp (seconds)."""
 
-    from app import db, jobs
-    from app.models import Task, TaskStatus, utcnow
+    def __init__(self, port: int, cookie: str) -> None:
+        self.client = Http(port, cookie)
+        self.latencies: list[float] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
 
-    task = Task(id=str(uuid.uuid4()), name="bench_progress", description="Progress benchmark",
-                user_id=user.id, status=TaskStatus.QUEUED, active_name="bench_progress",
-                progress=0, created_at=utcnow())
-    db.session.add(task)
-    db.session.commit()
-    services.app.task_queue.enqueue(
-        "bench.latency.write_progress", user.id, gaps, tail, job_id=task.id,
-        description=task.description, on_failure=Callback(jobs.on_job_failure),
-        meta={"progress": 0}, job_timeout=int(60 + 2 * sum(gaps)))
-    return task.id
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(30)
+        self.client.close()
+
+    def _run(self) -> None:
+        since = time.time()  # the page starts polling when it loads
+        while not self._stop.is_set():
+            status, _, body = self.client.request(
+                "GET", "/notifications?" + urllib.parse.urlencode({"since": repr(since)}),
+                headers={"Accept": "application/json"})
+            received = time.time()
+            if status != 200:
+                raise RuntimeError(f"/notifications answered HTTP {status}")
+            for n in json.loads(body):
+                since = max(since, n["timestamp"])
+                if n["name"] == "task_progress":
+                    self.latencies.append(received - n["timestamp"])
+            self._stop.wait(PAGE_POLL_S)
 
 
-def poll(port: int, cookie: str, task_id: str, writes: int, interval: float,
-         timeout: float) -> list[float]:
-    """Poll like the page until the task ends; latency (s) of each progress write seen."""
-    client = Http(port, cookie)
-    since = time.time()  # the page starts polling when it loads
-    latencies: dict[int, float] = {}
-    deadline = time.monotonic() + timeout
-    finished = False
-    while not finished and time.monotonic() < deadline:
-        status, _, body = client.request(
-            "GET", "/notifications?" + urllib.parse.urlencode({"since": repr(since)}),
-            headers={"Accept": "application/json"})
-        received = time.time()
-        if status != 200:
-            raise RuntimeError(f"/notifications answered HTTP {status}")
-        for n in json.loads(body):
-            since = max(since, n["timestamp"])
-            data = n["data"]
-            if n["name"] != "task_progress" or data["task_id"] != task_id:
-                continue
-            if data["status"] in ("failed", "cancelled"):
-                raise RuntimeError(f"progress task {data['status']}: {data.get('error')}")
-            if data["status"] == "finished":
-                finished = True
-            elif 1 <= data["progress"] <= writes and data["progress"] not in latencies:
-                latencies[data["progress"]] = received - n["timestamp"]
-        time.sleep(interval)
-    client.close()
-    if not finished:
-        raise RuntimeError("the progress task did not finish in time")
-    return [latencies[k] for k in sorted(latencies)]
+class Round:
+    """Both exports launched at once; done when every stream has the end of both tasks."""
+
+    def __init__(self, services: Services, users: list, streams: dict[int, list[EventStream]],
+                 received: dict[EventStream, list[StreamEvent]]) -> None:
+        from app import events
+
+        self.services = services
+        self.users = users
+        self.streams = streams
+        self.received = received
+        self.start_ids = {u.id: events.latest_id(services.redis, u.id) for u in users}
+        self.task_ids: dict[int, str] = {}
+
+    def run(self, timeout: float) -> None:
+        for user in self.users:
+            self.task_ids[user.id] = user.launch_task("export_posts", "Exporting posts...").id
+        wait_until(self._all_ended, timeout, "both exports to end at every stream",
+                   interval=0.2)
+
+    def _all_ended(self) -> bool:
+        for user_id, task_id in self.task_ids.items():
+            for stream in self.streams[user_id]:
+                ends = [d["status"] for d in self._task_data(stream, user_id)
+                        if d["task_id"] == task_id and d["status"] in ENDED]
+                if not ends:
+                    return False
+                if ends[0] != "finished":
+                    raise RuntimeError(f"export {task_id} {ends[0]}")
+        return True
+
+    def live(self, stream: EventStream, user_id: int) -> list[StreamEvent]:
+        """What the stream received in this round (the state sent on connecting and the
+        events of earlier rounds have ids up to the round's start)."""
+        start = id_key(self.start_ids[user_id])
+        return [e for e in list(self.received.get(stream, ()))
+                if e.id is not None and id_key(e.id) > start]
+
+    def _task_data(self, stream: EventStream, user_id: int) -> list[dict]:
+        found = []
+        for e in self.live(stream, user_id):
+            payload = json.loads(e.data)
+            if payload["name"] == "task_progress":
+                found.append(payload["data"])
+        return found
+
+    def published(self, user_id: int) -> list[tuple[str, dict]]:
+        """The user's events of this round from the event log (what the streams forward:
+        not the `sessions` control events)."""
+        from app import events
+
+        start = self.start_ids[user_id]
+        entries = self.services.redis.xrange(events.log_key(user_id), min=start, max="+")
+        found = []
+        for entry_id, fields in entries:
+            entry_id = entry_id.decode()
+            payload = json.loads(fields[b"event"])
+            if entry_id != start and payload["name"] != events.SESSIONS_CHANGED:
+                found.append((entry_id, payload))
+        return found
+
+    def figures(self) -> dict:
+        """Latencies (s) of this round's task events at every stream, and the checks."""
+        from_sent, from_written = [], []
+        lost = duplicated = out_of_order = progress_events = 0
+        overlap = []
+        task_events = {}
+        for user in self.users:
+            published = self.published(user.id)
+            task_events[user.id] = sum(1 for _, p in published if p["name"] == "task_progress")
+            progress_events += sum(
+                1 for _, p in published
+                if p["name"] == "task_progress" and p["data"]["status"] == "running")
+            sent = [p["sent"] for _, p in published if p["name"] == "task_progress"]
+            overlap.append((min(sent), max(sent)))
+            expected = {event_id for event_id, _ in published}
+            for stream in self.streams[user.id]:
+                live = self.live(stream, user.id)
+                ids = [e.id for e in live]
+                lost += len(expected - set(ids))
+                duplicated += len(ids) - len(set(ids))
+                out_of_order += sum(1 for a, b in zip(ids, ids[1:], strict=False)
+                                    if id_key(b) <= id_key(a))
+                for e in live:
+                    payload = json.loads(e.data)
+                    if payload["name"] == "task_progress":
+                        from_sent.append(e.arrived - payload["sent"])
+                        from_written.append(e.arrived - payload["timestamp"])
+        both = min(end for _, end in overlap) - max(start for start, _ in overlap)
+        span = max(end for _, end in overlap) - min(start for start, _ in overlap)
+        return {"from_sent": from_sent, "from_written": from_written, "lost": lost,
+                "duplicated": duplicated, "out_of_order": out_of_order,
+                "progress_events": progress_events,
+                "polled_user_task_events": task_events[self.users[0].id],
+                "both_running": max(both, 0.0) / span if span > 0 else 0.0, "span_s": span}
+
+
+def latency_figures(seconds: list[float]) -> dict:
+    return {"n": len(seconds),
+            "p50_ms": round(1000 * percentile(seconds, 50), 1),
+            "p95_ms": round(1000 * percentile(seconds, 95), 1),
+            "max_ms": round(1000 * max(seconds), 1) if seconds else None}
 
 
 def run(args) -> dict:
-    rng = random.Random(5)
-    modes = [("page", PAGE_POLL_S, args.writes, (1.1, 2.1)),
-             ("floor", FLOOR_POLL_S, args.floor_writes, (0.05, 0.25))]
     with Services(NAME, database=args.database, proposed=args.proposed) as services:
         from app import db
 
-        user = create_user("watcher")
+        users = [create_user(f"exporter{i}") for i in range(2)]
+        for user in users:
+            add_posts(user.id, args.export_posts)
+        analyze()
+        db.session.commit()
         machine = services.machine()
         web = services.start_web()
-        cookie = login(web.port, "watcher")
-        worker = services.start_worker()
-        results = {}
-        for mode, interval, writes, (low, high) in modes:
-            gaps = [round(rng.uniform(low, high), 3) for _ in range(writes)]
-            task_id = launch(services, user, gaps, tail=2 * interval + 0.5)
-            seen = poll(web.port, cookie, task_id, writes, interval, timeout=60 + 2 * sum(gaps))
-            db.session.rollback()
-            results[mode] = {
-                "poll_interval_s": interval, "writes": writes, "seen": len(seen),
-                "p50_ms": round(1000 * percentile(seen, 50), 1),
-                "p95_ms": round(1000 * percentile(seen, 95), 1),
-                "max_ms": round(1000 * max(seen), 1) if seen else None,
-                "latency_ms": summary([1000 * s for s in seen], 1),
-            }
-            say(f"latency: {mode}: {len(seen)}/{writes} writes seen, p50 "
-                f"{results[mode]['p50_ms']} ms, p95 {results[mode]['p95_ms']} ms")
-        worker.stop()
-    page, floor = results["page"], results["floor"]
-    return {"machine": machine, "worker": services.worker_class_label, "modes": results,
-            # what polling adds to the floor, against half the poll interval (its mean)
-            "page_minus_floor_p50_ms": round(page["p50_ms"] - floor["p50_ms"], 1),
-            "half_poll_interval_ms": 1000 * PAGE_POLL_S / 2}
+        cookies = {user.id: login(web.port, user.username) for user in users}
+        workers = [services.start_worker() for _ in users]
+        received: dict[EventStream, list[StreamEvent]] = {}
+
+        def on_event(stream: EventStream, event: StreamEvent) -> None:
+            received.setdefault(stream, []).append(event)
+
+        rounds: list[dict] = []
+        with StreamClients() as clients:
+            streams = {user.id: clients.open(web.port, [cookies[user.id]],
+                                             args.streams_per_user, on_event)
+                       for user in users}
+            poller = PagePoller(web.port, cookies[users[0].id])
+            poller.start()
+            try:
+                while (len(rounds) < args.max_rounds
+                       and sum(r["progress_events"] for r in rounds) < args.events):
+                    this = Round(services, users, streams, received)
+                    this.run(timeout=600)
+                    rounds.append(this.figures())
+                    db.session.rollback()
+                    say(f"latency: round {len(rounds)}: "
+                        f"{rounds[-1]['progress_events']} progress events, push p95 "
+                        f"{1000 * percentile(rounds[-1]['from_sent'], 95):.1f} ms")
+            finally:
+                poller.stop()
+            ended = sum(s.ended_by_server for group in streams.values() for s in group)
+        for worker in workers:
+            worker.stop()
+    from_sent = [x for r in rounds for x in r["from_sent"]]
+    from_written = [x for r in rounds for x in r["from_written"]]
+    push = {"from_publish": latency_figures(from_sent),
+            "from_write": latency_figures(from_written)}
+    return {"machine": machine, "worker": services.worker_class_label,
+            "gunicorn": "gunicorn.conf.py (as make run)", "export_posts": args.export_posts,
+            "rounds": len(rounds), "streams_per_user": args.streams_per_user,
+            "progress_events": sum(r["progress_events"] for r in rounds),
+            "both_exports_running": [round(r["both_running"], 2) for r in rounds],
+            "round_s": [round(r["span_s"], 1) for r in rounds],
+            "push": push,
+            "page_poll": {"poll_interval_s": PAGE_POLL_S,
+                          "published": sum(r["polled_user_task_events"] for r in rounds),
+                          "from_write": latency_figures(poller.latencies)},
+            "lost": sum(r["lost"] for r in rounds),
+            "duplicated": sum(r["duplicated"] for r in rounds),
+            "out_of_order": sum(r["out_of_order"] for r in rounds),
+            "streams_ended_by_server": ended,
+            "target": {"push_p95_ms_max": TARGET_P95_MS}}
 
 
 def report(result: dict) -> str:
-    rows = [[mode, f"{m['poll_interval_s'] * 1000:.0f} ms", f"{m['seen']}/{m['writes']}",
-             f"{m['p50_ms']:.1f}", f"{m['p95_ms']:.1f}", f"{m['max_ms']:.1f}"]
-            for mode, m in result["modes"].items()]
-    return (table(["client", "poll every", "writes seen", "p50 ms", "p95 ms", "max ms"], rows)
-            + f"\npage p50 - floor p50: {result['page_minus_floor_p50_ms']} ms (half the poll "
-              f"interval: {result['half_poll_interval_ms']:.0f} ms); range of the page's "
-              f"samples: {fmt(result['modes']['page']['latency_ms'], ' ms', 0)}")
+    def cells(f: dict | None) -> list[str]:
+        if f is None or not f["n"]:
+            return ["-", "-", "-"]
+        return [f"{f['p50_ms']:.1f}", f"{f['p95_ms']:.1f}", f"{f['max_ms']:.1f}"]
+
+    push, poll = result["push"], result["page_poll"]
+    rows = [["push (/events), from publish", push["from_publish"]["n"],
+             *cells(push["from_publish"])],
+            ["push (/events), from write", push["from_write"]["n"], *cells(push["from_write"])],
+            [f"page poll (every {poll['poll_interval_s']:.0f} s), from write",
+             poll["from_write"]["n"], *cells(poll["from_write"])]]
+    text = table(["client, latency", "arrivals", "p50 ms", "p95 ms", "max ms"], rows)
+    p95 = push["from_publish"]["p95_ms"]
+    return text + (
+        f"\n{result['progress_events']} progress events published in {result['rounds']} "
+        f"round(s) of two exports of {result['export_posts']:,} posts (both running "
+        f"{', '.join(f'{100 * x:.0f}%' for x in result['both_exports_running'])} of each "
+        f"round), {result['streams_per_user']} streams per user; lost {result['lost']}, "
+        f"duplicated {result['duplicated']}, out of order {result['out_of_order']}, streams "
+        f"ended by the server {result['streams_ended_by_server']}"
+        f"\npush p95 from publish {p95} ms (target ≤ {TARGET_P95_MS} ms: "
+        f"{'met' if p95 <= TARGET_P95_MS else 'missed'}); the poller saw "
+        f"{poll['from_write']['n']} of its user's {poll['published']} task events (only the "
+        f"newest of a task at each poll)")
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench latency", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--writes", type=int, default=25,
-                        help="progress writes seen by the page-like client (at most 99)")
-    parser.add_argument("--floor-writes", type=int, default=60)
-    parser.add_argument("--quick", action="store_true", help="a few writes (smoke test)")
+    parser.add_argument("--events", type=int, default=200,
+                        help="progress events to publish at least (rounds repeat until then)")
+    parser.add_argument("--export-posts", type=int, default=1_000_000,
+                        help="posts of each of the two exporting users")
+    parser.add_argument("--streams-per-user", type=int, default=2)
+    parser.add_argument("--max-rounds", type=int, default=10)
+    parser.add_argument("--quick", action="store_true",
+                        help="one round of two small exports (smoke test)")
     parser.add_argument("--database", default="sqlite", choices=["sqlite", "postgresql"])
     parser.add_argument("--proposed", action="store_true",
                         help="worker warmed up as docs/performance.md proposes (3)")
     args = parser.parse_args(argv)
     if args.quick:
-        args.writes, args.floor_writes = 3, 10
-    args.writes, args.floor_writes = min(args.writes, 99), min(args.floor_writes, 99)
+        args.events, args.export_posts, args.max_rounds = 1, 20_000, 1
     result = run(args)
     print(report(result))
     emit(NAME, result)

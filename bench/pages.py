@@ -11,8 +11,19 @@ user with 100 posts in the feed: requests per second, p50 and p99 latency,
 
 Each repetition measures idle then busy, so every busy figure has an idle one beside it.
 
+Then the phase "streams": 1,000 idle /events streams (50 users x 20 tabs, held by an asyncio
+client on plain sockets), and the home page's load measured with none open, then with them
+all open, in each repetition, with the web processes' CPU per page served beside the latency
+(the machine's other tenants disturb it far less). Also the web processes' total RSS (and
+PSS: gunicorn's forked workers share pages) with and without the streams, how the streams
+spread over the workers, and the CPU time (utime + stime from /proc) the web processes spend
+over `--cpu-seconds` (60; --quick: 3) with the streams open and idle, against the same time
+with none.
+
     python -m bench pages [--duration 5] [--connections 4] [--repeat 3]
-                          [--export-posts 300000] [--quick] [--database ...]
+                          [--export-posts 300000] [--phases exports,streams]
+                          [--stream-users 50] [--streams-per-user 20] [--cpu-seconds 60]
+                          [--quick] [--database ...]
 """
 
 from __future__ import annotations
@@ -20,18 +31,24 @@ from __future__ import annotations
 import argparse
 import json
 import threading
+import time
 
 from bench.harness import (
     PASSWORD,
     Http,
     LoadResult,
     Services,
+    StreamClients,
+    WebServer,
     add_posts,
     analyze,
     create_user,
+    create_users,
     emit,
     fmt,
     login,
+    process_group,
+    raise_open_files,
     run_load,
     say,
     summary,
@@ -125,6 +142,9 @@ def check_pages(port: int, cookie: str) -> None:
 
 
 def run(args) -> dict:
+    streams = args.stream_users * args.streams_per_user
+    # Each stream is a socket in the benchmark and one in a web process (which inherits this).
+    open_files = raise_open_files(2 * streams + 1024)
     with Services(NAME, database=args.database, proposed=args.proposed) as services:
         from app import db
 
@@ -135,11 +155,15 @@ def run(args) -> dict:
         db.session.commit()
         for user in (reader, *friends):  # 5 x 20 = 100 posts in the reader's feed
             add_posts(user.id, 20, start="2025-06-01 00:00:00")
-        exporters = [create_user(f"exporter{i}", password=None) for i in range(2)]
-        for user in exporters:
-            add_posts(user.id, args.export_posts)
+        exporter_ids = []
+        if "exports" in args.phases:
+            exporters = [create_user(f"exporter{i}", password=None) for i in range(2)]
+            for user in exporters:
+                add_posts(user.id, args.export_posts)
+            exporter_ids = [u.id for u in exporters]
+        if "streams" in args.phases:
+            create_users("watcher", args.stream_users, password=PASSWORD)
         analyze()
-        exporter_ids = [u.id for u in exporters]
         db.session.rollback()
         machine = services.machine()
 
@@ -147,39 +171,123 @@ def run(args) -> dict:
         cookie = login(web.port, "reader")
         check_pages(web.port, cookie)
         run_load(web.port, "/", cookie, args.connections, min(args.duration, 2))  # warm up
+        result = {"machine": machine, "connections": args.connections,
+                  "duration_s": args.duration, "repeat": args.repeat,
+                  "gunicorn": "gunicorn.conf.py (as make run)", "phases": args.phases}
+        if "exports" in args.phases:
+            result.update({
+                "export_posts": args.export_posts, "worker": services.worker_class_label,
+                "variants": exports_phase(services, web, cookie, exporter_ids, args),
+                "targets": {"p99_busy_over_idle_max": 1.5,
+                            "notifications_over_page_max": 1.0}})
+        if "streams" in args.phases:
+            result["streams"] = streams_phase(services, web, cookie, args)
+            result["streams"]["open_files_limit"] = open_files
+    return result
 
-        variants = [("busy", None)] + ([] if args.quick else [("busy_nice", 10)])
-        runs: dict[str, list[dict]] = {v: [] for v, _ in variants}
-        for variant, nice in variants:
-            workers = [services.start_worker(nice=nice) for _ in exporter_ids]
-            for rep in range(args.repeat):
-                idle = phase_figures(measure(web.port, cookie, args.connections,
+
+def exports_phase(services: Services, web: WebServer, cookie: str, exporter_ids: list[int],
+                  args) -> dict:
+    variants = [("busy", None)] + ([] if args.quick else [("busy_nice", 10)])
+    runs: dict[str, list[dict]] = {v: [] for v, _ in variants}
+    for variant, nice in variants:
+        workers = [services.start_worker(nice=nice) for _ in exporter_ids]
+        for rep in range(args.repeat):
+            idle = phase_figures(measure(web.port, cookie, args.connections, args.duration))
+            keeper = ExportKeeper(services.app, exporter_ids)
+            keeper.start()
+            try:
+                busy = phase_figures(measure(web.port, cookie, args.connections,
                                              args.duration))
-                keeper = ExportKeeper(services.app, exporter_ids)
-                keeper.start()
-                try:
-                    busy = phase_figures(measure(web.port, cookie, args.connections,
-                                                 args.duration))
-                finally:
-                    keeper.stop()
-                busy["exports_launched"] = keeper.launched
-                busy["both_exports_running"] = keeper.busy_fraction
-                runs[variant].append({"idle": idle, "busy": busy})
-                say(f"pages: {variant} run {rep + 1}/{args.repeat}: home p99 idle "
-                    f"{idle['home']['p99_ms']:.1f} ms, busy {busy['home']['p99_ms']:.1f} ms; "
-                    f"notifications p99 idle {idle['notifications']['p99_ms']:.1f} ms, busy "
-                    f"{busy['notifications']['p99_ms']:.1f} ms; both exports running "
-                    f"{100 * keeper.busy_fraction:.0f}% of the time")
-                _wait_for_exports_to_end(services, exporter_ids)
-            for worker in workers:
-                worker.stop()
-    return {"machine": machine, "connections": args.connections, "duration_s": args.duration,
-            "repeat": args.repeat, "export_posts": args.export_posts,
-            "worker": services.worker_class_label,
-            "gunicorn": "gunicorn.conf.py (as make run)",
-            "variants": {v: _summarise(rs) for v, rs in runs.items()},
-            "targets": {"p99_busy_over_idle_max": 1.5,
-                        "notifications_over_page_max": 1.0}}
+            finally:
+                keeper.stop()
+            busy["exports_launched"] = keeper.launched
+            busy["both_exports_running"] = keeper.busy_fraction
+            runs[variant].append({"idle": idle, "busy": busy})
+            say(f"pages: {variant} run {rep + 1}/{args.repeat}: home p99 idle "
+                f"{idle['home']['p99_ms']:.1f} ms, busy {busy['home']['p99_ms']:.1f} ms; "
+                f"notifications p99 idle {idle['notifications']['p99_ms']:.1f} ms, busy "
+                f"{busy['notifications']['p99_ms']:.1f} ms; both exports running "
+                f"{100 * keeper.busy_fraction:.0f}% of the time")
+            _wait_for_exports_to_end(services, exporter_ids)
+        for worker in workers:
+            worker.stop()
+    return {v: _summarise(rs) for v, rs in runs.items()}
+
+
+def _web_figures(web: WebServer) -> dict:
+    """The web processes' memory (MB), the connections each holds, and their CPU so far."""
+    group = process_group(web.pid, web.port)
+    return {"rss_mb": sum(p.rss_kb for p in group) / 1024,
+            "pss_mb": sum(p.pss_kb for p in group) / 1024,
+            "cpu_s": sum(p.cpu_s for p in group),
+            "connections": {p.pid: p.connections for p in group}}
+
+
+def _cpu_over(web: WebServer, seconds: float) -> float:
+    """CPU seconds the web processes spend in the next `seconds` (nothing else asked)."""
+    before = _web_figures(web)["cpu_s"]
+    time.sleep(seconds)
+    return _web_figures(web)["cpu_s"] - before
+
+
+def _load_with_cpu(web: WebServer, cookie: str, args) -> tuple[LoadResult, float]:
+    """The home page's load, and the web processes' CPU milliseconds per page served: a
+    cost that the machine's other tenants disturb far less than the latency."""
+    before = _web_figures(web)["cpu_s"]
+    result = run_load(web.port, "/", cookie, args.connections, args.duration)
+    spent = _web_figures(web)["cpu_s"] - before
+    return result, 1000 * spent / max(len(result.latencies), 1)
+
+
+def streams_phase(services: Services, web: WebServer, cookie: str, args) -> dict:
+    """The home page with none and with every stream open (per repetition), and what the
+    open streams cost the web processes in memory and CPU."""
+    cookies = [login(web.port, f"watcher{i}") for i in range(args.stream_users)]
+    count = args.stream_users * args.streams_per_user
+    heartbeat = services.app.config["EVENTS_HEARTBEAT"]
+    without = _web_figures(web)
+    cpu_without = _cpu_over(web, args.cpu_seconds)
+    runs, held, cpu_with, ended = [], {}, 0.0, 0
+    with StreamClients() as clients:
+        for rep in range(args.repeat):
+            none, none_cpu_ms = _load_with_cpu(web, cookie, args)
+            started = time.perf_counter()
+            streams = clients.open(web.port, cookies, args.streams_per_user)
+            opened_s = time.perf_counter() - started
+            if rep == 0:
+                held = _web_figures(web)
+                cpu_with = _cpu_over(web, args.cpu_seconds)
+            loaded, open_cpu_ms = _load_with_cpu(web, cookie, args)
+            ended += sum(s.ended_by_server for s in streams)
+            clients.close(streams)
+            runs.append(phase_figures({"none": none, "open": loaded}) | {"opened_s": opened_s})
+            runs[-1]["none"]["cpu_ms"], runs[-1]["open"]["cpu_ms"] = none_cpu_ms, open_cpu_ms
+            say(f"pages: streams run {rep + 1}/{args.repeat}: {count} streams opened in "
+                f"{opened_s:.1f} s; home p99 {runs[-1]['none']['p99_ms']:.1f} ms with none, "
+                f"{runs[-1]['open']['p99_ms']:.1f} ms with them open")
+            if rep + 1 < args.repeat:  # a closed stream is let go at its next keep-alive
+                wait_until(lambda: sum(_web_figures(web)["connections"].values()) == 0,
+                           2 * heartbeat + 60, "the web processes to let the streams go", 1.0)
+    per_worker = sorted((n for pid, n in held["connections"].items() if pid != web.pid),
+                        reverse=True)  # not the master: it accepts nothing
+    return {
+        "streams": count, "users": args.stream_users, "per_user": args.streams_per_user,
+        "home": {phase: {key: summary([r[phase][key] for r in runs], 2)
+                         for key in ("rps", "p50_ms", "p99_ms", "errors", "cpu_ms")}
+                 for phase in ("none", "open")},
+        "p99_open_over_none": summary([r["open"]["p99_ms"] / r["none"]["p99_ms"] for r in runs]),
+        "opened_s": summary([r["opened_s"] for r in runs], 2),
+        "ended_by_server": ended,
+        "rss_mb": {"none": round(without["rss_mb"], 1), "open": round(held["rss_mb"], 1)},
+        "pss_mb": {"none": round(without["pss_mb"], 1), "open": round(held["pss_mb"], 1)},
+        "streams_per_web_process": per_worker,
+        "cpu_seconds": args.cpu_seconds,
+        "cpu_s": {"none": round(cpu_without, 3), "open": round(cpu_with, 3)},
+        "cpu_s_per_1000_streams_per_minute": round(
+            (cpu_with - cpu_without) * (1000 / count) * (60 / args.cpu_seconds), 3),
+        "target": {"p99_open_over_none_max": 1.5},
+    }
 
 
 def _wait_for_exports_to_end(services: Services, user_ids: list[int]) -> None:
@@ -222,6 +330,17 @@ def _summarise(runs: list[dict]) -> dict:
 
 
 def report(result: dict) -> str:
+    parts = []
+    if "variants" in result:
+        parts.append(_report_exports(result))
+    if "streams" in result:
+        parts.append(_report_streams(result["streams"]))
+    return "\n\n".join(parts) + (
+        f"\n({result['connections']} connections, {result['duration_s']} s per measurement; "
+        f"median (min–max) of {result['repeat']} runs)")
+
+
+def _report_exports(result: dict) -> str:
     rows = []
     for variant, v in result["variants"].items():
         for phase in ("idle", "busy"):
@@ -239,11 +358,27 @@ def report(result: dict) -> str:
                  f"(target ≤ 1.5); both exports running "
                  f"{fmt(v['both_exports_running'])} of the busy time")
     first = next(iter(result["variants"].values()))
-    text += ("\nnotifications / home page, p50 latency: "
-             f"{fmt(first['notifications_cost_over_page_p50'])} (target < 1); home req/s over "
-             f"notifications req/s: {fmt(first['notifications_cost_over_page_rps'])}")
-    return text + (f"\n({result['connections']} connections, {result['duration_s']} s per "
-                   f"measurement; median (min–max) of {result['repeat']} runs)")
+    return text + ("\nnotifications / home page, p50 latency: "
+                   f"{fmt(first['notifications_cost_over_page_p50'])} (target < 1); home req/s "
+                   f"over notifications req/s: {fmt(first['notifications_cost_over_page_rps'])}")
+
+
+def _report_streams(s: dict) -> str:
+    rows = [[f"{s['streams'] if phase == 'open' else 0} streams open", "home",
+             fmt(f["rps"], digits=0), fmt(f["p50_ms"], digits=1), fmt(f["p99_ms"], digits=1),
+             int(f["errors"]["max"] or 0), fmt(f["cpu_ms"], digits=1)]
+            for phase, f in s["home"].items()]
+    rss, pss, cpu = s["rss_mb"], s["pss_mb"], s["cpu_s"]
+    return table(["phase", "page", "req/s", "p50 ms", "p99 ms", "errors", "web CPU ms/page"],
+                 rows) + (
+        f"\np99 with the streams / without: {fmt(s['p99_open_over_none'])} (target ≤ 1.5); "
+        f"{s['streams']} streams ({s['users']} users × {s['per_user']}) opened in "
+        f"{fmt(s['opened_s'], ' s', 1)}, per web process {s['streams_per_web_process']}, "
+        f"ended by the server {s['ended_by_server']}"
+        f"\nweb processes: RSS {rss['none']} → {rss['open']} MB, PSS {pss['none']} → "
+        f"{pss['open']} MB; CPU over {s['cpu_seconds']} s idle: {cpu['none']} s without, "
+        f"{cpu['open']} s with the streams → {s['cpu_s_per_1000_streams_per_minute']} s "
+        f"per 1,000 streams per minute")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -254,14 +389,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--export-posts", type=int, default=300_000,
                         help="posts of each of the two exporting users")
+    parser.add_argument("--phases", default="exports,streams",
+                        type=lambda text: [p for p in text.split(",") if p],
+                        help="which phases to run: exports (idle/busy), streams")
+    parser.add_argument("--stream-users", type=int, default=50)
+    parser.add_argument("--streams-per-user", type=int, default=20)
+    parser.add_argument("--cpu-seconds", type=float, default=60.0,
+                        help="how long the web processes' CPU is measured, with and without")
     parser.add_argument("--quick", action="store_true",
-                        help="0.5 s per measurement, one run, small exports (smoke test)")
+                        help="0.5 s per measurement, one run, small exports, 100 streams, "
+                             "3 s of CPU (smoke test)")
     parser.add_argument("--database", default="sqlite", choices=["sqlite", "postgresql"])
     parser.add_argument("--proposed", action="store_true",
                         help="worker warmed up as docs/performance.md proposes (3)")
     args = parser.parse_args(argv)
     if args.quick:
         args.duration, args.repeat, args.export_posts = 0.5, 1, 2_000
+        args.stream_users, args.streams_per_user, args.cpu_seconds = 10, 10, 3.0
     result = run(args)
     print(report(result))
     emit(NAME, result)

@@ -104,6 +104,9 @@ def _test_config(**overrides):
         POSTS_PER_PAGE=3,
         # The suite logs in many times; tests/test_rate_limits.py turns the limits on.
         RATELIMIT_ENABLED=False,
+        # A GET /events from the sweeps (test_authz, test_fuzz) ends at once; tests of the
+        # stream itself (test_events.py) keep it open.
+        EVENTS_MAX_AGE=0.2,
     )
     attrs.update(overrides)
     return type("TestConfig", (Config,), attrs)

@@ -89,6 +89,7 @@ ENDPOINTS: dict[str, Endpoint] = {
     "main.explore": Endpoint(MEMBERS, _url("main.explore")),
     "main.messages": Endpoint(MEMBERS, _url("main.messages"), "the visitor's own inbox"),
     "main.notifications": Endpoint(MEMBERS, _url("main.notifications"), "the visitor's own"),
+    "live.stream": Endpoint(MEMBERS, _url("live.stream"), "the visitor's own events"),
     "main.edit_profile": Endpoint(MEMBERS, _url("main.edit_profile"), "the visitor's own"),
     "main.export_posts": Endpoint(MEMBERS, _url("main.export_posts"), "the visitor's own"),
     "main.user": Endpoint(MEMBERS, _url("main.user", username=_alice),

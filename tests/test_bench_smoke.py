@@ -22,8 +22,8 @@ EXPECTED_KEYS = {
     "export": {"machine", "repeat", "sizes", "rss_growth_mb", "formats", "targets"},
     "download": {"machine", "posts", "file_mb", "results", "targets"},
     "dispatch": {"machine", "tasks", "bare_jobs_per_s", "app_jobs_per_s", "ratio", "target"},
-    "pages": {"machine", "connections", "duration_s", "variants", "targets"},
-    "latency": {"machine", "modes", "page_minus_floor_p50_ms"},
+    "pages": {"machine", "connections", "duration_s", "variants", "targets", "streams"},
+    "latency": {"machine", "push", "page_poll", "lost", "out_of_order", "target"},
     "burst": {"machine", "rounds", "page_p99_ms", "ok"},
     "soak": {"machine", "by_kind", "requests", "rss_mb", "rss_bound_mb", "stuck_tasks",
              "problems"},
@@ -85,8 +85,15 @@ def test_every_benchmark_runs_quick_and_prints_its_figures():
     busy = pages["variants"]["busy"]
     assert busy["idle"]["home"]["rps"]["median"] > 0
     assert busy["busy"]["notifications"]["p99_ms"]["median"] > 0
+    streams = pages["streams"]
+    # the web processes held every stream while the page was measured
+    assert 0 < streams["streams"] <= sum(streams["streams_per_web_process"])
+    assert streams["ended_by_server"] == 0 and streams["home"]["open"]["p99_ms"]["median"] > 0
+    assert streams["rss_mb"]["open"] > 0 and streams["pss_mb"]["open"] > 0
     latency = _bench_json(outputs["latency"][1])
-    assert latency["modes"]["page"]["seen"] >= 1 and latency["modes"]["floor"]["seen"] >= 1
+    # both exports' events reached every stream, none lost or out of order
+    assert latency["push"]["from_publish"]["n"] >= 2 * latency["streams_per_user"]
+    assert latency["lost"] == latency["duplicated"] == latency["out_of_order"] == 0
     [burst] = _bench_json(outputs["burst"][1])["rounds"]
     assert burst["tasks"] == burst["mails"] == burst["users_with_one_mail"] == 10
     assert burst["status_5xx"] == 0 and burst["page"]["p99_ms"] > 0

@@ -526,18 +526,12 @@ def xss_world(app, client):
 def test_no_xss_payload_runs_in_any_page(app, context, xss_world):
     """Every page that shows user text, loaded in Chromium with payloads everywhere (see
     tests/test_xss.py): none sets window.__xss or opens a dialog, and a task alert that the
-    page's script builds from /notifications shows its payload description as text."""
-    import json
-
+    page's script builds from a pushed event shows its payload description as text."""
     from app import db
-    from app.models import Notification
     from tests.test_xss import PAYLOADS, pages
 
     ghost = {"task_id": "ghost", "name": "export_posts", "status": "running", "progress": 5,
              "description": PAYLOADS[1], "error": None, "message": None}
-    db.session.add(Notification(name="task_progress", user_id=xss_world["alice"].id,
-                                topic="ghost", payload_json=json.dumps(ghost)))
-    db.session.commit()
     page = context.new_page()
     dialogs: list[str] = []
     page.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
@@ -548,6 +542,10 @@ def test_no_xss_payload_runs_in_any_page(app, context, xss_world):
         # Broken images fire onerror once they have failed to load.
         page.wait_for_function("Array.from(document.images).every((img) => img.complete)")
         assert page.evaluate("window.__xss") is None, f"a payload ran on {url}"
+    with page.expect_response(lambda r: r.url.endswith("/events")):  # the stream is open
+        page.reload()
+    xss_world["alice"].add_notification("task_progress", ghost, topic="ghost")
+    db.session.commit()  # pushed to the open page
     alert = page.locator("#task-ghost .task-description")
     alert.wait_for()
     assert alert.text_content() == PAYLOADS[1]

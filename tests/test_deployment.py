@@ -598,6 +598,10 @@ def test_nginx_serves_static_files_and_proxies_to_gunicorn(tmp_path):
     assert tested.returncode == 0, tested.stderr
 
     env = production_env(tmp_path, DATABASE_URL=f"sqlite:///{tmp_path}/app.db", PORT=web_port)
+    migrated = subprocess.run([str(Path(sys.executable).parent / "flask"), "--app", "microblog",
+                               "db", "upgrade"], cwd=ROOT, env=env, capture_output=True,
+                              text=True, timeout=120)
+    assert migrated.returncode == 0, migrated.stderr
     processes = Processes(tmp_path, env)
     try:
         processes.start("web", "exec gunicorn -c gunicorn.conf.py microblog:app")
@@ -617,8 +621,49 @@ def test_nginx_serves_static_files_and_proxies_to_gunicorn(tmp_path):
         redirect = http_get(f"http://127.0.0.1:{http_port}/index", allow_redirects=False)
         assert redirect.status_code == 301
         assert redirect.headers["Location"].startswith("https://")
+
+        _an_event_passes_nginx_at_once(base)
     finally:
         processes.stop_all()
+
+
+def _an_event_passes_nginx_at_once(base: str) -> None:
+    """Bob's open /events stream, through nginx, shows the message alice sends him: were the
+    stream buffered, the few hundred bytes of the event would wait for a full buffer."""
+    import requests
+
+    from tests.test_events import PASSWORD, EventStream
+
+    def session_of(username: str) -> requests.Session:
+        session = requests.Session()
+        session.verify, session.trust_env = False, False  # self-signed; no CA bundle override
+        session.headers["Referer"] = f"{base}/"  # as a browser sends it (CSRF over HTTPS)
+        token = CSRF.search(session.get(f"{base}/auth/register", timeout=10).text)
+        session.post(f"{base}/auth/register", timeout=10, data={
+            "username": username, "email": f"{username}@example.com", "password": PASSWORD,
+            "password2": PASSWORD, "csrf_token": token.group(1) or token.group(2)})
+        token = CSRF.search(session.get(f"{base}/auth/login", timeout=10).text)
+        response = session.post(f"{base}/auth/login", allow_redirects=False, timeout=10, data={
+            "username": username, "password": PASSWORD,
+            "csrf_token": token.group(1) or token.group(2)})
+        assert response.status_code == 302, response.text
+        return session
+
+    bob, alice = session_of("bob"), session_of("alice")
+    stream = EventStream(bob, f"{base}/events")
+    try:
+        assert stream.response.status_code == 200
+        first = stream.next_event()  # the current state
+        assert (first["data"]["name"], first["data"]["data"]) == ("unread_message_count", 0)
+        token = CSRF.search(alice.get(f"{base}/send_message/bob", timeout=10).text)
+        sent = alice.post(f"{base}/send_message/bob", allow_redirects=False, timeout=10, data={
+            "message": "hello through nginx", "csrf_token": token.group(1) or token.group(2)})
+        assert sent.status_code == 302
+        pushed = stream.until(lambda e: e["data"]["name"] == "unread_message_count"
+                              and e["data"]["data"] == 1, timeout=10)
+        assert pushed[-1]["data"]["data"] == 1
+    finally:
+        stream.close()
 
 
 def test_deployment_guide_covers_each_platform_and_names_real_files():

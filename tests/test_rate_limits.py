@@ -366,6 +366,7 @@ def test_the_limit_is_shared_by_gunicorn_worker_processes(app, user, tmp_path):
         cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
         start_new_session=True)
     base = f"http://127.0.0.1:{port}"
+    first = second = None
     try:
         wait_for(lambda: _get(f"{base}/health"), timeout=60, message="gunicorn")
         # Two browsers on keep-alive connections, each served by a different worker process.
@@ -394,7 +395,12 @@ def test_the_limit_is_shared_by_gunicorn_worker_processes(app, user, tmp_path):
         assert len(set(pids[:4])) == 2, f"one process served every request: {pids}"
         assert pids[:3].count(pids[3]) < 3, pids
     finally:
-        os.killpg(web.pid, signal.SIGTERM)
+        for session in (first, second):
+            if session is not None:
+                session.close()
+        # A quick shutdown: a graceful one waits out any keep-alive connection still open
+        # (--keep-alive 60 here) for up to graceful_timeout.
+        os.killpg(web.pid, signal.SIGINT)
         web.wait(timeout=30)
 
 

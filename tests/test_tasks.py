@@ -145,8 +145,8 @@ def test_export_makes_at_most_about_100_progress_writes(app, monkeypatch, config
     db.session.commit()
     writes = []
     original = jobs.set_progress
-    monkeypatch.setattr(jobs, "set_progress", lambda p, job=None: (writes.append(p),
-                                                                   original(p, job)))
+    monkeypatch.setattr(jobs, "set_progress", lambda p, job=None, detail=None: (
+        writes.append(p), original(p, job, detail)))
     user.launch_task("export_posts", "Exporting posts...")
     run_jobs_in_process(app)
     assert _task().status == TaskStatus.FINISHED

@@ -16,8 +16,8 @@ from flask_login import current_user
 
 from app import db, job_stats, jobs, operations
 from app.admin import bp
-from app.pagination import page_number
 from app.models import Task, TaskStatus
+from app.pagination import page_number
 
 TASKS_PER_PAGE = 50
 MAX_PURGE_DAYS = 36500

@@ -15,6 +15,7 @@ from app.auth.forms import (
     ResetPasswordForm,
     ResetPasswordRequestForm,
 )
+from app.forms import EmptyForm
 from app.limits import (
     by_form_field,
     by_user,
@@ -23,7 +24,6 @@ from app.limits import (
     limiter,
     login_failed,
 )
-from app.main.forms import EmptyForm
 from app.models import User
 
 

@@ -27,12 +27,6 @@ class EditProfileForm(FlaskForm):
                 raise ValidationError(_("Please use a different username."))
 
 
-class EmptyForm(FlaskForm):
-    """A form with only the CSRF token: for POST buttons (follow, export, logout)."""
-
-    submit = SubmitField(_l("Submit"))
-
-
 class PostForm(FlaskForm):
     post = TextAreaField(_l("Say something"), validators=[DataRequired(), Length(min=1, max=280)])
     submit = SubmitField(_l("Submit"))

@@ -20,11 +20,12 @@ from flask_login import current_user, login_required
 
 from app import avatars, db, jobs
 from app.exports import centre
+from app.forms import EmptyForm
 from app.limits import by_user, configured, limiter
 from app.main import bp
-from app.pagination import page_number
-from app.main.forms import EditProfileForm, EmptyForm, MessageForm, PostForm
+from app.main.forms import EditProfileForm, MessageForm, PostForm
 from app.models import Message, Notification, Post, Task, User, utcnow
+from app.pagination import page_number
 
 
 @bp.before_app_request
@@ -46,17 +47,9 @@ def inject_page_globals():
 
 
 def _visible_tasks() -> list[Task]:
-    """The alerts base.html shows: tasks in progress, and ended ones not yet dismissed
-    (from the last day, so a failure that happened while away is seen once)."""
     if not has_request_context() or not current_user or not current_user.is_authenticated:
         return []
-    since = utcnow() - timedelta(days=1)
-    return list(db.session.scalars(
-        sa.select(Task).where(
-            Task.user_id == current_user.id,
-            sa.or_(Task.complete.is_(False),
-                   sa.and_(Task.dismissed.is_(False), Task.finished_at > since)))
-        .order_by(Task.created_at).limit(10)))
+    return current_user.visible_tasks()
 
 
 def _paginate(query):

@@ -1,4 +1,5 @@
-// Microblog's page script: local times, and live task progress from /notifications.
+// Microblog's page script: local times, and live task progress and message counts, pushed by
+// /events (Server-Sent Events) or, where the stream cannot be had, polled from /notifications.
 (function () {
   'use strict';
 
@@ -106,6 +107,20 @@
 
   function percent(data) { return Math.max(0, Math.min(100, Math.round(data.progress || 0))); }
 
+  // "12,400 of 100,000 posts — about 8 s left", from the counts the worker sends.
+  var numberFmt = new Intl.NumberFormat(locale);
+  function progressText(data) {
+    var template = data.unit && tasks.dataset['textCount' + data.unit.charAt(0).toUpperCase() + data.unit.slice(1)];
+    if (!template || data.total == null || data.done == null) { return ''; }
+    var parts = [template.replace('{done}', numberFmt.format(data.done)).replace('{total}', numberFmt.format(data.total))];
+    if (data.eta != null && data.done < data.total) {
+      var minutes = data.eta >= 90;
+      var n = minutes ? Math.round(data.eta / 60) : Math.max(1, Math.round(data.eta));
+      parts.push((minutes ? tasks.dataset.textEtaMinutes : tasks.dataset.textEtaSeconds).replace('{n}', numberFmt.format(n)));
+    }
+    return parts.join(' \u2014 ');
+  }
+
   function updateTask(data) {
     var el = document.getElementById('task-' + data.task_id);
     if (!el) {
@@ -113,8 +128,12 @@
       el = createAlert(data);
     }
     var previous = el.dataset.status;
-    el.dataset.status = data.status;
     var progress = el.querySelector('.progress');
+    // A running task only moves forward (a retry passes through "queued" first): an older
+    // event that arrives after a newer state (a stream that just reconnected) is not drawn.
+    if (previous === 'running' && data.status === 'running' &&
+        percent(data) < Number(progress.getAttribute('aria-valuenow'))) { return; }
+    el.dataset.status = data.status;
     var label = el.querySelector('.task-text');
     setBar(progress, percent(data));
     el.classList.remove('alert-info', 'alert-success', 'alert-danger');
@@ -129,7 +148,7 @@
     } else {
       el.classList.add('alert-info');
       progress.classList.remove('d-none');
-      label.textContent = data.status === 'queued' ? (data.error || text('queued')) : '';
+      label.textContent = data.status === 'queued' ? (data.error || text('queued')) : progressText(data);
     }
     if (!ACTIVE[data.status] && !el.querySelector('form.task-dismiss')) {
       el.prepend(dismissForm(data.task_id));
@@ -146,6 +165,7 @@
   // Download, Retry and the start button appear without a reload.
   var exportHistory = document.getElementById('export-history');
   var refreshing = false, refreshAgain = false;
+  var lastExportEvent = {};  // task id -> its newest event, shown again on swapped-in rows
 
   function refreshExports() {
     if (refreshing) { refreshAgain = true; return; }
@@ -165,6 +185,12 @@
         renderBars(replacement);
       });
       exportHistory = document.getElementById('export-history');
+      // The sections were rendered when asked for: an event that came meanwhile is newer
+      // (shown in the same turn, so the older bar is never painted).
+      Object.keys(lastExportEvent).forEach(function (taskId) {
+        var row = exportRow(taskId), data = lastExportEvent[taskId];
+        if (row && row.dataset.taskStatus === data.status) { showExportProgress(row, data); }
+      });
     }).catch(function () { /* network hiccup: the next event tries again */ })
       .then(function () {
         refreshing = false;
@@ -172,12 +198,19 @@
       });
   }
 
+  function exportRow(taskId) {
+    var row = null;
+    if (!exportHistory) { return null; }
+    exportHistory.querySelectorAll('tr.export-row').forEach(function (tr) {
+      if (tr.dataset.taskId === taskId) { row = tr; }
+    });
+    return row;
+  }
+
   function updateExportRow(data) {
     if (!exportHistory) { return; }
-    var row = null;
-    exportHistory.querySelectorAll('tr.export-row').forEach(function (tr) {
-      if (tr.dataset.taskId === data.task_id) { row = tr; }
-    });
+    lastExportEvent[data.task_id] = data;
+    var row = exportRow(data.task_id);
     if (!row) {
       // An export started elsewhere (another tab, the profile page): show it.
       if (data.name === 'export_posts' && ACTIVE[data.status]) { refreshExports(); }
@@ -187,8 +220,17 @@
       refreshExports();
       return;
     }
+    showExportProgress(row, data);
+  }
+
+  function showExportProgress(row, data) {
     var progress = row.querySelector('.progress');
+    if (progress && Math.min(percent(data), 99) < Number(progress.getAttribute('aria-valuenow'))) {
+      return;  // older than what is shown (see updateTask)
+    }
     if (progress) { setBar(progress, Math.min(percent(data), 99)); }
+    var label = row.querySelector('.export-progress-text');
+    if (label) { label.textContent = progressText(data); }
   }
 
   function setMessageCount(n) {
@@ -199,7 +241,7 @@
   }
 
   function schedule() {
-    if (stopped || document.hidden) { return; }
+    if (stopped || document.hidden || source) { return; }
     clearTimeout(timer);
     timer = setTimeout(poll, activeCount() ? FAST : SLOW);
   }
@@ -216,17 +258,53 @@
       if (!response.ok) { return null; }
       return response.json();
     }).then(function (notifications) {
-      (notifications || []).forEach(function (n) {
-        since = Math.max(since, n.timestamp);
-        if (n.name === 'unread_message_count') { setMessageCount(n.data); }
-        else if (n.name === 'task_progress') { updateTask(n.data); updateExportRow(n.data); }
-      });
+      (notifications || []).forEach(handle);
     }).catch(function () { /* network hiccup: try again later */ })
       .then(schedule);
   }
 
+  function handle(n) {
+    since = Math.max(since, n.timestamp || 0);
+    if (n.name === 'unread_message_count') { setMessageCount(n.data); }
+    else if (n.name === 'task_progress') { updateTask(n.data); updateExportRow(n.data); }
+  }
+
+  // The stream: the server sends the current state, then each event as it happens; after a
+  // dropped connection the browser reconnects by itself and the server resumes from the last
+  // event id. An error status (no Redis: 503), or a stream a proxy holds back, means polling
+  // instead, quietly, and another try at the stream a minute later.
+  var source = null;
+  var OPEN_TIMEOUT = 10000, STREAM_RETRY = 60000;
+
+  function connect() {
+    if (stopped) { return; }
+    if (!window.EventSource || !tasks.dataset.eventsUrl) { poll(); return; }
+    var stream = source = new EventSource(tasks.dataset.eventsUrl);
+    var watchdog = setTimeout(function () { fallBack(stream); }, OPEN_TIMEOUT);
+    stream.onopen = function () { clearTimeout(watchdog); clearTimeout(timer); };
+    stream.onmessage = function (event) { handle(JSON.parse(event.data)); };
+    stream.addEventListener('logout', function () {  // logged out (here or in another tab)
+      clearTimeout(watchdog);
+      stream.close();
+      source = null;
+      stopped = true;
+    });
+    stream.onerror = function () {
+      if (stream.readyState === EventSource.CLOSED) { clearTimeout(watchdog); fallBack(stream); }
+      // Otherwise the browser is already reconnecting (Last-Event-ID: nothing is lost).
+    };
+  }
+
+  function fallBack(stream) {
+    if (source !== stream) { return; }
+    stream.close();
+    source = null;
+    poll();
+    setTimeout(function () { if (!source) { clearTimeout(timer); connect(); } }, STREAM_RETRY);
+  }
+
   document.addEventListener('visibilitychange', function () {
-    if (!document.hidden) { poll(); }
+    if (!document.hidden && !source) { poll(); }
   });
   // Forms posting "dismiss" go through fetch so the page stays as it is.
   tasks.addEventListener('submit', function (event) {
@@ -237,5 +315,5 @@
                          headers: { 'Accept': 'application/json' } })
       .then(function () { form.closest('.task-alert').remove(); });
   });
-  poll();
+  connect();
 })();

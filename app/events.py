@@ -1,0 +1,140 @@
+"""Live push, the publishing side: each notification a user gets (a task's progress or state,
+the unread-messages count) is published to that user's Redis channel once the database commit
+that wrote it has happened, so that a page that reconnects and reads the state never sees it
+go backwards.
+
+Every event is appended to the user's event log (a capped Redis stream, whose ids are the
+event ids the browser's EventSource sends back as Last-Event-ID) and published on the user's
+pub/sub channel with that id, both in one Lua script: a stream of /events (app/live/) that
+subscribed before reading the log sees each event exactly once, live or replayed.
+
+Nothing here imports our models: app/models.py calls `queue_event` from add_notification.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import time
+
+import redis
+import sqlalchemy as sa
+from flask import current_app, has_app_context
+
+log = logging.getLogger(__name__)
+
+# Pub/sub channels, unlike keys, are shared by every database of a Redis server: the channel
+# names the database too, or two sites on one server (db 0 and db 1) would see each other's
+# users' events.
+CHANNEL_PREFIX = "microblog:events:"  # + "<db>:<user id>": what a web process forwards
+LOG_PREFIX = "microblog:eventlog:"  # + user id: the stream an EventSource resumes from
+# Enough for every event of a few minutes of two running tasks (at most ~100 progress events
+# each): a tab that was away longer gets the current state instead of the replay.
+LOG_MAXLEN = 1000
+LOG_TTL = 24 * 3600
+_PENDING = "microblog_events"  # key in Session.info: events waiting for the commit
+EVENT_ID = re.compile(r"^\d{1,20}-\d{1,20}$")
+
+# KEYS: log, channel. ARGV: event JSON, max length, TTL. The id is the stream's: it orders the
+# user's events as they were published, across every worker and web process.
+_PUBLISH = """
+local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], '*', 'event', ARGV[1])
+redis.call('EXPIRE', KEYS[1], ARGV[3])
+redis.call('PUBLISH', KEYS[2], id .. ' ' .. ARGV[1])
+return id
+"""
+
+
+def channel_prefix(connection: redis.Redis) -> str:
+    """The channels of the users of `connection`'s database: the prefix before the user id."""
+    return f"{CHANNEL_PREFIX}{connection.connection_pool.connection_kwargs.get('db', 0)}:"
+
+
+def channel(connection: redis.Redis, user_id: int) -> str:
+    return f"{channel_prefix(connection)}{user_id}"
+
+
+def log_key(user_id: int) -> str:
+    return f"{LOG_PREFIX}{user_id}"
+
+
+def event(name: str, data: object, timestamp: float | None = None) -> dict:
+    """An event as the page reads it: the shape of one /notifications item, plus the time it
+    was published (for the latency benchmark)."""
+    return {"name": name, "data": data, "timestamp": timestamp or time.time()}
+
+
+def queue_event(session, user_id: int, name: str, data: object, timestamp: float) -> None:
+    """Publish this event after `session` commits (dropped if it rolls back)."""
+    session.info.setdefault(_PENDING, []).append((user_id, event(name, data, timestamp)))
+
+
+def publish(connection: redis.Redis, user_id: int, payload: dict) -> str | None:
+    """Append to the user's log and publish; returns the event id, None when Redis failed
+    (logged: the page then learns the state from its next poll or reconnect)."""
+    payload = dict(payload, sent=time.time())
+    try:
+        event_id = connection.eval(_PUBLISH, 2, log_key(user_id), channel(connection, user_id),
+                                   json.dumps(payload), LOG_MAXLEN, LOG_TTL)
+    except redis.exceptions.RedisError as exc:
+        log.warning("Live event for user %s not published: %s", user_id, exc)
+        return None
+    return event_id.decode() if isinstance(event_id, bytes) else event_id
+
+
+# Events for the user's open streams themselves, never forwarded to a page: each stream
+# checks that its login session still exists, and ends with a `logout` event if not.
+SESSIONS_CHANGED = "sessions"
+
+
+def _publish_pending(session) -> None:
+    pending = session.info.pop(_PENDING, None)
+    if not pending or not has_app_context():
+        return
+    connection = current_app.redis
+    for user_id, payload in pending:
+        publish(connection, user_id, payload)
+
+
+def _drop_unpublished(session, transaction) -> None:
+    # Runs after after_commit (which took the events); what is left was rolled back.
+    if transaction.parent is None and not transaction.nested:
+        session.info.pop(_PENDING, None)
+
+
+sa.event.listen(sa.orm.Session, "after_commit", _publish_pending)
+sa.event.listen(sa.orm.Session, "after_transaction_end", _drop_unpublished)
+
+
+def parse_id(value: str | None) -> tuple[int, int] | None:
+    """A Last-Event-ID as the stream's (milliseconds, sequence), None if it is not one."""
+    if not value or not EVENT_ID.match(value):
+        return None
+    ms, seq = value.split("-")
+    return int(ms), int(seq)
+
+
+def replay(connection: redis.Redis, user_id: int,
+           last_id: str) -> list[tuple[str, str, str]] | None:
+    """The user's events after `last_id`, oldest first, as (id, name, JSON text); None when
+    the log no longer holds `last_id` itself (trimmed, expired, or an id that never existed):
+    the caller then sends the current state instead, since a gap cannot be ruled out."""
+    entries = connection.xrange(log_key(user_id), min=last_id, max="+", count=LOG_MAXLEN + 1)
+    if not entries or _decode(entries[0][0]) != last_id:
+        return None
+    replayed = []
+    for entry_id, fields in entries[1:]:
+        text = _decode(fields[b"event"])
+        replayed.append((_decode(entry_id), json.loads(text)["name"], text))
+    return replayed
+
+
+def latest_id(connection: redis.Redis, user_id: int) -> str:
+    """The id of the user's newest event ("0-0" when there is none)."""
+    entries = connection.xrevrange(log_key(user_id), count=1)
+    return _decode(entries[0][0]) if entries else "0-0"
+
+
+def _decode(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
