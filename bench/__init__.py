@@ -4,6 +4,7 @@
     python -m bench export --sizes 10000,100000
     python -m bench download [--posts 1000000] [--storage local,s3]
     python -m bench dispatch|pages|latency|burst [--quick]
+    python -m bench peers [--quick] [--peers DIR]   # against the tutorial's app
     python -m bench soak --duration 60
 
 Every figure is a ratio against a baseline measured in the same run (the machines are
@@ -14,4 +15,4 @@ worker and web commands of `make run`, and stops them all when it ends. See
 docs/performance.md for what each one measures and the latest figures.
 """
 
-BENCHMARKS = ("export", "download", "dispatch", "pages", "latency", "burst", "soak")
+BENCHMARKS = ("export", "download", "dispatch", "pages", "latency", "burst", "soak", "peers")

@@ -216,11 +216,12 @@ def _status_kb(pid: int, field_name: str) -> int | None:
 class Process:
     """A child process in its own process group, logging to a file; stop() ends the group."""
 
-    def __init__(self, args: list[str], env: dict, log: Path, name: str) -> None:
+    def __init__(self, args: list[str], env: dict, log: Path, name: str,
+                 cwd: Path = ROOT) -> None:
         self.name = name
         self.log = log
         self._log_file = open(log, "ab")  # closed in stop()
-        self.popen = subprocess.Popen(args, cwd=ROOT, env=env, stdout=self._log_file,
+        self.popen = subprocess.Popen(args, cwd=cwd, env=env, stdout=self._log_file,
                                       stderr=subprocess.STDOUT, start_new_session=True,
                                       preexec_fn=die_with_parent(signal.SIGKILL))
         self.pid = self.popen.pid
@@ -370,14 +371,22 @@ class WorkerProcess(Process):
 
 
 class WebServer(Process):
-    """gunicorn with gunicorn.conf.py, exactly as `make run` starts it, on a local port."""
+    """gunicorn with gunicorn.conf.py, exactly as `make run` starts it, on a local port.
 
-    def __init__(self, env: dict, log: Path) -> None:
+    `gunicorn_args` (e.g. "--workers 4 --worker-class gthread") go in GUNICORN_CMD_ARGS, which
+    gunicorn applies over its config file: the way to run two apps under the same settings.
+    `command` and `cwd` run another app's gunicorn instead (bench/peers.py)."""
+
+    def __init__(self, env: dict, log: Path, gunicorn_args: str = "",
+                 command: list[str] | None = None, cwd: Path = ROOT) -> None:
         self.port = free_port()
-        args = web_command()
-        args = [str(BIN / args[0]), *args[1:]]
+        if command is None:
+            args = web_command()
+            command = [str(BIN / args[0]), *args[1:]]
         env = dict(env, GUNICORN_BIND=f"127.0.0.1:{self.port}", PORT=str(self.port))
-        super().__init__(args, env, log, "gunicorn")
+        if gunicorn_args:
+            env["GUNICORN_CMD_ARGS"] = f"--bind 127.0.0.1:{self.port} {gunicorn_args}"
+        super().__init__(command, env, log, "gunicorn", cwd)
 
     def wait_ready(self, timeout: float = 60.0) -> None:
         def answers() -> bool:
@@ -446,12 +455,7 @@ class Services:
         if str(ROOT) not in sys.path:
             sys.path.insert(0, str(ROOT))
 
-        from app.embedded_redis import server_args, wait
-
-        self.redis_proc = subprocess.Popen(
-            server_args(self.redis_url[len("unix://"):], str(self.tmp)),
-            stdout=subprocess.DEVNULL, start_new_session=True, preexec_fn=die_with_parent())
-        wait(self.redis_url, timeout=20)
+        self.redis_proc = start_redis(self.redis_url, self.tmp)
 
         from flask_migrate import upgrade
 
@@ -509,8 +513,8 @@ class Services:
             worker.wait_ready(self.redis)
         return worker
 
-    def start_web(self) -> WebServer:
-        web = WebServer(self.env(), self.tmp / "gunicorn.log")
+    def start_web(self, gunicorn_args: str = "") -> WebServer:
+        web = WebServer(self.env(), self.tmp / "gunicorn.log", gunicorn_args)
         self.processes.append(web)
         web.wait_ready()
         return web
@@ -529,12 +533,7 @@ class Services:
             db.engine.dispose()
             self.ctx.pop()
         if self.redis_proc is not None:
-            self.redis_proc.terminate()
-            try:
-                self.redis_proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.redis_proc.kill()
-                self.redis_proc.wait()
+            stop_redis(self.redis_proc)
         if self.smtp is not None:
             self.smtp.stop()
         if os.environ.get("MICROBLOG_BENCH_KEEP"):
@@ -553,6 +552,27 @@ class Services:
             info["postgresql"] = db.session.execute(db.text("SHOW server_version")).scalar()
             db.session.rollback()
         return info
+
+
+def start_redis(url: str, directory: Path) -> subprocess.Popen:
+    """An embedded redis-server on the Unix socket of `url` (unix://...), answering when this
+    returns; it dies with this process."""
+    from app.embedded_redis import server_args, wait
+
+    proc = subprocess.Popen(server_args(url[len("unix://"):], str(directory)),
+                            stdout=subprocess.DEVNULL, start_new_session=True,
+                            preexec_fn=die_with_parent())
+    wait(url, timeout=20)
+    return proc
+
+
+def stop_redis(proc: subprocess.Popen) -> None:
+    proc.terminate()
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
 
 
 def _empty_tables() -> None:

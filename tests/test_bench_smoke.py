@@ -106,3 +106,33 @@ def test_every_benchmark_runs_quick_and_prints_its_figures():
     assert soak["stuck_tasks"] == 0 and soak["problems"] == []
     assert soak["exports_finished"] == soak["mails"] > 0
     assert soak["rss_mb"]["web"]["max"] > 0 and soak["rss_mb"]["worker"]["max"] > 0
+
+
+def test_peers_benchmark_compares_with_the_tutorial_app_or_says_why_not():
+    # On its own: it first installs the tutorial's app into a virtual environment of its own
+    # (15-20 s). Where ../shared/peers is absent it must say it skipped, and still succeed.
+    from bench.peers import PEER, peers_dir
+
+    proc = subprocess.run([sys.executable, "-m", "bench", "peers", "--quick"], cwd=ROOT,
+                          env=_environment(), capture_output=True, text=True, timeout=400)
+    assert proc.returncode == 0, f"peers failed:\n{proc.stdout}\n{proc.stderr[-3000:]}"
+    data = _bench_json(proc.stdout)
+    assert data["bench"] == "peers"
+    if not (peers_dir() / PEER).is_dir():
+        assert "peers: skipped:" in proc.stdout and "is absent" in data["skipped"]
+        return
+    assert {"machine", "gunicorn", "data", "changes_to_theirs", "pages", "exports", "dispatch",
+            "targets", "met"} <= data.keys()
+    # the same data in both, and their export's sleep removed, said so
+    assert data["data"]["post"] == 20 * 10 + 50 + 200
+    assert any("time.sleep(5)" in change for change in data["changes_to_theirs"])
+    for connections in ("4", "16"):
+        for page in ("home", "explore", "notifications"):
+            figures = data["pages"][connections][page]
+            assert figures["ours_rps"]["median"] > 0 and figures["theirs_rps"]["median"] > 0
+            assert figures["ours_errors"]["max"] == 0
+    assert [e["posts"] for e in data["exports"]] == [50, 200]
+    for export in data["exports"]:
+        assert export["ours_s"]["median"] > 0 and export["theirs_s"]["median"] > 0
+    assert data["dispatch"]["ours_jobs_per_s"]["median"] > 0
+    assert data["dispatch"]["theirs_jobs_per_s"]["median"] > 0
