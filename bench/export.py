@@ -37,6 +37,7 @@ from pathlib import Path
 
 from bench.harness import (
     PLAIN_WORKER_LABEL,
+    POSTGRES_URL,
     Services,
     add_posts,
     analyze,
@@ -92,7 +93,7 @@ def _dbapi_connect(services: Services):
         return sqlite3.connect(services.database_url[len("sqlite:///"):])
     import psycopg
 
-    return psycopg.connect("host=127.0.0.1 user=postgres dbname=microblog_bench")
+    return psycopg.connect(POSTGRES_URL)
 
 
 def real_export(services: Services, user_id: int, timeout: float, plain: bool = False) -> dict:

@@ -33,7 +33,11 @@ BIN = Path(sys.executable).parent
 QUEUE = "microblog-tasks"
 PASSWORD = "bench password 1234"
 # Our own database on the machine's PostgreSQL; the bench never touches any other.
-POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/microblog_bench"
+# MICROBLOG_BENCH_PG_DB names another one, for two benchmarks running at once.
+POSTGRES_DB = os.environ.get("MICROBLOG_BENCH_PG_DB", "microblog_bench")
+if not POSTGRES_DB.replace("_", "").isalnum():
+    raise SystemExit("MICROBLOG_BENCH_PG_DB: letters, digits and _ only")
+POSTGRES_URL = f"postgresql://postgres@127.0.0.1:5432/{POSTGRES_DB}"
 
 # The commands of Procfile.dev (what `make run` starts), used when Procfile.dev cannot be read.
 DEFAULT_WORKER_ARGS = ["rq", "worker", "-w", "app.worker.AppWorker", "--with-scheduler",
@@ -485,10 +489,10 @@ class Services:
         with psycopg.connect("host=127.0.0.1 user=postgres dbname=postgres",
                              autocommit=True) as conn:
             exists = conn.execute(
-                "SELECT 1 FROM pg_database WHERE datname = 'microblog_bench'").fetchone()
+                "SELECT 1 FROM pg_database WHERE datname = %s", (POSTGRES_DB,)).fetchone()
             if not exists:
-                conn.execute("CREATE DATABASE microblog_bench")
-        with psycopg.connect("host=127.0.0.1 user=postgres dbname=microblog_bench",
+                conn.execute(f"CREATE DATABASE {POSTGRES_DB}")
+        with psycopg.connect(POSTGRES_URL,
                              autocommit=True) as conn:
             conn.execute("DROP SCHEMA public CASCADE")
             conn.execute("CREATE SCHEMA public")
