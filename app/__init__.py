@@ -54,7 +54,7 @@ def create_app(config_class=Config, commands: bool = True, web: bool = True) -> 
     blueprints (their URL rules and their imports: Flask-Limiter, WTForms, the views) and none
     of the extensions that only act on a request (CSRF, rate limits, security headers,
     Bootstrap). A job builds no URL with url_for: the links in its mail come from
-    PUBLIC_BASE_URL (app/exports/delivery.py)."""
+    PUBLIC_BASE_URL (app/exports/delivery.py, app/exports/activitystreams.py)."""
     app = Flask(__name__, instance_path=config_class.INSTANCE_DIR)
     app.config.from_object(config_class)
     if app.config["MICROBLOG_ENV"] == "production" and app.config["SECRET_KEY"] == DEV_SECRET_KEY:

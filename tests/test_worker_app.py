@@ -51,3 +51,16 @@ def test_the_worker_app_has_no_routes_but_renders_the_export_mail():
     assert seen["rules"] == ["static"]
     assert "Dear susan," in seen["body"]
     assert "https://x/d" in seen["body"]
+
+
+@pytest.mark.parametrize("username", ["susan", "a.b-c_d", "ünï cödé", "x@y!(z)"])
+def test_the_actor_url_a_worker_writes_is_the_webs_profile_url(app, username):
+    from types import SimpleNamespace
+
+    from app.exports.activitystreams import actor_url
+
+    with app.test_request_context():
+        from flask import url_for
+
+        web = app.config["PUBLIC_BASE_URL"] + url_for("main.user", username=username)
+        assert actor_url(SimpleNamespace(username=username)) == web
