@@ -407,6 +407,11 @@ def run(args, source: Path) -> dict:
     os.environ["GUNICORN_ACCESS_LOG"] = ""
     gunicorn_args = (f"--workers {args.web_workers} --worker-class {args.worker_class} "
                      f"--threads {args.threads}")
+    # --our-worker-class: ours with another worker class (its shipped gevent), theirs as above.
+    our_gunicorn_args = gunicorn_args
+    if args.our_worker_class and args.our_worker_class != args.worker_class:
+        our_gunicorn_args = (f"--workers {args.web_workers} --worker-class "
+                             f"{args.our_worker_class} --threads {args.threads}")
     with Services(NAME, keep_mail=True) as services, \
             PeerApp(source, services.tmp, services.smtp.port) as peer:
         from app import db
@@ -422,7 +427,8 @@ def run(args, source: Path) -> dict:
             f"{counts['post']:,} posts in both databases")
         machine = services.machine()
 
-        webs = {"ours": services.start_web(gunicorn_args), "theirs": peer.start_web(gunicorn_args)}
+        webs = {"ours": services.start_web(our_gunicorn_args),
+                "theirs": peer.start_web(gunicorn_args)}
         cookies = {app: login(web.port, "reader") for app, web in webs.items()}
         for app, web in webs.items():
             check_pages(web.port, cookies[app], app)
@@ -502,7 +508,10 @@ def run(args, source: Path) -> dict:
         changes = peer.changes
     result = {
         "machine": machine, "repeat": args.repeat, "duration_s": args.duration,
-        "gunicorn": f"{gunicorn_args} (GUNICORN_CMD_ARGS, both), no access log",
+        "gunicorn": (f"{gunicorn_args} (GUNICORN_CMD_ARGS, both), no access log"
+                     if our_gunicorn_args == gunicorn_args else
+                     f"ours {our_gunicorn_args}, theirs {gunicorn_args} (GUNICORN_CMD_ARGS), "
+                     "no access log"),
         "workers": {"ours": "Procfile.dev: rq worker -w app.worker.AppWorker ... (make run)",
                     "theirs": f"rq worker {QUEUE} (their Procfile)"},
         "data": {**counts, "posts_per_user": args.posts, "follows_per_user": args.follows},
@@ -645,6 +654,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--posts", type=int, default=50, help="posts of each user")
     parser.add_argument("--web-workers", type=int, default=4)
     parser.add_argument("--worker-class", default="gthread")
+    parser.add_argument("--our-worker-class",
+                        help="ours only (e.g. gevent, as gunicorn.conf.py ships it; theirs has "
+                             "no gevent); default: --worker-class")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--peers", help="the peers folder (default: ../shared/peers)")
     parser.add_argument("--quick", action="store_true",
