@@ -1,7 +1,8 @@
 """Side by side with the tutorial app: our Microblog against the Flask Mega-Tutorial's own
 microblog as of chapter 22 (an unmodified copy in ../shared/peers/microblog-v0.22), on the same
-data, under the same gunicorn settings, each with its own embedded redis-server, measured in
-one run:
+data, with the same gunicorn workers (4 processes; ours with the gevent worker class it ships,
+theirs with gthread, 2 threads each: their requirements have no gevent, and they ship one sync
+worker), each with its own embedded redis-server, measured in one run:
 
   pages:    home, explore and /notifications (logged in through each app's own login form),
             requests per second and p99 latency at 4 and 16 connections;
@@ -21,7 +22,7 @@ and exits 0.
 
     python -m bench peers [--duration 5] [--repeat 3] [--export-sizes 2000,20000]
                           [--jobs 50] [--web-workers 4] [--worker-class gthread]
-                          [--threads 2] [--quick] [--peers DIR]
+                          [--our-worker-class gevent] [--threads 2] [--quick] [--peers DIR]
 """
 
 from __future__ import annotations
@@ -628,7 +629,7 @@ def report(result: dict) -> str:
         f"targets met: pages ≥ 2×: {'yes' if met['pages'] else 'no'}; export ≥ 50×: "
         f"{'yes' if met['export'] else 'no'}; never slower: "
         f"{'yes' if met['never_slower'] else 'no'}; page errors (non-200): {errors:.0f}",
-        f"gunicorn, both: {result['gunicorn']}",
+        f"gunicorn: {result['gunicorn']}",
         f"workers: ours {result['workers']['ours']}; theirs {result['workers']['theirs']}",
         f"dispatch jobs: ours {d['ours_job']}; theirs {d['theirs_job']}",
         f"data, both: {result['data']['user']} users, {result['data']['followers']} follows, "
@@ -654,9 +655,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--posts", type=int, default=50, help="posts of each user")
     parser.add_argument("--web-workers", type=int, default=4)
     parser.add_argument("--worker-class", default="gthread")
-    parser.add_argument("--our-worker-class",
-                        help="ours only (e.g. gevent, as gunicorn.conf.py ships it; theirs has "
-                             "no gevent); default: --worker-class")
+    parser.add_argument("--our-worker-class", default="gevent",
+                        help="ours only: gevent, as gunicorn.conf.py ships it (theirs has no "
+                             "gevent in its requirements); '' for --worker-class")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--peers", help="the peers folder (default: ../shared/peers)")
     parser.add_argument("--quick", action="store_true",
