@@ -207,6 +207,11 @@ class User(UserMixin, db.Model):
             Message.recipient_id == self.id, Message.timestamp > last_read_time)
         return db.session.scalar(query) or 0
 
+    def notifications_since(self, since: float) -> list[Notification]:
+        """This user's notifications newer than `since` (a Unix time), oldest first: what
+        the page polls for (/notifications)."""
+        return list(db.session.scalars(_NOTIFICATIONS_SINCE, {"user_id": self.id, "since": since}))
+
     def add_notification(self, name: str, data: object, topic: str | None = None) -> None:
         """Replace this user's notification of that name (and topic) with a new one.
 
@@ -226,9 +231,9 @@ class User(UserMixin, db.Model):
         return launch(self, name, description, *args, **kwargs)
 
     def get_tasks_in_progress(self) -> list[Task]:
-        return list(db.session.scalars(
-            sa.select(Task).where(Task.user_id == self.id, Task.complete.is_(False))
-            .order_by(Task.created_at)))
+        # Every /notifications poll asks (app/jobs.py, reconcile_user_tasks): a statement built
+        # once, not per request (building one costs more than SQLite running it).
+        return list(db.session.scalars(_TASKS_IN_PROGRESS, {"user_id": self.id}))
 
     def get_task_in_progress(self, name: str) -> Task | None:
         return db.session.scalar(
@@ -270,6 +275,12 @@ class UserSession(db.Model):
         return utcnow() - current_app.config["REMEMBER_COOKIE_DURATION"]
 
 
+# Built once: every request runs it (building a statement costs more than SQLite running it).
+_SESSION_USER = sa.select(User).join(UserSession, UserSession.user_id == User.id).where(
+    User.id == sa.bindparam("user_id"), UserSession.id == sa.bindparam("digest"),
+    UserSession.created_at >= sa.bindparam("oldest"))
+
+
 @login.user_loader
 def load_user(id: str) -> User | None:
     """The user of a live login session: `id` is "<user id>:<session token>" (User.get_id).
@@ -277,10 +288,9 @@ def load_user(id: str) -> User | None:
     user_id, _, token = id.partition(":")
     if not token or not user_id.isdigit():
         return None
-    user = db.session.scalar(
-        sa.select(User).join(UserSession, UserSession.user_id == User.id).where(
-            User.id == int(user_id), UserSession.id == UserSession.digest(token),
-            UserSession.created_at >= UserSession.oldest_valid()))
+    user = db.session.scalar(_SESSION_USER, {
+        "user_id": int(user_id), "digest": UserSession.digest(token),
+        "oldest": UserSession.oldest_valid()})
     if user is not None:
         user.session_token = token
     return user
@@ -418,6 +428,15 @@ class Task(db.Model):
             "error": self.error,
             "message": self.result_message,
         }
+
+
+# The two statements of every /notifications poll (User.get_tasks_in_progress,
+# User.notifications_since), built once.
+_TASKS_IN_PROGRESS = sa.select(Task).where(
+    Task.user_id == sa.bindparam("user_id"), Task.complete.is_(False)).order_by(Task.created_at)
+_NOTIFICATIONS_SINCE = sa.select(Notification).where(
+    Notification.user_id == sa.bindparam("user_id"),
+    Notification.timestamp > sa.bindparam("since")).order_by(Notification.timestamp.asc())
 
 
 class ExportFormat:

@@ -1,7 +1,8 @@
 """Side by side with the tutorial app: our Microblog against the Flask Mega-Tutorial's own
 microblog as of chapter 22 (an unmodified copy in ../shared/peers/microblog-v0.22), on the same
-data, under the same gunicorn settings, each with its own embedded redis-server, measured in
-one run:
+data, with the same gunicorn workers (4 processes; ours with the gevent worker class it ships,
+theirs with gthread, 2 threads each: their requirements have no gevent, and they ship one sync
+worker), each with its own embedded redis-server, measured in one run:
 
   pages:    home, explore and /notifications (logged in through each app's own login form),
             requests per second and p99 latency at 4 and 16 connections;
@@ -21,7 +22,7 @@ and exits 0.
 
     python -m bench peers [--duration 5] [--repeat 3] [--export-sizes 2000,20000]
                           [--jobs 50] [--web-workers 4] [--worker-class gthread]
-                          [--threads 2] [--quick] [--peers DIR]
+                          [--our-worker-class gevent] [--threads 2] [--quick] [--peers DIR]
 """
 
 from __future__ import annotations
@@ -58,6 +59,7 @@ from bench.harness import (
     emit,
     fmt,
     login,
+    process_group,
     run_load,
     say,
     start_redis,
@@ -325,12 +327,22 @@ def check_pages(port: int, cookie: str, app: str) -> None:
             raise RuntimeError(f"{app} {path} not as expected (HTTP {status})")
 
 
-def measure_pages(port: int, cookie: str, connections: int, duration: float) -> dict:
+def web_cpu_s(web: WebServer) -> float:
+    """CPU seconds (user + system) used so far by a gunicorn: its master and workers."""
+    return sum(p.cpu_s for p in process_group(web.pid, web.port))
+
+
+def measure_pages(web: WebServer, cookie: str, connections: int, duration: float) -> dict:
+    """req/s and latencies as the client sees them, and the web processes' CPU time per
+    request: the figure the other benchmarks sharing the machine disturb least."""
     figures = {}
     for page, path in PAGES.items():
-        r = run_load(port, path, cookie, connections, duration, accept=ACCEPT[page])
+        cpu_before = web_cpu_s(web)
+        r = run_load(web.port, path, cookie, connections, duration, accept=ACCEPT[page])
+        cpu_s = web_cpu_s(web) - cpu_before
         figures[page] = {"rps": r.rps, "p50_ms": r.percentile_ms(50),
-                         "p99_ms": r.percentile_ms(99), "errors": r.errors}
+                         "p99_ms": r.percentile_ms(99), "errors": r.errors,
+                         "cpu_ms": 1000 * cpu_s / max(1, len(r.latencies) + r.errors)}
     return figures
 
 
@@ -407,6 +419,11 @@ def run(args, source: Path) -> dict:
     os.environ["GUNICORN_ACCESS_LOG"] = ""
     gunicorn_args = (f"--workers {args.web_workers} --worker-class {args.worker_class} "
                      f"--threads {args.threads}")
+    # --our-worker-class: ours with another worker class (its shipped gevent), theirs as above.
+    our_gunicorn_args = gunicorn_args
+    if args.our_worker_class and args.our_worker_class != args.worker_class:
+        our_gunicorn_args = (f"--workers {args.web_workers} --worker-class "
+                             f"{args.our_worker_class} --threads {args.threads}")
     with Services(NAME, keep_mail=True) as services, \
             PeerApp(source, services.tmp, services.smtp.port) as peer:
         from app import db
@@ -422,7 +439,8 @@ def run(args, source: Path) -> dict:
             f"{counts['post']:,} posts in both databases")
         machine = services.machine()
 
-        webs = {"ours": services.start_web(gunicorn_args), "theirs": peer.start_web(gunicorn_args)}
+        webs = {"ours": services.start_web(our_gunicorn_args),
+                "theirs": peer.start_web(gunicorn_args)}
         cookies = {app: login(web.port, "reader") for app, web in webs.items()}
         for app, web in webs.items():
             check_pages(web.port, cookies[app], app)
@@ -437,7 +455,7 @@ def run(args, source: Path) -> dict:
             for connections in args.connections:
                 for app in order:
                     run_figures.setdefault(app, {})[connections] = measure_pages(
-                        webs[app].port, cookies[app], connections, args.duration)
+                        webs[app], cookies[app], connections, args.duration)
             pages.append(run_figures)
             say(f"peers: pages run {rep + 1}/{args.repeat}: home req/s at "
                 f"{args.connections[-1]} connections ours "
@@ -502,7 +520,10 @@ def run(args, source: Path) -> dict:
         changes = peer.changes
     result = {
         "machine": machine, "repeat": args.repeat, "duration_s": args.duration,
-        "gunicorn": f"{gunicorn_args} (GUNICORN_CMD_ARGS, both), no access log",
+        "gunicorn": (f"{gunicorn_args} (GUNICORN_CMD_ARGS, both), no access log"
+                     if our_gunicorn_args == gunicorn_args else
+                     f"ours {our_gunicorn_args}, theirs {gunicorn_args} (GUNICORN_CMD_ARGS), "
+                     "no access log"),
         "workers": {"ours": "Procfile.dev: rq worker -w app.worker.AppWorker ... (make run)",
                     "theirs": f"rq worker {QUEUE} (their Procfile)"},
         "data": {**counts, "posts_per_user": args.posts, "follows_per_user": args.follows},
@@ -526,13 +547,16 @@ def _pages_result(runs: list[dict], connections: list[int]) -> dict:
 
             out[str(conn)][page] = {
                 **{f"{app}_{key}": summary(values(app, key), 2)
-                   for app in ("ours", "theirs") for key in ("rps", "p99_ms", "errors")},
+                   for app in ("ours", "theirs") for key in ("rps", "p99_ms", "errors", "cpu_ms")},
                 # each run's ratio, "how many times better ours is": req/s ours / theirs,
                 # p99 theirs / ours
                 "rps_ratio": summary([o / t for o, t in zip(
                     values("ours", "rps"), values("theirs", "rps"), strict=True) if t]),
                 "p99_ratio": summary([t / o for o, t in zip(
                     values("ours", "p99_ms"), values("theirs", "p99_ms"), strict=True) if o]),
+                # CPU ms a request, theirs / ours (not a target: what explains the others)
+                "cpu_ratio": summary([t / o for o, t in zip(
+                    values("ours", "cpu_ms"), values("theirs", "cpu_ms"), strict=True) if o]),
             }
     return out
 
@@ -594,6 +618,9 @@ def report(result: dict) -> str:
                             f["rps_ratio"], TARGETS["pages_min"], 0))
             rows.append(row(f"{page} p99 ms, {conn} conn", f["ours_p99_ms"],
                             f["theirs_p99_ms"], f["p99_ratio"], TARGETS["pages_min"]))
+            rows.append([f"{page} web CPU ms a request, {conn} conn",
+                         fmt(f["ours_cpu_ms"]), fmt(f["theirs_cpu_ms"]), fmt(f["cpu_ratio"]),
+                         "", ""])
     for e in result["exports"]:
         what = f"export {e['posts']:,} posts, s to mail"
         if "theirs_failed" in e:  # no mail: at least the time it ran, over ours
@@ -619,7 +646,7 @@ def report(result: dict) -> str:
         f"targets met: pages ≥ 2×: {'yes' if met['pages'] else 'no'}; export ≥ 50×: "
         f"{'yes' if met['export'] else 'no'}; never slower: "
         f"{'yes' if met['never_slower'] else 'no'}; page errors (non-200): {errors:.0f}",
-        f"gunicorn, both: {result['gunicorn']}",
+        f"gunicorn: {result['gunicorn']}",
         f"workers: ours {result['workers']['ours']}; theirs {result['workers']['theirs']}",
         f"dispatch jobs: ours {d['ours_job']}; theirs {d['theirs_job']}",
         f"data, both: {result['data']['user']} users, {result['data']['followers']} follows, "
@@ -645,6 +672,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--posts", type=int, default=50, help="posts of each user")
     parser.add_argument("--web-workers", type=int, default=4)
     parser.add_argument("--worker-class", default="gthread")
+    parser.add_argument("--our-worker-class", default="gevent",
+                        help="ours only: gevent, as gunicorn.conf.py ships it (theirs has no "
+                             "gevent in its requirements); '' for --worker-class")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--peers", help="the peers folder (default: ../shared/peers)")
     parser.add_argument("--quick", action="store_true",

@@ -2,6 +2,7 @@ import math
 from datetime import timedelta
 
 import sqlalchemy as sa
+import sqlalchemy.orm as so
 from flask import (
     Response,
     abort,
@@ -24,8 +25,8 @@ from app.forms import EmptyForm
 from app.limits import by_user, configured, limiter
 from app.main import bp
 from app.main.forms import EditProfileForm, MessageForm, PostForm
-from app.models import Message, Notification, Post, Task, User, utcnow
-from app.pagination import page_number
+from app.models import Message, Post, Task, User, utcnow
+from app.pagination import paginate
 
 
 @bp.before_app_request
@@ -52,9 +53,10 @@ def _visible_tasks() -> list[Task]:
     return current_user.visible_tasks()
 
 
-def _paginate(query):
-    return db.paginate(query, page=page_number(), per_page=current_app.config["POSTS_PER_PAGE"],
-                       error_out=True)
+def _with_authors(query: sa.Select, model: type[Post] | type[Message] = Post) -> sa.Select:
+    """A list of posts (or messages) that _post.html shows with their authors: the authors
+    come in the same query, not one SELECT per author while the page renders (N+1)."""
+    return query.options(so.joinedload(model.author, innerjoin=True))
 
 
 @bp.route("/", methods=["GET", "POST"])
@@ -69,7 +71,7 @@ def index():
         db.session.commit()
         flash(_("Your post is now live!"), "success")
         return redirect(url_for("main.index"))
-    posts = _paginate(current_user.following_posts())
+    posts = paginate(_with_authors(current_user.following_posts()))
     next_url = url_for("main.index", page=posts.next_num) if posts.has_next else None
     prev_url = url_for("main.index", page=posts.prev_num) if posts.has_prev else None
     return render_template("index.html", title=_("Home"), form=form, posts=posts.items,
@@ -79,7 +81,8 @@ def index():
 @bp.route("/explore")
 @login_required
 def explore():
-    posts = _paginate(sa.select(Post).order_by(Post.timestamp.desc(), Post.id.desc()))
+    posts = paginate(_with_authors(
+        sa.select(Post).order_by(Post.timestamp.desc(), Post.id.desc())))
     next_url = url_for("main.explore", page=posts.next_num) if posts.has_next else None
     prev_url = url_for("main.explore", page=posts.prev_num) if posts.has_prev else None
     return render_template("index.html", title=_("Explore"), posts=posts.items,
@@ -90,7 +93,8 @@ def explore():
 @login_required
 def user(username):
     user = db.first_or_404(sa.select(User).where(User.username == username))
-    posts = _paginate(user.posts.select().order_by(Post.timestamp.desc(), Post.id.desc()))
+    # Every post's author is `user`, already loaded: _post.html finds it without a query.
+    posts = paginate(user.posts.select().order_by(Post.timestamp.desc(), Post.id.desc()))
     next_url = (url_for("main.user", username=user.username, page=posts.next_num)
                 if posts.has_next else None)
     prev_url = (url_for("main.user", username=user.username, page=posts.prev_num)
@@ -186,7 +190,7 @@ def messages():
     db.session.commit()
     query = current_user.messages_received.select().order_by(
         Message.timestamp.desc(), Message.id.desc())
-    msgs = _paginate(query)
+    msgs = paginate(_with_authors(query, Message))
     next_url = url_for("main.messages", page=msgs.next_num) if msgs.has_next else None
     prev_url = url_for("main.messages", page=msgs.prev_num) if msgs.has_prev else None
     return render_template("messages.html", title=_("Messages"), messages=msgs.items,
@@ -201,10 +205,8 @@ def notifications():
     if not math.isfinite(since):  # MariaDB's driver cannot send nan/inf: a 500 there
         since = 0.0
     jobs.reconcile_user_tasks(current_user)  # one query when nothing is in progress
-    query = current_user.notifications.select().where(
-        Notification.timestamp > since).order_by(Notification.timestamp.asc())
     return jsonify([{"name": n.name, "data": n.get_data(), "timestamp": n.timestamp}
-                    for n in db.session.scalars(query)])
+                    for n in current_user.notifications_since(since)])
 
 
 @bp.route("/export_posts", methods=["POST"])
