@@ -208,7 +208,11 @@ def send_email(subject: str, sender: str, recipients: list[str], text_body: str,
                html_body: str, attachments: list[Attachment] | None = None,
                sync: bool = False) -> None:
     """Send an email. With sync=False it is handed to a background job (retried when the
-    mail server is briefly unavailable); if the job queue is down it is sent right away."""
+    mail server is briefly unavailable); if the job queue is down it is sent right away.
+    An attachment given as chunks is read whole before it is queued (a job carries bytes)."""
+    if not sync and attachments:
+        attachments = [(name, media_type, b"".join(data()) if callable(data) else data)
+                       for name, media_type, data in attachments]
     queued = QueuedMail(subject, sender, list(recipients), text_body, html_body, attachments)
     if not sync:
         try:

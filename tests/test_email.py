@@ -251,3 +251,15 @@ def test_an_attachment_read_in_chunks_is_written_whole_to_the_outbox(app):
     mail = email.message_from_bytes(path.read_bytes(), policy=email.policy.default)
     (part,) = list(mail.iter_attachments())
     assert part.get_content() == content
+
+
+def test_an_attachment_given_as_chunks_can_be_queued(smtp_server, app):
+    """A mail job carries bytes: chunks are read before the mail is queued."""
+    from app.email import send_email
+
+    content = b"0123456789" * 1000
+    send_email(**_streamed_fields(content, chunk=333))
+    run_jobs_in_process(app)
+    (mail,) = smtp_server.handler_ref.messages
+    (part,) = list(mail.iter_attachments())
+    assert part.get_content() == content
