@@ -46,10 +46,15 @@ babel = Babel()
 csrf = CSRFProtect()
 
 
-def create_app(config_class=Config, commands: bool = True) -> Flask:
-    """The app; without its `flask` commands when `commands` is false (a worker process's app,
-    which runs none): they bring Flask-Migrate, whose import of Alembic would cost plain `rq
-    worker` a quarter of a second in every job, each of which builds its own app."""
+def create_app(config_class=Config, commands: bool = True, web: bool = True) -> Flask:
+    """The app. A worker process's app (app/worker_app.py) is made with both false, since it
+    serves no request and runs no command: plain `rq worker` builds it in every job's work
+    horse, so whatever it leaves out is time saved on every job. Without `commands`, no
+    Flask-Migrate (whose import of Alembic cost a quarter of a second); without `web`, no
+    blueprints (their URL rules and their imports: Flask-Limiter, WTForms, the views) and none
+    of the extensions that only act on a request (CSRF, rate limits, security headers,
+    Bootstrap). A job builds no URL with url_for: the links in its mail come from
+    PUBLIC_BASE_URL (app/exports/delivery.py, app/exports/activitystreams.py)."""
     app = Flask(__name__, instance_path=config_class.INSTANCE_DIR)
     app.config.from_object(config_class)
     if app.config["MICROBLOG_ENV"] == "production" and app.config["SECRET_KEY"] == DEV_SECRET_KEY:
@@ -62,15 +67,7 @@ def create_app(config_class=Config, commands: bool = True) -> Flask:
             _tune_sqlite(db.engine)
     login.init_app(app)
     mail.init_app(app)
-    bootstrap.init_app(app)
     babel.init_app(app, locale_selector=get_locale)
-    csrf.init_app(app)
-    from app import security
-    from app.limits import init_limiter
-
-    security.init_app(app)
-    init_limiter(app)  # after the config is final: it reads REDIS_URL and RATELIMIT_*
-
     from app.redis_connection import redis_from_url
 
     app.redis = redis_from_url(
@@ -81,6 +78,32 @@ def create_app(config_class=Config, commands: bool = True) -> Flask:
     from app import jobs
 
     app.extensions["launch_task"] = jobs.launch  # User.launch_task (see there)
+    if web:
+        _init_web(app)
+    if commands:
+        from flask_migrate import Migrate
+
+        from app import cli
+
+        Migrate(app, db, render_as_batch=True)  # `flask db ...`
+        cli.register(app)
+
+    from app import template_filters
+
+    template_filters.register(app)
+    _configure_logging(app)
+    return app
+
+
+def _init_web(app: Flask) -> None:
+    """What only serving requests needs: the request-side extensions and the blueprints."""
+    bootstrap.init_app(app)
+    csrf.init_app(app)
+    from app import security
+    from app.limits import init_limiter
+
+    security.init_app(app)
+    init_limiter(app)  # after the config is final: it reads REDIS_URL and RATELIMIT_*
 
     from app.errors import bp as errors_bp
 
@@ -94,7 +117,7 @@ def create_app(config_class=Config, commands: bool = True) -> Flask:
 
     app.register_blueprint(main_bp)
 
-    from app.exports import bp as exports_bp
+    from app.exports.routes import bp as exports_bp
 
     app.register_blueprint(exports_bp)
 
@@ -114,20 +137,6 @@ def create_app(config_class=Config, commands: bool = True) -> Flask:
 
     app.register_blueprint(admin_bp)
 
-    if commands:
-        from flask_migrate import Migrate
-
-        from app import cli
-
-        Migrate(app, db, render_as_batch=True)  # `flask db ...`
-        cli.register(app)
-
-    from app import template_filters
-
-    template_filters.register(app)
-    _configure_logging(app)
-    return app
-
 
 def _tune_sqlite(engine) -> None:
     """The embedded database serves a web server and workers at once: write-ahead logging lets
@@ -135,10 +144,15 @@ def _tune_sqlite(engine) -> None:
     WAL mode; a power cut may lose the last commits, never corrupt the file)."""
     from sqlalchemy import event
 
+    wal = False  # the journal mode is the file's, kept once set: one connection sets it
+
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection, connection_record):
+        nonlocal wal
         cursor = dbapi_connection.cursor()
-        cursor.execute("PRAGMA journal_mode=WAL")
+        if not wal:  # a work horse inherits this from its worker: it costs ~1 ms a connection
+            cursor.execute("PRAGMA journal_mode=WAL")
+            wal = True
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.execute("PRAGMA busy_timeout=5000")
         cursor.close()

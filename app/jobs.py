@@ -31,7 +31,7 @@ from sqlalchemy.exc import IntegrityError
 
 from app import db, logs, metrics
 from app.email import MailAlreadySending, release_claim
-from app.models import Task, TaskStatus, User, utcnow
+from app.models import Notification, Task, TaskStatus, User, utcnow
 from app.worker_app import REDIS_LOST, get_worker_app
 
 log = logging.getLogger(__name__)
@@ -191,13 +191,18 @@ def start() -> Task | None:
         return None
     if task.complete:
         raise TaskNotActive(f"task {task.id} is already {task.status}")
+    _mark_running(task)
+    name = task.name  # before the commit expires it
+    db.session.commit()
+    metrics.job_started(current_app.redis, name)
+    return task
+
+
+def _mark_running(task: Task) -> None:
     task.status = TaskStatus.RUNNING
     task.started_at = utcnow()
     task.attempts += 1
     _notify(task)
-    db.session.commit()
-    metrics.job_started(current_app.redis, task.name)
-    return task
 
 
 class TaskNotActive(Exception):
@@ -315,8 +320,9 @@ def record_failure(task_id: str, exc: BaseException | None, will_retry: bool) ->
         task.status = TaskStatus.QUEUED
         task.error = reason + RETRY_NOTE
         _notify(task)
+        ended = AttemptEnd.of(task, "retried", was_running)
         db.session.commit()
-        _attempt_ended(task, "retried", was_running)
+        ended.record()
     else:
         _end(task, TaskStatus.FAILED, error=reason)
 
@@ -443,6 +449,13 @@ def reconcile_all() -> int:
 def _end(task: Task, status: str, error: str | None = None, message: str | None = None) -> None:
     """Move a task to a terminal status, notify its user, commit. The one place that does."""
     was_running = task.status == TaskStatus.RUNNING
+    _mark_ended(task, status, error, message)
+    ended = AttemptEnd.of(task, status, was_running)
+    db.session.commit()
+    ended.record()
+
+
+def _mark_ended(task: Task, status: str, error: str | None, message: str | None) -> None:
     task.status = status
     task.complete = True
     task.active_name = None
@@ -455,19 +468,33 @@ def _end(task: Task, status: str, error: str | None = None, message: str | None 
     if message is not None:
         task.result_message = message[:255]
     _notify(task)
-    db.session.commit()
-    _attempt_ended(task, status, was_running)
 
 
-def _attempt_ended(task: Task, outcome: str, was_running: bool) -> None:
-    """The one line logged, and the metrics counted, when an attempt at a task ends:
-    finished, failed, retried or cancelled (app/metrics.py)."""
-    duration = _attempt_duration(task) if was_running else None
-    metrics.job_ended(current_app.redis, task.name, outcome, duration)
-    log.info("Task %s (%s) %s after %s", task.id, task.name, outcome,
-             "never started" if duration is None else f"{duration:.3f} s",
-             extra={"task_id": task.id, "task_type": task.name, "outcome": outcome,
-                    "duration": None if duration is None else round(duration, 3)})
+@dataclass(frozen=True)
+class AttemptEnd:
+    """How an attempt at a task ended: finished, failed, retried or cancelled. Made before
+    the commit (which expires the row: reading it afterwards would cost a query), recorded
+    after it."""
+
+    task_id: str
+    task_type: str
+    outcome: str
+    duration: float | None  # seconds; None when it never started
+
+    @classmethod
+    def of(cls, task: Task, outcome: str, was_running: bool) -> AttemptEnd:
+        return cls(task.id, task.name, outcome,
+                   _attempt_duration(task) if was_running else None)
+
+    def record(self) -> None:
+        """The one line logged, and the metrics counted (app/metrics.py)."""
+        duration = self.duration
+        metrics.job_ended(current_app.redis, self.task_type, self.outcome, duration)
+        log.info("Task %s (%s) %s after %s", self.task_id, self.task_type, self.outcome,
+                 "never started" if duration is None else f"{duration:.3f} s",
+                 extra={"task_id": self.task_id, "task_type": self.task_type,
+                        "outcome": self.outcome,
+                        "duration": None if duration is None else round(duration, 3)})
 
 
 def _attempt_duration(task: Task) -> float | None:
@@ -504,10 +531,37 @@ def reopen(task: Task) -> None:
 
 def _notify(task: Task, detail: dict | None = None) -> None:
     """The user's `task_progress` notification of this task, published to their open pages
-    when the caller commits (app/events.py)."""
-    user = db.session.get(User, task.user_id)
-    if user is not None:
-        user.add_notification("task_progress", task.to_dict() | (detail or {}), topic=task.id)
+    when the caller commits (app/events.py). By the task's user id: loading the User would
+    cost a query in every start and finish."""
+    Notification.replace(task.user_id, "task_progress", task.to_dict() | (detail or {}),
+                         topic=task.id)
+
+
+def warm_up() -> None:
+    """Run a task's start and finish statements once, on a made-up user and task, then roll
+    everything back: AppWorker does this in its parent, so that every forked work horse
+    inherits configured mappers and compiled SQL instead of redoing that work for each job.
+    Nothing is committed, published or counted."""
+    name = f"~warm-up-{uuid.uuid4().hex[:8]}"
+    try:
+        user = User(username=name, email=f"{name}@localhost", token_salt="x")
+        db.session.add(user)
+        db.session.flush()
+        task = Task(id=str(uuid.uuid4()), name=name, user_id=user.id, progress=0,
+                    status=TaskStatus.QUEUED, active_name=name, created_at=utcnow())
+        db.session.add(task)
+        db.session.flush()
+        db.session.expunge(task)  # so that loading it runs start's SELECT
+        task = db.session.get(Task, task.id)
+        _mark_running(task)
+        db.session.flush()
+        db.session.expire(task)  # as the commit leaves it for finish
+        task = db.session.get(Task, task.id)
+        _mark_ended(task, TaskStatus.FINISHED, None, "warm-up")
+        db.session.flush()
+    finally:
+        db.session.rollback()  # and the events queued for its commit (app/events.py)
+        db.session.remove()
 
 
 def dismiss(task: Task) -> None:

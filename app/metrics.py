@@ -5,6 +5,9 @@ hashes that every worker increments atomically when a job starts or ends (app/jo
 `job_started` / `job_ended`), and queue depth, latency, workers and active tasks are read from
 Redis and the database at scrape time (MetricsCollector). So any number of gunicorn processes
 and workers on any number of hosts give one set of totals, and a restart loses nothing.
+
+A worker only records: prometheus_client is imported where a scrape reads (the web), not by
+the worker, which under plain `rq worker` imports this module again for every job.
 """
 
 from __future__ import annotations
@@ -12,22 +15,20 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 import redis
 import rq
 import sqlalchemy as sa
-from prometheus_client.core import (
-    CounterMetricFamily,
-    GaugeMetricFamily,
-    HistogramMetricFamily,
-    Metric,
-)
 from rq.exceptions import NoSuchJobError
 from rq.job import Job
 from rq.registry import FailedJobRegistry, ScheduledJobRegistry, StartedJobRegistry
 
 from app import db
 from app.models import Task, TaskStatus
+
+if TYPE_CHECKING:
+    from prometheus_client.core import GaugeMetricFamily, Metric
 
 log = logging.getLogger(__name__)
 
@@ -157,6 +158,8 @@ class MetricsCollector:
                        "by state.", ["state"], [((s,), n) for s, n in sorted(states.items())])]
 
     def _jobs(self) -> list[Metric]:
+        from prometheus_client.core import CounterMetricFamily
+
         counts = _hash(self.connection, JOBS_KEY)
         started = CounterMetricFamily(
             "microblog_jobs_started", "Job attempts started, by task type.", labels=["type"])
@@ -171,6 +174,8 @@ class MetricsCollector:
         return [started, ended, self._durations(types)]
 
     def _durations(self, types: list[str]) -> Metric:
+        from prometheus_client.core import HistogramMetricFamily
+
         fields = _hash(self.connection, DURATION_KEY)
         histogram = HistogramMetricFamily(
             "microblog_job_duration_seconds", "How long job attempts ran, by task type.",
@@ -185,6 +190,8 @@ class MetricsCollector:
         return histogram
 
     def _exports(self) -> list[Metric]:
+        from prometheus_client.core import CounterMetricFamily
+
         written = CounterMetricFamily("microblog_export_bytes", "Bytes of export files "
                                       "written, by format.", labels=["format"])
         sizes = {"json": 0.0} | _hash(self.connection, EXPORT_BYTES_KEY)
@@ -199,6 +206,8 @@ def _hash(connection: redis.Redis, key: str) -> dict[str, float]:
 
 def _gauge(name: str, documentation: str, labels: list[str],
            samples: Iterable[tuple[tuple, float]]) -> GaugeMetricFamily:
+    from prometheus_client.core import GaugeMetricFamily
+
     gauge = GaugeMetricFamily(name, documentation, labels=labels)
     for label_values, value in samples:
         gauge.add_metric(list(label_values), value)

@@ -207,21 +207,13 @@ class User(UserMixin, db.Model):
             Message.recipient_id == self.id, Message.timestamp > last_read_time)
         return db.session.scalar(query) or 0
 
-    def add_notification(self, name: str, data: object, topic: str | None = None) -> Notification:
+    def add_notification(self, name: str, data: object, topic: str | None = None) -> None:
         """Replace this user's notification of that name (and topic) with a new one.
 
         `topic` keeps notifications of one kind apart, e.g. one `task_progress` per task.
         The caller commits; the commit publishes it to the user's open pages (app/events.py).
         """
-        db.session.execute(
-            sa.delete(Notification).where(
-                Notification.user_id == self.id, Notification.name == name,
-                Notification.topic == topic if topic is not None else Notification.topic.is_(None)))
-        n = Notification(name=name, payload_json=json.dumps(data), user_id=self.id, topic=topic,
-                         timestamp=time())
-        db.session.add(n)
-        events.queue_event(db.session, self.id, name, data, n.timestamp)
-        return n
+        Notification.replace(self.id, name, data, topic)
 
     # --- background tasks (the seed's API; app/jobs.py owns the lifecycle) ---
 
@@ -336,6 +328,25 @@ class Notification(db.Model):
 
     def get_data(self) -> object:
         return json.loads(str(self.payload_json))
+
+    @staticmethod
+    def replace(user_id: int, name: str, data: object, topic: str | None = None) -> None:
+        """User.add_notification by the user's id (the task lifecycle has no User loaded):
+        one UPDATE of the row there is, or an INSERT when there is none. The caller commits."""
+        timestamp = time()
+        payload = json.dumps(data)
+        # On the table, not the mapped class: the ORM's bulk UPDATE machinery cost more
+        # than the statement (the caller's commit flushes the rest of the session).
+        table = Notification.__table__
+        db.session.flush()  # a notification added earlier in this transaction: the row to update
+        same = (table.c.user_id == user_id, table.c.name == name,
+                table.c.topic == topic if topic is not None else table.c.topic.is_(None))
+        updated = db.session.execute(
+            sa.update(table).where(*same).values(payload_json=payload, timestamp=timestamp))
+        if updated.rowcount == 0:
+            db.session.add(Notification(name=name, payload_json=payload, user_id=user_id,
+                                        topic=topic, timestamp=timestamp))
+        events.queue_event(db.session, user_id, name, data, timestamp)
 
 
 class TaskStatus:

@@ -23,6 +23,16 @@ from redis.backoff import ExponentialBackoff, NoBackoff
 from redis.retry import Retry
 from redis.sentinel import Sentinel
 
+# No CLIENT SETINFO on each new connection (redis-py >= 5 sends two, each a round trip, and
+# from 7 reads its own version from the package metadata every time, about 2 ms; Redis before
+# 7.2 answers them with an error): a forked work horse opens new connections for every job.
+try:
+    from redis.driver_info import DriverInfo  # noqa: F401  (redis-py >= 7: driver_info)
+
+    CLIENT_INFO: dict[str, Any] = {"driver_info": None}
+except ImportError:
+    CLIENT_INFO = {"lib_name": None, "lib_version": None}
+
 SENTINEL_SCHEMES = {"redis+sentinel": False, "rediss+sentinel": True}  # scheme -> TLS
 DEFAULT_SENTINEL_PORT = 26379
 # Asking a sentinel must never hang a request or a worker: without the timeouts, a sentinel
@@ -93,6 +103,7 @@ def redis_from_url(url: str, redis_class: type[redis.Redis] = redis.Redis,
     """A Redis client for `url`: redis-py's from_url, or the primary of a Sentinel-managed
     Redis for a `redis+sentinel://` URL. `kwargs` (socket_timeout, health_check_interval...)
     apply to the connections to Redis; the sentinels get the socket_* ones too."""
+    kwargs = CLIENT_INFO | kwargs
     if not is_sentinel_url(url):
         # Not cls.from_url: Redis below overrides it to come here.
         return redis.Redis.from_url.__func__(redis_class, url, **kwargs)

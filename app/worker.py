@@ -9,7 +9,8 @@ process's own app is made in app/worker_app.py):
 Plain `rq worker microblog-tasks` (the tutorial's command) works too, but RQ's forking worker
 then imports app.tasks, and so builds the Flask app, again in every job's child process (which
 is why a worker's app leaves out what only the `flask` commands need). AppWorker loads the app
-once in the parent, so each forked child inherits it ready-made.
+once in the parent, and runs the task lifecycle's statements once there (rolled back), so each
+forked child inherits it ready-made.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import signal
 import sys
 import time
 
+import sqlalchemy as sa
 from rq.exceptions import InvalidJobOperation
 from rq.executions import Execution
 from rq.job import JobStatus
@@ -54,6 +56,17 @@ class AppWorker(Worker):
         ride_out_outages(self.connection)  # heartbeats, save_meta, the scheduler's own copy
         self.heartbeat_grace = get_worker_app().config["TASK_HEARTBEAT_GRACE"]
         logs.configure_worker(get_worker_app().config["LOG_FORMAT"])
+        self.warm_up()
+
+    def warm_up(self) -> None:
+        """Run the task lifecycle's statements once here, in a transaction rolled back, so
+        that each forked work horse inherits configured mappers and compiled SQL: that
+        first-use work cost every job about 20 ms (docs/performance.md §2)."""
+        with get_worker_app().app_context():
+            try:
+                jobs.warm_up()
+            except sa.exc.SQLAlchemyError as exc:  # no tables yet, database away: only slower
+                self.log.warning("Worker %s: lifecycle not warmed up: %s", self.name, exc)
 
     @property
     def dequeue_timeout(self) -> int:

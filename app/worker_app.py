@@ -21,8 +21,9 @@ REDIS_LOST = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
 
 @cache
 def get_worker_app() -> Flask:
-    """The Flask app of this worker process, created once (without the `flask` commands)."""
-    app = create_app(commands=False)
+    """The Flask app of this worker process, created once: without the `flask` commands and
+    without the web's blueprints and extensions (see create_app)."""
+    app = create_app(commands=False, web=False)
     ride_out_outages(app.redis)  # the job's own writes (mail claims) in the work horse
     with app.app_context():
         engine = db.engine

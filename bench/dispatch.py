@@ -3,7 +3,9 @@
 app.tasks.noop, which marks the task running then finished) against N bare
 `queue.enqueue('bench.noop.noop')` drained by the same worker process, started as
 `make run` starts it. Both are timed from the first enqueue until RQ has finished the
-last job; they alternate, several times, in one run.
+last job; they alternate, several times, in one run. Beside that wall-clock figure, the CPU
+time the worker and its work horses spent per job (read from /proc, as bench/export.py
+does): on a machine others share, it moves far less than the wall clock.
 
 Each of the N tasks belongs to a different user: a user may have only one task of a name
 queued or running.
@@ -23,6 +25,7 @@ import statistics
 import time
 
 from bench import harness
+from bench.export import _cpu_seconds, _job_cpu_seconds
 from bench.harness import Services, create_users, emit, fmt, say, summary, table, wait_until
 
 NAME = "dispatch"
@@ -53,12 +56,19 @@ def _function_ms(services: Services, ids: list[str]) -> float:
 def bare(services: Services, worker, count: int) -> dict:
     queue = services.app.task_queue
     before = queue.finished_job_registry.count
+    cpu_before = _cpu_seconds(worker.worker_pid)
     started = time.perf_counter()
     ids = [queue.enqueue("bench.noop.noop").id for _ in range(count)]
     enqueued = time.perf_counter() - started
     _drain(services, worker, before, count, timeout=60 + count)
     total = time.perf_counter() - started
-    return {"enqueue_s": enqueued, "total_s": total, "function_ms": _function_ms(services, ids)}
+    return {"enqueue_s": enqueued, "total_s": total, "function_ms": _function_ms(services, ids),
+            "worker_cpu_ms": _worker_cpu_ms(services, worker, cpu_before, count)}
+
+
+def _worker_cpu_ms(services: Services, worker, cpu_before: float, count: int) -> float:
+    """CPU milliseconds per job of the worker and its (reaped) work horses."""
+    return 1000 * _job_cpu_seconds(services, worker, cpu_before) / count
 
 
 def lifecycle(services: Services, worker, users: list) -> dict:
@@ -69,6 +79,7 @@ def lifecycle(services: Services, worker, users: list) -> dict:
 
     queue = services.app.task_queue
     before = queue.finished_job_registry.count
+    cpu_before = _cpu_seconds(worker.worker_pid)
     started = time.perf_counter()
     ids = [user.launch_task("noop", "Benchmark no-op").id for user in users]
     enqueued = time.perf_counter() - started
@@ -80,7 +91,8 @@ def lifecycle(services: Services, worker, users: list) -> dict:
     db.session.rollback()
     if finished != len(users):
         raise RuntimeError(f"only {finished} of {len(users)} tasks FINISHED")
-    return {"enqueue_s": enqueued, "total_s": total, "function_ms": _function_ms(services, ids)}
+    return {"enqueue_s": enqueued, "total_s": total, "function_ms": _function_ms(services, ids),
+            "worker_cpu_ms": _worker_cpu_ms(services, worker, cpu_before, len(users))}
 
 
 def run(count: int, repeat: int, database: str, proposed: bool, plain: bool = False) -> dict:
@@ -119,19 +131,27 @@ def run(count: int, repeat: int, database: str, proposed: bool, plain: bool = Fa
         # median time inside the job function (noop vs the lifecycle's start + finish)
         "bare_function_ms": summary([r["bare"]["function_ms"] for r in runs], 2),
         "app_function_ms": summary([r["app"]["function_ms"] for r in runs], 2),
+        # CPU of the worker and its work horses per job, and bare / app of it
+        "bare_worker_cpu_ms": summary([r["bare"]["worker_cpu_ms"] for r in runs], 2),
+        "app_worker_cpu_ms": summary([r["app"]["worker_cpu_ms"] for r in runs], 2),
+        "cpu_ratio": summary([r["bare"]["worker_cpu_ms"] / r["app"]["worker_cpu_ms"]
+                              for r in runs]),
         "target": {"ratio_min": 0.8},
     }
 
 
 def report(r: dict) -> str:
     rows = [["bare queue.enqueue (bench.noop.noop)", fmt(r["bare_jobs_per_s"], digits=1),
-             fmt(r["bare_enqueue_per_s"], digits=0), fmt(r["bare_function_ms"])],
+             fmt(r["bare_enqueue_per_s"], digits=0), fmt(r["bare_function_ms"]),
+             fmt(r["bare_worker_cpu_ms"])],
             ["app lifecycle (user.launch_task('noop'))", fmt(r["app_jobs_per_s"], digits=1),
-             fmt(r["app_enqueue_per_s"], digits=0), fmt(r["app_function_ms"])]]
+             fmt(r["app_enqueue_per_s"], digits=0), fmt(r["app_function_ms"]),
+             fmt(r["app_worker_cpu_ms"])]]
     return (table([f"{r['tasks']} jobs", "jobs/s (enqueue→finished)", "enqueues/s",
-                   "ms in job function"], rows)
+                   "ms in job function", "worker CPU ms/job"], rows)
             + f"\nratio app/bare: {fmt(r['ratio'])}   (target ≥ 0.8; median (min–max) of "
-              f"{r['repeat']} runs; worker: {r['worker']})")
+              f"{r['repeat']} runs; worker: {r['worker']})"
+            + f"\nworker CPU per job, bare/app: {fmt(r['cpu_ratio'])}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -143,7 +163,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="50 tasks (10 on the plain worker), one run (smoke test)")
     parser.add_argument("--database", default="sqlite", choices=["sqlite", "postgresql"])
     parser.add_argument("--proposed", action="store_true",
-                        help="worker warmed up as docs/performance.md proposes (3)")
+                        help="the work horse's app uses the worker's Redis client, as "
+                             "docs/performance.md proposes (9): bench/proposed.py")
     parser.add_argument("--worker", default="app", choices=["app", "plain"],
                         help="app = make run's AppWorker, plain = the tutorial's "
                              "`rq worker microblog-tasks`")

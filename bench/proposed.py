@@ -2,52 +2,27 @@
 applied in a worker class of the bench so that its effect is measured beside the real thing
 (`python -m bench dispatch --proposed`). Nothing in app/ is changed by this module.
 
-Proposal 3: AppWorker warms up in the parent. It runs the task lifecycle's statements once,
-in a transaction it rolls back, so that every forked work horse inherits configured mappers
-and compiled SQL instead of redoing that work for each job.
+Proposal 9: one Redis connection per work horse. A forked work horse opens two new
+connections to Redis for every job: RQ's (the worker's client) and the app's (`app.redis`,
+which the task lifecycle uses for its metrics, cancel flags and live events). Here the
+horse's app uses the worker's client instead, so each job connects once.
 
     rq worker -w bench.proposed.ProposedWorker --with-scheduler ... microblog-tasks
 
-(Proposals 1, 2 and 4 of the first round, progress throttling, SQLite WAL and the feed's one
-IN, are in app/ now and so in every run; the web server always runs as `make run` runs it.)
+(Proposal 3 of the first round, the lifecycle warmed up in the worker's parent, is in
+AppWorker now, as are 1, 2 and 4, so in every run; the web server always runs as `make run`
+runs it.)
 """
 
 from __future__ import annotations
 
-import uuid
-
 from app.worker import AppWorker, get_worker_app
 
 
-def warm_up() -> None:
-    """Run the task lifecycle's statements once, then roll everything back."""
-    from app import db, jobs
-    from app.models import Task, TaskStatus, User, utcnow
-
-    name = f"~warm-up-{uuid.uuid4().hex[:8]}"
-    try:
-        user = User(username=name, email=f"{name}@localhost", token_salt="x")
-        db.session.add(user)
-        db.session.flush()
-        task = Task(id=str(uuid.uuid4()), name=name, user_id=user.id, progress=0,
-                    status=TaskStatus.QUEUED, active_name=name, created_at=utcnow())
-        db.session.add(task)
-        db.session.flush()
-        db.session.get(Task, task.id)
-        db.session.get(User, user.id)
-        task.status = TaskStatus.RUNNING
-        jobs._notify(task)
-        db.session.flush()
-        task.complete = True
-        jobs._notify(task)
-        db.session.flush()
-    finally:
-        db.session.rollback()
-        db.session.remove()
-
-
 class ProposedWorker(AppWorker):
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        with get_worker_app().app_context():
-            warm_up()
+    def main_work_horse(self, job, queue):
+        app = get_worker_app()
+        # Only in the horse (this runs after the fork): the worker keeps its own clients.
+        app.redis = self.connection
+        app.task_queue.connection = self.connection
+        super().main_work_horse(job, queue)

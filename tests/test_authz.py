@@ -129,9 +129,9 @@ def test_public_endpoints_answer_an_anonymous_visitor(app, client, world, name):
 
 def _members_pages() -> list:
     """The members' endpoints that have a page to look at (POST-only ones have none)."""
-    from app.worker import get_worker_app  # the URL map, known before any test runs
+    from app import create_app  # the URL map, known before any test runs
 
-    url_map = get_worker_app().url_map
+    url_map = create_app(commands=False).url_map
     return [param for param in _params({MEMBERS})
             if any("GET" in rule.methods for rule in url_map.iter_rules(param.values[0]))]
 

@@ -23,7 +23,7 @@ import zipfile
 from collections.abc import Callable, Iterator
 from datetime import datetime
 from typing import BinaryIO
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 import sqlalchemy as sa
 from flask import current_app
@@ -41,8 +41,11 @@ FOLLOWING_HEADER = ("Account address", "Show boosts", "Notify on new posts", "La
 
 
 def actor_url(user: User) -> str:
-    """The user's public profile page, the ActivityStreams id of their Person."""
-    path = current_app.url_map.bind("").build("main.user", {"username": user.username})
+    """The user's public profile page, the ActivityStreams id of their Person. Its path is
+    written out, as app/exports/delivery.py writes the export centre's: a worker's app has no
+    URL map (create_app(web=False)). /user/<username> is the tutorial's, and stays (SPEC);
+    the username quoted as Werkzeug's URL map quotes a path segment."""
+    path = "/user/" + quote(user.username, safe="!$&'()*+,/:;=@")
     return current_app.config["PUBLIC_BASE_URL"] + path
 
 

@@ -3,22 +3,25 @@ retry, delete. Thin: what may be done to an export, and what it does, is app/exp
 
 Another user's export is a 404 on every route, exactly like an id that never existed. Each
 action answers with a flash and a redirect back to /exports, or with JSON when asked for it
-(Accept: application/json)."""
+(Accept: application/json). The blueprint is made here, not in the package's __init__ (see
+there)."""
 
 from __future__ import annotations
 
-from flask import abort, flash, jsonify, redirect, render_template, request, url_for
+from flask import Blueprint, abort, flash, jsonify, redirect, render_template, request, url_for
 from flask_babel import _
 from flask_login import current_user, login_required
 from werkzeug.exceptions import NotFound
 
-from app.exports import bp, centre
+from app.exports import centre
 from app.exports.download import download_response
 from app.exports.formats import FORMATS
 from app.exports.forms import FORMAT_CHOICES, ExportActionForm, StartExportForm
 from app.exports.storage import StorageUnavailable, get_storage
 from app.limits import by_user, configured, limiter
 from app.models import Export, TaskStatus, utcnow
+
+bp = Blueprint("exports", __name__)
 
 ACTIVE = (TaskStatus.QUEUED, TaskStatus.RUNNING)
 FORMAT_LABELS = {choice.value: choice.label for choice in FORMAT_CHOICES}
