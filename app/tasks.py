@@ -21,11 +21,8 @@ if not has_app_context():  # in a worker process; in-process test workers bring 
     # The app just built lives as long as the process: out of the garbage collector's sight.
     # Otherwise the first full collection in each work horse forked from a worker that
     # preloads it (AppWorker) walks, and so copies page by page, the whole heap it shares
-    # with that worker: 0.1-0.2 s of every export. The collection that leaves the app's
-    # garbage out of the frozen heap (about 0.1 s) is made once in such a worker, not in
-    # the work horse of a plain `rq worker`, which imports this module for every job.
-    if get_current_job() is None:
-        gc.collect()
+    # with that worker: 0.1-0.2 s of every export. (No gc.collect() first: see
+    # docs/performance.md §1.)
     gc.freeze()
 
 
