@@ -3,8 +3,12 @@ is written to a local outbox under instance/outbox that the /outbox pages show."
 
 from __future__ import annotations
 
+import base64
 import logging
+import smtplib
+import time
 import uuid
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,7 +22,9 @@ from app.models import utcnow
 
 log = logging.getLogger(__name__)
 
-Attachment = tuple[str, str, bytes]
+# (filename, media type, data): data is the content, or a function returning it in chunks,
+# called when the mail is sent (a large file is then never held in memory, nor copied).
+Attachment = tuple[str, str, "bytes | Callable[[], Iterable[bytes]]"]
 MAIL_CLAIM_SECONDS = 120
 MAIL_FAILURE_TTL = 7 * 24 * 3600
 
@@ -40,13 +46,63 @@ def outbox_dir() -> Path:
     return path
 
 
+class StreamedMessage(Message):
+    """A Message whose attachments may be read in chunks when it is sent. Each such
+    attachment is built as a placeholder part (flask-mail's headers, MIME layout and
+    base64 encoding as for any attachment) whose one line of base64 is replaced, as the
+    message is written out, by the file's base64 lines: the mail costs a chunk of memory,
+    not several copies of the file (the content, its base64 text, the message as text, the
+    message as bytes, the SMTP data with its line ends fixed, ...)."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.streams: dict[bytes, Callable[[], Iterable[bytes]]] = {}
+
+    def attach_stream(self, filename: str, media_type: str,
+                      chunks: Callable[[], Iterable[bytes]]) -> None:
+        marker = f"microblog-attachment-{uuid.uuid4().hex}".encode()
+        self.attach(filename, media_type, marker)
+        self.streams[base64.b64encode(marker)] = chunks
+
+    def iter_bytes(self) -> Iterator[bytes]:
+        """The whole message as as_bytes() writes it (CRLF line ends: flask-mail's SMTP
+        policy), in chunks."""
+        head = self.as_bytes()
+        for line_b64, chunks in self.streams.items():
+            before, _, head = head.partition(line_b64 + b"\r\n")
+            yield before
+            yield from _base64_lines(chunks())
+        yield head
+
+
+# base64 lines of 76 characters encode 57 bytes each: encode a whole number of lines at once.
+BASE64_BLOCK = 57 * 2048
+
+
+def _base64_lines(chunks: Iterable[bytes]) -> Iterator[bytes]:
+    """The base64 lines of the content, CRLF-ended, in blocks."""
+    pending = b""
+    for chunk in chunks:
+        pending += chunk
+        if len(pending) < BASE64_BLOCK:
+            continue
+        whole = len(pending) - len(pending) % BASE64_BLOCK
+        yield base64.encodebytes(pending[:whole]).replace(b"\n", b"\r\n")
+        pending = pending[whole:]
+    if pending:
+        yield base64.encodebytes(pending).replace(b"\n", b"\r\n")
+
+
 def build_message(subject: str, sender: str, recipients: list[str], text_body: str,
                   html_body: str, attachments: list[Attachment] | None = None) -> Message:
-    msg = Message(subject, sender=sender, recipients=recipients)
+    msg = StreamedMessage(subject, sender=sender, recipients=recipients)
     msg.body = text_body
     msg.html = html_body
     for filename, media_type, data in attachments or []:
-        msg.attach(filename, media_type, data)
+        if callable(data):
+            msg.attach_stream(filename, media_type, data)
+        else:
+            msg.attach(filename, media_type, data)
     return msg
 
 
@@ -56,10 +112,72 @@ def deliver(msg: Message) -> None:
     if outbox_enabled():
         name = f"{utcnow():%Y%m%dT%H%M%S%f}-{uuid.uuid4().hex[:8]}.eml"
         tmp = outbox_dir() / (name + ".part")
-        tmp.write_bytes(msg.as_bytes())
+        with open(tmp, "wb") as out:
+            out.writelines(msg.iter_bytes() if isinstance(msg, StreamedMessage)
+                           else [msg.as_bytes()])
         tmp.rename(outbox_dir() / name)
+    elif isinstance(msg, StreamedMessage) and msg.streams:
+        _send_streamed(msg)
     else:
         mail.send(msg)
+
+
+def _send_streamed(msg: StreamedMessage) -> None:
+    """What flask-mail's send does (checks, Date, SMTP through its configured connection,
+    the email_dispatched signal), with the DATA written in chunks as smtplib's sendmail
+    would write the whole message: CRLF line ends, leading dots doubled (base64 lines have
+    none), ended by CRLF.CRLF."""
+    from flask_mail import BadHeaderError, email_dispatched, sanitize_address, sanitize_addresses
+
+    assert msg.send_to, "No recipients have been added"
+    assert msg.sender, "The message does not specify a sender"
+    if msg.has_bad_headers():
+        raise BadHeaderError
+    if msg.date is None:
+        msg.date = time.time()
+    with mail.connect() as connection:
+        smtp = connection.host
+        if smtp is not None:  # None: MAIL_SUPPRESS_SEND
+            _smtp_send(smtp, sanitize_address(msg.sender),
+                       list(sanitize_addresses(msg.send_to)), msg.iter_bytes(),
+                       msg.mail_options, msg.rcpt_options)
+    email_dispatched.send(current_app._get_current_object(), message=msg)
+
+
+def _smtp_send(smtp: smtplib.SMTP, sender: str, recipients: list[str],
+               data: Iterable[bytes], mail_options=(), rcpt_options=()) -> None:
+    """smtplib.SMTP.sendmail with the message as chunks of CRLF-ended bytes (recipients
+    refused while others are accepted are not an error, as with sendmail)."""
+    smtp.ehlo_or_helo_if_needed()
+    code, resp = smtp.mail(sender, mail_options)
+    if code != 250:
+        smtp._rset() if code == 421 else smtp.rset()
+        raise smtplib.SMTPSenderRefused(code, resp, sender)
+    refused = {}
+    for recipient in recipients:
+        code, resp = smtp.rcpt(recipient, rcpt_options)
+        if code not in (250, 251):
+            refused[recipient] = (code, resp)
+    if len(refused) == len(recipients):
+        smtp.rset()
+        raise smtplib.SMTPRecipientsRefused(refused)
+    code, resp = smtp.docmd("data")
+    if code != 354:
+        smtp.rset()
+        raise smtplib.SMTPDataError(code, resp)
+    last = b"\r\n"  # the message's start counts as a line start
+    for chunk in data:
+        if not chunk:
+            continue
+        chunk = chunk.replace(b"\r\n.", b"\r\n..")
+        if last.endswith(b"\r\n") and chunk.startswith(b"."):
+            chunk = b"." + chunk
+        smtp.send(chunk)
+        last = chunk
+    smtp.send(b".\r\n" if last.endswith(b"\r\n") else b"\r\n.\r\n")
+    code, resp = smtp.getreply()
+    if code != 250:
+        raise smtplib.SMTPDataError(code, resp)
 
 
 @dataclass(frozen=True, repr=False)
@@ -90,7 +208,11 @@ def send_email(subject: str, sender: str, recipients: list[str], text_body: str,
                html_body: str, attachments: list[Attachment] | None = None,
                sync: bool = False) -> None:
     """Send an email. With sync=False it is handed to a background job (retried when the
-    mail server is briefly unavailable); if the job queue is down it is sent right away."""
+    mail server is briefly unavailable); if the job queue is down it is sent right away.
+    An attachment given as chunks is read whole before it is queued (a job carries bytes)."""
+    if not sync and attachments:
+        attachments = [(name, media_type, b"".join(data()) if callable(data) else data)
+                       for name, media_type, data in attachments]
     queued = QueuedMail(subject, sender, list(recipients), text_body, html_body, attachments)
     if not sync:
         try:

@@ -213,15 +213,17 @@ class Progress:
     """Reports progress of the current job: job.meta['progress'] (as the tutorial does),
     the Task row and a `task_progress` notification. Writes only when the whole percentage
     grows and at most every TASK_PROGRESS_INTERVAL seconds, so a task makes at most ~100 progress
-    writes whatever the amount of work, and a fast one only a few (each write is a commit)."""
+    writes whatever the amount of work, and a fast one only a few (each write is a commit):
+    the first one TASK_PROGRESS_INTERVAL after the work started, so work shorter than that
+    writes none (the page goes from `running` at 0 % to finished)."""
 
     def __init__(self, total: int, unit: str | None = None) -> None:
         self.total = max(total, 0)
         self.unit = unit  # what is counted ("posts"): the page shows "12,400 of 100,000 posts"
         self.job = rq.get_current_job()
         self.last_percent = -1
-        self.last_write = 0.0
         self.started = time.monotonic()
+        self.last_write = self.started
         self.interval = current_app.config["TASK_PROGRESS_INTERVAL"]
 
     def update(self, done: int) -> None:

@@ -22,6 +22,7 @@ AppWorker, which builds it once in the worker (target: plain within 1.2 x AppWor
 
     python -m bench export [--sizes 10000,100000,1000000] [--repeat 3] [--quick]
                            [--database sqlite|postgresql] [--worker app|plain]
+                           [--skip formats,workers]
                            [--plot docs/export-throughput.png]
 """
 
@@ -33,6 +34,7 @@ import email.policy
 import json
 import os
 import time
+from datetime import UTC
 from pathlib import Path
 
 from bench.harness import (
@@ -53,10 +55,15 @@ NAME = "export"
 FORMATS = ("json", "csv", "activitystreams")
 
 
-def limit_export(services: Services, user_id: int, username: str, out_path: Path) -> float:
-    """The limit: one plain query, a minimal loop, the same JSON. Returns seconds."""
+def limit_export(services: Services, user_id: int, username: str, out_path: Path,
+                 cpu: list | None = None) -> float:
+    """The limit: one plain query, a minimal loop, the same JSON. Returns seconds; appends
+    the CPU seconds this process spent on it to `cpu` (on SQLite the query's too, the
+    database being in the process; on PostgreSQL the server's work is not counted, as it is
+    not for the export)."""
     from app.models import utcnow
 
+    cpu_started = time.process_time()
     started = time.perf_counter()
     conn = _dbapi_connect(services)
     try:
@@ -83,7 +90,10 @@ def limit_export(services: Services, user_id: int, username: str, out_path: Path
         cursor.close()
     finally:
         conn.close()
-    return time.perf_counter() - started
+    seconds = time.perf_counter() - started
+    if cpu is not None:
+        cpu.append(time.process_time() - cpu_started)
+    return seconds
 
 
 def _dbapi_connect(services: Services):
@@ -113,6 +123,7 @@ def real_export(services: Services, user_id: int, timeout: float, plain: bool = 
         memory = worker.memory().__enter__()
         cpu_before = _cpu_seconds(worker.worker_pid)
         started = time.perf_counter()
+        enqueued_at = time.time()
         task = user.launch_task("export_posts", "Exporting posts...")
         task_id = task.id
         mail = None
@@ -145,11 +156,54 @@ def real_export(services: Services, user_id: int, timeout: float, plain: bool = 
         job_seconds = ((job.ended_at - job.started_at).total_seconds()
                        if job.started_at and job.ended_at else float("nan"))
         cpu_seconds = _job_cpu_seconds(services, worker, cpu_before)
+        phases = phase_breakdown(job, enqueued_at, enqueued_at + seconds)
     finally:
         worker.stop()
     return {"seconds": seconds, "job_seconds": job_seconds, "cpu_seconds": cpu_seconds,
+            "phases": phases,
             "peak_rss_mb": worker.peak_rss_mb,
             "worker_rss_mb": idle_rss_kb / 1024, "mail_bytes": mail.size, "mail": mail}
+
+
+# Where an export's time goes, from the enqueue to the finished job: (name, what it covers,
+# the mark that ends it). Marks: "enqueued" (by the benchmark, just before launch_task),
+# "horse" (the job's started_at, set by RQ in the work horse), the task's own marks in
+# job.meta["phases"] (app/tasks.py: export_posts), "ended" (the job's ended_at).
+PHASES = (
+    ("launch -> horse", "launch_task (commit, enqueue), dequeue, fork of the work horse",
+     "horse"),
+    ("horse -> task", "RQ's set-up in the work horse until the task function runs", "task"),
+    ("lifecycle start", "jobs.start: the Task row marked running", "started"),
+    ("first queries", "user, Export row, count of the posts", "counted"),
+    ("first batch", "the file opened, the first batch read and written", "first_batch"),
+    ("writing", "the other batches, the file closed and recorded", "written"),
+    ("mail build", "templates rendered, the message composed", "mail_built"),
+    ("mail send", "the MIME message written out to the SMTP server", "mail_sent"),
+    ("finish", "jobs.finish, RQ's end of the job", "ended"),
+)
+
+
+def phase_breakdown(job, enqueued_at: float, mail_received: float) -> dict:
+    """Seconds of each PHASES entry for one export job (None when a mark is missing), and
+    "mail received": when the SMTP server had the whole mail, from the enqueue."""
+    def stamp(value) -> float | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:  # RQ's datetimes are UTC
+            value = value.replace(tzinfo=UTC)
+        return value.timestamp()
+
+    marks = {"enqueued": enqueued_at, "horse": stamp(job.started_at),
+             "ended": stamp(job.ended_at), **(job.meta.get("phases") or {})}
+    result, previous = {}, marks["enqueued"]
+    for name, _, mark in PHASES:
+        at = marks.get(mark)
+        result[name] = None if at is None or previous is None else at - previous
+        previous = at
+    result["total (enqueue -> job ended)"] = (
+        None if marks["ended"] is None else marks["ended"] - enqueued_at)
+    result["mail received (enqueue -> SMTP)"] = mail_received - enqueued_at
+    return result
 
 
 def _cpu_seconds(pid: int | None) -> float:
@@ -336,8 +390,11 @@ def _format_result(size: int, runs: list[dict]) -> dict:
     }
 
 
+PARTS = ("formats", "workers")
+
+
 def run(sizes: list[int], repeat: int, database: str, proposed: bool = False,
-        plain: bool = False) -> dict:
+        plain: bool = False, parts: tuple[str, ...] = PARTS) -> dict:
     # The centre refuses a second export within the cooldown; the bench runs many.
     os.environ["EXPORT_COOLDOWN"] = "0"
     with Services(NAME, database=database, proposed=proposed) as services:
@@ -362,7 +419,8 @@ def run(sizes: list[int], repeat: int, database: str, proposed: bool = False,
             for rep in range(repeat):
                 verify = rep == 0 and size == min(sizes)
                 services.smtp.keep_content = verify
-                limit_s = limit_export(services, user_id, username, limit_file)
+                limit_cpu: list[float] = []
+                limit_s = limit_export(services, user_id, username, limit_file, limit_cpu)
                 limit_bytes = limit_file.stat().st_size
                 export = real_export(services, user_id, timeout=120 + size / 1000,
                                      plain=plain)
@@ -371,6 +429,8 @@ def run(sizes: list[int], repeat: int, database: str, proposed: bool = False,
                         raise RuntimeError("the limit's JSON differs from the export's posts")
                     say(f"export: checked: the limit wrote exactly the export's {size} posts")
                 runs.append({"export_s": export["seconds"], "limit_s": limit_s,
+                             "export_cpu_s": export["cpu_seconds"], "limit_cpu_s": limit_cpu[0],
+                             "phases": export["phases"],
                              "peak_rss_mb": export["peak_rss_mb"],
                              "worker_rss_mb": export["worker_rss_mb"],
                              "mail_bytes": export["mail_bytes"], "json_bytes": limit_bytes})
@@ -379,9 +439,10 @@ def run(sizes: list[int], repeat: int, database: str, proposed: bool = False,
                     f"{export['peak_rss_mb']:.0f} MB")
             limit_file.unlink(missing_ok=True)
             results.append(_size_result(size, runs))
-        formats = run_formats(services, users, sizes, repeat, limit_file, plain)
+        formats = (run_formats(services, users, sizes, repeat, limit_file, plain)
+                   if "formats" in parts else {})
         services.smtp.keep_content = False
-        workers = compare_workers(services, users, sizes, repeat)
+        workers = compare_workers(services, users, sizes, repeat) if "workers" in parts else []
     smallest, largest = results[0], results[-1]
     growth = None
     if smallest["peak_rss_mb"]["median"] is not None and len(results) > 1:
@@ -406,37 +467,55 @@ def _size_result(size: int, runs: list[dict]) -> dict:
         "ratio": summary([e / lim for e, lim in zip(export_pps, limit_pps, strict=True)]),
         "export_s": summary([r["export_s"] for r in runs]),
         "limit_s": summary([r["limit_s"] for r in runs]),
+        # the same ratio in CPU seconds (the worker and its work horse; this process for
+        # the limit): what the load of the machine changes least
+        "export_cpu_s": summary([r["export_cpu_s"] for r in runs]),
+        "limit_cpu_s": summary([r["limit_cpu_s"] for r in runs]),
+        "cpu_ratio": summary([r["limit_cpu_s"] / r["export_cpu_s"] for r in runs]),
         "peak_rss_mb": summary([r["peak_rss_mb"] for r in runs], 1),
         "worker_rss_mb": summary([r["worker_rss_mb"] for r in runs], 1),
         "json_mb": round(runs[0]["json_bytes"] / 2**20, 2),
         "mail_mb": round(runs[0]["mail_bytes"] / 2**20, 2),
+        # milliseconds of each phase (PHASES), median (min-max) of the runs
+        "phases_ms": {name: summary([r["phases"][name] * 1000 for r in runs
+                                     if r["phases"][name] is not None], 1)
+                      for name in runs[0]["phases"]},
     }
 
 
 def report(result: dict) -> str:
     rows = [[f"{r['posts']:,}", fmt(r["export_posts_per_s"], digits=0),
              fmt(r["limit_posts_per_s"], digits=0), fmt(r["ratio"]),
+             fmt(r["export_cpu_s"]), fmt(r["limit_cpu_s"]), fmt(r["cpu_ratio"]),
              fmt(r["peak_rss_mb"], digits=0), f"{r['json_mb']:.1f}", f"{r['mail_mb']:.2f}"]
             for r in result["sizes"]]
     text = table(["posts", "export posts/s", "limit posts/s", "export/limit",
+                  "export CPU s", "limit CPU s", "limit/export (CPU)",
                   "peak RSS MB", "JSON MB", "mail MB"], rows)
     if result["rss_growth_mb"] is not None:
         text += (f"\npeak RSS growth {result['sizes'][0]['posts']:,} -> "
                  f"{result['sizes'][-1]['posts']:,} posts: {result['rss_growth_mb']} MB")
-    text += "\n\nThe export centre's formats (ratios: limit time / export time)\n"
-    rows = []
-    for name, data in result["formats"].items():
-        rows += [[name, f"{r['posts']:,}", fmt(r["write_s"]), fmt(r["task_s"]),
-                  fmt(r["limit_s"]), fmt(r["write_ratio"]), fmt(r["task_ratio"]),
-                  fmt(r["peak_rss_mb"], digits=0), f"{r['file_mb']:.2f}"]
-                 for r in data["sizes"]]
-    text += table(["format", "posts", "write_export s", "centre export s", "limit s",
-                   "write/limit", "centre/limit", "peak RSS MB", "file MB"], rows)
-    for name, data in result["formats"].items():
-        if data["rss_growth_mb"] is not None:
-            sizes = data["sizes"]
-            text += (f"\n{name}: peak RSS growth {sizes[0]['posts']:,} -> "
-                     f"{sizes[-1]['posts']:,} posts: {data['rss_growth_mb']} MB")
+    text += "\n\nWhere the time goes, ms (median (min–max)); phases end at:\n"
+    names = list(result["sizes"][0]["phases_ms"])
+    text += table(["phase", *(f"{r['posts']:,} posts" for r in result["sizes"])],
+                  [[name, *(fmt(r["phases_ms"][name], digits=1) for r in result["sizes"])]
+                   for name in names])
+    text += "".join(f"\n  {name}: {what}" for name, what, _ in PHASES)
+    if result["formats"]:
+        text += "\n\nThe export centre's formats (ratios: limit time / export time)\n"
+        rows = []
+        for name, data in result["formats"].items():
+            rows += [[name, f"{r['posts']:,}", fmt(r["write_s"]), fmt(r["task_s"]),
+                      fmt(r["limit_s"]), fmt(r["write_ratio"]), fmt(r["task_ratio"]),
+                      fmt(r["peak_rss_mb"], digits=0), f"{r['file_mb']:.2f}"]
+                     for r in data["sizes"]]
+        text += table(["format", "posts", "write_export s", "centre export s", "limit s",
+                       "write/limit", "centre/limit", "peak RSS MB", "file MB"], rows)
+        for name, data in result["formats"].items():
+            if data["rss_growth_mb"] is not None:
+                sizes = data["sizes"]
+                text += (f"\n{name}: peak RSS growth {sizes[0]['posts']:,} -> "
+                         f"{sizes[-1]['posts']:,} posts: {data['rss_growth_mb']} MB")
     if result["workers"]:
         text += ("\n\nThe tutorial's command against make run's worker (JSON export; ratios: "
                  "plain / AppWorker, target ≤ 1.2)\n")
@@ -466,11 +545,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--worker", default="app", choices=["app", "plain"],
                         help="who runs the exports of the first two tables: app = make run's "
                              "AppWorker, plain = the tutorial's `rq worker microblog-tasks`")
+    parser.add_argument("--skip", default="", metavar="PARTS",
+                        help="comma-separated tables not to measure after the first one: "
+                             + ", ".join(PARTS))
     parser.add_argument("--plot", metavar="PNG", help="also draw throughput and memory")
     args = parser.parse_args(argv)
     sizes = [200] if args.quick else sorted(int(s) for s in args.sizes.split(",") if s.strip())
     repeat = 1 if args.quick else args.repeat
-    result = run(sizes, repeat, args.database, args.proposed, plain=args.worker == "plain")
+    skip = {s.strip() for s in args.skip.split(",") if s.strip()}
+    if skip - set(PARTS):
+        parser.error(f"--skip: unknown {', '.join(sorted(skip - set(PARTS)))}")
+    result = run(sizes, repeat, args.database, args.proposed, plain=args.worker == "plain",
+                 parts=tuple(p for p in PARTS if p not in skip))
     print(report(result))
     emit(NAME, result)
     if args.plot:

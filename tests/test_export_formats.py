@@ -113,6 +113,22 @@ def test_posts_come_out_oldest_first_across_batches(app, fmt):
     assert sorted(body for body, _, _ in posts) == sorted(f"post {m}" for m in minutes)
 
 
+def test_timestamps_are_written_as_isoformat_with_a_z_whatever_the_database_holds(app):
+    """The exports turn the database's value into the text directly (no datetime on
+    SQLite): with and without microseconds it is isoformat() + "Z"; a text that SQLAlchemy
+    did not write there (another program's, on SQLite) is parsed."""
+    user = make_user()
+    stamps = [BASE, BASE + timedelta(seconds=1, microseconds=10), BASE + timedelta(minutes=1)]
+    add_posts(user, ["whole second", "microseconds", "stored by hand"], stamps=stamps)
+    if db.engine.dialect.name == "sqlite":  # the third one as another program writes it
+        db.session.execute(sa.text("UPDATE post SET timestamp = :t WHERE body = :b"),
+                           {"t": f"{stamps[2]:%Y-%m-%d %H:%M:%S}", "b": "stored by hand"})
+        db.session.commit()
+    written = [p["timestamp"] for p in json.loads(export("json", user))["posts"]]
+    assert written == [stamp.isoformat() + "Z" for stamp in stamps]
+    assert written[0].endswith(":00Z") and written[1].endswith(".000010Z")
+
+
 @pytest.mark.parametrize("fmt", FORMATS)
 def test_an_account_without_posts_exports_an_empty_file_of_its_format(app, fmt):
     user = make_user()

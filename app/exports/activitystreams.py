@@ -29,7 +29,7 @@ import sqlalchemy as sa
 from flask import current_app
 
 from app import db
-from app.exports.posts import count_posts, format_timestamp, iter_post_batches, parse_timestamp
+from app.exports.posts import count_posts, iter_post_batches, parse_timestamp
 from app.models import User, followers, utcnow
 
 ARCHIVE_VERSION = 1
@@ -90,8 +90,7 @@ def _write_outbox(out: BinaryIO, actor: str, total: int, user: User,
     id_prefix = actor_json[:-1] + "#post-"  # an id's JSON string, up to the post's id
     to_public = f'"to": ["{AS_PUBLIC}"]'
 
-    def activity(post_id: int, body: str, timestamp: datetime, language: str | None) -> str:
-        published = format_timestamp(timestamp)
+    def activity(post_id: int, body: str, published: str, language: str | None) -> str:
         content = encode(html_paragraph(body))
         content_map = ("" if not language else
                        f'"contentMap": {{{encode(language.replace("_", "-"))}: {content}}}, ')

@@ -53,25 +53,35 @@ def attaches(export: Export) -> bool:
             and export.size <= current_app.config["EXPORT_ATTACHMENT_LIMIT"])
 
 
-def send_mail(export: Export, mail_key: str) -> bool:
-    """Send the user the one mail about their finished export (send_email_once: a retried
-    job never sends it twice). Returns whether the file was attached."""
+def compose_mail(export: Export) -> tuple[dict, bool]:
+    """The fields of send_email_once for the one mail about a finished export (its
+    templates rendered), and whether the file is attached. The attachment is read from
+    storage in chunks only when the mail is sent, never held in memory whole."""
     attached = attaches(export)
     attachments = []
     if attached:
         fmt = formats.FORMATS[export.format]
-        data = b"".join(get_storage().read(export.storage_key))
-        attachments.append((fmt.filename, fmt.content_type, data))
+        key = export.storage_key
+        attachments.append((fmt.filename, fmt.content_type, lambda: get_storage().read(key)))
     context = dict(
         user=export.user, export=export, attached=attached, size=export.size,
         limit=current_app.config["EXPORT_ATTACHMENT_LIMIT"],
         expires=export.expires_at.strftime("%Y-%m-%d %H:%M"), **links(export))
-    send_email_once(
-        key=mail_key, subject=SUBJECT, sender=current_app.config["ADMINS"][0],
+    fields = dict(
+        subject=SUBJECT, sender=current_app.config["ADMINS"][0],
         recipients=[export.user.email],
         text_body=render_template("email/export_posts.txt", **context),
         html_body=render_template("email/export_posts.html", **context),
         attachments=attachments)
+    return fields, attached
+
+
+def send_mail(export: Export, mail_key: str, composed: tuple[dict, bool] | None = None) -> bool:
+    """Send the user the one mail about their finished export (send_email_once: a retried
+    job never sends it twice), as compose_mail composes it. Returns whether the file was
+    attached."""
+    fields, attached = composed or compose_mail(export)
+    send_email_once(key=mail_key, **fields)
     return attached
 
 

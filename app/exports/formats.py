@@ -84,7 +84,7 @@ def write_json(user: User, out: BinaryIO, on_progress: Callable[[int], None] | N
             # One write per batch: the loop runs once per post, so every call counts.
             text.write((",\n" if written else "\n") + ",\n".join([
                 f'{{"id": {post_id}, "body": {encode(body)}, '
-                f'"timestamp": "{timestamp.isoformat()}Z", "language": '
+                f'"timestamp": "{timestamp}", "language": '
                 f'{"null" if language is None else encode(language)}}}'
                 for post_id, body, timestamp, language in rows]))
             written += len(rows)
@@ -136,7 +136,7 @@ def write_csv(user: User, out: BinaryIO, on_progress: Callable[[int], None] | No
         writer.writerow(CSV_HEADER)
         for rows in iter_post_batches(user, batch_size):
             writer.writerows([
-                (post_id, format_timestamp(timestamp),
+                (post_id, timestamp,
                  "" if language is None else neutralise_cell(language), neutralise_cell(body))
                 for post_id, body, timestamp, language in rows])
             written += len(rows)
