@@ -118,6 +118,9 @@ class Config:
     # database commit, so at most one every this many seconds (and one per whole percent).
     TASK_PROGRESS_INTERVAL = float(os.environ.get("TASK_PROGRESS_INTERVAL") or 0.25)
     TASK_HEARTBEAT_GRACE = int(os.environ.get("TASK_HEARTBEAT_GRACE") or 30)
+    # The CPU priority of each job's process under AppWorker (app/worker_priority.py): "idle"
+    # (jobs get only the CPU the web leaves over), "batch" (nice 19) or "normal".
+    WORKER_CPU_PRIORITY = (os.environ.get("WORKER_CPU_PRIORITY") or "idle").strip().lower()
     # The live event stream (GET /events, app/live/): a comment this often keeps proxies from
     # closing an idle stream; a stream ends after EVENTS_MAX_AGE seconds and the browser
     # reconnects at once, resuming where it was (so a long-open tab re-checks its login).
