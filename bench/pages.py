@@ -3,13 +3,16 @@ closed-loop load from a Python client (threads, one keep-alive connection each) 
 page and on /notifications (the endpoint the page polls for task progress) of a logged-in
 user with 100 posts in the feed: requests per second, p50 and p99 latency,
 
-  idle:  with the workers idle;
+  idle:  with the workers idle, `--idle-repeat` (2) times in a row: the quiet baseline,
+         reported with its spread over every idle measurement of the run;
   busy:  while two large exports run (two workers, each always running one: a small
-         thread relaunches an export as soon as one finishes);
-  busy, nice 10 (not in --quick): the same with the workers started under `nice -n 10`,
-         the deployment change docs/performance.md proposes.
+         thread relaunches an export as soon as one finishes).
 
-Each repetition measures idle then busy, so every busy figure has an idle one beside it.
+Each repetition measures idle then busy, so every busy figure has idle ones beside it, with
+the load average at the end of each measurement. All of it once for each WORKER_CPU_PRIORITY
+of `--priorities` (idle, batch, normal; --quick: idle, the default), each with its own two
+workers; then, per priority, the time two exports take with the web idle and with the home
+page hammered by `--connections` the whole time (what a job at low priority pays).
 
 Then the phase "streams": 1,000 idle /events streams (50 users x 20 tabs, held by an asyncio
 client on plain sockets), and the home page's load measured with none open, then with them
@@ -20,7 +23,8 @@ spread over the workers, and the CPU time (utime + stime from /proc) the web pro
 over `--cpu-seconds` (60; --quick: 3) with the streams open and idle, against the same time
 with none.
 
-    python -m bench pages [--duration 5] [--connections 4] [--repeat 3]
+    python -m bench pages [--duration 5] [--connections 4] [--repeat 3] [--idle-repeat 2]
+                          [--priorities idle,batch,normal] [--hammer-seconds 120]
                           [--export-posts 300000] [--phases exports,streams]
                           [--stream-users 50] [--streams-per-user 20] [--cpu-seconds 60]
                           [--quick] [--database ...]
@@ -30,6 +34,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import statistics
 import threading
 import time
 
@@ -57,6 +63,8 @@ from bench.harness import (
 )
 
 NAME = "pages"
+# No import of app/ here: the app's config is read once, after Services sets the environment.
+# A value the workers do not know stops them with a message naming it.
 PATHS = {"home": "/", "notifications": "/notifications?since=0"}
 ACCEPT = {"home": "text/html", "notifications": "application/json"}  # as the page sends
 
@@ -188,31 +196,99 @@ def run(args) -> dict:
 
 def exports_phase(services: Services, web: WebServer, cookie: str, exporter_ids: list[int],
                   args) -> dict:
-    variants = [("busy", None)] + ([] if args.quick else [("busy_nice", 10)])
-    runs: dict[str, list[dict]] = {v: [] for v, _ in variants}
-    for variant, nice in variants:
-        workers = [services.start_worker(nice=nice) for _ in exporter_ids]
+    """For each worker CPU priority: per repetition, the pages idle (`--idle-repeat` times:
+    a quiet baseline and its spread), then while two exports run; then how long the two
+    exports take with the web idle and with the home page hammered."""
+    variants = {}
+    for priority in args.priorities:
+        workers = [services.start_worker(WORKER_CPU_PRIORITY=priority) for _ in exporter_ids]
+        runs = []
         for rep in range(args.repeat):
-            idle = phase_figures(measure(web.port, cookie, args.connections, args.duration))
+            idles = [measure_with_load(web.port, cookie, args) for _ in range(args.idle_repeat)]
             keeper = ExportKeeper(services.app, exporter_ids)
             keeper.start()
             try:
-                busy = phase_figures(measure(web.port, cookie, args.connections,
-                                             args.duration))
+                busy = measure_with_load(web.port, cookie, args)
             finally:
                 keeper.stop()
             busy["exports_launched"] = keeper.launched
             busy["both_exports_running"] = keeper.busy_fraction
-            runs[variant].append({"idle": idle, "busy": busy})
-            say(f"pages: {variant} run {rep + 1}/{args.repeat}: home p99 idle "
-                f"{idle['home']['p99_ms']:.1f} ms, busy {busy['home']['p99_ms']:.1f} ms; "
-                f"notifications p99 idle {idle['notifications']['p99_ms']:.1f} ms, busy "
-                f"{busy['notifications']['p99_ms']:.1f} ms; both exports running "
-                f"{100 * keeper.busy_fraction:.0f}% of the time")
+            runs.append({"idles": idles, "busy": busy})
+            idle_p99 = {page: statistics.median(i[page]["p99_ms"] for i in idles)
+                        for page in PATHS}
+            say(f"pages: workers {priority}, run {rep + 1}/{args.repeat}: p99 idle (median of "
+                f"{len(idles)}) / busy: home {idle_p99['home']:.1f} / "
+                f"{busy['home']['p99_ms']:.1f} ms, notifications "
+                f"{idle_p99['notifications']:.1f} / {busy['notifications']['p99_ms']:.1f} ms; "
+                f"both exports running {100 * keeper.busy_fraction:.0f}% of the time; "
+                f"load average {busy['loadavg']:.1f}")
             _wait_for_exports_to_end(services, exporter_ids)
+        export_time = {"web_idle": _export_time(services, web, cookie, exporter_ids, args,
+                                                hammer=False),
+                       "web_hammered": _export_time(services, web, cookie, exporter_ids, args,
+                                                    hammer=True)}
+        say(f"pages: workers {priority}: two exports took {export_time['web_idle']['s']:.1f} s "
+            f"with the web idle, {export_time['web_hammered']['s']:.1f} s with the home page "
+            f"hammered (progress when the hammering stopped: "
+            f"{export_time['web_hammered']['unfinished_progress_at_cap'] or 'done'})")
         for worker in workers:
             worker.stop()
-    return {v: _summarise(rs) for v, rs in runs.items()}
+        variants[f"priority_{priority}"] = _summarise(runs) | {"export_time": export_time}
+    return variants
+
+
+def measure_with_load(port: int, cookie: str, args) -> dict:
+    """One measurement of both pages, with the 1-minute load average at its end."""
+    figures = phase_figures(measure(port, cookie, args.connections, args.duration))
+    figures["loadavg"] = os.getloadavg()[0]
+    return figures
+
+
+def _export_time(services: Services, web: WebServer, cookie: str, exporter_ids: list[int],
+                 args, hammer: bool) -> dict:
+    """Seconds from launching one export for each exporter to both being complete; with
+    `hammer`, while a closed loop of `--connections` keeps requesting the home page (what a
+    job at low priority is slowed down by: a web that never leaves the CPU), for at most
+    `--hammer-seconds`: the exports' progress then is recorded, and they finish unhammered."""
+    import sqlalchemy as sa
+
+    from app import db
+    from app.models import Task, User
+
+    stop = threading.Event()
+    served = [0]
+
+    def hammering() -> None:
+        while not stop.is_set():
+            served[0] += len(run_load(web.port, "/", cookie, args.connections, 1.0).latencies)
+
+    def unfinished() -> list[int]:
+        progress = list(db.session.scalars(sa.select(Task.progress).where(
+            Task.user_id.in_(exporter_ids), Task.complete.is_(False))))
+        db.session.rollback()
+        return progress
+
+    loader = threading.Thread(target=hammering, daemon=True)
+    if hammer:
+        loader.start()
+    started = time.perf_counter()
+    progress_at_cap = None
+    try:
+        for user_id in exporter_ids:
+            db.session.get(User, user_id).launch_task("export_posts", "Exporting posts...")
+        db.session.remove()
+        while (left := unfinished()) and time.perf_counter() - started < args.hammer_seconds:
+            time.sleep(0.2)
+        if left:
+            progress_at_cap = left
+    finally:
+        stop.set()
+        if hammer:
+            loader.join(30)
+    _wait_for_exports_to_end(services, exporter_ids)
+    return {"s": round(time.perf_counter() - started, 2), "pages_served": served[0],
+            "unfinished_progress_at_cap": progress_at_cap, "cap_s": args.hammer_seconds,
+            "loadavg": round(os.getloadavg()[0], 2)}
 
 
 def _web_figures(web: WebServer) -> dict:
@@ -306,26 +382,37 @@ def _wait_for_exports_to_end(services: Services, user_ids: list[int]) -> None:
 
 
 def _summarise(runs: list[dict]) -> dict:
-    out: dict = {}
-    for phase in ("idle", "busy"):
-        out[phase] = {}
-        for page in PATHS:
-            out[phase][page] = {
-                key: summary([r[phase][page][key] for r in runs], 2)
-                for key in ("rps", "p50_ms", "p99_ms", "errors")}
+    """Medians (min–max) over the repetitions; the idle figures over every idle measurement.
+    A repetition's busy/idle ratio compares its busy p99 with the median of its own idle
+    p99s; the pooled ratio, the busy median with the median of all the idle measurements."""
+    idles = [i for r in runs for i in r["idles"]]
+    out: dict = {"idle": {}, "busy": {}, "idle_measurements": len(idles)}
+    for page in PATHS:
+        for phase, measured in (("idle", idles), ("busy", [r["busy"] for r in runs])):
+            out[phase][page] = {key: summary([m[page][key] for m in measured], 2)
+                                for key in ("rps", "p50_ms", "p99_ms", "errors")}
+
+    def idle_median(run: dict, page: str, key: str) -> float:
+        return statistics.median(i[page][key] for i in run["idles"])
+
     out["p99_busy_over_idle"] = {
-        page: summary([r["busy"][page]["p99_ms"] / r["idle"][page]["p99_ms"] for r in runs])
-        for page in PATHS}
+        page: summary([r["busy"][page]["p99_ms"] / idle_median(r, page, "p99_ms")
+                       for r in runs]) for page in PATHS}
+    out["p99_busy_over_idle_pooled"] = {
+        page: round(out["busy"][page]["p99_ms"]["median"]
+                    / out["idle"][page]["p99_ms"]["median"], 3) for page in PATHS}
     out["p50_busy_over_idle"] = {
-        page: summary([r["busy"][page]["p50_ms"] / r["idle"][page]["p50_ms"] for r in runs])
-        for page in PATHS}
+        page: summary([r["busy"][page]["p50_ms"] / idle_median(r, page, "p50_ms")
+                       for r in runs]) for page in PATHS}
     # the cost of the progress endpoint against a page render, idle
     out["notifications_cost_over_page_p50"] = summary(
-        [r["idle"]["notifications"]["p50_ms"] / r["idle"]["home"]["p50_ms"] for r in runs])
+        [i["notifications"]["p50_ms"] / i["home"]["p50_ms"] for i in idles])
     out["notifications_cost_over_page_rps"] = summary(
-        [r["idle"]["home"]["rps"] / r["idle"]["notifications"]["rps"] for r in runs])
+        [i["home"]["rps"] / i["notifications"]["rps"] for i in idles])
     out["both_exports_running"] = summary([r["busy"]["both_exports_running"] for r in runs])
     out["exports_launched"] = summary([r["busy"]["exports_launched"] for r in runs], 0)
+    out["loadavg"] = {"idle": summary([i["loadavg"] for i in idles], 2),
+                      "busy": summary([r["busy"]["loadavg"] for r in runs], 2)}
     return out
 
 
@@ -343,20 +430,30 @@ def report(result: dict) -> str:
 def _report_exports(result: dict) -> str:
     rows = []
     for variant, v in result["variants"].items():
+        priority = variant.removeprefix("priority_")
         for phase in ("idle", "busy"):
+            label = (f"idle (×{v['idle_measurements']})" if phase == "idle"
+                     else "two exports running")
             for page in PATHS:
                 f = v[phase][page]
-                label = "busy, workers nice 10" if (variant, phase) == ("busy_nice", "busy") \
-                    else phase
-                rows.append([label, page, fmt(f["rps"], digits=0), fmt(f["p50_ms"], digits=1),
-                             fmt(f["p99_ms"], digits=1), int(f["errors"]["max"] or 0)])
-    text = table(["phase", "page", "req/s", "p50 ms", "p99 ms", "errors"], rows)
+                rows.append([priority, label, page, fmt(f["rps"], digits=0),
+                             fmt(f["p50_ms"], digits=1), fmt(f["p99_ms"], digits=1),
+                             int(f["errors"]["max"] or 0), fmt(v["loadavg"][phase], digits=1)])
+    text = table(["workers' jobs", "phase", "page", "req/s", "p50 ms", "p99 ms", "errors",
+                  "load avg"], rows)
     for variant, v in result["variants"].items():
-        name = "workers nice 10" if variant == "busy_nice" else "workers as make run"
-        text += (f"\n{name}: p99 busy/idle home {fmt(v['p99_busy_over_idle']['home'])}, "
-                 f"notifications {fmt(v['p99_busy_over_idle']['notifications'])} "
-                 f"(target ≤ 1.5); both exports running "
-                 f"{fmt(v['both_exports_running'])} of the busy time")
+        ratio, pooled, times = v["p99_busy_over_idle"], v["p99_busy_over_idle_pooled"], \
+            v["export_time"]
+        text += (f"\nWORKER_CPU_PRIORITY={variant.removeprefix('priority_')}: p99 busy/idle "
+                 f"home {fmt(ratio['home'])} (pooled {pooled['home']}), notifications "
+                 f"{fmt(ratio['notifications'])} (pooled {pooled['notifications']}) "
+                 f"(target ≤ 1.5); both exports running {fmt(v['both_exports_running'])} of "
+                 f"the busy time; two exports take {times['web_idle']['s']} s with the web "
+                 f"idle, {times['web_hammered']['s']} s with the home page hammered "
+                 f"({times['web_hammered']['pages_served']} pages served meanwhile"
+                 + (f"; hammering stopped after {times['web_hammered']['cap_s']:.0f} s at "
+                    f"progress {times['web_hammered']['unfinished_progress_at_cap']} %"
+                    if times["web_hammered"]["unfinished_progress_at_cap"] else "") + ")")
     first = next(iter(result["variants"].values()))
     return text + ("\nnotifications / home page, p50 latency: "
                    f"{fmt(first['notifications_cost_over_page_p50'])} (target < 1); home req/s "
@@ -387,6 +484,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--duration", type=float, default=5.0, help="seconds per measurement")
     parser.add_argument("--connections", type=int, default=4)
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--idle-repeat", type=int, default=2,
+                        help="idle measurements before each busy one (the quiet baseline)")
+    parser.add_argument("--hammer-seconds", type=float, default=120.0,
+                        help="at most this long is the home page hammered while two exports "
+                             "are timed")
+    parser.add_argument("--priorities", default=None,
+                        type=lambda text: [p.strip() for p in text.split(",") if p.strip()],
+                        help="WORKER_CPU_PRIORITY values to compare, in this order "
+                             "(default idle,batch,normal; --quick: idle)")
     parser.add_argument("--export-posts", type=int, default=300_000,
                         help="posts of each of the two exporting users")
     parser.add_argument("--phases", default="exports,streams",
@@ -406,6 +512,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.quick:
         args.duration, args.repeat, args.export_posts = 0.5, 1, 2_000
         args.stream_users, args.streams_per_user, args.cpu_seconds = 10, 10, 3.0
+        args.idle_repeat, args.hammer_seconds = 1, 60.0
+    if args.priorities is None:
+        args.priorities = ["idle"] if args.quick else ["idle", "batch", "normal"]
     result = run(args)
     print(report(result))
     emit(NAME, result)
