@@ -12,7 +12,8 @@ Each repetition measures idle then busy, so every busy figure has idle ones besi
 the load average at the end of each measurement. All of it once for each WORKER_CPU_PRIORITY
 of `--priorities` (idle, batch, normal; --quick: idle, the default), each with its own two
 workers; then, per priority, the time two exports take with the web idle and with the home
-page hammered by `--connections` the whole time (what a job at low priority pays).
+page hammered the whole time by `--hammer-processes` client processes of `--connections`
+each (what a job at low priority pays).
 
 Then the phase "streams": 1,000 idle /events streams (50 users x 20 tabs, held by an asyncio
 client on plain sockets), and the home page's load measured with none open, then with them
@@ -24,7 +25,8 @@ over `--cpu-seconds` (60; --quick: 3) with the streams open and idle, against th
 with none.
 
     python -m bench pages [--duration 5] [--connections 4] [--repeat 3] [--idle-repeat 2]
-                          [--priorities idle,batch,normal] [--hammer-seconds 120]
+                          [--priorities idle,batch,normal]
+                          [--hammer-processes 2] [--hammer-seconds 120]
                           [--export-posts 300000] [--phases exports,streams]
                           [--stream-users 50] [--streams-per-user 20] [--cpu-seconds 60]
                           [--quick] [--database ...]
@@ -36,11 +38,14 @@ import argparse
 import json
 import os
 import statistics
+import subprocess
+import sys
 import threading
 import time
 
 from bench.harness import (
     PASSWORD,
+    ROOT,
     Http,
     LoadResult,
     Services,
@@ -125,14 +130,6 @@ class ExportKeeper:
                 self._stop.wait(0.1)
 
 
-def measure(port: int, cookie: str, connections: int, duration: float) -> dict:
-    results = {}
-    for name, path in PATHS.items():
-        results[name] = run_load(port, path, cookie, connections, duration,
-                                 accept=ACCEPT[name])
-    return results
-
-
 def phase_figures(results: dict[str, LoadResult]) -> dict:
     return {name: {"rps": r.rps, "p50_ms": r.percentile_ms(50), "p99_ms": r.percentile_ms(99),
                    "requests": len(r.latencies), "errors": r.errors}
@@ -204,11 +201,11 @@ def exports_phase(services: Services, web: WebServer, cookie: str, exporter_ids:
         workers = [services.start_worker(WORKER_CPU_PRIORITY=priority) for _ in exporter_ids]
         runs = []
         for rep in range(args.repeat):
-            idles = [measure_with_load(web.port, cookie, args) for _ in range(args.idle_repeat)]
+            idles = [measure_with_load(web, cookie, args) for _ in range(args.idle_repeat)]
             keeper = ExportKeeper(services.app, exporter_ids)
             keeper.start()
             try:
-                busy = measure_with_load(web.port, cookie, args)
+                busy = measure_with_load(web, cookie, args)
             finally:
                 keeper.stop()
             busy["exports_launched"] = keeper.launched
@@ -237,30 +234,66 @@ def exports_phase(services: Services, web: WebServer, cookie: str, exporter_ids:
     return variants
 
 
-def measure_with_load(port: int, cookie: str, args) -> dict:
-    """One measurement of both pages, with the 1-minute load average at its end."""
-    figures = phase_figures(measure(port, cookie, args.connections, args.duration))
+def measure_with_load(web: WebServer, cookie: str, args) -> dict:
+    """One measurement of both pages, each with the web processes' CPU milliseconds per page
+    served (a cost the machine's other tenants disturb far less than the latency), and the
+    1-minute load average at its end."""
+    figures: dict = {}
+    for name, path in PATHS.items():
+        before = _web_figures(web)["cpu_s"]
+        result = run_load(web.port, path, cookie, args.connections, args.duration,
+                          accept=ACCEPT[name])
+        spent = _web_figures(web)["cpu_s"] - before
+        figures |= phase_figures({name: result})
+        figures[name]["cpu_ms"] = 1000 * spent / max(len(result.latencies), 1)
     figures["loadavg"] = os.getloadavg()[0]
     return figures
+
+
+# A client process that requests the home page over `connections` keep-alive connections
+# until killed, printing how many pages it has been served so far, once a second.
+HAMMER = """
+import sys
+from bench.harness import run_load
+port, cookie, connections, served = int(sys.argv[1]), sys.argv[2], int(sys.argv[3]), 0
+while True:
+    served += len(run_load(port, "/", cookie, connections, 1.0).latencies)
+    print(served, flush=True)
+"""
+
+
+class Hammer:
+    """`processes` client processes (one Python client alone cannot keep a web of four
+    processes busy: its GIL is the limit) hammering the home page until stopped; what they
+    are served counts from each one's first second on."""
+
+    def __init__(self, web: WebServer, cookie: str, processes: int, connections: int) -> None:
+        self.procs = [subprocess.Popen(
+            [sys.executable, "-c", HAMMER, str(web.port), cookie, str(connections)],
+            cwd=ROOT, stdout=subprocess.PIPE, text=True) for _ in range(processes)]
+        self.first = [int(proc.stdout.readline() or 0) for proc in self.procs]  # all running
+
+    def stop(self) -> int:
+        """Stop the clients; the pages they were served."""
+        served = 0
+        for proc, first in zip(self.procs, self.first, strict=True):
+            proc.terminate()
+            lines = proc.communicate(timeout=30)[0].split()
+            served += int(lines[-1]) - first if lines else 0
+        return served
 
 
 def _export_time(services: Services, web: WebServer, cookie: str, exporter_ids: list[int],
                  args, hammer: bool) -> dict:
     """Seconds from launching one export for each exporter to both being complete; with
-    `hammer`, while a closed loop of `--connections` keeps requesting the home page (what a
-    job at low priority is slowed down by: a web that never leaves the CPU), for at most
-    `--hammer-seconds`: the exports' progress then is recorded, and they finish unhammered."""
+    `hammer`, while `--hammer-processes` clients of `--connections` each keep requesting the
+    home page (what a job at low priority is slowed down by: a web that never leaves the
+    CPU), for at most `--hammer-seconds`: the exports' progress then is recorded, and they
+    finish unhammered."""
     import sqlalchemy as sa
 
     from app import db
     from app.models import Task, User
-
-    stop = threading.Event()
-    served = [0]
-
-    def hammering() -> None:
-        while not stop.is_set():
-            served[0] += len(run_load(web.port, "/", cookie, args.connections, 1.0).latencies)
 
     def unfinished() -> list[int]:
         progress = list(db.session.scalars(sa.select(Task.progress).where(
@@ -268,11 +301,9 @@ def _export_time(services: Services, web: WebServer, cookie: str, exporter_ids: 
         db.session.rollback()
         return progress
 
-    loader = threading.Thread(target=hammering, daemon=True)
-    if hammer:
-        loader.start()
+    clients = Hammer(web, cookie, args.hammer_processes, args.connections) if hammer else None
     started = time.perf_counter()
-    progress_at_cap = None
+    progress_at_cap, served = None, 0
     try:
         for user_id in exporter_ids:
             db.session.get(User, user_id).launch_task("export_posts", "Exporting posts...")
@@ -282,11 +313,10 @@ def _export_time(services: Services, web: WebServer, cookie: str, exporter_ids: 
         if left:
             progress_at_cap = left
     finally:
-        stop.set()
-        if hammer:
-            loader.join(30)
+        if clients is not None:
+            served = clients.stop()
     _wait_for_exports_to_end(services, exporter_ids)
-    return {"s": round(time.perf_counter() - started, 2), "pages_served": served[0],
+    return {"s": round(time.perf_counter() - started, 2), "pages_served": served,
             "unfinished_progress_at_cap": progress_at_cap, "cap_s": args.hammer_seconds,
             "loadavg": round(os.getloadavg()[0], 2)}
 
@@ -390,7 +420,7 @@ def _summarise(runs: list[dict]) -> dict:
     for page in PATHS:
         for phase, measured in (("idle", idles), ("busy", [r["busy"] for r in runs])):
             out[phase][page] = {key: summary([m[page][key] for m in measured], 2)
-                                for key in ("rps", "p50_ms", "p99_ms", "errors")}
+                                for key in ("rps", "p50_ms", "p99_ms", "errors", "cpu_ms")}
 
     def idle_median(run: dict, page: str, key: str) -> float:
         return statistics.median(i[page][key] for i in run["idles"])
@@ -438,9 +468,10 @@ def _report_exports(result: dict) -> str:
                 f = v[phase][page]
                 rows.append([priority, label, page, fmt(f["rps"], digits=0),
                              fmt(f["p50_ms"], digits=1), fmt(f["p99_ms"], digits=1),
-                             int(f["errors"]["max"] or 0), fmt(v["loadavg"][phase], digits=1)])
+                             int(f["errors"]["max"] or 0), fmt(f["cpu_ms"], digits=1),
+                             fmt(v["loadavg"][phase], digits=1)])
     text = table(["workers' jobs", "phase", "page", "req/s", "p50 ms", "p99 ms", "errors",
-                  "load avg"], rows)
+                  "web CPU ms/page", "load avg"], rows)
     for variant, v in result["variants"].items():
         ratio, pooled, times = v["p99_busy_over_idle"], v["p99_busy_over_idle_pooled"], \
             v["export_time"]
@@ -486,6 +517,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--idle-repeat", type=int, default=2,
                         help="idle measurements before each busy one (the quiet baseline)")
+    parser.add_argument("--hammer-processes", type=int, default=2,
+                        help="client processes hammering the home page while exports are "
+                             "timed (each with --connections)")
     parser.add_argument("--hammer-seconds", type=float, default=120.0,
                         help="at most this long is the home page hammered while two exports "
                              "are timed")
