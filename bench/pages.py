@@ -8,12 +8,12 @@ user with 100 posts in the feed: requests per second, p50 and p99 latency,
   busy:  while two large exports run (two workers, each always running one: a small
          thread relaunches an export as soon as one finishes).
 
-Each repetition measures idle then busy, so every busy figure has idle ones beside it, with
-the load average at the end of each measurement. All of it once for each WORKER_CPU_PRIORITY
-of `--priorities` (idle, batch, normal; --quick: idle, the default), each with its own two
-workers; then, per priority, the time two exports take with the web idle and with the home
-page hammered the whole time by `--hammer-processes` client processes of `--connections`
-each (what a job at low priority pays).
+Each repetition measures idle then busy for each WORKER_CPU_PRIORITY of `--priorities` in
+turn (idle, batch, normal; --quick: idle, the default), each with two workers of its own, so
+every busy figure has idle ones beside it, with the web processes' CPU per page and the load
+average at the end of each measurement. Then, per priority, the time two exports take with
+the web idle and with the home page hammered the whole time by `--hammer-processes` client
+processes of `--connections` each (what a job at low priority pays).
 
 Then the phase "streams": 1,000 idle /events streams (50 users x 20 tabs, held by an asyncio
 client on plain sockets), and the home page's load measured with none open, then with them
@@ -193,14 +193,15 @@ def run(args) -> dict:
 
 def exports_phase(services: Services, web: WebServer, cookie: str, exporter_ids: list[int],
                   args) -> dict:
-    """For each worker CPU priority: per repetition, the pages idle (`--idle-repeat` times:
-    a quiet baseline and its spread), then while two exports run; then how long the two
-    exports take with the web idle and with the home page hammered."""
-    variants = {}
-    for priority in args.priorities:
-        workers = [services.start_worker(WORKER_CPU_PRIORITY=priority) for _ in exporter_ids]
-        runs = []
-        for rep in range(args.repeat):
+    """Per repetition, for each worker CPU priority in turn (so that every priority meets
+    the machine's other tenants alike): two workers at that priority, the pages idle
+    (`--idle-repeat` times: a quiet baseline and its spread), then while two exports run.
+    Then, per priority, how long two exports take with the web idle and hammered."""
+    runs: dict[str, list[dict]] = {p: [] for p in args.priorities}
+    for rep in range(args.repeat):
+        for priority in args.priorities:
+            workers = [services.start_worker(WORKER_CPU_PRIORITY=priority)
+                       for _ in exporter_ids]
             idles = [measure_with_load(web, cookie, args) for _ in range(args.idle_repeat)]
             keeper = ExportKeeper(services.app, exporter_ids)
             keeper.start()
@@ -210,16 +211,21 @@ def exports_phase(services: Services, web: WebServer, cookie: str, exporter_ids:
                 keeper.stop()
             busy["exports_launched"] = keeper.launched
             busy["both_exports_running"] = keeper.busy_fraction
-            runs.append({"idles": idles, "busy": busy})
+            runs[priority].append({"idles": idles, "busy": busy})
             idle_p99 = {page: statistics.median(i[page]["p99_ms"] for i in idles)
                         for page in PATHS}
-            say(f"pages: workers {priority}, run {rep + 1}/{args.repeat}: p99 idle (median of "
+            say(f"pages: run {rep + 1}/{args.repeat}, workers {priority}: p99 idle (median of "
                 f"{len(idles)}) / busy: home {idle_p99['home']:.1f} / "
                 f"{busy['home']['p99_ms']:.1f} ms, notifications "
                 f"{idle_p99['notifications']:.1f} / {busy['notifications']['p99_ms']:.1f} ms; "
                 f"both exports running {100 * keeper.busy_fraction:.0f}% of the time; "
                 f"load average {busy['loadavg']:.1f}")
             _wait_for_exports_to_end(services, exporter_ids)
+            for worker in workers:
+                worker.stop()
+    variants = {}
+    for priority in args.priorities:
+        workers = [services.start_worker(WORKER_CPU_PRIORITY=priority) for _ in exporter_ids]
         export_time = {"web_idle": _export_time(services, web, cookie, exporter_ids, args,
                                                 hammer=False),
                        "web_hammered": _export_time(services, web, cookie, exporter_ids, args,
@@ -230,7 +236,8 @@ def exports_phase(services: Services, web: WebServer, cookie: str, exporter_ids:
             f"{export_time['web_hammered']['unfinished_progress_at_cap'] or 'done'})")
         for worker in workers:
             worker.stop()
-        variants[f"priority_{priority}"] = _summarise(runs) | {"export_time": export_time}
+        variants[f"priority_{priority}"] = _summarise(runs[priority]) | {
+            "export_time": export_time}
     return variants
 
 
