@@ -42,6 +42,7 @@ import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
 from bench.harness import (
     PASSWORD,
@@ -243,18 +244,33 @@ def exports_phase(services: Services, web: WebServer, cookie: str, exporter_ids:
 
 def measure_with_load(web: WebServer, cookie: str, args) -> dict:
     """One measurement of both pages, each with the web processes' CPU milliseconds per page
-    served (a cost the machine's other tenants disturb far less than the latency), and the
-    1-minute load average at its end."""
+    served and the milliseconds per page they spent waiting for a CPU (ready to run, not
+    running: /proc/<pid>/schedstat), which the machine's other tenants disturb far less than
+    the latency; and the 1-minute load average at its end."""
     figures: dict = {}
     for name, path in PATHS.items():
-        before = _web_figures(web)["cpu_s"]
+        before = _web_schedstat(web)
         result = run_load(web.port, path, cookie, args.connections, args.duration,
                           accept=ACCEPT[name])
-        spent = _web_figures(web)["cpu_s"] - before
+        after = _web_schedstat(web)
         figures |= phase_figures({name: result})
-        figures[name]["cpu_ms"] = 1000 * spent / max(len(result.latencies), 1)
+        pages = max(len(result.latencies), 1)
+        figures[name]["cpu_ms"] = (after[0] - before[0]) / 1e6 / pages
+        figures[name]["wait_ms"] = (after[1] - before[1]) / 1e6 / pages
     figures["loadavg"] = os.getloadavg()[0]
     return figures
+
+
+def _web_schedstat(web: WebServer) -> tuple[int, int]:
+    """Nanoseconds the web processes have run, and waited to run, so far (Linux)."""
+    ran = waited = 0
+    for process in process_group(web.pid, web.port):
+        try:
+            fields = Path(f"/proc/{process.pid}/schedstat").read_text().split()
+        except OSError:
+            continue
+        ran, waited = ran + int(fields[0]), waited + int(fields[1])
+    return ran, waited
 
 
 # A client process that requests the home page over `connections` keep-alive connections
@@ -427,7 +443,8 @@ def _summarise(runs: list[dict]) -> dict:
     for page in PATHS:
         for phase, measured in (("idle", idles), ("busy", [r["busy"] for r in runs])):
             out[phase][page] = {key: summary([m[page][key] for m in measured], 2)
-                                for key in ("rps", "p50_ms", "p99_ms", "errors", "cpu_ms")}
+                                for key in ("rps", "p50_ms", "p99_ms", "errors", "cpu_ms",
+                                            "wait_ms")}
 
     def idle_median(run: dict, page: str, key: str) -> float:
         return statistics.median(i[page][key] for i in run["idles"])
@@ -476,9 +493,9 @@ def _report_exports(result: dict) -> str:
                 rows.append([priority, label, page, fmt(f["rps"], digits=0),
                              fmt(f["p50_ms"], digits=1), fmt(f["p99_ms"], digits=1),
                              int(f["errors"]["max"] or 0), fmt(f["cpu_ms"], digits=1),
-                             fmt(v["loadavg"][phase], digits=1)])
+                             fmt(f["wait_ms"], digits=1), fmt(v["loadavg"][phase], digits=1)])
     text = table(["workers' jobs", "phase", "page", "req/s", "p50 ms", "p99 ms", "errors",
-                  "web CPU ms/page", "load avg"], rows)
+                  "web CPU ms/page", "web wait ms/page", "load avg"], rows)
     for variant, v in result["variants"].items():
         ratio, pooled, times = v["p99_busy_over_idle"], v["p99_busy_over_idle_pooled"], \
             v["export_time"]
