@@ -54,6 +54,7 @@ class AppWorker(Worker):
         ride_out_outages(self.connection)  # heartbeats, save_meta, the scheduler's own copy
         self.heartbeat_grace = get_worker_app().config["TASK_HEARTBEAT_GRACE"]
         self.cpu_priority = worker_priority.check(get_worker_app().config["WORKER_CPU_PRIORITY"])
+        worker_priority.lower_own_session(self.cpu_priority)  # the horse lowers itself below
         logs.configure_worker(get_worker_app().config["LOG_FORMAT"])
 
     @property

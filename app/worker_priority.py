@@ -1,22 +1,30 @@
 """The CPU priority a job runs at (WORKER_CPU_PRIORITY), so that exports take only the CPU
 the web processes leave over.
 
-AppWorker applies it in each work horse (the process that runs one job), never in the worker
-itself: the worker's heartbeat and its watch over the horse stay at normal priority, so a
-job is not declared dead because its worker could not get the CPU.
-
-  idle    Linux SCHED_IDLE: the job runs when nothing else on the machine wants the CPU.
-          Not a hard stop: the kernel still gives it a small share (a weight of 3 against
-          1,024 for a normal process), so a web that keeps the CPU busy for minutes slows an
-          export down many times over, but never stops it.
-  batch   Linux SCHED_BATCH and nice 19: a low share (a weight of 15 against 1,024) and no
+  idle    Linux SCHED_IDLE: the job runs when nothing else wants the CPU. Not a hard stop:
+          the kernel still gives it a small share (a weight of 3 against 1,024 for a normal
+          process), so a web that keeps the CPU busy slows an export down, but never stops it.
+  batch   Linux SCHED_BATCH and nice 19: a small share (a weight of 15 against 1,024) and no
           preempting of interactive processes when it wakes.
   normal  as the worker: what plain `rq worker` does.
 
-Elsewhere (macOS) `idle` and `batch` set nice 19 only. Processes a job starts inherit its
-priority. Scheduling policies work within one cgroup: where the web and the workers each run
-in their own (systemd services, containers), the unit or compose file weights the groups
-(docs/deployment.md).
+Two levels, because Linux shares the CPU first between groups of processes, then within a
+group. A process's policy only counts within its group:
+
+- the job: AppWorker sets the policy in each work horse (the process that runs one job) as it
+  forks (`apply`), never in the worker itself, so the worker's heartbeat and its watch over
+  the horse come before the job within their group, and a slow job is not declared dead;
+- the group: under systemd and in containers, the group is the service's or container's
+  cgroup, weighted by the unit (CPUWeight=1) or compose (cpu_shares). Elsewhere, `make run`
+  for one, the kernel's "autogroups" make each session one group (honcho starts each
+  process in a session of its own), and a web and a worker share the CPU half and half
+  whatever their processes' policies. AppWorker therefore gives its own session the lowest
+  weight (nice 19: 15 against 1,024; `lower_own_session`) when the session is the worker's
+  own: led by the worker or by the process that started it, and with no terminal. A worker
+  started in a terminal's session is left alone, as that would lower the terminal's shell
+  too. (Inside a service's or container's cgroup the kernel ignores autogroups: harmless.)
+
+Elsewhere than Linux, `idle` and `batch` set nice 19 on the job only.
 """
 
 from __future__ import annotations
@@ -24,9 +32,14 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from pathlib import Path
 
 PRIORITIES = ("idle", "batch", "normal")
 LOWEST_NICE = 19
+AUTOGROUP = Path("/proc/self/autogroup")
+AUTOGROUP_ENABLED = Path("/proc/sys/kernel/sched_autogroup_enabled")
+
+log = logging.getLogger(__name__)
 
 
 def check(value: str) -> str:
@@ -52,8 +65,32 @@ def apply(value: str) -> None:
         if name == "batch" or not hasattr(os, "sched_setscheduler"):
             os.setpriority(os.PRIO_PROCESS, 0, LOWEST_NICE)  # SCHED_IDLE ignores nice
     except OSError as exc:  # a sandbox that forbids it: the job runs, at normal priority
-        logging.getLogger(__name__).warning(
-            "WORKER_CPU_PRIORITY=%s not applied: %s", name, exc)
+        log.warning("WORKER_CPU_PRIORITY=%s not applied: %s", name, exc)
+
+
+def lower_own_session(value: str) -> bool:
+    """For a worker (not a job) at priority `value` other than normal: give its session's
+    autogroup the lowest weight if the session is the worker's own (see above). True if it
+    did."""
+    if check(value) == "normal" or not _owns_autogroup():
+        return False
+    try:
+        AUTOGROUP.write_text(str(LOWEST_NICE))
+    except OSError as exc:
+        log.warning("WORKER_CPU_PRIORITY=%s: session not lowered: %s", value, exc)
+        return False
+    return True
+
+
+def _owns_autogroup() -> bool:
+    try:
+        if AUTOGROUP_ENABLED.read_text().strip() != "1" or not AUTOGROUP.exists():
+            return False
+        stat = Path("/proc/self/stat").read_text()
+    except OSError:
+        return False
+    terminal = int(stat.rsplit(")", 1)[1].split()[4])  # tty_nr, after the command name
+    return terminal == 0 and os.getsid(0) in (os.getpid(), os.getppid())
 
 
 def current(pid: int = 0) -> str:
@@ -66,3 +103,12 @@ def current(pid: int = 0) -> str:
     policy = os.sched_getscheduler(pid)
     names = {os.SCHED_IDLE: "idle", os.SCHED_BATCH: "batch", os.SCHED_OTHER: "normal"}
     return names.get(policy, str(policy))
+
+
+def session_nice(pid: int = 0) -> int | None:
+    """The nice value of process `pid`'s autogroup (None without autogroups)."""
+    try:
+        text = Path(f"/proc/{pid or 'self'}/autogroup").read_text()
+    except OSError:
+        return None
+    return int(text.split("nice")[1])

@@ -50,12 +50,39 @@ def test_by_default_a_job_runs_at_idle_priority_and_its_worker_at_normal(app):
         wait_for(lambda: own.get_status(refresh=True) == JobStatus.FINISHED
                  and workers.get_status(refresh=True) == JobStatus.FINISHED,
                  timeout=60, message="the jobs to finish")
-        # The worker, which heartbeats and watches the job, keeps its normal priority.
+        # The worker, which heartbeats and watches the job, keeps its normal priority ...
         assert worker_priority.current(worker.pid) == "normal"
+        # ... in a session of its own (start_worker's), whose group it gives the lowest
+        # weight against the other sessions, the web's among them (autogroups).
+        if worker_priority.session_nice(worker.pid) is not None:
+            assert worker_priority.session_nice(worker.pid) == worker_priority.LOWEST_NICE
     finally:
         log = stop_process(worker)
     assert _result(own) == "idle", log
     assert _result(workers) == "normal", log
+
+
+def test_a_worker_at_normal_priority_leaves_its_session_alone(app):
+    worker = start_worker(env=_env(WORKER_CPU_PRIORITY="normal"))
+    try:
+        job = _enqueue_priority_probe(app)
+        wait_for(lambda: job.get_status(refresh=True) == JobStatus.FINISHED, timeout=60,
+                 message="the job to finish")
+        assert worker_priority.session_nice(worker.pid) in (None, 0)
+    finally:
+        stop_process(worker)
+    assert _result(job) == "normal"
+
+
+def test_a_worker_in_a_session_it_does_not_own_leaves_the_session_alone(app):
+    """Here the test run's session: lowering it would slow everything else in it (as it
+    would a terminal's shell)."""
+    before = worker_priority.session_nice()
+    job = _enqueue_priority_probe(app)
+    done = run_worker_burst(env=_env())
+    assert done.returncode == 0, done.stderr
+    assert _result(job) == "idle"  # the job itself still runs at the lowest priority
+    assert worker_priority.session_nice() == before
 
 
 @pytest.mark.parametrize("setting, expected", [("batch", "batch"), ("normal", "normal"),
