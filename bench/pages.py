@@ -26,7 +26,7 @@ with none.
 
     python -m bench pages [--duration 5] [--connections 4] [--repeat 3] [--idle-repeat 2]
                           [--priorities idle,batch,normal]
-                          [--hammer-processes 2] [--hammer-seconds 120]
+                          [--hammer-processes 2] [--export-seconds 60]
                           [--export-posts 300000] [--phases exports,streams]
                           [--stream-users 50] [--streams-per-user 20] [--cpu-seconds 60]
                           [--quick] [--database ...]
@@ -37,6 +37,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import statistics
 import subprocess
 import sys
@@ -221,9 +222,7 @@ def exports_phase(services: Services, web: WebServer, cookie: str, exporter_ids:
                 f"{idle_p99['notifications']:.1f} / {busy['notifications']['p99_ms']:.1f} ms; "
                 f"both exports running {100 * keeper.busy_fraction:.0f}% of the time; "
                 f"load average {busy['loadavg']:.1f}")
-            _wait_for_exports_to_end(services, exporter_ids)
-            for worker in workers:
-                worker.stop()
+            _end_exports(services, exporter_ids, workers)
     variants = {}
     for priority in args.priorities:
         workers = [services.start_worker(WORKER_CPU_PRIORITY=priority) for _ in exporter_ids]
@@ -231,12 +230,9 @@ def exports_phase(services: Services, web: WebServer, cookie: str, exporter_ids:
                                                 hammer=False),
                        "web_hammered": _export_time(services, web, cookie, exporter_ids, args,
                                                     hammer=True)}
-        say(f"pages: workers {priority}: two exports took {export_time['web_idle']['s']:.1f} s "
-            f"with the web idle, {export_time['web_hammered']['s']:.1f} s with the home page "
-            f"hammered (progress when the hammering stopped: "
-            f"{export_time['web_hammered']['unfinished_progress_at_cap'] or 'done'})")
-        for worker in workers:
-            worker.stop()
+        say(f"pages: workers {priority}: two exports, web idle: {_said(export_time['web_idle'])}; "
+            f"home page hammered: {_said(export_time['web_hammered'])}")
+        _end_exports(services, exporter_ids, workers)
         variants[f"priority_{priority}"] = _summarise(runs[priority]) | {
             "export_time": export_time}
     return variants
@@ -311,8 +307,9 @@ def _export_time(services: Services, web: WebServer, cookie: str, exporter_ids: 
     """Seconds from launching one export for each exporter to both being complete; with
     `hammer`, while `--hammer-processes` clients of `--connections` each keep requesting the
     home page (what a job at low priority is slowed down by: a web that never leaves the
-    CPU), for at most `--hammer-seconds`: the exports' progress then is recorded, and they
-    finish unhammered."""
+    CPU). At most `--export-seconds`: the exports' progress is recorded then, and the caller
+    ends them (jobs at the lowest priority on a machine that other tenants keep busy may
+    crawl for minutes)."""
     import sqlalchemy as sa
 
     from app import db
@@ -326,22 +323,51 @@ def _export_time(services: Services, web: WebServer, cookie: str, exporter_ids: 
 
     clients = Hammer(web, cookie, args.hammer_processes, args.connections) if hammer else None
     started = time.perf_counter()
-    progress_at_cap, served = None, 0
+    served = 0
     try:
         for user_id in exporter_ids:
             db.session.get(User, user_id).launch_task("export_posts", "Exporting posts...")
         db.session.remove()
-        while (left := unfinished()) and time.perf_counter() - started < args.hammer_seconds:
+        time.sleep(0.2)
+        while (left := unfinished()) and time.perf_counter() - started < args.export_seconds:
             time.sleep(0.2)
-        if left:
-            progress_at_cap = left
     finally:
         if clients is not None:
             served = clients.stop()
+    return {"s": None if left else round(time.perf_counter() - started, 2),
+            "progress_at_cap": left or None, "cap_s": args.export_seconds,
+            "pages_served": served, "loadavg": round(os.getloadavg()[0], 2)}
+
+
+def _said(timed: dict) -> str:
+    if timed["s"] is not None:
+        return f"{timed['s']:.1f} s"
+    return f"not done in {timed['cap_s']:.0f} s (progress {timed['progress_at_cap']} %)"
+
+
+def _end_exports(services: Services, exporter_ids: list[int], workers: list) -> None:
+    """Cancel the exporters' unfinished exports and stop the workers at once (RQ's cold
+    shutdown: a second SIGTERM kills the work horse), rather than wait for jobs that may be
+    crawling at the lowest priority."""
+    import sqlalchemy as sa
+
+    from app import db, jobs
+    from app.models import Task
+
+    for task in db.session.scalars(sa.select(Task).where(
+            Task.user_id.in_(exporter_ids), Task.complete.is_(False))):
+        try:
+            jobs.cancel(task, "benchmark phase over")
+        except jobs.TaskNotActive:
+            pass
+    db.session.commit()
+    db.session.remove()
+    for worker in workers:
+        os.killpg(worker.pid, signal.SIGTERM)  # warm shutdown requested ...
+    time.sleep(2)  # ... RQ takes a second SIGTERM within a second of the first as the same
+    for worker in workers:
+        worker.stop()  # ... this one as the cold shutdown
     _wait_for_exports_to_end(services, exporter_ids)
-    return {"s": round(time.perf_counter() - started, 2), "pages_served": served,
-            "unfinished_progress_at_cap": progress_at_cap, "cap_s": args.hammer_seconds,
-            "loadavg": round(os.getloadavg()[0], 2)}
 
 
 def _web_figures(web: WebServer) -> dict:
@@ -503,12 +529,9 @@ def _report_exports(result: dict) -> str:
                  f"home {fmt(ratio['home'])} (pooled {pooled['home']}), notifications "
                  f"{fmt(ratio['notifications'])} (pooled {pooled['notifications']}) "
                  f"(target ≤ 1.5); both exports running {fmt(v['both_exports_running'])} of "
-                 f"the busy time; two exports take {times['web_idle']['s']} s with the web "
-                 f"idle, {times['web_hammered']['s']} s with the home page hammered "
-                 f"({times['web_hammered']['pages_served']} pages served meanwhile"
-                 + (f"; hammering stopped after {times['web_hammered']['cap_s']:.0f} s at "
-                    f"progress {times['web_hammered']['unfinished_progress_at_cap']} %"
-                    if times["web_hammered"]["unfinished_progress_at_cap"] else "") + ")")
+                 f"the busy time; two exports, web idle: {_said(times['web_idle'])}, home page "
+                 f"hammered: {_said(times['web_hammered'])} "
+                 f"({times['web_hammered']['pages_served']} pages served meanwhile)")
     first = next(iter(result["variants"].values()))
     return text + ("\nnotifications / home page, p50 latency: "
                    f"{fmt(first['notifications_cost_over_page_p50'])} (target < 1); home req/s "
@@ -544,9 +567,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--hammer-processes", type=int, default=2,
                         help="client processes hammering the home page while exports are "
                              "timed (each with --connections)")
-    parser.add_argument("--hammer-seconds", type=float, default=120.0,
-                        help="at most this long is the home page hammered while two exports "
-                             "are timed")
+    parser.add_argument("--export-seconds", type=float, default=60.0,
+                        help="at most this long are two exports timed (web idle, hammered)")
     parser.add_argument("--priorities", default=None,
                         type=lambda text: [p.strip() for p in text.split(",") if p.strip()],
                         help="WORKER_CPU_PRIORITY values to compare, in this order "
@@ -570,7 +592,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.quick:
         args.duration, args.repeat, args.export_posts = 0.5, 1, 2_000
         args.stream_users, args.streams_per_user, args.cpu_seconds = 10, 10, 3.0
-        args.idle_repeat, args.hammer_seconds = 1, 60.0
+        args.idle_repeat, args.export_seconds = 1, 10.0
     if args.priorities is None:
         args.priorities = ["idle"] if args.quick else ["idle", "batch", "normal"]
     result = run(args)
