@@ -1,12 +1,13 @@
-"""The CPU priority a job runs at (WORKER_CPU_PRIORITY), so that exports take only the CPU
-the web processes leave over.
+"""The CPU priority a job runs at (WORKER_CPU_PRIORITY): lowered, so that exports take only
+the CPU the web processes leave over, or not.
 
+  normal  as the worker: what plain `rq worker` does. The default (docs/performance.md §3:
+          on a shared machine the lower ones cost exports much and gave pages nothing sure).
   idle    Linux SCHED_IDLE: the job runs when nothing else wants the CPU. Not a hard stop:
           the kernel still gives it a small share (a weight of 3 against 1,024 for a normal
           process), so a web that keeps the CPU busy slows an export down, but never stops it.
   batch   Linux SCHED_BATCH and nice 19: a small share (a weight of 15 against 1,024) and no
           preempting of interactive processes when it wakes.
-  normal  as the worker: what plain `rq worker` does.
 
 Two levels, because Linux shares the CPU first between groups of processes, then within a
 group. A process's policy only counts within its group:
@@ -15,7 +16,7 @@ group. A process's policy only counts within its group:
   forks (`apply`), never in the worker itself, so the worker's heartbeat and its watch over
   the horse come before the job within their group, and a slow job is not declared dead;
 - the group: under systemd and in containers, the group is the service's or container's
-  cgroup, weighted by the unit (CPUWeight=1) or compose (cpu_shares). Elsewhere, `make run`
+  cgroup, to be weighted by the unit (CPUWeight=1) or compose (cpu_shares: 2). Elsewhere, `make run`
   for one, the kernel's "autogroups" make each session one group (honcho starts each
   process in a session of its own), and a web and a worker share the CPU half and half
   whatever their processes' policies. AppWorker therefore gives its own session the lowest

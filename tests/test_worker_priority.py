@@ -40,8 +40,8 @@ def _result(job) -> str:
     return job.return_value()
 
 
-def test_by_default_a_job_runs_at_idle_priority_and_its_worker_at_normal(app):
-    worker = start_worker(env=_env())
+def test_at_idle_a_job_runs_at_idle_priority_and_its_worker_at_normal(app):
+    worker = start_worker(env=_env(WORKER_CPU_PRIORITY="idle"))
     try:
         wait_for(lambda: worker_priority.current(worker.pid) == "normal", timeout=30,
                  message="the worker to start")
@@ -62,8 +62,8 @@ def test_by_default_a_job_runs_at_idle_priority_and_its_worker_at_normal(app):
     assert _result(workers) == "normal", log
 
 
-def test_a_worker_at_normal_priority_leaves_its_session_alone(app):
-    worker = start_worker(env=_env(WORKER_CPU_PRIORITY="normal"))
+def test_a_worker_at_normal_priority_the_default_leaves_its_session_alone(app):
+    worker = start_worker(env=_env())
     try:
         job = _enqueue_priority_probe(app)
         wait_for(lambda: job.get_status(refresh=True) == JobStatus.FINISHED, timeout=60,
@@ -79,17 +79,18 @@ def test_a_worker_in_a_session_it_does_not_own_leaves_the_session_alone(app):
     would a terminal's shell)."""
     before = worker_priority.session_nice()
     job = _enqueue_priority_probe(app)
-    done = run_worker_burst(env=_env())
+    done = run_worker_burst(env=_env(WORKER_CPU_PRIORITY="idle"))
     assert done.returncode == 0, done.stderr
     assert _result(job) == "idle"  # the job itself still runs at the lowest priority
     assert worker_priority.session_nice() == before
 
 
-@pytest.mark.parametrize("setting, expected", [("batch", "batch"), ("normal", "normal"),
-                                               (" Idle ", "idle")])
+@pytest.mark.parametrize("setting, expected", [(None, "normal"), ("batch", "batch"),
+                                               ("normal", "normal"), (" Idle ", "idle")])
 def test_a_jobs_priority_follows_the_setting(app, setting, expected):
     job = _enqueue_priority_probe(app)
-    done = run_worker_burst(env=_env(WORKER_CPU_PRIORITY=setting))
+    settings = {} if setting is None else {"WORKER_CPU_PRIORITY": setting}  # None: the default
+    done = run_worker_burst(env=_env(**settings))
     assert done.returncode == 0, done.stderr
     assert _result(job) == expected
 
