@@ -44,7 +44,6 @@ run: install
 	@if [ "$(MICROBLOG_HOST)" != 127.0.0.1 ]; then echo "  Listening on $(MICROBLOG_HOST) (MICROBLOG_HOST): other machines may reach it"; fi
 	@if [ -z "$$REDIS_URL" ]; then echo "  Redis: embedded, REDIS_URL=$(EMBEDDED_REDIS_URL)"; fi
 	@echo "  Links in mail: PUBLIC_BASE_URL=$(PUBLIC_BASE_URL)"
-	@echo "  Jobs run at CPU priority WORKER_CPU_PRIORITY=$${WORKER_CPU_PRIORITY:-idle} (pages first)"
 	@echo ""
 	@# honcho gives the Nth process PORT+100*N: web comes first so it gets PORT.
 	@if [ -z "$$REDIS_URL" ]; then \
