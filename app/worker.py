@@ -27,7 +27,7 @@ from rq.executions import Execution
 from rq.job import JobStatus
 from rq.worker import Worker, WorkerStatus
 
-from app import jobs, logs
+from app import jobs, logs, worker_priority
 from app.email import release_claim
 from app.redis_connection import ride_out_outages
 from app.worker_app import REDIS_LOST, get_worker_app
@@ -55,6 +55,8 @@ class AppWorker(Worker):
         super().__init__(*args, **kwargs)
         ride_out_outages(self.connection)  # heartbeats, save_meta, the scheduler's own copy
         self.heartbeat_grace = get_worker_app().config["TASK_HEARTBEAT_GRACE"]
+        self.cpu_priority = worker_priority.check(get_worker_app().config["WORKER_CPU_PRIORITY"])
+        worker_priority.lower_own_session(self.cpu_priority)  # the horse lowers itself below
         logs.configure_worker(get_worker_app().config["LOG_FORMAT"])
         self.warm_up()
 
@@ -80,6 +82,7 @@ class AppWorker(Worker):
         # a lost container) would leave it running, unwatched: its job would be requeued as
         # abandoned while it still runs. Have the kernel kill it when its worker dies.
         _die_with_parent()
+        worker_priority.apply(self.cpu_priority)  # the job only, not the worker's heartbeat
         super().main_work_horse(job, queue)
 
     # RQ's worker retries its wait for a job while Redis is unreachable, but quits when Redis

@@ -3,13 +3,17 @@ closed-loop load from a Python client (threads, one keep-alive connection each) 
 page and on /notifications (the endpoint the page polls for task progress) of a logged-in
 user with 100 posts in the feed: requests per second, p50 and p99 latency,
 
-  idle:  with the workers idle;
+  idle:  with the workers idle, `--idle-repeat` (2) times in a row: the quiet baseline,
+         reported with its spread over every idle measurement of the run;
   busy:  while two large exports run (two workers, each always running one: a small
-         thread relaunches an export as soon as one finishes);
-  busy, nice 10 (not in --quick): the same with the workers started under `nice -n 10`,
-         the deployment change docs/performance.md proposes.
+         thread relaunches an export as soon as one finishes).
 
-Each repetition measures idle then busy, so every busy figure has an idle one beside it.
+Each repetition measures idle then busy for each WORKER_CPU_PRIORITY of `--priorities` in
+turn (normal, the default, and idle; --quick: normal), each with two workers of its own, so
+every busy figure has idle ones beside it, with the web processes' CPU per page and the load
+average at the end of each measurement. Then, per priority, the time two exports take with
+the web idle and with the home page hammered the whole time by `--hammer-processes` client
+processes of `--connections` each (what a job at low priority pays).
 
 Then the phase "streams": 1,000 idle /events streams (50 users x 20 tabs, held by an asyncio
 client on plain sockets), and the home page's load measured with none open, then with them
@@ -20,7 +24,9 @@ spread over the workers, and the CPU time (utime + stime from /proc) the web pro
 over `--cpu-seconds` (60; --quick: 3) with the streams open and idle, against the same time
 with none.
 
-    python -m bench pages [--duration 5] [--connections 4] [--repeat 3]
+    python -m bench pages [--duration 5] [--connections 4] [--repeat 3] [--idle-repeat 2]
+                          [--priorities normal,idle[,batch]]
+                          [--hammer-processes 2] [--export-seconds 60]
                           [--export-posts 300000] [--phases exports,streams]
                           [--stream-users 50] [--streams-per-user 20] [--cpu-seconds 60]
                           [--quick] [--database ...]
@@ -30,11 +36,18 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import signal
+import statistics
+import subprocess
+import sys
 import threading
 import time
+from pathlib import Path
 
 from bench.harness import (
     PASSWORD,
+    ROOT,
     Http,
     LoadResult,
     Services,
@@ -57,6 +70,8 @@ from bench.harness import (
 )
 
 NAME = "pages"
+# No import of app/ here: the app's config is read once, after Services sets the environment.
+# A value the workers do not know stops them with a message naming it.
 PATHS = {"home": "/", "notifications": "/notifications?since=0"}
 ACCEPT = {"home": "text/html", "notifications": "application/json"}  # as the page sends
 
@@ -115,14 +130,6 @@ class ExportKeeper:
                 self.samples += 1
                 self.all_running += self._running() == len(self.user_ids)
                 self._stop.wait(0.1)
-
-
-def measure(port: int, cookie: str, connections: int, duration: float) -> dict:
-    results = {}
-    for name, path in PATHS.items():
-        results[name] = run_load(port, path, cookie, connections, duration,
-                                 accept=ACCEPT[name])
-    return results
 
 
 def phase_figures(results: dict[str, LoadResult]) -> dict:
@@ -188,31 +195,179 @@ def run(args) -> dict:
 
 def exports_phase(services: Services, web: WebServer, cookie: str, exporter_ids: list[int],
                   args) -> dict:
-    variants = [("busy", None)] + ([] if args.quick else [("busy_nice", 10)])
-    runs: dict[str, list[dict]] = {v: [] for v, _ in variants}
-    for variant, nice in variants:
-        workers = [services.start_worker(nice=nice) for _ in exporter_ids]
-        for rep in range(args.repeat):
-            idle = phase_figures(measure(web.port, cookie, args.connections, args.duration))
+    """Per repetition, for each worker CPU priority in turn (so that every priority meets
+    the machine's other tenants alike): two workers at that priority, the pages idle
+    (`--idle-repeat` times: a quiet baseline and its spread), then while two exports run.
+    Then, per priority, how long two exports take with the web idle and hammered."""
+    runs: dict[str, list[dict]] = {p: [] for p in args.priorities}
+    for rep in range(args.repeat):
+        for priority in args.priorities:
+            workers = [services.start_worker(WORKER_CPU_PRIORITY=priority)
+                       for _ in exporter_ids]
+            idles = [measure_with_load(web, cookie, args) for _ in range(args.idle_repeat)]
             keeper = ExportKeeper(services.app, exporter_ids)
             keeper.start()
             try:
-                busy = phase_figures(measure(web.port, cookie, args.connections,
-                                             args.duration))
+                busy = measure_with_load(web, cookie, args)
             finally:
                 keeper.stop()
             busy["exports_launched"] = keeper.launched
             busy["both_exports_running"] = keeper.busy_fraction
-            runs[variant].append({"idle": idle, "busy": busy})
-            say(f"pages: {variant} run {rep + 1}/{args.repeat}: home p99 idle "
-                f"{idle['home']['p99_ms']:.1f} ms, busy {busy['home']['p99_ms']:.1f} ms; "
-                f"notifications p99 idle {idle['notifications']['p99_ms']:.1f} ms, busy "
-                f"{busy['notifications']['p99_ms']:.1f} ms; both exports running "
-                f"{100 * keeper.busy_fraction:.0f}% of the time")
-            _wait_for_exports_to_end(services, exporter_ids)
-        for worker in workers:
-            worker.stop()
-    return {v: _summarise(rs) for v, rs in runs.items()}
+            runs[priority].append({"idles": idles, "busy": busy})
+            idle_p99 = {page: statistics.median(i[page]["p99_ms"] for i in idles)
+                        for page in PATHS}
+            say(f"pages: run {rep + 1}/{args.repeat}, workers {priority}: p99 idle (median of "
+                f"{len(idles)}) / busy: home {idle_p99['home']:.1f} / "
+                f"{busy['home']['p99_ms']:.1f} ms, notifications "
+                f"{idle_p99['notifications']:.1f} / {busy['notifications']['p99_ms']:.1f} ms; "
+                f"both exports running {100 * keeper.busy_fraction:.0f}% of the time; "
+                f"load average {busy['loadavg']:.1f}")
+            _end_exports(services, exporter_ids, workers)
+    variants = {}
+    for priority in args.priorities:
+        workers = [services.start_worker(WORKER_CPU_PRIORITY=priority) for _ in exporter_ids]
+        export_time = {"web_idle": _export_time(services, web, cookie, exporter_ids, args,
+                                                hammer=False),
+                       "web_hammered": _export_time(services, web, cookie, exporter_ids, args,
+                                                    hammer=True)}
+        say(f"pages: workers {priority}: two exports, web idle: {_said(export_time['web_idle'])}; "
+            f"home page hammered: {_said(export_time['web_hammered'])}")
+        _end_exports(services, exporter_ids, workers)
+        variants[f"priority_{priority}"] = _summarise(runs[priority]) | {
+            "export_time": export_time}
+    return variants
+
+
+def measure_with_load(web: WebServer, cookie: str, args) -> dict:
+    """One measurement of both pages, each with the web processes' CPU milliseconds per page
+    served and the milliseconds per page they spent waiting for a CPU (ready to run, not
+    running: /proc/<pid>/schedstat), which the machine's other tenants disturb far less than
+    the latency; and the 1-minute load average at its end."""
+    figures: dict = {}
+    for name, path in PATHS.items():
+        before = _web_schedstat(web)
+        result = run_load(web.port, path, cookie, args.connections, args.duration,
+                          accept=ACCEPT[name])
+        after = _web_schedstat(web)
+        figures |= phase_figures({name: result})
+        pages = max(len(result.latencies), 1)
+        figures[name]["cpu_ms"] = (after[0] - before[0]) / 1e6 / pages
+        figures[name]["wait_ms"] = (after[1] - before[1]) / 1e6 / pages
+    figures["loadavg"] = os.getloadavg()[0]
+    return figures
+
+
+def _web_schedstat(web: WebServer) -> tuple[int, int]:
+    """Nanoseconds the web processes have run, and waited to run, so far (Linux)."""
+    ran = waited = 0
+    for process in process_group(web.pid, web.port):
+        try:
+            fields = Path(f"/proc/{process.pid}/schedstat").read_text().split()
+        except OSError:
+            continue
+        ran, waited = ran + int(fields[0]), waited + int(fields[1])
+    return ran, waited
+
+
+# A client process that requests the home page over `connections` keep-alive connections
+# until killed, printing how many pages it has been served so far, once a second.
+HAMMER = """
+import sys
+from bench.harness import run_load
+port, cookie, connections, served = int(sys.argv[1]), sys.argv[2], int(sys.argv[3]), 0
+while True:
+    served += len(run_load(port, "/", cookie, connections, 1.0).latencies)
+    print(served, flush=True)
+"""
+
+
+class Hammer:
+    """`processes` client processes (one Python client alone cannot keep a web of four
+    processes busy: its GIL is the limit) hammering the home page until stopped; what they
+    are served counts from each one's first second on."""
+
+    def __init__(self, web: WebServer, cookie: str, processes: int, connections: int) -> None:
+        self.procs = [subprocess.Popen(
+            [sys.executable, "-c", HAMMER, str(web.port), cookie, str(connections)],
+            cwd=ROOT, stdout=subprocess.PIPE, text=True) for _ in range(processes)]
+        self.first = [int(proc.stdout.readline() or 0) for proc in self.procs]  # all running
+
+    def stop(self) -> int:
+        """Stop the clients; the pages they were served."""
+        served = 0
+        for proc, first in zip(self.procs, self.first, strict=True):
+            proc.terminate()
+            lines = proc.communicate(timeout=30)[0].split()
+            served += int(lines[-1]) - first if lines else 0
+        return served
+
+
+def _export_time(services: Services, web: WebServer, cookie: str, exporter_ids: list[int],
+                 args, hammer: bool) -> dict:
+    """Seconds from launching one export for each exporter to both being complete; with
+    `hammer`, while `--hammer-processes` clients of `--connections` each keep requesting the
+    home page (what a job at low priority is slowed down by: a web that never leaves the
+    CPU). At most `--export-seconds`: the exports' progress is recorded then, and the caller
+    ends them (jobs at the lowest priority on a machine that other tenants keep busy may
+    crawl for minutes)."""
+    import sqlalchemy as sa
+
+    from app import db
+    from app.models import Task, User
+
+    def unfinished() -> list[int]:
+        progress = list(db.session.scalars(sa.select(Task.progress).where(
+            Task.user_id.in_(exporter_ids), Task.complete.is_(False))))
+        db.session.rollback()
+        return progress
+
+    clients = Hammer(web, cookie, args.hammer_processes, args.connections) if hammer else None
+    started = time.perf_counter()
+    served = 0
+    try:
+        for user_id in exporter_ids:
+            db.session.get(User, user_id).launch_task("export_posts", "Exporting posts...")
+        db.session.remove()
+        time.sleep(0.2)
+        while (left := unfinished()) and time.perf_counter() - started < args.export_seconds:
+            time.sleep(0.2)
+    finally:
+        if clients is not None:
+            served = clients.stop()
+    return {"s": None if left else round(time.perf_counter() - started, 2),
+            "progress_at_cap": left or None, "cap_s": args.export_seconds,
+            "pages_served": served, "loadavg": round(os.getloadavg()[0], 2)}
+
+
+def _said(timed: dict) -> str:
+    if timed["s"] is not None:
+        return f"{timed['s']:.1f} s"
+    return f"not done in {timed['cap_s']:.0f} s (progress {timed['progress_at_cap']} %)"
+
+
+def _end_exports(services: Services, exporter_ids: list[int], workers: list) -> None:
+    """Cancel the exporters' unfinished exports and stop the workers at once (RQ's cold
+    shutdown: a second SIGTERM kills the work horse), rather than wait for jobs that may be
+    crawling at the lowest priority."""
+    import sqlalchemy as sa
+
+    from app import db, jobs
+    from app.models import Task
+
+    for task in db.session.scalars(sa.select(Task).where(
+            Task.user_id.in_(exporter_ids), Task.complete.is_(False))):
+        try:
+            jobs.cancel(task, "benchmark phase over")
+        except jobs.TaskNotActive:
+            pass
+    db.session.commit()
+    db.session.remove()
+    for worker in workers:
+        os.killpg(worker.pid, signal.SIGTERM)  # warm shutdown requested ...
+    time.sleep(2)  # ... RQ takes a second SIGTERM within a second of the first as the same
+    for worker in workers:
+        worker.stop()  # ... this one as the cold shutdown
+    _wait_for_exports_to_end(services, exporter_ids)
 
 
 def _web_figures(web: WebServer) -> dict:
@@ -306,26 +461,38 @@ def _wait_for_exports_to_end(services: Services, user_ids: list[int]) -> None:
 
 
 def _summarise(runs: list[dict]) -> dict:
-    out: dict = {}
-    for phase in ("idle", "busy"):
-        out[phase] = {}
-        for page in PATHS:
-            out[phase][page] = {
-                key: summary([r[phase][page][key] for r in runs], 2)
-                for key in ("rps", "p50_ms", "p99_ms", "errors")}
+    """Medians (min–max) over the repetitions; the idle figures over every idle measurement.
+    A repetition's busy/idle ratio compares its busy p99 with the median of its own idle
+    p99s; the pooled ratio, the busy median with the median of all the idle measurements."""
+    idles = [i for r in runs for i in r["idles"]]
+    out: dict = {"idle": {}, "busy": {}, "idle_measurements": len(idles)}
+    for page in PATHS:
+        for phase, measured in (("idle", idles), ("busy", [r["busy"] for r in runs])):
+            out[phase][page] = {key: summary([m[page][key] for m in measured], 2)
+                                for key in ("rps", "p50_ms", "p99_ms", "errors", "cpu_ms",
+                                            "wait_ms")}
+
+    def idle_median(run: dict, page: str, key: str) -> float:
+        return statistics.median(i[page][key] for i in run["idles"])
+
     out["p99_busy_over_idle"] = {
-        page: summary([r["busy"][page]["p99_ms"] / r["idle"][page]["p99_ms"] for r in runs])
-        for page in PATHS}
+        page: summary([r["busy"][page]["p99_ms"] / idle_median(r, page, "p99_ms")
+                       for r in runs]) for page in PATHS}
+    out["p99_busy_over_idle_pooled"] = {
+        page: round(out["busy"][page]["p99_ms"]["median"]
+                    / out["idle"][page]["p99_ms"]["median"], 3) for page in PATHS}
     out["p50_busy_over_idle"] = {
-        page: summary([r["busy"][page]["p50_ms"] / r["idle"][page]["p50_ms"] for r in runs])
-        for page in PATHS}
+        page: summary([r["busy"][page]["p50_ms"] / idle_median(r, page, "p50_ms")
+                       for r in runs]) for page in PATHS}
     # the cost of the progress endpoint against a page render, idle
     out["notifications_cost_over_page_p50"] = summary(
-        [r["idle"]["notifications"]["p50_ms"] / r["idle"]["home"]["p50_ms"] for r in runs])
+        [i["notifications"]["p50_ms"] / i["home"]["p50_ms"] for i in idles])
     out["notifications_cost_over_page_rps"] = summary(
-        [r["idle"]["home"]["rps"] / r["idle"]["notifications"]["rps"] for r in runs])
+        [i["home"]["rps"] / i["notifications"]["rps"] for i in idles])
     out["both_exports_running"] = summary([r["busy"]["both_exports_running"] for r in runs])
     out["exports_launched"] = summary([r["busy"]["exports_launched"] for r in runs], 0)
+    out["loadavg"] = {"idle": summary([i["loadavg"] for i in idles], 2),
+                      "busy": summary([r["busy"]["loadavg"] for r in runs], 2)}
     return out
 
 
@@ -343,20 +510,28 @@ def report(result: dict) -> str:
 def _report_exports(result: dict) -> str:
     rows = []
     for variant, v in result["variants"].items():
+        priority = variant.removeprefix("priority_")
         for phase in ("idle", "busy"):
+            label = (f"idle (×{v['idle_measurements']})" if phase == "idle"
+                     else "two exports running")
             for page in PATHS:
                 f = v[phase][page]
-                label = "busy, workers nice 10" if (variant, phase) == ("busy_nice", "busy") \
-                    else phase
-                rows.append([label, page, fmt(f["rps"], digits=0), fmt(f["p50_ms"], digits=1),
-                             fmt(f["p99_ms"], digits=1), int(f["errors"]["max"] or 0)])
-    text = table(["phase", "page", "req/s", "p50 ms", "p99 ms", "errors"], rows)
+                rows.append([priority, label, page, fmt(f["rps"], digits=0),
+                             fmt(f["p50_ms"], digits=1), fmt(f["p99_ms"], digits=1),
+                             int(f["errors"]["max"] or 0), fmt(f["cpu_ms"], digits=1),
+                             fmt(f["wait_ms"], digits=1), fmt(v["loadavg"][phase], digits=1)])
+    text = table(["workers' jobs", "phase", "page", "req/s", "p50 ms", "p99 ms", "errors",
+                  "web CPU ms/page", "web wait ms/page", "load avg"], rows)
     for variant, v in result["variants"].items():
-        name = "workers nice 10" if variant == "busy_nice" else "workers as make run"
-        text += (f"\n{name}: p99 busy/idle home {fmt(v['p99_busy_over_idle']['home'])}, "
-                 f"notifications {fmt(v['p99_busy_over_idle']['notifications'])} "
-                 f"(target ≤ 1.5); both exports running "
-                 f"{fmt(v['both_exports_running'])} of the busy time")
+        ratio, pooled, times = v["p99_busy_over_idle"], v["p99_busy_over_idle_pooled"], \
+            v["export_time"]
+        text += (f"\nWORKER_CPU_PRIORITY={variant.removeprefix('priority_')}: p99 busy/idle "
+                 f"home {fmt(ratio['home'])} (pooled {pooled['home']}), notifications "
+                 f"{fmt(ratio['notifications'])} (pooled {pooled['notifications']}) "
+                 f"(target ≤ 1.5); both exports running {fmt(v['both_exports_running'])} of "
+                 f"the busy time; two exports, web idle: {_said(times['web_idle'])}, home page "
+                 f"hammered: {_said(times['web_hammered'])} "
+                 f"({times['web_hammered']['pages_served']} pages served meanwhile)")
     first = next(iter(result["variants"].values()))
     return text + ("\nnotifications / home page, p50 latency: "
                    f"{fmt(first['notifications_cost_over_page_p50'])} (target < 1); home req/s "
@@ -387,6 +562,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--duration", type=float, default=5.0, help="seconds per measurement")
     parser.add_argument("--connections", type=int, default=4)
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--idle-repeat", type=int, default=2,
+                        help="idle measurements before each busy one (the quiet baseline)")
+    parser.add_argument("--hammer-processes", type=int, default=2,
+                        help="client processes hammering the home page while exports are "
+                             "timed (each with --connections)")
+    parser.add_argument("--export-seconds", type=float, default=60.0,
+                        help="at most this long are two exports timed (web idle, hammered)")
+    parser.add_argument("--priorities", default=None,
+                        type=lambda text: [p.strip() for p in text.split(",") if p.strip()],
+                        help="WORKER_CPU_PRIORITY values to compare, in this order "
+                             "(default normal,idle; --quick: normal; batch on request)")
     parser.add_argument("--export-posts", type=int, default=300_000,
                         help="posts of each of the two exporting users")
     parser.add_argument("--phases", default="exports,streams",
@@ -406,6 +592,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.quick:
         args.duration, args.repeat, args.export_posts = 0.5, 1, 2_000
         args.stream_users, args.streams_per_user, args.cpu_seconds = 10, 10, 3.0
+        args.idle_repeat, args.export_seconds = 1, 10.0
+    if args.priorities is None:
+        args.priorities = ["normal"] if args.quick else ["normal", "idle"]
     result = run(args)
     print(report(result))
     emit(NAME, result)

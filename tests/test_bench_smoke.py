@@ -82,9 +82,13 @@ def test_every_benchmark_runs_quick_and_prints_its_figures():
     dispatch = _bench_json(outputs["dispatch"][1])
     assert dispatch["tasks"] == 50 and dispatch["ratio"]["median"] > 0
     pages = _bench_json(outputs["pages"][1])
-    busy = pages["variants"]["busy"]
+    busy = pages["variants"]["priority_normal"]  # WORKER_CPU_PRIORITY's default
     assert busy["idle"]["home"]["rps"]["median"] > 0
     assert busy["busy"]["notifications"]["p99_ms"]["median"] > 0
+    # two exports timed, or their progress when the time ran out (jobs at a low priority
+    # crawl on a machine that others keep busy)
+    hammered = busy["export_time"]["web_hammered"]
+    assert (hammered["s"] or 0) > 0 or hammered["progress_at_cap"] is not None
     streams = pages["streams"]
     # the web processes held every stream while the page was measured
     assert 0 < streams["streams"] <= sum(streams["streams_per_web_process"])
