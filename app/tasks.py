@@ -1,21 +1,31 @@
 """The functions an RQ worker runs. They stay short: the lifecycle is in app/jobs.py and
 the export itself in app/exports/. As in the tutorial, this module builds its own app."""
 
+import gc
 import time
 
-from flask import has_app_context
-from rq import get_current_job
+# As app/__init__.py does for its own imports: no cyclic collection while the worker's
+# modules are imported and its app is built (plain `rq worker` does this in every work
+# horse); then what they made is frozen, so that the job's collections do not walk it.
+_collecting = gc.isenabled()
+gc.disable()
 
-from app import db, jobs
-from app.exports import centre, delivery
-from app.exports import formats as exports
-from app.exports.storage import cleanup_stale_temp_files
-from app.models import User
-from app.worker_app import get_worker_app
+from flask import has_app_context  # noqa: E402
+from rq import get_current_job  # noqa: E402
+
+from app import db, jobs  # noqa: E402
+from app.exports import centre, delivery  # noqa: E402
+from app.exports import formats as exports  # noqa: E402
+from app.exports.storage import cleanup_stale_temp_files  # noqa: E402
+from app.models import User  # noqa: E402
+from app.worker_app import get_worker_app  # noqa: E402
 
 app = get_worker_app()
 if not has_app_context():  # in a worker process; in-process test workers bring their own
     app.app_context().push()
+if _collecting:
+    gc.freeze()
+    gc.enable()
 
 
 def _set_task_progress(progress: float) -> None:
