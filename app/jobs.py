@@ -259,10 +259,11 @@ def _start_by_statement(task_id: str) -> Task | None:
     task = Task(**row._asdict())
     _notify(task)
     db.session.commit()
-    # The row as the UPDATE returned it, in the session without a query (for the export).
+    # The row as the UPDATE returned it, in the session without a query (for the export);
+    # onto the session's own instance of the row when it has one (a worker in the web's
+    # process, as in the tests).
     so.make_transient_to_detached(task)
-    db.session.add(task)
-    return task
+    return db.session.merge(task, load=False)
 
 
 def _mark_running(task: Task) -> None:
