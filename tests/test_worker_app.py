@@ -51,9 +51,10 @@ def test_the_garbage_collector_is_off_only_while_the_app_is_imported():
 
 
 def test_the_web_makes_its_own_extensions_on_first_use(app):
-    import app as package
     from flask_bootstrap import Bootstrap5
     from flask_wtf.csrf import CSRFProtect
+
+    import app as package
 
     assert isinstance(package.csrf, CSRFProtect) and package.csrf is package.csrf
     assert isinstance(package.bootstrap, Bootstrap5)
