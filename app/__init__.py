@@ -1,22 +1,31 @@
 """The application factory: extensions, app.redis, app.task_queue and the blueprints."""
 
-import logging
-import os
-import sys
-from logging.handlers import RotatingFileHandler
+import gc
 
-import rq
-from flask import Flask, request
-from flask_babel import Babel
-from flask_babel import lazy_gettext as _l
-from flask_bootstrap import Bootstrap5
-from flask_login import LoginManager
-from flask_mail import Mail
-from flask_sqlalchemy import SQLAlchemy
-from flask_wtf.csrf import CSRFProtect
-from sqlalchemy import MetaData
+# The cyclic garbage collector is off while this module imports Flask, SQLAlchemy, the other
+# extensions and our models (on again at its end), and app/tasks.py does the same for the
+# rest of a worker's imports: they make hundreds of thousands of objects and no garbage, and
+# the collector's passes over them were 10-20 % of the import, which plain `rq worker` pays
+# in every job's work horse (docs/performance.md §1). Only during the import: the web and
+# the jobs run with it on.
+_collecting = gc.isenabled()
+gc.disable()
 
-from config import DEV_SECRET_KEY, Config
+import logging  # noqa: E402
+import os  # noqa: E402
+import sys  # noqa: E402
+from logging.handlers import RotatingFileHandler  # noqa: E402
+
+import rq  # noqa: E402
+from flask import Flask, request  # noqa: E402
+from flask_babel import Babel  # noqa: E402
+from flask_babel import lazy_gettext as _l  # noqa: E402
+from flask_login import LoginManager  # noqa: E402
+from flask_mail import Mail  # noqa: E402
+from flask_sqlalchemy import SQLAlchemy  # noqa: E402
+from sqlalchemy import MetaData  # noqa: E402
+
+from config import DEV_SECRET_KEY, Config  # noqa: E402
 
 # Stable constraint names, so that migrations behave alike on SQLite, PostgreSQL and MariaDB.
 naming_convention = {
@@ -41,9 +50,23 @@ login = LoginManager()
 login.login_view = "auth.login"
 login.login_message = _l("Please log in to access this page.")
 mail = Mail()
-bootstrap = Bootstrap5()
 babel = Babel()
-csrf = CSRFProtect()
+
+
+def __getattr__(name: str):
+    """`app.bootstrap` and `app.csrf`, the web's own extensions, made on first use: a
+    worker's app has neither, and their imports (Flask-WTF, Flask-Bootstrap) cost a plain
+    work horse ~10 ms."""
+    if name == "bootstrap":
+        from flask_bootstrap import Bootstrap5
+        extension = Bootstrap5()
+    elif name == "csrf":
+        from flask_wtf.csrf import CSRFProtect
+        extension = CSRFProtect()
+    else:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    globals()[name] = extension
+    return extension
 
 
 def create_app(config_class=Config, commands: bool = True, web: bool = True) -> Flask:
@@ -97,6 +120,8 @@ def create_app(config_class=Config, commands: bool = True, web: bool = True) -> 
 
 def _init_web(app: Flask) -> None:
     """What only serving requests needs: the request-side extensions and the blueprints."""
+    from app import bootstrap, csrf
+
     bootstrap.init_app(app)
     csrf.init_app(app)
     from app import security
@@ -186,3 +211,6 @@ def _configure_logging(app: Flask) -> None:
 
 
 from app import models  # noqa: E402,F401
+
+if _collecting:
+    gc.enable()

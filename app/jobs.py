@@ -18,10 +18,12 @@ from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, timedelta
+from functools import cache
 
 import redis
 import rq
 import sqlalchemy as sa
+import sqlalchemy.orm as so
 from flask import current_app, has_app_context
 from rq.exceptions import AbandonedJobError, NoSuchJobError
 from rq.job import Callback, Job, JobStatus
@@ -186,16 +188,82 @@ def start() -> Task | None:
     (enqueued by hand, as in the tutorial's shell session). Raises TaskNotActive when the
     row is already terminal (cancelled, or failed by reconcile): the job must not run."""
     job = rq.get_current_job()
-    task = _current_task(job)
-    if task is None:
+    if job is None:
         return None
-    if task.complete:
-        raise TaskNotActive(f"task {task.id} is already {task.status}")
-    _mark_running(task)
-    name = task.name  # before the commit expires it
-    db.session.commit()
+    db.session.rollback()  # start from fresh data; a row may have changed under us
+    task = _start_by_statement(job.id) if _update_returns() else None
+    if task is None:
+        task = db.session.get(Task, job.id)
+        if task is None:
+            return None
+        if task.complete:
+            raise TaskNotActive(f"task {task.id} is already {task.status}")
+        _mark_running(task)
+        name = task.name  # before the commit expires it
+        db.session.commit()
+    else:
+        name = task.name
     metrics.job_started(current_app.redis, name)
     return task
+
+
+# The columns Task.to_dict reads, returned by the lifecycle's UPDATEs for the notification.
+_TASK_TABLE = Task.__table__
+_NOTIFIED = [_TASK_TABLE.c[name] for name in (
+    "id", "name", "description", "user_id", "status", "progress", "error", "result_message",
+    "started_at")]
+
+
+@cache
+def _start_statement() -> sa.Update:
+    """start's UPDATE, built once (AppWorker's warm-up builds it for every work horse): the
+    task `:task_id`, if still active, marked running at `:now`."""
+    return (sa.update(_TASK_TABLE)
+            .where(_TASK_TABLE.c.id == sa.bindparam("task_id"),
+                   _TASK_TABLE.c.complete.is_(False))
+            .values(status=TaskStatus.RUNNING, started_at=sa.bindparam("now"),
+                    attempts=_TASK_TABLE.c.attempts + 1)
+            .returning(*_NOTIFIED, _TASK_TABLE.c.attempts, _TASK_TABLE.c.active_name,
+                       _TASK_TABLE.c.complete, _TASK_TABLE.c.created_at,
+                       _TASK_TABLE.c.finished_at, _TASK_TABLE.c.dismissed))
+
+
+@cache
+def _finish_statement(with_message: bool) -> sa.Update:
+    """finish's UPDATE, built once: the task `:task_id`, if running, ended as _mark_ended
+    ends a finished one at `:now`, with the result `:message` when there is one."""
+    values = dict(status=TaskStatus.FINISHED, complete=True, active_name=None,
+                  finished_at=sa.bindparam("now"), progress=100, error=None)
+    if with_message:
+        values["result_message"] = sa.bindparam("message")
+    return (sa.update(_TASK_TABLE)
+            .where(_TASK_TABLE.c.id == sa.bindparam("task_id"),
+                   _TASK_TABLE.c.status == TaskStatus.RUNNING)
+            .values(**values).returning(*_NOTIFIED))
+
+
+def _update_returns() -> bool:
+    """Whether the database returns rows from an UPDATE (SQLite >= 3.35 and PostgreSQL do;
+    MariaDB does not): the lifecycle's common transitions are then one statement each."""
+    return db.session.get_bind().dialect.update_returning
+
+
+def _start_by_statement(task_id: str) -> Task | None:
+    """start's common case in one UPDATE ... RETURNING, the notification, one commit; no ORM
+    load or flush. None when the row is not there or not active: the caller then reads it
+    to tell which (and what _mark_running does, this does, on the table)."""
+    row = db.session.execute(_start_statement(), {"task_id": task_id, "now": utcnow()}).first()
+    if row is None:
+        db.session.rollback()
+        return None
+    task = Task(**row._asdict())
+    _notify(task)
+    db.session.commit()
+    # The row as the UPDATE returned it, in the session without a query (for the export);
+    # onto the session's own instance of the row when it has one (a worker in the web's
+    # process, as in the tests).
+    so.make_transient_to_detached(task)
+    return db.session.merge(task, load=False)
 
 
 def _mark_running(task: Task) -> None:
@@ -288,9 +356,32 @@ def finish(message: str | None = None) -> None:
     if job is not None:
         job.meta["progress"] = 100
         job.save_meta()
+        if _update_returns() and _finish_by_statement(job.id, message):
+            return
     task = _current_task(job)
     if task is not None and not task.complete:
         _end(task, TaskStatus.FINISHED, message=message)
+
+
+def _finish_by_statement(task_id: str, message: str | None) -> bool:
+    """finish's common case, a running task, as _end does it (_mark_ended's columns, the
+    notification, one commit, the attempt recorded) in one UPDATE ... RETURNING. False
+    when the task is not running (not there, ended elsewhere, or never started): the
+    caller then takes the general path."""
+    db.session.rollback()  # start from fresh data, as _current_task does
+    params = {"task_id": task_id, "now": utcnow()}
+    if message is not None:
+        params["message"] = message[:255]
+    row = db.session.execute(_finish_statement(message is not None), params).first()
+    if row is None:
+        db.session.rollback()
+        return False
+    task = Task(**row._asdict())  # never added to the session: only read for the payload
+    _notify(task)
+    ended = AttemptEnd(task.id, task.name, TaskStatus.FINISHED, _attempt_duration(task))
+    db.session.commit()
+    ended.record()
+    return True
 
 
 def on_job_failure(job: Job, connection, exc_type, exc_value, traceback) -> None:
@@ -559,6 +650,15 @@ def warm_up() -> None:
         task = db.session.get(Task, task.id)
         _mark_ended(task, TaskStatus.FINISHED, None, "warm-up")
         db.session.flush()
+        if _update_returns():  # and the statements of their common case, both finishes
+            for finish_with_message in (True, False):
+                db.session.execute(sa.update(_TASK_TABLE).where(_TASK_TABLE.c.id == task.id)
+                                   .values(complete=False, status=TaskStatus.QUEUED))
+                params = {"task_id": task.id, "now": utcnow()}
+                Task(**db.session.execute(_start_statement(), params).one()._asdict())
+                if finish_with_message:
+                    params["message"] = "warm-up"
+                db.session.execute(_finish_statement(finish_with_message), params).one()
     finally:
         db.session.rollback()  # and the events queued for its commit (app/events.py)
         db.session.remove()

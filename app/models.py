@@ -342,7 +342,9 @@ class Notification(db.Model):
     @staticmethod
     def replace(user_id: int, name: str, data: object, topic: str | None = None) -> None:
         """User.add_notification by the user's id (the task lifecycle has no User loaded):
-        one UPDATE of the row there is, or an INSERT when there is none. The caller commits."""
+        one UPDATE of the row there is, or an INSERT when there is none, both on the table
+        (no ORM object: a loaded `user.notifications` sees it after the commit, which
+        expires it). The caller commits."""
         timestamp = time()
         payload = json.dumps(data)
         # On the table, not the mapped class: the ORM's bulk UPDATE machinery cost more
@@ -354,8 +356,9 @@ class Notification(db.Model):
         updated = db.session.execute(
             sa.update(table).where(*same).values(payload_json=payload, timestamp=timestamp))
         if updated.rowcount == 0:
-            db.session.add(Notification(name=name, payload_json=payload, user_id=user_id,
-                                        topic=topic, timestamp=timestamp))
+            db.session.execute(sa.insert(table).values(
+                name=name, payload_json=payload, user_id=user_id, topic=topic,
+                timestamp=timestamp))
         events.queue_event(db.session, user_id, name, data, timestamp)
 
 

@@ -5,25 +5,32 @@ import ctypes
 import gc
 import time
 
-from flask import has_app_context
-from rq import get_current_job
+# As app/__init__.py does for its own imports: no cyclic collection while the worker's
+# modules are imported and its app is built (plain `rq worker` does this in every work
+# horse); then what they made is frozen, so that the job's collections do not walk it.
+_collecting = gc.isenabled()
+gc.disable()
 
-from app import db, jobs
-from app.exports import centre, delivery
-from app.exports import formats as exports
-from app.exports.storage import cleanup_stale_temp_files
-from app.models import User
-from app.worker_app import get_worker_app
+from flask import has_app_context  # noqa: E402
+from rq import get_current_job  # noqa: E402
+
+from app import db, jobs  # noqa: E402
+from app.exports import centre, delivery  # noqa: E402
+from app.exports import formats as exports  # noqa: E402
+from app.exports.storage import cleanup_stale_temp_files  # noqa: E402
+from app.models import User  # noqa: E402
+from app.worker_app import get_worker_app  # noqa: E402
 
 app = get_worker_app()
 if not has_app_context():  # in a worker process; in-process test workers bring their own
     app.app_context().push()
-    # The app just built lives as long as the process: out of the garbage collector's sight.
-    # Otherwise the first full collection in each work horse forked from a worker that
-    # preloads it (AppWorker) walks, and so copies page by page, the whole heap it shares
-    # with that worker: 0.1-0.2 s of every export. (No gc.collect() first: see
-    # docs/performance.md §1.)
+# What was just built lives as long as the process: out of the collector's sight. Otherwise
+# the first full collection in each work horse forked from a worker that preloads it
+# (AppWorker) walks, and so copies page by page, the whole heap it shares with that worker:
+# 0.1-0.2 s of every export. (No gc.collect() first: see docs/performance.md §1.)
+if _collecting:
     gc.freeze()
+    gc.enable()
 
 
 def _set_task_progress(progress: float) -> None:

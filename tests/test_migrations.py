@@ -232,8 +232,8 @@ def test_emoji_and_long_text_round_trip(schema):
     db = schema
     _upgrade()
     user = make_user("emoji", posts=["🎉" * 280])
-    n = user.add_notification("unread_message_count", {"n": "😀"})
-    n.timestamp = 1_800_000_000.123456
+    user.add_notification("unread_message_count", {"n": "😀"})
+    db.session.execute(sa.update(Notification).values(timestamp=1_800_000_000.123456))
     db.session.commit()
     db.session.expire_all()
     assert db.session.scalar(sa.select(Post.body)) == "🎉" * 280

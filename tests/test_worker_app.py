@@ -16,8 +16,9 @@ from tests.conftest import ROOT, worker_env
 pytestmark = pytest.mark.once
 
 # Imported by the web only: views, the rate limiter, the migrations, the scrape side of the
-# metrics. (WTForms stays: the module-level CSRFProtect of app/__init__.py imports it.)
-WEB_ONLY = ("flask_limiter", "flask_migrate", "alembic", "prometheus_client",
+# metrics, Flask-WTF and Flask-Bootstrap (app.csrf and app.bootstrap are made on first use).
+WEB_ONLY = ("flask_limiter", "flask_migrate", "alembic", "prometheus_client", "flask_wtf",
+            "wtforms", "flask_bootstrap",
             "app.main.routes", "app.auth.routes", "app.exports.routes", "app.admin",
             "app.live", "app.outbox", "app.monitoring", "app.errors")
 
@@ -35,6 +36,31 @@ def test_a_work_horse_imports_nothing_only_the_web_needs():
     loaded = _in_a_fresh_work_horse("print(json.dumps(sorted(sys.modules)))")
     found = [m for m in loaded if any(m == w or m.startswith(w + ".") for w in WEB_ONLY)]
     assert found == []
+
+
+def test_the_garbage_collector_is_off_only_while_the_app_is_imported():
+    """Off while app/__init__.py and app/tasks.py import (the work horse's cost), on again
+    after, for the web as for the jobs; a worker's objects frozen out of its passes."""
+    state = "print(json.dumps([gc.isenabled(), gc.get_freeze_count() > 0]))"
+    assert _in_a_fresh_work_horse(f"import gc\n{state}") == [True, True]
+    web = subprocess.run(
+        [sys.executable, "-c", f"import gc, json\nimport microblog\n{state}"], cwd=ROOT,
+        env=worker_env(), capture_output=True, text=True, timeout=120)
+    assert web.returncode == 0, web.stderr
+    assert json.loads(web.stdout.strip().splitlines()[-1]) == [True, False]
+
+
+def test_the_web_makes_its_own_extensions_on_first_use(app):
+    from flask_bootstrap import Bootstrap5
+    from flask_wtf.csrf import CSRFProtect
+
+    import app as package
+
+    assert isinstance(package.csrf, CSRFProtect) and package.csrf is package.csrf
+    assert isinstance(package.bootstrap, Bootstrap5)
+    assert "csrf" in app.extensions and "bootstrap" in app.extensions
+    with pytest.raises(AttributeError):
+        package.no_such_extension  # noqa: B018
 
 
 def test_the_worker_app_has_no_routes_but_renders_the_export_mail():
