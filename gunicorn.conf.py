@@ -14,7 +14,11 @@ workers = int(os.environ.get("WEB_CONCURRENCY") or min(4, multiprocessing.cpu_co
 # gevent: each request is a greenlet, so an open /events stream (live push) costs a few KB
 # rather than a thread, and a thousand of them never block a page. Every library on the
 # request path cooperates: redis-py and PyMySQL through gevent's patched sockets, psycopg
-# (3.1.14+) by itself; SQLite calls are short and local.
+# (3.1.14+) by itself; SQLite calls are short and local. Measured against gthread
+# (docs/performance.md §7, "gevent or gthread"): keep-alive connections are spread evenly
+# over the workers already (reuse_port changed nothing), the CPU a request is within
+# ~1 ms; only on a CPU-starved machine does gthread serve more, because the scheduler
+# favours its often-sleeping threads over a gevent process that seldom sleeps.
 worker_class = os.environ.get("GUNICORN_WORKER_CLASS") or "gevent"
 worker_connections = int(os.environ.get("GUNICORN_WORKER_CONNECTIONS") or 1000)
 threads = int(os.environ.get("GUNICORN_THREADS") or 2)  # with GUNICORN_WORKER_CLASS=gthread
