@@ -16,9 +16,9 @@ workers = int(os.environ.get("WEB_CONCURRENCY") or min(4, multiprocessing.cpu_co
 # request path cooperates: redis-py and PyMySQL through gevent's patched sockets, psycopg
 # (3.1.14+) by itself; SQLite calls are short and local. Measured against gthread
 # (docs/performance.md §7, "gevent or gthread"): keep-alive connections are spread evenly
-# over the workers already (reuse_port changed nothing), the CPU a request is within
-# ~1 ms; only on a CPU-starved machine does gthread serve more, because the scheduler
-# favours its often-sleeping threads over a gevent process that seldom sleeps.
+# over the workers already (reuse_port changed nothing) and the CPU a request is 0-25 %
+# more; only on a CPU-starved machine did gthread serve up to 2-3x more, the kernel giving
+# its often-sleeping threads more CPU than gevent processes that seldom sleep.
 worker_class = os.environ.get("GUNICORN_WORKER_CLASS") or "gevent"
 worker_connections = int(os.environ.get("GUNICORN_WORKER_CONNECTIONS") or 1000)
 threads = int(os.environ.get("GUNICORN_THREADS") or 2)  # with GUNICORN_WORKER_CLASS=gthread
