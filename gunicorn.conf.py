@@ -2,6 +2,7 @@
 
 import multiprocessing
 import os
+import sys
 
 # MICROBLOG_HOST: the address to listen on. Loopback unless told otherwise, so that `make run`
 # on a laptop is not reachable from the network; the Procfile (a PaaS router) and the Docker
@@ -14,7 +15,11 @@ workers = int(os.environ.get("WEB_CONCURRENCY") or min(4, multiprocessing.cpu_co
 # gevent: each request is a greenlet, so an open /events stream (live push) costs a few KB
 # rather than a thread, and a thousand of them never block a page. Every library on the
 # request path cooperates: redis-py and PyMySQL through gevent's patched sockets, psycopg
-# (3.1.14+) by itself; SQLite calls are short and local.
+# (3.1.14+) by itself; SQLite calls are short and local. Measured against gthread
+# (docs/performance.md §7, "gevent or gthread"): keep-alive connections are spread evenly
+# over the workers already (reuse_port changed nothing) and the CPU a request is 0-25 %
+# more; only on a CPU-starved machine did gthread serve up to 2-3x more, the kernel giving
+# its often-sleeping threads more CPU than gevent processes that seldom sleep.
 worker_class = os.environ.get("GUNICORN_WORKER_CLASS") or "gevent"
 worker_connections = int(os.environ.get("GUNICORN_WORKER_CONNECTIONS") or 1000)
 threads = int(os.environ.get("GUNICORN_THREADS") or 2)  # with GUNICORN_WORKER_CLASS=gthread
@@ -31,3 +36,15 @@ def post_worker_init(worker):
     from app.live.hub import end_streams_when_stopped
 
     end_streams_when_stopped(worker)
+
+
+def post_request(worker, req, environ, resp):
+    # gevent: a keep-alive connection whose next request has already arrived would be read
+    # and served at once, without yielding, while the process's other connections wait;
+    # yielding after each response takes them in turn (p99 at 16 connections about 3x lower
+    # on /notifications, docs/performance.md §7 "gevent or gthread"). No-op on gthread/sync.
+    monkey = sys.modules.get("gevent.monkey")
+    if monkey is not None and monkey.is_module_patched("socket"):
+        import gevent
+
+        gevent.sleep(0)

@@ -22,7 +22,13 @@ and exits 0.
 
     python -m bench peers [--duration 5] [--repeat 3] [--export-sizes 2000,20000]
                           [--jobs 50] [--web-workers 4] [--worker-class gthread]
-                          [--our-worker-class gevent] [--threads 2] [--quick] [--peers DIR]
+                          [--our-worker-class gevent] [--compare-worker-class gthread]
+                          [--threads 2] [--quick] [--peers DIR]
+
+--compare-worker-class CLASS runs ours a second time, on CLASS, measured in the same loop
+(the order rotating every run) as ours on --our-worker-class and theirs: which worker class
+serves our pages better on this machine, with the share of the web's CPU its busiest process
+used (1 / workers: the load was spread evenly) and the scheduler's figures (/proc schedstat).
 """
 
 from __future__ import annotations
@@ -75,6 +81,8 @@ PAGES = {"home": "/", "explore": "/explore", "notifications": "/notifications?si
 ACCEPT = {"home": "text/html", "explore": "text/html", "notifications": "application/json"}
 # The one line changed in their copy: five seconds per exported post.
 PEER_SLEEP = "time.sleep(5)"
+# --compare-worker-class: ours a second time, on that worker class.
+COMPARED = "ours_compared"
 TARGETS = {"pages_min": 2.0, "export_min": 50.0, "everywhere_min": 1.0}
 
 # Run with their virtual environment's python: enqueue `count` trivial jobs on their queue and
@@ -327,22 +335,55 @@ def check_pages(port: int, cookie: str, app: str) -> None:
             raise RuntimeError(f"{app} {path} not as expected (HTTP {status})")
 
 
-def web_cpu_s(web: WebServer) -> float:
-    """CPU seconds (user + system) used so far by a gunicorn: its master and workers."""
-    return sum(p.cpu_s for p in process_group(web.pid, web.port))
+def web_cpu_s(web: WebServer) -> dict[int, float]:
+    """CPU seconds (user + system) used so far by each process of a gunicorn (its master
+    and workers), by pid."""
+    return {p.pid: p.cpu_s for p in process_group(web.pid, web.port)}
+
+
+def schedstat(pids) -> dict[int, tuple[float, float, int]]:
+    """Of each process, summed over its threads: seconds on a CPU, seconds runnable but
+    waiting for one (/proc/PID/task/*/schedstat), and voluntary context switches (the times
+    it went to sleep: blocked on a socket, a lock, epoll)."""
+    figures = {}
+    for pid in pids:
+        on_cpu = waiting = sleeps = 0
+        try:
+            for task in Path(f"/proc/{pid}/task").iterdir():
+                ran, waited, _ = (task / "schedstat").read_text().split()
+                on_cpu, waiting = on_cpu + int(ran), waiting + int(waited)
+                sleeps += int(re.search(r"^voluntary_ctxt_switches:\s+(\d+)",
+                                        (task / "status").read_text(), re.M).group(1))
+        except (OSError, AttributeError, ValueError):
+            continue
+        figures[pid] = (on_cpu / 1e9, waiting / 1e9, sleeps)
+    return figures
 
 
 def measure_pages(web: WebServer, cookie: str, connections: int, duration: float) -> dict:
     """req/s and latencies as the client sees them, and the web processes' CPU time per
-    request: the figure the other benchmarks sharing the machine disturb least."""
+    request: the figure the other benchmarks sharing the machine disturb least. Also how the
+    work was spread: the busiest process's share of the CPU, and per request the seconds
+    the processes waited for a CPU while runnable and how often they slept."""
     figures = {}
     for page, path in PAGES.items():
         cpu_before = web_cpu_s(web)
+        sched_before = schedstat(cpu_before)
         r = run_load(web.port, path, cookie, connections, duration, accept=ACCEPT[page])
-        cpu_s = web_cpu_s(web) - cpu_before
+        cpu_after = web_cpu_s(web)
+        sched_after = schedstat(cpu_before)
+        by_process = [cpu_after[pid] - cpu_before.get(pid, 0.0) for pid in cpu_after]
+        cpu_s = sum(by_process)
+        requests = max(1, len(r.latencies) + r.errors)
+        both = [pid for pid in sched_before if pid in sched_after]
         figures[page] = {"rps": r.rps, "p50_ms": r.percentile_ms(50),
                          "p99_ms": r.percentile_ms(99), "errors": r.errors,
-                         "cpu_ms": 1000 * cpu_s / max(1, len(r.latencies) + r.errors)}
+                         "cpu_ms": 1000 * cpu_s / requests,
+                         "cpu_top_share": max(by_process) / cpu_s if cpu_s else 0.0,
+                         "run_wait_ms": 1000 * sum(sched_after[p][1] - sched_before[p][1]
+                                                   for p in both) / requests,
+                         "sleeps": sum(sched_after[p][2] - sched_before[p][2]
+                                       for p in both) / requests}
     return figures
 
 
@@ -424,6 +465,9 @@ def run(args, source: Path) -> dict:
     if args.our_worker_class and args.our_worker_class != args.worker_class:
         our_gunicorn_args = (f"--workers {args.web_workers} --worker-class "
                              f"{args.our_worker_class} --threads {args.threads}")
+    compare_gunicorn_args = (f"--workers {args.web_workers} --worker-class "
+                             f"{args.compare_worker_class} --threads {args.threads}"
+                             if args.compare_worker_class else "")
     with Services(NAME, keep_mail=True) as services, \
             PeerApp(source, services.tmp, services.smtp.port) as peer:
         from app import db
@@ -441,6 +485,11 @@ def run(args, source: Path) -> dict:
 
         webs = {"ours": services.start_web(our_gunicorn_args),
                 "theirs": peer.start_web(gunicorn_args)}
+        if compare_gunicorn_args:  # ours again, on the other worker class, its own log
+            webs[COMPARED] = WebServer(services.env(), services.tmp / "gunicorn-compared.log",
+                                       compare_gunicorn_args)
+            services.processes.append(webs[COMPARED])
+            webs[COMPARED].wait_ready()
         cookies = {app: login(web.port, "reader") for app, web in webs.items()}
         for app, web in webs.items():
             check_pages(web.port, cookies[app], app)
@@ -449,8 +498,9 @@ def run(args, source: Path) -> dict:
                          min(args.duration, 1.0))
 
         pages: list[dict] = []
+        apps = list(webs)
         for rep in range(args.repeat):
-            order = ("ours", "theirs") if rep % 2 == 0 else ("theirs", "ours")
+            order = apps[rep % len(apps):] + apps[:rep % len(apps)]  # who goes first rotates
             run_figures: dict = {}
             for connections in args.connections:
                 for app in order:
@@ -529,6 +579,10 @@ def run(args, source: Path) -> dict:
         "data": {**counts, "posts_per_user": args.posts, "follows_per_user": args.follows},
         "changes_to_theirs": changes,
         "pages": _pages_result(pages, args.connections),
+        **({"worker_classes": _worker_classes_result(
+            pages, args.connections, args.our_worker_class or args.worker_class,
+            args.compare_worker_class, args.web_workers, machine)}
+           if compare_gunicorn_args else {}),
         "exports": exports,
         "dispatch": _dispatch_result(dispatch_runs, args.jobs),
         "targets": TARGETS,
@@ -537,7 +591,10 @@ def run(args, source: Path) -> dict:
     return result
 
 
-def _pages_result(runs: list[dict], connections: list[int]) -> dict:
+def _per_page(runs: list[dict], connections: list[int],
+              figures: Callable[[Callable[[str, str], list[float]]], dict]) -> dict:
+    """{connections: {page: figures(values)}}, where values(app, key) is that figure of each
+    run."""
     out: dict = {}
     for conn in connections:
         out[str(conn)] = {}
@@ -545,20 +602,44 @@ def _pages_result(runs: list[dict], connections: list[int]) -> dict:
             def values(app: str, key: str, conn: int = conn, page: str = page) -> list[float]:
                 return [r[app][conn][page][key] for r in runs]
 
-            out[str(conn)][page] = {
-                **{f"{app}_{key}": summary(values(app, key), 2)
-                   for app in ("ours", "theirs") for key in ("rps", "p99_ms", "errors", "cpu_ms")},
-                # each run's ratio, "how many times better ours is": req/s ours / theirs,
-                # p99 theirs / ours
-                "rps_ratio": summary([o / t for o, t in zip(
-                    values("ours", "rps"), values("theirs", "rps"), strict=True) if t]),
-                "p99_ratio": summary([t / o for o, t in zip(
-                    values("ours", "p99_ms"), values("theirs", "p99_ms"), strict=True) if o]),
-                # CPU ms a request, theirs / ours (not a target: what explains the others)
-                "cpu_ratio": summary([t / o for o, t in zip(
-                    values("ours", "cpu_ms"), values("theirs", "cpu_ms"), strict=True) if o]),
-            }
+            out[str(conn)][page] = figures(values)
     return out
+
+
+def _better(values: Callable[[str, str], list[float]], first: str, second: str,
+            key: str) -> dict:
+    """Each run's "how many times better `first` is than `second`": for req/s first /
+    second, for p99 and CPU (lower is better) second / first."""
+    pairs = zip(values(first, key), values(second, key), strict=True)
+    if key == "rps":
+        return summary([a / b for a, b in pairs if b])
+    return summary([b / a for a, b in pairs if a])
+
+
+def _pages_result(runs: list[dict], connections: list[int]) -> dict:
+    return _per_page(runs, connections, lambda values: {
+        **{f"{app}_{key}": summary(values(app, key), 2)
+           for app in ("ours", "theirs") for key in ("rps", "p99_ms", "errors", "cpu_ms")},
+        "rps_ratio": _better(values, "ours", "theirs", "rps"),
+        "p99_ratio": _better(values, "ours", "theirs", "p99_ms"),
+        # not a target: what explains the others
+        "cpu_ratio": _better(values, "ours", "theirs", "cpu_ms")})
+
+
+def _worker_classes_result(runs: list[dict], connections: list[int], ours: str,
+                           compared: str, workers: int, machine: dict) -> dict:
+    """Ours on its worker class ("first") against ours on the compared one; the ratios are
+    how many times better the first is."""
+    keys = ("rps", "p99_ms", "cpu_ms", "cpu_top_share", "run_wait_ms", "sleeps")
+    return {"classes": [ours, compared], "workers": workers,
+            "loadavg_at_start": machine["loadavg"],
+            "loadavg_at_end": [round(x, 2) for x in os.getloadavg()],
+            **_per_page(runs, connections, lambda values: {
+                **{f"{name}_{key}": summary(values(app, key), 2)
+                   for name, app in (("first", "ours"), ("compared", COMPARED))
+                   for key in keys},
+                "rps_ratio": _better(values, "ours", COMPARED, "rps"),
+                "p99_ratio": _better(values, "ours", COMPARED, "p99_ms")})}
 
 
 def _export_result(size: int, runs: list[dict], failed: dict) -> dict:
@@ -654,7 +735,35 @@ def report(result: dict) -> str:
         "changed in their copy: " + "; ".join(result["changes_to_theirs"]),
         *(f"their export of {e['posts']:,} posts failed: {e['theirs_failed']['reason']}"
           for e in result["exports"] if "theirs_failed" in e),
-    ])
+    ]) + (("\n\n" + _worker_classes_report(result["worker_classes"]))
+          if "worker_classes" in result else "")
+
+
+def _worker_classes_report(wc: dict) -> str:
+    first, compared = wc["classes"]
+
+    def pair(f: dict, key: str, digits: int) -> str:
+        return " / ".join(f"{f[f'{app}_{key}']['median']:.{digits}f}"
+                          for app in ("first", "compared"))
+
+    rows = []
+    for conn, by_page in ((k, v) for k, v in wc.items() if k.isdigit()):
+        for page, f in by_page.items():
+            rows.append([f"{page}, {conn} conn", fmt(f["first_rps"], digits=0),
+                         fmt(f["compared_rps"], digits=0), fmt(f["rps_ratio"]),
+                         fmt(f["first_p99_ms"], digits=1), fmt(f["compared_p99_ms"], digits=1),
+                         fmt(f["p99_ratio"]), pair(f, "cpu_ms", 2),
+                         pair(f, "cpu_top_share", 2), pair(f, "run_wait_ms", 1),
+                         pair(f, "sleeps", 1)])
+    text = table([f"ours: {first} vs {compared}", f"req/s {first}", f"req/s {compared}",
+                  f"{first} better ×", f"p99 ms {first}", f"p99 ms {compared}",
+                  f"{first} better ×", "CPU ms a request", "busiest process's CPU share",
+                  "ms waiting for a CPU a request", "sleeps a request"], rows)
+    return text + "\n" + (
+        f"pairs: {first} / {compared}; busiest share {1 / wc['workers']:.2f} = even over "
+        f"{wc['workers']} workers; waiting: "
+        "runnable, not running (schedstat); sleeps: voluntary context switches; load "
+        f"average {wc['loadavg_at_start']} at the start, {wc['loadavg_at_end']} at the end")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -675,6 +784,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--our-worker-class", default="gevent",
                         help="ours only: gevent, as gunicorn.conf.py ships it (theirs has no "
                              "gevent in its requirements); '' for --worker-class")
+    parser.add_argument("--compare-worker-class", default="",
+                        help="also run ours on this worker class (e.g. gthread), measured "
+                             "alternately with ours on --our-worker-class; adds a table")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--peers", help="the peers folder (default: ../shared/peers)")
     parser.add_argument("--quick", action="store_true",
