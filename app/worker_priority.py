@@ -85,7 +85,7 @@ def lower_own_session(value: str) -> bool:
 
 def _owns_autogroup() -> bool:
     try:
-        if AUTOGROUP_ENABLED.read_text().strip() != "1" or not AUTOGROUP.exists():
+        if AUTOGROUP_ENABLED.read_text().strip() != "1" or session_nice() is None:
             return False
         stat = Path("/proc/self/stat").read_text()
     except OSError:
@@ -112,4 +112,12 @@ def session_nice(pid: int = 0) -> int | None:
         text = Path(f"/proc/{pid or 'self'}/autogroup").read_text()
     except OSError:
         return None
-    return int(text.split("nice")[1])
+    return autogroup_nice(text)
+
+
+def autogroup_nice(text: str) -> int | None:
+    """The nice value in the text of /proc/PID/autogroup ("/autogroup-85 nice 0"); None when
+    the file is empty, as the kernel leaves it for a process in the root group (a session
+    started before autogroups, such as init's and a CI runner's under it)."""
+    _, found, nice = text.partition(" nice ")
+    return int(nice) if found else None

@@ -118,3 +118,10 @@ def test_check_names_the_setting_and_the_choices():
     with pytest.raises(ValueError, match=r"WORKER_CPU_PRIORITY must be one of idle, batch, "
                                          r"normal; got ''"):
         worker_priority.check("")
+
+
+@pytest.mark.parametrize("text, nice", [("/autogroup-85 nice 0\n", 0),
+                                        ("/autogroup-7 nice 19\n", 19),
+                                        ("", None)])  # a process in the root group (CI's)
+def test_the_autogroup_file_is_read_as_the_kernel_writes_it(text, nice):
+    assert worker_priority.autogroup_nice(text) == nice
