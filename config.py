@@ -118,11 +118,12 @@ class Config:
     # database commit, so at most one every this many seconds (and one per whole percent).
     TASK_PROGRESS_INTERVAL = float(os.environ.get("TASK_PROGRESS_INTERVAL") or 0.25)
     TASK_HEARTBEAT_GRACE = int(os.environ.get("TASK_HEARTBEAT_GRACE") or 30)
-    # The CPU priority of jobs under AppWorker (app/worker_priority.py): "normal", "idle"
-    # (jobs get only the CPU nothing else wants) or "batch" (nice 19). Normal by default: on
-    # the shared 2-core machine of docs/performance.md §3, idle made the pages' p99 no better
-    # and exports several times slower.
-    WORKER_CPU_PRIORITY = (os.environ.get("WORKER_CPU_PRIORITY") or "normal").strip().lower()
+    # The CPU priority of jobs under AppWorker (app/worker_priority.py): "idle" (jobs get only
+    # the CPU nothing else wants: pages before jobs), "batch" (nice 19) or "normal". Idle by
+    # default: on a quiet 2-core host, two exports running left the pages' p99 within 1.2 x
+    # of idle, against about 3 x at normal (docs/performance.md §3). On a machine whose other
+    # programs keep the CPU busy, exports then wait for them too: set normal there.
+    WORKER_CPU_PRIORITY = (os.environ.get("WORKER_CPU_PRIORITY") or "idle").strip().lower()
     # The live event stream (GET /events, app/live/): a comment this often keeps proxies from
     # closing an idle stream; a stream ends after EVENTS_MAX_AGE seconds and the browser
     # reconnects at once, resuming where it was (so a long-open tab re-checks its login).

@@ -1,13 +1,16 @@
 """The CPU priority a job runs at (WORKER_CPU_PRIORITY): lowered, so that exports take only
 the CPU the web processes leave over, or not.
 
-  normal  as the worker: what plain `rq worker` does. The default (docs/performance.md §3:
-          on a shared machine the lower ones cost exports much and gave pages nothing sure).
   idle    Linux SCHED_IDLE: the job runs when nothing else wants the CPU. Not a hard stop:
           the kernel still gives it a small share (a weight of 3 against 1,024 for a normal
           process), so a web that keeps the CPU busy slows an export down, but never stops it.
+          The default (docs/performance.md §3: on a quiet host two exports running left the
+          pages' p99 within 1.2 x of idle, against ~3 x at normal, for exports as fast while
+          the web is idle).
   batch   Linux SCHED_BATCH and nice 19: a small share (a weight of 15 against 1,024) and no
           preempting of interactive processes when it wakes.
+  normal  as the worker: what plain `rq worker` does. For a machine whose other programs keep
+          the CPU busy: at idle or batch, exports wait for them too (3-4 x slower measured).
 
 Two levels, because Linux shares the CPU first between groups of processes, then within a
 group. A process's policy only counts within its group:

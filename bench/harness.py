@@ -455,6 +455,10 @@ class Services:
                    FLASK_APP="microblog.py",
                    # Every client of a benchmark comes from 127.0.0.1: that is load, not abuse.
                    RATELIMIT_ENABLED="false")
+        # Jobs at normal CPU priority unless the environment says otherwise: the benchmarks
+        # measure what the code costs, on a machine others may share (at the default, idle,
+        # a job waits for every other program); `bench pages` compares the priorities.
+        env.setdefault("WORKER_CPU_PRIORITY", "normal")
         env["PATH"] = str(BIN) + os.pathsep + env.get("PATH", "")
         if str(ROOT) not in sys.path:
             sys.path.insert(0, str(ROOT))

@@ -9,7 +9,7 @@ user with 100 posts in the feed: requests per second, p50 and p99 latency,
          thread relaunches an export as soon as one finishes).
 
 Each repetition measures idle then busy for each WORKER_CPU_PRIORITY of `--priorities` in
-turn (normal, the default, and idle; --quick: normal), each with two workers of its own, so
+turn (idle, the default, and normal; --quick: idle), each with two workers of its own, so
 every busy figure has idle ones beside it, with the web processes' CPU per page and the load
 average at the end of each measurement. Then, per priority, the time two exports take with
 the web idle and with the home page hammered the whole time by `--hammer-processes` client
@@ -25,7 +25,7 @@ over `--cpu-seconds` (60; --quick: 3) with the streams open and idle, against th
 with none.
 
     python -m bench pages [--duration 5] [--connections 4] [--repeat 3] [--idle-repeat 2]
-                          [--priorities normal,idle[,batch]]
+                          [--priorities idle,normal[,batch]]
                           [--hammer-processes 2] [--export-seconds 60]
                           [--export-posts 300000] [--phases exports,streams]
                           [--stream-users 50] [--streams-per-user 20] [--cpu-seconds 60]
@@ -572,7 +572,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--priorities", default=None,
                         type=lambda text: [p.strip() for p in text.split(",") if p.strip()],
                         help="WORKER_CPU_PRIORITY values to compare, in this order "
-                             "(default normal,idle; --quick: normal; batch on request)")
+                             "(default idle,normal; --quick: idle; batch on request)")
     parser.add_argument("--export-posts", type=int, default=300_000,
                         help="posts of each of the two exporting users")
     parser.add_argument("--phases", default="exports,streams",
@@ -594,7 +594,7 @@ def main(argv: list[str] | None = None) -> int:
         args.stream_users, args.streams_per_user, args.cpu_seconds = 10, 10, 3.0
         args.idle_repeat, args.export_seconds = 1, 10.0
     if args.priorities is None:
-        args.priorities = ["normal"] if args.quick else ["normal", "idle"]
+        args.priorities = ["idle"] if args.quick else ["idle", "normal"]
     result = run(args)
     print(report(result))
     emit(NAME, result)

@@ -31,6 +31,10 @@ os.environ["MAIL_RETRY_INTERVALS"] = "1,1,1"
 os.environ["TASK_HEARTBEAT_GRACE"] = "2"
 os.environ.pop("MAIL_SERVER", None)
 os.environ["FLASK_APP"] = "microblog.py"
+# Jobs at normal CPU priority, not the default idle: CI runs a second suite beside this one,
+# and jobs that yield to every other program would wait for it (tests/test_worker_priority.py
+# checks the default and each setting).
+os.environ["WORKER_CPU_PRIORITY"] = "normal"
 sys.path.insert(0, str(ROOT))
 
 from config import Config  # noqa: E402

@@ -364,6 +364,9 @@ def test_compose_file_describes_web_two_workers_redis_with_aof_and_postgres():
 
     assert services["worker"]["deploy"]["replicas"] == 2
     assert services["worker"]["command"] == ["worker"]
+    # Pages before jobs: the workers' containers have the lowest CPU weight, the web the
+    # default (a job's WORKER_CPU_PRIORITY only counts within its container).
+    assert services["worker"]["cpu_shares"] == 2 and "cpu_shares" not in services["web"]
     assert services["web"]["command"] == ["web"]
     assert services["worker"]["depends_on"]["web"]["condition"] == "service_healthy"
 
@@ -512,6 +515,8 @@ def test_systemd_units_run_the_procfile_commands_as_a_service_user():
     assert worker_service["ExecStart"].removeprefix("/opt/microblog/.venv/bin/") == WORKER_COMMAND
     # Warm shutdown: SIGTERM to the worker alone, so that the running job can finish.
     assert worker_service["KillMode"] == "mixed"
+    # Pages before jobs: the workers' cgroups have the lowest CPU weight, the web the default.
+    assert worker_service["CPUWeight"] == "1" and "CPUWeight" not in web["Service"]
     assert "%i" in (SYSTEMD / "microblog-worker@.service").read_text()
     # The scheduled jobs (export expiry) as the Procfile's cron process.
     cron_start = cron["Service"]["ExecStart"].removeprefix("/opt/microblog/.venv/bin/")

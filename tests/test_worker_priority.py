@@ -62,8 +62,8 @@ def test_at_idle_a_job_runs_at_idle_priority_and_its_worker_at_normal(app):
     assert _result(workers) == "normal", log
 
 
-def test_a_worker_at_normal_priority_the_default_leaves_its_session_alone(app):
-    worker = start_worker(env=_env())
+def test_a_worker_at_normal_priority_leaves_its_session_alone(app):
+    worker = start_worker(env=_env(WORKER_CPU_PRIORITY="normal"))
     try:
         job = _enqueue_priority_probe(app)
         wait_for(lambda: job.get_status(refresh=True) == JobStatus.FINISHED, timeout=60,
@@ -85,7 +85,7 @@ def test_a_worker_in_a_session_it_does_not_own_leaves_the_session_alone(app):
     assert worker_priority.session_nice() == before
 
 
-@pytest.mark.parametrize("setting, expected", [(None, "normal"), ("batch", "batch"),
+@pytest.mark.parametrize("setting, expected", [(None, "idle"), ("batch", "batch"),
                                                ("normal", "normal"), (" Idle ", "idle")])
 def test_a_jobs_priority_follows_the_setting(app, setting, expected):
     job = _enqueue_priority_probe(app)
