@@ -112,6 +112,10 @@ class Config:
     # The address users reach the site at, for links in mail (workers have no request to
     # copy it from). `make run` sets it to its own address.
     PUBLIC_BASE_URL = (os.environ.get("PUBLIC_BASE_URL") or "http://127.0.0.1:5000").rstrip("/")
+    # In production a request whose Host is none of PUBLIC_BASE_URL's, these (comma-separated;
+    # ".example.org" takes its subdomains) or localhost/127.0.0.1 is refused with 400 (app/urls.py).
+    EXTRA_TRUSTED_HOSTS = [h.strip() for h in os.environ.get("TRUSTED_HOSTS", "").split(",")
+                           if h.strip()]
     # A worker that dies mid-job stops heartbeating; its job counts as abandoned
     # this many seconds after the last heartbeat (RQ adds the monitoring interval).
     # Progress is pushed to the page as it is written (app/events.py); each write is also a

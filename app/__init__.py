@@ -77,7 +77,7 @@ def create_app(config_class=Config, commands: bool = True, web: bool = True) -> 
     blueprints (their URL rules and their imports: Flask-Limiter, WTForms, the views) and none
     of the extensions that only act on a request (CSRF, rate limits, security headers,
     Bootstrap). A job builds no URL with url_for: the links in its mail come from
-    PUBLIC_BASE_URL (app/exports/delivery.py, app/exports/activitystreams.py)."""
+    PUBLIC_BASE_URL (app/urls.py)."""
     app = Flask(__name__, instance_path=config_class.INSTANCE_DIR)
     app.config.from_object(config_class)
     if app.config["MICROBLOG_ENV"] == "production" and app.config["SECRET_KEY"] == DEV_SECRET_KEY:
@@ -111,9 +111,10 @@ def create_app(config_class=Config, commands: bool = True, web: bool = True) -> 
         Migrate(app, db, render_as_batch=True)  # `flask db ...`
         cli.register(app)
 
-    from app import template_filters
+    from app import template_filters, urls
 
     template_filters.register(app)
+    urls.register(app)  # public_url() in templates; TRUSTED_HOSTS in production
     _configure_logging(app)
     return app
 
