@@ -185,6 +185,10 @@ def _tune_sqlite(engine) -> None:
 
 
 def _configure_logging(app: Flask) -> None:
+    from app import logs
+
+    # On the logger, not only our handler: Flask's own (stderr) gets its lines too.
+    app.logger.addFilter(logs.RedactSecretsFilter())
     if app.debug or app.testing:
         return
     if app.config["LOG_TO_STDOUT"]:
@@ -195,8 +199,6 @@ def _configure_logging(app: Flask) -> None:
             os.path.join(app.instance_path, "logs", "microblog.log"), maxBytes=1024 * 1024,
             backupCount=10,
         )
-    from app import logs
-
     logs.prepare_handler(handler, app.config["LOG_FORMAT"])  # LOG_FORMAT, job ids on job lines
     if app.config["LOG_FORMAT"] == "json":
         # Flask's own handler copies every line to stderr in its text format.

@@ -647,6 +647,19 @@ def test_nginx_serves_static_files_and_proxies_to_gunicorn(tmp_path):
         assert direct.status_code == 400
 
         _an_event_passes_nginx_at_once(base, lambda: _site_session(https_port))
+
+        # A reset link's token stays out of the access log.
+        secret = "eyJhbGciOiJIUzI1NiJ9.secret-part.signature"
+        link = f"{base}/auth/reset_password/{secret}"
+        opened = _get(site_session, f"{link}?x=1", allow_redirects=False,
+                      headers={"Referer": link})
+        assert opened.status_code == 302  # not a valid token: back to the login page
+        access_log = tmp_path / "microblog_access.log"
+        log = wait_until(lambda: "reset_password" in access_log.read_text()
+                         and access_log.read_text(), 10, "the access log line")
+        assert secret not in log
+        assert '"GET /auth/reset_password/<token>?x=1 HTTP/1.1" 302' in log
+        assert f'"{base}/auth/reset_password/<token>"' in log
     finally:
         processes.stop_all()
 
