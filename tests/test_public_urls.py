@@ -113,3 +113,16 @@ def test_production_answers_only_its_own_host_names(database, redis_server, host
 def test_development_answers_any_host(app, client):
     assert app.config["TRUSTED_HOSTS"] is None
     assert client.get("/auth/login", headers={"Host": "evil.example"}).status_code == 200
+
+
+def test_nothing_builds_a_url_from_the_request_host():
+    """Absolute URLs come from app/urls.py only: none of the ways to take the request's host."""
+    request_host = re.compile(r"_external\s*=\s*True|host_url|url_root|request\.host\b"
+                              r"|X-Forwarded-Host|HTTP_HOST")
+    app_dir = MAIL_TEMPLATES.parent.parent
+    found = [f"{path.relative_to(app_dir.parent)}:{number}: {line.strip()}"
+             for path in sorted(app_dir.rglob("*"))
+             if path.suffix in {".py", ".html", ".txt"} and path.name != "urls.py"
+             for number, line in enumerate(path.read_text().splitlines(), 1)
+             if request_host.search(line)]
+    assert found == []
