@@ -46,7 +46,8 @@ def trusted_hosts(public_base_url: str, extra: list[str]) -> list[str]:
 
 
 def register(app: Flask) -> None:
-    """The Jinja globals mail templates build their links with."""
+    """The Jinja globals mail templates build their links with; in production, the Host
+    names the web answers (a request for any other is refused with 400 by Flask)."""
     app.jinja_env.globals.update(public_url=public_url, public_url_for=public_url_for)
     if app.config["MICROBLOG_ENV"] == "production" and app.config.get("TRUSTED_HOSTS") is None:
         app.config["TRUSTED_HOSTS"] = trusted_hosts(app.config["PUBLIC_BASE_URL"],
