@@ -12,7 +12,9 @@ from __future__ import annotations
 
 from urllib.parse import urlsplit
 
-from flask import Flask, current_app
+from flask import Flask, Response, current_app
+from flask_babel import gettext as _
+from werkzeug.exceptions import SecurityError
 
 # Names a request on the machine itself uses (the Docker and compose health checks, a
 # metrics scraper): trusted in production besides the public ones. No link is built from
@@ -52,3 +54,12 @@ def register(app: Flask) -> None:
     if app.config["MICROBLOG_ENV"] == "production" and app.config.get("TRUSTED_HOSTS") is None:
         app.config["TRUSTED_HOSTS"] = trusted_hosts(app.config["PUBLIC_BASE_URL"],
                                                     app.config["EXTRA_TRUSTED_HOSTS"])
+        app.register_error_handler(SecurityError, unknown_host)
+
+
+def unknown_host(error: SecurityError) -> Response:
+    """The 400 for a request to a host name that is not the site's: plain text, since the
+    site's pages cannot be built for it (every URL of the request's own would need its
+    host)."""
+    return Response(_("This site does not answer to that host name."), 400,
+                    mimetype="text/plain")

@@ -101,11 +101,13 @@ def test_production_answers_only_its_own_host_names(database, redis_server, host
         MICROBLOG_ENV="production", SECRET_KEY="a production secret", PUBLIC_BASE_URL=BASE,
         EXTRA_TRUSTED_HOSTS=["www.microblog.example.org"]))
     client = app.test_client()
-    for path in ("/auth/reset_password_request", "/auth/login", "/nowhere"):
-        response = client.get(path, headers={"Host": host})
+    for path, accept in [("/auth/reset_password_request", "text/html"),
+                         ("/auth/login", "application/json"), ("/nowhere", "text/html")]:
+        response = client.get(path, headers={"Host": host, "Accept": accept})
         expected = 404 if path == "/nowhere" and status == 200 else status
         assert response.status_code == expected, (path, response.status_code)
     if status == 400:
+        assert response.get_data(as_text=True) == "This site does not answer to that host name."
         assert client.post("/auth/reset_password_request", headers={"Host": host},
                            data={"email": "bob@example.com"}).status_code == 400
 
