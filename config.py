@@ -135,7 +135,8 @@ class Config:
     EVENTS_MAX_AGE = float(os.environ.get("EVENTS_MAX_AGE") or 600)
 
     # Rate limits (app/limits.py), counted in Redis: "N per second|minute|hour|day", several
-    # separated by ";". Login counts failed attempts only, per address and per username.
+    # separated by ";". Login counts failed attempts only: per address, per account and address,
+    # and per account (which refuses only addresses that failed for it, app/limits.py).
     RATELIMIT_ENABLED = _bool("RATELIMIT_ENABLED", True)
     RATELIMIT_LOGIN = os.environ.get("RATELIMIT_LOGIN") or "10 per minute;50 per hour"
     RATELIMIT_REGISTER = os.environ.get("RATELIMIT_REGISTER") or "10 per minute;50 per hour"
