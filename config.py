@@ -112,6 +112,10 @@ class Config:
     # The address users reach the site at, for links in mail (workers have no request to
     # copy it from). `make run` sets it to its own address.
     PUBLIC_BASE_URL = (os.environ.get("PUBLIC_BASE_URL") or "http://127.0.0.1:5000").rstrip("/")
+    # In production a request whose Host is none of PUBLIC_BASE_URL's, these (comma-separated;
+    # ".example.org" takes its subdomains) or localhost/127.0.0.1 is refused with 400 (app/urls.py).
+    EXTRA_TRUSTED_HOSTS = [h.strip() for h in os.environ.get("TRUSTED_HOSTS", "").split(",")
+                           if h.strip()]
     # A worker that dies mid-job stops heartbeating; its job counts as abandoned
     # this many seconds after the last heartbeat (RQ adds the monitoring interval).
     # Progress is pushed to the page as it is written (app/events.py); each write is also a
@@ -131,7 +135,8 @@ class Config:
     EVENTS_MAX_AGE = float(os.environ.get("EVENTS_MAX_AGE") or 600)
 
     # Rate limits (app/limits.py), counted in Redis: "N per second|minute|hour|day", several
-    # separated by ";". Login counts failed attempts only, per address and per username.
+    # separated by ";". Login counts failed attempts only: per address, per account and address,
+    # and per account (which refuses only addresses that failed for it, app/limits.py).
     RATELIMIT_ENABLED = _bool("RATELIMIT_ENABLED", True)
     RATELIMIT_LOGIN = os.environ.get("RATELIMIT_LOGIN") or "10 per minute;50 per hour"
     RATELIMIT_REGISTER = os.environ.get("RATELIMIT_REGISTER") or "10 per minute;50 per hour"

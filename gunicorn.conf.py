@@ -4,6 +4,8 @@ import multiprocessing
 import os
 import sys
 
+from gunicorn.glogging import Logger
+
 # MICROBLOG_HOST: the address to listen on. Loopback unless told otherwise, so that `make run`
 # on a laptop is not reachable from the network; the Procfile (a PaaS router) and the Docker
 # image (a published port) set 0.0.0.0. GUNICORN_BIND, when set, replaces host and port.
@@ -26,6 +28,23 @@ threads = int(os.environ.get("GUNICORN_THREADS") or 2)  # with GUNICORN_WORKER_C
 timeout = 30
 accesslog = os.environ.get("GUNICORN_ACCESS_LOG", "-") or None
 forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1")
+
+
+class AccessLogWithoutSecrets(Logger):
+    """The access log with the secret of a reset link (in its path, and in the Referer of the
+    requests its page makes) replaced by `<token>` (app/logs.py redact_url)."""
+
+    def atoms(self, resp, req, environ, request_time):
+        # Imported here, in a worker that has loaded the app: importing the app package in
+        # the master, before a gevent worker patches the standard library, would break it.
+        from app.logs import redact_url
+
+        atoms = super().atoms(resp, req, environ, request_time)
+        return {key: redact_url(value) if isinstance(value, str) else value
+                for key, value in atoms.items()}
+
+
+logger_class = AccessLogWithoutSecrets
 # gunicorn 23+ opens a control socket under $HOME by default; several gunicorns on one
 # machine (tests, benchmarks, make run) would share it.
 control_socket_disable = True

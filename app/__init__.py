@@ -77,7 +77,7 @@ def create_app(config_class=Config, commands: bool = True, web: bool = True) -> 
     blueprints (their URL rules and their imports: Flask-Limiter, WTForms, the views) and none
     of the extensions that only act on a request (CSRF, rate limits, security headers,
     Bootstrap). A job builds no URL with url_for: the links in its mail come from
-    PUBLIC_BASE_URL (app/exports/delivery.py, app/exports/activitystreams.py)."""
+    PUBLIC_BASE_URL (app/urls.py)."""
     app = Flask(__name__, instance_path=config_class.INSTANCE_DIR)
     app.config.from_object(config_class)
     if app.config["MICROBLOG_ENV"] == "production" and app.config["SECRET_KEY"] == DEV_SECRET_KEY:
@@ -111,9 +111,10 @@ def create_app(config_class=Config, commands: bool = True, web: bool = True) -> 
         Migrate(app, db, render_as_batch=True)  # `flask db ...`
         cli.register(app)
 
-    from app import template_filters
+    from app import template_filters, urls
 
     template_filters.register(app)
+    urls.register(app)  # public_url() in templates; TRUSTED_HOSTS in production
     _configure_logging(app)
     return app
 
@@ -184,6 +185,10 @@ def _tune_sqlite(engine) -> None:
 
 
 def _configure_logging(app: Flask) -> None:
+    from app import logs
+
+    # On the logger, not only our handler: Flask's own (stderr) gets its lines too.
+    app.logger.addFilter(logs.RedactSecretsFilter())
     if app.debug or app.testing:
         return
     if app.config["LOG_TO_STDOUT"]:
@@ -194,8 +199,6 @@ def _configure_logging(app: Flask) -> None:
             os.path.join(app.instance_path, "logs", "microblog.log"), maxBytes=1024 * 1024,
             backupCount=10,
         )
-    from app import logs
-
     logs.prepare_handler(handler, app.config["LOG_FORMAT"])  # LOG_FORMAT, job ids on job lines
     if app.config["LOG_FORMAT"] == "json":
         # Flask's own handler copies every line to stderr in its text format.

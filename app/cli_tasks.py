@@ -18,13 +18,13 @@ from app.cli import actor, echo_json, echo_table, json_option, logs_to_stderr
 from app.models import Task, TaskStatus, User
 
 STATUSES = [*TaskStatus.ACTIVE, *TaskStatus.TERMINAL]
-DURATION = re.compile(r"^\s*(\d+)\s*([dhm]?)\s*$")
+DURATION = re.compile(r"\s*([0-9]+)\s*([dhm]?)\s*")
 UNITS = {"d": "days", "": "days", "h": "hours", "m": "minutes"}
 
 
 def parse_age(value: str) -> timedelta:
     """'30d', '12h', '90m' or a bare number of days."""
-    match = DURATION.match(value)
+    match = DURATION.fullmatch(value)
     if not match or int(match.group(1)) == 0:
         raise click.BadParameter(f"{value!r}: give a positive age such as 30d, 12h or 90m")
     return timedelta(**{UNITS[match.group(2)]: int(match.group(1))})

@@ -34,7 +34,7 @@ LOG_PREFIX = "microblog:eventlog:"  # + user id: the stream an EventSource resum
 LOG_MAXLEN = 1000
 LOG_TTL = 24 * 3600
 _PENDING = "microblog_events"  # key in Session.info: events waiting for the commit
-EVENT_ID = re.compile(r"^\d{1,20}-\d{1,20}$")
+EVENT_ID = re.compile(r"[0-9]{1,20}-[0-9]{1,20}")
 
 # KEYS: log, channel. ARGV: event JSON, max length, TTL. The id is the stream's: it orders the
 # user's events as they were published, across every worker and web process.
@@ -109,7 +109,7 @@ sa.event.listen(sa.orm.Session, "after_transaction_end", _drop_unpublished)
 
 def parse_id(value: str | None) -> tuple[int, int] | None:
     """A Last-Event-ID as the stream's (milliseconds, sequence), None if it is not one."""
-    if not value or not EVENT_ID.match(value):
+    if not value or not EVENT_ID.fullmatch(value):
         return None
     ms, seq = value.split("-")
     return int(ms), int(seq)

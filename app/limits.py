@@ -1,9 +1,11 @@
 """Rate limits (Flask-Limiter), counted in the app's Redis so that every web process shares them.
 
 Logged-in actions are counted per user (fifty users behind one NAT do not limit each other);
-anonymous ones per client address, and the login and reset forms also per username / address
-typed, so that spreading a guessing attack over many addresses does not help either. Each
-limit is a string from the environment (config.py: RATELIMIT_LOGIN, ...)."""
+anonymous ones per client address, and the reset form also per address typed, so that
+spreading a guessing attack over many addresses does not help either. Failed logins count per
+address, per account and address, and per account, where the account's count never refuses an
+address that has not failed for it (refuse_login_attempt). Each limit is a string from the
+environment (config.py: RATELIMIT_LOGIN, ...)."""
 
 from __future__ import annotations
 
@@ -14,6 +16,8 @@ from urllib.parse import urlsplit, urlunsplit
 from flask import Flask, Response, current_app, g, request
 from flask_limiter import Limiter
 from flask_login import current_user
+from limits import RateLimitItem, parse_many
+from werkzeug.exceptions import TooManyRequests
 
 
 def limits_storage(redis_url: str) -> tuple[str, dict]:
@@ -105,8 +109,70 @@ def init_limiter(app: Flask) -> None:
     limiter.init_app(app)
 
 
+class LoginRefused(TooManyRequests):
+    """A login attempt refused by the account's own limits, and for how long."""
+
+    def __init__(self, seconds: int) -> None:
+        super().__init__()
+        self.seconds = seconds
+
+
+def _login_windows() -> list[RateLimitItem]:
+    return parse_many(current_app.config["RATELIMIT_LOGIN"])
+
+
+def _login_buckets(username: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """The storage keys of the failed logins at `username`: from this address, from any."""
+    name = username.strip().lower()[:254]
+    return (("microblog", "login-failures", f"{name}@{client_address()}"),
+            ("microblog", "login-failures", name))
+
+
+def refuse_login_attempt(username: str) -> None:
+    """Raise LoginRefused (429) when this attempt at `username` is over the account's limits.
+
+    Failed logins (RATELIMIT_LOGIN) at one account from one address: that address is refused
+    for the account, whatever the password. Failed logins at one account from any address:
+    once they reach the limit, an address that has failed for the account in the window is
+    refused, and one that has not still gets its attempt. So wrong passwords from one place
+    never lock the owner out of their account from another; a guesser spread over many
+    addresses gets one guess per address while the account is under attack, each address's
+    own budget (per address, every account) bounding the rest. The route's per-address limit
+    comes on top. If the limits' storage fails, the attempt goes ahead (pages keep working)."""
+    if not limiter.enabled:
+        return
+    here, anywhere = _login_buckets(username)
+    try:
+        strategy = limiter.limiter
+        for window in _login_windows():
+            failed_here = strategy.get_window_stats(window, *here).remaining < window.amount
+            if not strategy.test(window, *here) or (
+                    failed_here and not strategy.test(window, *anywhere)):
+                reset_at = max(strategy.get_window_stats(window, *key).reset_time
+                               for key in (here, anywhere))
+                raise LoginRefused(max(1, int(reset_at - time.time())))
+    except LoginRefused:
+        raise
+    except Exception:
+        current_app.logger.exception("login limits unavailable; attempt not limited")
+
+
+def count_failed_login(username: str) -> None:
+    """Counts a failed login at `username` in the buckets refuse_login_attempt reads."""
+    if not limiter.enabled:
+        return
+    try:
+        for window in _login_windows():
+            for key in _login_buckets(username):
+                limiter.limiter.hit(window, *key)
+    except Exception:
+        current_app.logger.exception("login limits unavailable; failure not counted")
+
+
 def retry_after(error: Exception) -> int:
     """Seconds until the limit that was hit lets a request through again."""
+    if isinstance(error, LoginRefused):
+        return error.seconds
     try:
         return max(1, int(limiter.current_limit.reset_at - time.time()))
     except Exception:  # storage gone since, or a bare abort(429): the window is an upper bound

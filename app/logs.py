@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -30,6 +31,32 @@ _current_job: rq.job.Job | None = None
 # which RQ puts in the extra of its failure line: they may be a user's mail.
 _RECORD_ATTRIBUTES = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {
     "message", "asctime", "task_id", "task_type", "arguments", "kwargs"}
+
+
+# URL paths that carry a secret, the reset link's token: wherever a URL is logged (the access
+# log, a request's error line) the secret is replaced by its route's placeholder, so that a
+# log reader cannot take over the account. Other paths name nothing secret (what they reach
+# needs its owner's login).
+_SECRET_IN_PATH = re.compile(r"(/auth/reset_password/)[^/?#\s\"']+")
+
+
+def redact_url(text: str) -> str:
+    """`text` with the secret of any secret-carrying URL path in it replaced by `<token>`."""
+    if "/reset_password/" not in text:  # most lines: skip the regex
+        return text
+    return _SECRET_IN_PATH.sub(r"\1<token>", text)
+
+
+class RedactSecretsFilter(logging.Filter):
+    """Rewrites a record whose message holds a secret-carrying URL (Flask's "Exception on
+    <path>" line, for one)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        redacted = redact_url(message)
+        if redacted != message:
+            record.msg, record.args = redacted, None
+        return True
 
 
 def task_type(job: rq.job.Job) -> str:
@@ -124,6 +151,8 @@ def prepare_handler(handler: logging.Handler, log_format: str) -> logging.Handle
     handler.setFormatter(formatter(log_format, handler.formatter))
     if not any(isinstance(f, JobContextFilter) for f in handler.filters):
         handler.addFilter(JobContextFilter())
+    if not any(isinstance(f, RedactSecretsFilter) for f in handler.filters):
+        handler.addFilter(RedactSecretsFilter())
     return handler
 
 

@@ -571,8 +571,10 @@ def test_nginx_serves_static_files_and_proxies_to_gunicorn(tmp_path):
                    timeout=60)
     http_port, https_port, web_port = free_port(), free_port(), free_port()
     site = (ROOT / "deployment" / "nginx" / "microblog.conf").read_text()
-    site = (site.replace("listen 80;", f"listen 127.0.0.1:{http_port};")
-            .replace("listen 443 ssl http2;", f"listen 127.0.0.1:{https_port} ssl http2;")
+    site = re.sub(r"listen 80( default_server)?;", rf"listen 127.0.0.1:{http_port}\1;", site)
+    site = re.sub(r"listen 443 ssl( http2)?( default_server)?;",
+                  rf"listen 127.0.0.1:{https_port} ssl\1\2;", site)
+    site = (site
             .replace("127.0.0.1:8000", f"127.0.0.1:{web_port}")
             .replace("/opt/microblog", str(ROOT))
             .replace("/var/log/nginx/", f"{tmp_path}/")
@@ -602,7 +604,8 @@ def test_nginx_serves_static_files_and_proxies_to_gunicorn(tmp_path):
                             capture_output=True, text=True, timeout=30)
     assert tested.returncode == 0, tested.stderr
 
-    env = production_env(tmp_path, DATABASE_URL=f"sqlite:///{tmp_path}/app.db", PORT=web_port)
+    env = production_env(tmp_path, DATABASE_URL=f"sqlite:///{tmp_path}/app.db", PORT=web_port,
+                         PUBLIC_BASE_URL=f"https://{SITE}")
     migrated = subprocess.run([str(Path(sys.executable).parent / "flask"), "--app", "microblog",
                                "db", "upgrade"], cwd=ROOT, env=env, capture_output=True,
                               text=True, timeout=120)
@@ -614,25 +617,83 @@ def test_nginx_serves_static_files_and_proxies_to_gunicorn(tmp_path):
         wait_until(lambda: processes.running("web", "nginx") and healthy(web_port), 60,
                    lambda: f"gunicorn's /health\n{processes.logs()}")
         base = f"https://127.0.0.1:{https_port}"
-        proxied = wait_until(lambda: http_get(f"{base}/health", verify=False), 30, "nginx")
+        site_session = _site_session(https_port)
+        proxied = wait_until(lambda: _get(site_session, f"{base}/health"), 30, "nginx")
         assert proxied.status_code == 200, processes.logs()
         assert proxied.json()["status"] == "ok"
 
-        static = http_get(f"{base}/static/css/microblog.css", verify=False)
+        static = _get(site_session, f"{base}/static/css/microblog.css")
         assert static.status_code == 200
         assert static.content == (ROOT / "app/static/css/microblog.css").read_bytes()
         assert "Expires" in static.headers  # served by nginx itself (gunicorn sets none)
 
-        redirect = http_get(f"http://127.0.0.1:{http_port}/index", allow_redirects=False)
+        redirect = http_get(f"http://127.0.0.1:{http_port}/index", allow_redirects=False,
+                            headers={"Host": SITE})
         assert redirect.status_code == 301
-        assert redirect.headers["Location"].startswith("https://")
+        assert redirect.headers["Location"] == f"https://{SITE}/index"
 
-        _an_event_passes_nginx_at_once(base)
+        # Any other name is dropped without an answer: over HTTP by Host, over HTTPS at the
+        # handshake (no server name, or another) or by Host after it. gunicorn, reached
+        # directly, refuses it too.
+        assert http_get(f"http://127.0.0.1:{http_port}/index", headers={"Host": "evil.example"},
+                        allow_redirects=False) is None
+        assert http_get(f"http://127.0.0.1:{http_port}/index", allow_redirects=False) is None
+        assert http_get(f"{base}/health", verify=False) is None
+        assert http_get(f"{base}/health", verify=False, headers={"Host": SITE}) is None
+        assert _get(site_session, f"{base}/health", headers={"Host": "evil.example"}) is None
+        assert _get(_site_session(https_port, "evil.example"), f"{base}/health") is None
+        direct = http_get(f"http://127.0.0.1:{web_port}/auth/login",
+                          headers={"Host": "evil.example"})
+        assert direct.status_code == 400
+
+        _an_event_passes_nginx_at_once(base, lambda: _site_session(https_port))
+
+        # A reset link's token stays out of the access log.
+        secret = "eyJhbGciOiJIUzI1NiJ9.secret-part.signature"
+        link = f"{base}/auth/reset_password/{secret}"
+        opened = _get(site_session, f"{link}?x=1", allow_redirects=False,
+                      headers={"Referer": link})
+        assert opened.status_code == 302  # not a valid token: back to the login page
+        access_log = tmp_path / "microblog_access.log"
+        log = wait_until(lambda: "reset_password" in access_log.read_text()
+                         and access_log.read_text(), 10, "the access log line")
+        assert secret not in log
+        assert '"GET /auth/reset_password/<token>?x=1 HTTP/1.1" 302' in log
+        assert f'"{base}/auth/reset_password/<token>"' in log
     finally:
         processes.stop_all()
 
 
-def _an_event_passes_nginx_at_once(base: str) -> None:
+SITE = "microblog.example.com"  # deployment/nginx/microblog.conf's server_name
+
+
+def _site_session(port: int, server_name: str = SITE):
+    """A session that reaches nginx on 127.0.0.1 as a browser reaches the site by its name:
+    that name in the TLS handshake (SNI) and in Host. The certificate is self-signed."""
+    import requests
+    from requests.adapters import HTTPAdapter
+
+    class NamedServer(HTTPAdapter):
+        def init_poolmanager(self, *args, **kwargs):
+            super().init_poolmanager(*args, server_hostname=server_name, **kwargs)
+
+    session = requests.Session()
+    session.verify, session.trust_env = False, False
+    session.mount("https://", NamedServer())
+    session.headers["Host"] = f"{server_name}:{port}"
+    return session
+
+
+def _get(session, url: str, **kwargs):
+    import requests
+
+    try:
+        return session.get(url, timeout=5, **kwargs)
+    except requests.RequestException:
+        return None
+
+
+def _an_event_passes_nginx_at_once(base: str, new_session) -> None:
     """Bob's open /events stream, through nginx, shows the message alice sends him: were the
     stream buffered, the few hundred bytes of the event would wait for a full buffer."""
     import requests
@@ -640,9 +701,9 @@ def _an_event_passes_nginx_at_once(base: str) -> None:
     from tests.test_events import PASSWORD, EventStream
 
     def session_of(username: str) -> requests.Session:
-        session = requests.Session()
-        session.verify, session.trust_env = False, False  # self-signed; no CA bundle override
-        session.headers["Referer"] = f"{base}/"  # as a browser sends it (CSRF over HTTPS)
+        session = new_session()
+        # As a browser sends it: the CSRF check over HTTPS compares it with the Host.
+        session.headers["Referer"] = f"https://{session.headers['Host']}/"
         token = CSRF.search(session.get(f"{base}/auth/register", timeout=10).text)
         session.post(f"{base}/auth/register", timeout=10, data={
             "username": username, "email": f"{username}@example.com", "password": PASSWORD,

@@ -13,6 +13,7 @@ from redis import Redis
 from app import db
 from app import tasks as _worker_tasks  # noqa: F401  (imported early: see the note below)
 from app.email import send_email
+from config import Config
 from tests.conftest import csrf_token, login, make_user, run_jobs_in_process
 
 # app.tasks builds the worker's app and pushes its context when it is first imported. Importing
@@ -20,7 +21,7 @@ from tests.conftest import csrf_token, login, make_user, run_jobs_in_process
 # of the stack; first imported by the in-process worker during a test, it would sit on top of the
 # test's context and break its teardown.
 
-LINK = re.compile(r"http://localhost\.localdomain(/auth/reset_password/[\w.-]+)")
+LINK = re.compile(re.escape(Config.PUBLIC_BASE_URL) + r"(/auth/reset_password/[\w.-]+)")
 
 
 def request_reset(client, email, **headers):

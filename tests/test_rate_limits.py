@@ -89,10 +89,50 @@ def test_failed_logins_from_one_address_are_limited_then_refused_with_a_429_page
     assert post_login(other, "other", "correct horse battery", "10.0.0.2").status_code == 302
 
 
-def test_guessing_one_username_from_many_addresses_is_limited_too(client, user):
+def test_guessing_one_username_from_many_addresses_gets_one_guess_per_address(client, user):
+    """Once the account has had its failures, an address that has failed for it is refused
+    (in any case of the name); one that has not gets one attempt, then is refused too."""
     for i in range(3):
         assert post_login(client, "SUSAN", address=f"10.0.1.{i}").status_code == 302
-    assert_limited(post_login(client, "susan", address="10.0.1.99"))
+    assert_limited(post_login(client, "susan", address="10.0.1.0"))
+    assert post_login(client, "susan", address="10.0.1.99").status_code == 302
+    assert_limited(post_login(client, "Susan", address="10.0.1.99"))
+    assert_limited(post_login(client, "susan", "correct horse battery", "10.0.1.99"))
+    assert post_login(client, "susan", "correct horse battery", "10.0.1.100").location == "/index"
+
+
+def test_wrong_passwords_from_one_address_do_not_lock_the_owner_out_from_another(client, app):
+    make_user("carol")
+    for _ in range(3):
+        assert post_login(client, "carol", address="203.0.113.5").status_code == 302
+    for password in ("wrong password", "correct horse battery"):
+        assert_limited(post_login(client, "carol", password, address="203.0.113.5"))
+
+    carol = browser(app)
+    response = post_login(carol, "carol", "correct horse battery", address="198.51.100.20")
+    assert response.status_code == 302 and response.location == "/index"
+    assert "Hi, carol!" in carol.get("/index").get_data(as_text=True)
+    # The guessing address stays refused, for this account and (its own budget) for any.
+    assert_limited(post_login(client, "carol", "correct horse battery", "203.0.113.5"))
+    make_user("dave")
+    assert_limited(post_login(client, "dave", "correct horse battery", "203.0.113.5"))
+
+
+@pytest.mark.parametrize("config_overrides", [dict(LIMITED, TRUSTED_PROXY_COUNT=1)])
+def test_behind_a_proxy_the_owner_logs_in_while_another_client_guesses(client, app):
+    def through_proxy(browser_client, client_address, password):
+        request = from_address("127.0.0.1")
+        request["environ_base"]["HTTP_X_FORWARDED_FOR"] = client_address
+        return browser_client.post("/auth/login", data={
+            "username": "carol", "password": password,
+            "csrf_token": csrf_token(browser_client)}, **request)
+
+    make_user("carol")
+    for _ in range(3):
+        assert through_proxy(client, "203.0.113.5", "wrong").status_code == 302
+    assert through_proxy(client, "203.0.113.5", "wrong").status_code == 429
+    owner = through_proxy(browser(app), "198.51.100.20", "correct horse battery")
+    assert owner.location == "/index"
 
 
 def test_a_forged_forwarded_for_header_does_not_buy_a_new_budget(client, user):

@@ -112,7 +112,9 @@ def test_session_and_remember_cookies_are_samesite_lax_and_httponly(client, app)
 
 @pytest.fixture
 def production(config_overrides):
-    config_overrides.update(MICROBLOG_ENV="production", SECRET_KEY="a-production-secret")
+    config_overrides.update(MICROBLOG_ENV="production", SECRET_KEY="a-production-secret",
+                            # the test client's host (SERVER_NAME): production answers no other
+                            PUBLIC_BASE_URL="https://localhost.localdomain")
 
 
 def test_production_sends_hsts_and_secure_cookies(production, app):

@@ -17,9 +17,12 @@ def normalize_email(value: str | None) -> str | None:
     return value.strip().lower() if isinstance(value, str) else value
 
 
+# ASCII only, so that no two names can look alike by Unicode confusables; names compare
+# case-insensitively (the forms below, and the login). \A...\Z, not ^...$: `$` also matches
+# before a final newline, which let "alice\n" through as a second "alice".
 USERNAME_RULES = [
     Required(), Length(min=2, max=64),
-    Regexp(r"^[A-Za-z0-9_.-]+$",
+    Regexp(r"\A[A-Za-z0-9_.-]+\Z",
            message=_l("Usernames may contain only letters, digits, dots, dashes and underscores.")),
 ]
 

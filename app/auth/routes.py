@@ -20,9 +20,11 @@ from app.limits import (
     by_form_field,
     by_user,
     configured,
+    count_failed_login,
     counts_failed_logins,
     limiter,
     login_failed,
+    refuse_login_attempt,
 )
 from app.models import User
 
@@ -40,17 +42,17 @@ def safe_next(target: str | None) -> str:
 @bp.route("/login", methods=["GET", "POST"])
 @limiter.limit(configured("RATELIMIT_LOGIN"), methods=["POST"],
                deduct_when=counts_failed_logins)
-@limiter.limit(configured("RATELIMIT_LOGIN"), methods=["POST"],
-               key_func=by_form_field("username"), deduct_when=counts_failed_logins)
 def login():
     if current_user.is_authenticated:
         return redirect(url_for("main.index"))
     form = LoginForm()
     if form.validate_on_submit():
+        refuse_login_attempt(form.username.data)  # the account's own limits (app/limits.py)
         user = db.session.scalar(sa.select(User).where(
             sa.func.lower(User.username) == form.username.data.strip().lower()))
         if user is None or not user.check_password(form.password.data):
             login_failed()
+            count_failed_login(form.username.data)
             flash(_("Invalid username or password"), "danger")
             return redirect(url_for("auth.login", next=request.args.get("next")))
         login_user(user.start_session(), remember=form.remember_me.data)

@@ -23,14 +23,14 @@ import zipfile
 from collections.abc import Callable, Iterator
 from datetime import datetime
 from typing import BinaryIO
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote
 
 import sqlalchemy as sa
-from flask import current_app
 
 from app import db
 from app.exports.posts import count_posts, iter_post_batches, parse_timestamp
 from app.models import User, followers, utcnow
+from app.urls import public_host, public_url
 
 ARCHIVE_VERSION = 1
 AS_CONTEXT = "https://www.w3.org/ns/activitystreams"
@@ -46,7 +46,7 @@ def actor_url(user: User) -> str:
     URL map (create_app(web=False)). /user/<username> is the tutorial's, and stays (SPEC);
     the username quoted as Werkzeug's URL map quotes a path segment."""
     path = "/user/" + quote(user.username, safe="!$&'()*+,/:;=@")
-    return current_app.config["PUBLIC_BASE_URL"] + path
+    return public_url(path)
 
 
 def html_paragraph(text: str) -> str:
@@ -138,7 +138,7 @@ def _actor_json(user: User, actor: str) -> str:
 def _write_following(out: BinaryIO, user: User, batch_size: int) -> None:
     """following_accounts.csv as Mastodon writes and imports it (Settings > Import and
     export): `username@host,true,false,` for each account followed, by username."""
-    host = urlsplit(current_app.config["PUBLIC_BASE_URL"]).hostname
+    host = public_host()
     text = io.TextIOWrapper(out, encoding="utf-8", newline="", write_through=False)
     try:
         writer = csv.writer(text, lineterminator="\r\n")

@@ -2,8 +2,8 @@
 download it (with posts.json attached when it is small enough). Knows nothing about RQ:
 app/tasks.py runs these with the job's progress report and the job's id as the mail's key.
 
-Links in the mail are absolute, built from PUBLIC_BASE_URL: a worker has no request to take
-the site's address from. The paths are the export centre's public ones (`/exports`,
+Links in the mail are absolute, built from PUBLIC_BASE_URL (app/urls.py): a worker has no
+request to take the site's address from. The paths are the export centre's public ones (`/exports`,
 `/exports/<id>/download`), joined to the base so that a site served under a path prefix
 (PUBLIC_BASE_URL=https://example.org/microblog) gets working links too.
 """
@@ -20,6 +20,7 @@ from app.email import send_email_once
 from app.exports import centre, formats
 from app.exports.storage import get_storage
 from app.models import Export
+from app.urls import public_url
 
 SUBJECT = "[Microblog] Your blog posts"  # the seed's, in every language (mail filters)
 
@@ -41,9 +42,8 @@ def write_file(export: Export, on_progress: Callable[[int], None] | None = None)
 
 def links(export: Export) -> dict[str, str]:
     """Absolute URLs of the export centre and of this export's download."""
-    base = current_app.config["PUBLIC_BASE_URL"].rstrip("/")
-    return {"exports_url": f"{base}/exports",
-            "download_url": f"{base}/exports/{export.id}/download"}
+    return {"exports_url": public_url("/exports"),
+            "download_url": public_url(f"/exports/{export.id}/download")}
 
 
 def attaches(export: Export) -> bool:
@@ -51,6 +51,14 @@ def attaches(export: Export) -> bool:
     EXPORT_ATTACHMENT_LIMIT."""
     return (export.format == "json"
             and export.size <= current_app.config["EXPORT_ATTACHMENT_LIMIT"])
+
+
+def mail_context(export: Export, attached: bool) -> dict:
+    """What the export mail's templates (email/export_posts.*) are rendered with."""
+    return dict(
+        user=export.user, export=export, attached=attached, size=export.size,
+        limit=current_app.config["EXPORT_ATTACHMENT_LIMIT"],
+        expires=export.expires_at.strftime("%Y-%m-%d %H:%M"), **links(export))
 
 
 def compose_mail(export: Export) -> tuple[dict, bool]:
@@ -63,10 +71,7 @@ def compose_mail(export: Export) -> tuple[dict, bool]:
         fmt = formats.FORMATS[export.format]
         key = export.storage_key
         attachments.append((fmt.filename, fmt.content_type, lambda: get_storage().read(key)))
-    context = dict(
-        user=export.user, export=export, attached=attached, size=export.size,
-        limit=current_app.config["EXPORT_ATTACHMENT_LIMIT"],
-        expires=export.expires_at.strftime("%Y-%m-%d %H:%M"), **links(export))
+    context = mail_context(export, attached)
     fields = dict(
         subject=SUBJECT, sender=current_app.config["ADMINS"][0],
         recipients=[export.user.email],

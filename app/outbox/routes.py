@@ -18,7 +18,7 @@ from app.email import outbox_dir, outbox_pages_enabled
 from app.models import User
 from app.outbox import bp
 
-NAME = re.compile(r"^[0-9T]+-[0-9a-f]{8}\.eml$")
+NAME = re.compile(r"[0-9T]+-[0-9a-f]{8}\.eml")  # fullmatch only
 # The mail's HTML body in a sandboxed iframe of the message page: no scripts, no same origin,
 # no requests of its own; only the message page (same origin) may frame it.
 HTML_BODY_POLICY = "sandbox; default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'self'"
