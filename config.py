@@ -130,6 +130,13 @@ class Config:
     EVENTS_HEARTBEAT = float(os.environ.get("EVENTS_HEARTBEAT") or 15)
     EVENTS_MAX_AGE = float(os.environ.get("EVENTS_MAX_AGE") or 600)
 
+    # Request bodies (bytes), refused with 413 before they are read (app/body_limits.py): a
+    # whole body, one multipart field held in memory, the number of multipart fields. The
+    # largest form (a 280-character post) is a few KB; an upload route sets its own limit.
+    MAX_CONTENT_LENGTH = int(os.environ.get("MAX_CONTENT_LENGTH") or 1024 * 1024)
+    MAX_FORM_MEMORY_SIZE = int(os.environ.get("MAX_FORM_MEMORY_SIZE") or 64 * 1024)
+    MAX_FORM_PARTS = int(os.environ.get("MAX_FORM_PARTS") or 100)
+
     # Rate limits (app/limits.py), counted in Redis: "N per second|minute|hour|day", several
     # separated by ";". Login counts failed attempts only, per address and per username.
     RATELIMIT_ENABLED = _bool("RATELIMIT_ENABLED", True)
