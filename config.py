@@ -129,6 +129,14 @@ class Config:
     # reconnects at once, resuming where it was (so a long-open tab re-checks its login).
     EVENTS_HEARTBEAT = float(os.environ.get("EVENTS_HEARTBEAT") or 15)
     EVENTS_MAX_AGE = float(os.environ.get("EVENTS_MAX_AGE") or 600)
+    # Caps on open /events streams (app/live/caps.py), 0 for none: per user and per client
+    # address across every web process (counted in Redis), and per web process. The newest
+    # past a cap is refused and its page polls instead. Per process: half of gunicorn's
+    # worker_connections unless set, so that streams never hold every connection pages need.
+    EVENTS_MAX_PER_USER = int(os.environ.get("EVENTS_MAX_PER_USER") or 5)
+    EVENTS_MAX_PER_ADDRESS = int(os.environ.get("EVENTS_MAX_PER_ADDRESS") or 100)
+    EVENTS_MAX_PER_PROCESS = int(os.environ.get("EVENTS_MAX_PER_PROCESS")
+                                 or int(os.environ.get("GUNICORN_WORKER_CONNECTIONS") or 1000) // 2)
 
     # Request bodies (bytes), refused with 413 before they are read (app/body_limits.py): a
     # whole body, one multipart field held in memory, the number of multipart fields. The
