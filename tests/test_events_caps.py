@@ -16,11 +16,15 @@ import pytest
 import requests
 
 import tests.test_browser as browser_tests
+import tests.test_live_browser as live_browser_tests
 from tests.conftest import make_user, wait_for
 from tests.test_events import EventStream, logged_in_session
 from tests.web_server import gunicorn
 
 live_server = browser_tests.live_server
+browser = browser_tests.browser
+context = browser_tests.context
+live_context = live_browser_tests.live_context
 FLOOD = 300
 CONNECTIONS = 100  # gunicorn's worker_connections in the flood test
 PER_USER = 5
@@ -270,3 +274,25 @@ def test_a_closed_stream_gives_its_slot_back(app, live_server):
 
     # The server notices the closed connection at its next keep-alive (EVENTS_HEARTBEAT).
     wait_for(reopened, timeout=30, interval=0.2, message="the closed stream's slot")
+
+
+@pytest.mark.once
+def test_a_page_whose_stream_is_refused_polls_slowly_and_does_not_retry_at_once(
+        app, live_server, live_context, held):
+    """The page's own script against a real refusal: one /events request, then polling at
+    its idle pace, and the stream tried again only a minute later (not the 1 s reconnect an
+    EventSource makes after a dropped stream)."""
+    app.config.update(EVENTS_MAX_PER_USER=1)
+    make_user("susan")
+    held.append(_open(logged_in_session(live_server, "susan"), live_server))
+    assert held[0].status_code == 200  # another tab's stream holds the only slot
+    page, watcher, requests_made = live_browser_tests.open_page(live_context, url="/auth/login")
+    browser_tests.log_in(page)  # to /index: one page load
+    page.wait_for_function("() => window.__streams.length > 0 && "
+                           f"window.__streams[0].readyState === {live_browser_tests.CLOSED}")
+    page.wait_for_timeout(8000)  # far longer than the 1 s an EventSource waits to reconnect
+    assert len(requests_made.to("/events")) == 1, requests_made.seen
+    assert 1 <= len(requests_made.to("/notifications")) <= 2, requests_made.seen
+    assert len(page.evaluate(live_browser_tests.STREAMS)) == 1
+    refused = [e for e in watcher.errors if "/events" in e]
+    assert refused and all("HTTP 429" in e for e in refused), watcher.errors
