@@ -97,6 +97,8 @@ class Config:
     EXPORT_RETENTION_DAYS = float(os.environ.get("EXPORT_RETENTION_DAYS") or 7)
     EXPORT_KEEP = int(os.environ.get("EXPORT_KEEP") or 3)
     EXPORT_COOLDOWN = int(os.environ.get("EXPORT_COOLDOWN") or 600)
+    # Downloads of export files one user may have running at once (app/slots.py; 0: no cap).
+    EXPORT_DOWNLOADS_PER_USER = int(os.environ.get("EXPORT_DOWNLOADS_PER_USER") or 4)
     # Where finished exports live: "local" (EXPORT_FOLDER, one machine or a shared volume) or
     # "s3" (any S3-compatible object store: AWS S3, MinIO, R2, ...; credentials from the usual
     # AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY variables).

@@ -18,7 +18,7 @@ from flask import Response, current_app, request, stream_with_context
 from flask_babel import _
 from flask_login import current_user
 
-from app import db, events, jobs
+from app import db, events, jobs, slots
 from app.limits import client_address
 from app.live import bp, caps
 from app.live.hub import HubUnavailable, Listener, hub_for
@@ -119,7 +119,7 @@ def _current_state(head: str) -> list[tuple[str, str, str]]:
     return [(head, item["name"], json.dumps(item)) for item in state]
 
 
-def _events(hub, listener: Listener, slot: caps.Slot, backlog, covered: tuple[int, int],
+def _events(hub, listener: Listener, slot: slots.Slot, backlog, covered: tuple[int, int],
             session_id: str, heartbeat: float, max_age: float):
     try:
         yield f"retry: {RETRY_MS}\n\n"
