@@ -56,7 +56,7 @@ def stream():
         covered = events.parse_id(backlog[-1][0] if backlog else last_id)
     except caps.StreamRefused as refused:
         return _refused(refused)
-    except BaseException as exc:
+    except BaseException as exc:  # whatever failed, the places taken are given back
         if listener is not None:
             hub.unsubscribe(listener)
         if slot is not None:
