@@ -19,6 +19,7 @@ from io import BytesIO
 from typing import TypeVar
 
 from flask import Flask, abort, current_app, request
+from flask_babel import _
 
 View = TypeVar("View", bound=Callable)
 _ATTRIBUTE = "max_body_size_setting"
@@ -55,7 +56,10 @@ def _apply_limit() -> None:
 
 def _buffer_chunked_body(limit: int) -> None:
     environ = request.environ
-    body = environ["wsgi.input"].read(limit + 1)
+    try:
+        body = environ["wsgi.input"].read(limit + 1)
+    except Exception:  # the server's own error for a malformed chunk (gunicorn's ParseException)
+        abort(400, _("The body of the request was cut short or malformed. Please try again."))
     if len(body) > limit:
         abort(413)
     # From here on the request reads as one with this Content-Length.

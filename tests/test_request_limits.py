@@ -66,6 +66,11 @@ def test_a_huge_anonymous_login_post_is_refused_413_without_the_worker_growing(a
         requests.get(f"{server.base}/auth/login", timeout=30)  # the worker has warmed up
         _assert_refused_without_growing(server, "/auth/login",
                                         {"username": "susan"}, "password")
+        # A malformed chunked body is a 400 that says so, not a 500.
+        status, text = send_body(server.port, "/auth/login", {
+            "Content-Type": "application/x-www-form-urlencoded", "Accept": "text/html"},
+            iter([]), chunked=False, raw=b"zz\r\nhello\r\n0\r\n\r\n")
+        assert status == 400 and "malformed" in text, (status, text[:300])
         # And the site still answers.
         assert requests.get(f"{server.base}/auth/login", timeout=30).status_code == 200
 

@@ -75,14 +75,17 @@ def memory_kib(pid: int, field: str = "VmHWM") -> int:
 
 
 def send_body(port: int, path: str, head: dict[str, str], body: Iterator[bytes],
-              chunked: bool, timeout: float = 60) -> tuple[int, str]:
+              chunked: bool, timeout: float = 60, raw: bytes | None = None) -> tuple[int, str]:
     """POST `body` (bytes from an iterator, never all in memory) and return (status, response
     text) as soon as the server answers, even if it answers before the body is all sent (the
-    sender then stops: the server is not obliged to read the rest)."""
+    sender then stops: the server is not obliged to read the rest). `raw`: a chunked body
+    sent as it is, well-formed or not."""
     sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
     headers = dict(head, Host=f"127.0.0.1:{port}", Connection="close")
-    if chunked:
+    if chunked or raw is not None:
         headers["Transfer-Encoding"] = "chunked"
+    if raw is not None:
+        body, chunked = iter([raw]), False
     lines = [f"POST {path} HTTP/1.1"] + [f"{k}: {v}" for k, v in headers.items()]
     sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode())
     answered = threading.Event()
