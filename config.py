@@ -97,6 +97,8 @@ class Config:
     EXPORT_RETENTION_DAYS = float(os.environ.get("EXPORT_RETENTION_DAYS") or 7)
     EXPORT_KEEP = int(os.environ.get("EXPORT_KEEP") or 3)
     EXPORT_COOLDOWN = int(os.environ.get("EXPORT_COOLDOWN") or 600)
+    # Downloads of export files one user may have running at once (app/slots.py; 0: no cap).
+    EXPORT_DOWNLOADS_PER_USER = int(os.environ.get("EXPORT_DOWNLOADS_PER_USER") or 4)
     # Where finished exports live: "local" (EXPORT_FOLDER, one machine or a shared volume) or
     # "s3" (any S3-compatible object store: AWS S3, MinIO, R2, ...; credentials from the usual
     # AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY variables).
@@ -133,6 +135,21 @@ class Config:
     # reconnects at once, resuming where it was (so a long-open tab re-checks its login).
     EVENTS_HEARTBEAT = float(os.environ.get("EVENTS_HEARTBEAT") or 15)
     EVENTS_MAX_AGE = float(os.environ.get("EVENTS_MAX_AGE") or 600)
+    # Caps on open /events streams (app/live/caps.py), 0 for none: per user and per client
+    # address across every web process (counted in Redis), and per web process. The newest
+    # past a cap is refused and its page polls instead. Per process: half of gunicorn's
+    # worker_connections unless set, so that streams never hold every connection pages need.
+    EVENTS_MAX_PER_USER = int(os.environ.get("EVENTS_MAX_PER_USER") or 5)
+    EVENTS_MAX_PER_ADDRESS = int(os.environ.get("EVENTS_MAX_PER_ADDRESS") or 100)
+    EVENTS_MAX_PER_PROCESS = int(os.environ.get("EVENTS_MAX_PER_PROCESS")
+                                 or int(os.environ.get("GUNICORN_WORKER_CONNECTIONS") or 1000) // 2)
+
+    # Request bodies (bytes), refused with 413 before they are read (app/body_limits.py): a
+    # whole body, one multipart field held in memory, the number of multipart fields. The
+    # largest form (a 280-character post) is a few KB; an upload route sets its own limit.
+    MAX_CONTENT_LENGTH = int(os.environ.get("MAX_CONTENT_LENGTH") or 1024 * 1024)
+    MAX_FORM_MEMORY_SIZE = int(os.environ.get("MAX_FORM_MEMORY_SIZE") or 64 * 1024)
+    MAX_FORM_PARTS = int(os.environ.get("MAX_FORM_PARTS") or 100)
 
     # Rate limits (app/limits.py), counted in Redis: "N per second|minute|hour|day", several
     # separated by ";". Login counts failed attempts only: per address, per account and address,

@@ -121,8 +121,9 @@ def create_app(config_class=Config, commands: bool = True, web: bool = True) -> 
 
 def _init_web(app: Flask) -> None:
     """What only serving requests needs: the request-side extensions and the blueprints."""
-    from app import bootstrap, csrf
+    from app import body_limits, bootstrap, csrf
 
+    body_limits.init_app(app)  # first: every before-request function after it may read the body
     bootstrap.init_app(app)
     csrf.init_app(app)
     from app import security

@@ -35,6 +35,8 @@ LOG_MAXLEN = 1000
 LOG_TTL = 24 * 3600
 _PENDING = "microblog_events"  # key in Session.info: events waiting for the commit
 EVENT_ID = re.compile(r"[0-9]{1,20}-[0-9]{1,20}")
+# Each part of a stream id is an unsigned 64-bit number: Redis refuses anything larger.
+_ID_PART_MAX = 2**64 - 1
 
 # KEYS: log, channel. ARGV: event JSON, max length, TTL. The id is the stream's: it orders the
 # user's events as they were published, across every worker and web process.
@@ -111,8 +113,10 @@ def parse_id(value: str | None) -> tuple[int, int] | None:
     """A Last-Event-ID as the stream's (milliseconds, sequence), None if it is not one."""
     if not value or not EVENT_ID.fullmatch(value):
         return None
-    ms, seq = value.split("-")
-    return int(ms), int(seq)
+    ms, seq = (int(part) for part in value.split("-"))
+    if ms > _ID_PART_MAX or seq > _ID_PART_MAX:
+        return None
+    return ms, seq
 
 
 def replay(connection: redis.Redis, user_id: int,

@@ -308,3 +308,26 @@ def test_another_site_on_the_same_redis_server_never_reaches_the_stream(app, liv
         stream.close()
         other_site.delete(events.log_key(susan.id))
         other_site.close()
+
+
+def test_an_out_of_range_last_event_id_gets_the_current_state_not_503(app, live_server):
+    """Ids past what a Redis stream id can hold (64-bit parts) are unknown ids like any other:
+    the stream opens with the current state."""
+    from app import db
+    from app.models import Message
+
+    susan, john = make_user("susan"), make_user("john")
+    db.session.add_all(Message(author=john, recipient=susan, body=f"hi {i}") for i in range(2))
+    db.session.commit()
+    notify("susan", "unread_message_count", 2)  # the log exists
+    session = logged_in_session(live_server, "susan")
+    for bad in ("99999999999999-0", "99999999999999999999-0", "18446744073709551616-0",
+                "1-99999999999999999999", "0-0"):
+        stream = EventStream(session, f"{live_server}/events", last_event_id=bad)
+        try:
+            assert stream.response.status_code == 200, (bad, stream.response.text)
+            first = stream.next_event()
+            assert (first["data"]["name"], first["data"]["data"]) == (
+                "unread_message_count", 2), bad
+        finally:
+            stream.close()

@@ -28,8 +28,9 @@ USERNAME_RULES = [
 
 
 class LoginForm(FlaskForm):
-    username = StringField(_l("Username"), validators=[Required()])
-    password = PasswordField(_l("Password"), validators=[Required()])
+    # No account has a longer name or password (RegistrationForm): a clear error, no lookup.
+    username = StringField(_l("Username"), validators=[Required(), Length(max=64)])
+    password = PasswordField(_l("Password"), validators=[Required(), Length(max=128)])
     remember_me = BooleanField(_l("Remember Me"))
     submit = SubmitField(_l("Sign In"))
 
@@ -57,7 +58,8 @@ class RegistrationForm(FlaskForm):
 
 
 class ResetPasswordRequestForm(FlaskForm):
-    email = StringField(_l("Email"), validators=[Required(), Email()], filters=[normalize_email])
+    email = StringField(_l("Email"), validators=[Required(), Email(), Length(max=120)],
+                        filters=[normalize_email])
     submit = SubmitField(_l("Request Password Reset"))
 
 

@@ -1,7 +1,7 @@
 from datetime import timedelta
 
 from flask import render_template, request
-from flask_babel import _, format_timedelta
+from flask_babel import _, format_decimal, format_timedelta
 from flask_wtf.csrf import CSRFError
 from werkzeug.exceptions import HTTPException
 
@@ -44,6 +44,16 @@ def too_many_requests(error):
     if isinstance(body, dict):
         body["retry_after"] = seconds
     return body, status, {"Retry-After": str(seconds)}
+
+
+@bp.app_errorhandler(413)
+def request_too_large(error):
+    """A body past its limit (app/body_limits.py), refused before it was read."""
+    limit = request.max_content_length
+    size = format_decimal(limit / 1024, format="#,##0") if limit else "?"
+    return _error(413, _("Request Too Large"),
+                  _("What you sent is too large for this page: the limit is %(size)s KiB. "
+                    "Shorten it and try again.", size=size))
 
 
 @bp.app_errorhandler(HTTPException)

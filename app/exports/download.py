@@ -12,9 +12,25 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from flask import Response, abort, redirect, request
+import redis
+from flask import Response, abort, current_app, redirect, request
 
+from app import slots
 from app.exports.storage import Storage, attachment_disposition
+
+DOWNLOADS_KEY = "microblog:downloads:user:"  # + user id: the user's downloads in progress
+# A download renews its place this often while it sends; a place not renewed for the lease
+# (its process was killed, or its client stopped reading: nginx's send_timeout ends those)
+# no longer counts.
+DOWNLOAD_RENEWAL = 15
+DOWNLOAD_LEASE = 600
+RETRY_AFTER = {"Retry-After": str(DOWNLOAD_RENEWAL)}
+
+
+class TooManyDownloads(Exception):
+    def __init__(self, cap: int) -> None:
+        super().__init__(cap)
+        self.cap = cap
 
 
 def download_response(storage: Storage, key: str, filename: str, content_type: str,
@@ -87,3 +103,24 @@ def _if_range_matches(etag: str | None) -> bool:
     if if_range is None:
         return True
     return etag is not None and if_range.strip() == f'"{etag}"'
+
+
+def counted_download(response: Response, user_id: int) -> Response:
+    """`response`, holding one of the user's EXPORT_DOWNLOADS_PER_USER places (app/slots.py)
+    while this process streams it: like an open /events stream each holds a connection, and
+    a slow reader holds it long. A redirect to the object store or a HEAD costs none. Raises
+    TooManyDownloads when the user's places are all taken."""
+    if not response.direct_passthrough or request.method == "HEAD":
+        return response
+    cap = current_app.config["EXPORT_DOWNLOADS_PER_USER"]
+    try:
+        slot = slots.take(current_app.redis, [f"{DOWNLOADS_KEY}{user_id}"], [cap],
+                          DOWNLOAD_LEASE, DOWNLOAD_RENEWAL)
+    except slots.Full:
+        response.close()
+        raise TooManyDownloads(cap) from None
+    except redis.exceptions.RedisError:  # uncounted, rather than no download at all
+        return response
+    response.response = slot.renewing(response.response)
+    response.call_on_close(slot.release)
+    return response

@@ -14,7 +14,7 @@ from flask_login import current_user, login_required
 from werkzeug.exceptions import NotFound
 
 from app.exports import centre
-from app.exports.download import download_response
+from app.exports.download import RETRY_AFTER, TooManyDownloads, counted_download, download_response
 from app.exports.formats import FORMATS
 from app.exports.forms import FORMAT_CHOICES, ExportActionForm, StartExportForm
 from app.exports.storage import StorageUnavailable, get_storage
@@ -125,8 +125,14 @@ def download(export_id):
     # Changes whenever the file does (a retry writes a new one): lets a browser resume.
     etag = f"{export.task_id}-{export.finished_at:%Y%m%d%H%M%S%f}" if export.finished_at else None
     try:
-        return download_response(get_storage(), export.storage_key, export.filename,
-                                 fmt.content_type, etag=etag)
+        response = download_response(get_storage(), export.storage_key, export.filename,
+                                     fmt.content_type, etag=etag)
+        return counted_download(response, current_user.id)
+    except TooManyDownloads as refused:
+        answer = _answer(_("You have %(count)d downloads running already, the most at once; "
+                           "try again when one has finished.", count=refused.cap), "warning",
+                         export, status=429)
+        return answer if not isinstance(answer, tuple) else (*answer, RETRY_AFTER)
     except StorageUnavailable:
         return _answer(_("The export storage cannot be reached right now. Please try again "
                          "in a few minutes."), "danger", export, status=503)

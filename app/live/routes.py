@@ -18,13 +18,17 @@ from flask import Response, current_app, request, stream_with_context
 from flask_babel import _
 from flask_login import current_user
 
-from app import db, events, jobs
-from app.live import bp
+from app import db, events, jobs, slots
+from app.limits import client_address
+from app.live import bp, caps
 from app.live.hub import HubUnavailable, Listener, hub_for
 from app.models import Notification, UserSession
 
 # The browser waits this long before reconnecting to a stream that ended.
 RETRY_MS = 1000
+# A refused stream's page polls, and tries the stream again this many seconds later
+# (STREAM_RETRY in app/static/js/microblog.js).
+RETRY_AFTER = 60
 
 
 @bp.route("/events")
@@ -36,10 +40,13 @@ def stream():
     session_id = UserSession.digest(current_user.session_token)
     last_id = request.headers.get("Last-Event-ID")
     connection = current_app.redis
+    config = current_app.config
     hub = hub_for(current_app._get_current_object())
-    listener = None
-    jobs.reconcile_user_tasks(current_user)  # as a poll does: a task whose worker died ends
+    listener = slot = None
     try:
+        # First, before any work: a refused stream costs one Redis call.
+        slot = caps.acquire(connection, user_id, client_address(), config)
+        jobs.reconcile_user_tasks(current_user)  # as a poll does: a task whose worker died ends
         listener = hub.subscribe(user_id)
         backlog = events.replay(connection, user_id, last_id) if events.parse_id(last_id) else None
         if backlog is None:
@@ -47,28 +54,54 @@ def stream():
         # The listener also holds what was published after it subscribed, some of it in the
         # backlog too: replayed, or committed before the state was read (up to the log's head).
         covered = events.parse_id(backlog[-1][0] if backlog else last_id)
-    except (HubUnavailable, redis.exceptions.RedisError):
+    except caps.StreamRefused as refused:
+        return _refused(refused)
+    except BaseException as exc:  # whatever failed, the places taken are given back
         if listener is not None:
             hub.unsubscribe(listener)
+        if slot is not None:
+            slot.release()
+        if not isinstance(exc, (HubUnavailable, redis.exceptions.RedisError)):
+            raise
         if hub.stopping:  # a restart: come back at once (to a process that is not stopping)
             return Response(f"retry: {RETRY_MS}\n\n", mimetype="text/event-stream")
         # EventSource gives up on an error status: the page polls /notifications instead.
-        response = _plain(_("Live updates are unavailable; the page checks for news instead."),
-                          503)
-        response.headers["Retry-After"] = "60"
-        return response
+        return _plain(_("Live updates are unavailable; the page checks for news instead."),
+                      503, retry_after=True)
     db.session.close()  # the stream holds no database connection while it waits
-    config = current_app.config
-    body = _events(hub, listener, backlog, covered, session_id,
+    body = _events(hub, listener, slot, backlog, covered, session_id,
                    config["EVENTS_HEARTBEAT"], config["EVENTS_MAX_AGE"])
-    return Response(stream_with_context(body), mimetype="text/event-stream", headers={
+    response = Response(stream_with_context(body), mimetype="text/event-stream", headers={
         "Cache-Control": "no-cache, no-transform",
         "X-Accel-Buffering": "no",  # nginx: pass each event on at once
     })
+    # Also when the body never starts (the client left at once): its slot is not kept.
+    response.call_on_close(slot.release)
+    return response
 
 
-def _plain(text: str, status: int) -> Response:
-    return Response(text + "\n", status=status, mimetype="text/plain")
+def _refused(refused: caps.StreamRefused):
+    """A cap is full: an error status, so that the page polls instead (and tries the stream
+    again after RETRY_AFTER seconds, as Retry-After says)."""
+    if refused.which == caps.PROCESS_FULL:
+        return _plain(_("This server has as many live update streams open as it can take; "
+                        "the page checks for news instead."), 503, retry_after=True)
+    if refused.which == caps.USER_FULL:
+        text = _("Your account already has %(limit)d live update streams open (in other tabs "
+                 "or browsers), the most it may have; this page checks for news instead.",
+                 limit=refused.limit)
+    else:
+        text = _("%(limit)d live update streams are open from your network address already, "
+                 "the most it may have; this page checks for news instead.",
+                 limit=refused.limit)
+    return _plain(text, 429, retry_after=True)
+
+
+def _plain(text: str, status: int, retry_after: bool = False) -> Response:
+    response = Response(text + "\n", status=status, mimetype="text/plain")
+    if retry_after:
+        response.headers["Retry-After"] = str(RETRY_AFTER)
+    return response
 
 
 def _current_state(head: str) -> list[tuple[str, str, str]]:
@@ -86,8 +119,8 @@ def _current_state(head: str) -> list[tuple[str, str, str]]:
     return [(head, item["name"], json.dumps(item)) for item in state]
 
 
-def _events(hub, listener: Listener, backlog, covered: tuple[int, int], session_id: str,
-            heartbeat: float, max_age: float):
+def _events(hub, listener: Listener, slot: slots.Slot, backlog, covered: tuple[int, int],
+            session_id: str, heartbeat: float, max_age: float):
     try:
         yield f"retry: {RETRY_MS}\n\n"
         for item in backlog:
@@ -97,6 +130,7 @@ def _events(hub, listener: Listener, backlog, covered: tuple[int, int], session_
                     return
         ends = time.monotonic() + max_age
         while (left := ends - time.monotonic()) > 0:
+            slot.renew_if_due()
             try:
                 item = listener.get(timeout=min(heartbeat, left))
             except queue.Empty:
@@ -114,6 +148,7 @@ def _events(hub, listener: Listener, backlog, covered: tuple[int, int], session_
                     return
     finally:
         hub.unsubscribe(listener)
+        slot.release()
 
 
 def _forward(item: tuple[str, str, str], session_id: str) -> str | None:
