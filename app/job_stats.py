@@ -26,6 +26,7 @@ from rq.results import Result
 from app import db
 from app.models import Task, TaskStatus, utcnow
 from app.redis_connection import redis_from_url
+from app.template_filters import scaled_bytes
 
 WINDOW = timedelta(hours=24)
 
@@ -87,14 +88,12 @@ def format_seconds(value: float | None) -> str:
 
 
 def format_bytes(value: int | None) -> str:
+    """A size for the CLI's tables ("1.5 KiB"); pages use the `bytes` filter, in the reader's
+    locale (app/template_filters.py)."""
     if value is None:
         return "-"
-    size = float(value)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if size < 1024 or unit == "GiB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    return f"{size:.1f} GiB"
+    size, unit = scaled_bytes(value)
+    return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
 
 
 def format_rate(value: float | None) -> str:

@@ -1,4 +1,5 @@
-"""Security headers on every response, and the cookie flags that go with them.
+"""Security headers on every response, the cookie flags that go with them, and the areas of
+the site that answer 404 to everyone not allowed in (hide_area).
 
 A small after-request hook rather than Flask-Talisman: what we need is a handful of fixed
 headers, Talisman would bring its own redirect-to-HTTPS and cookie handling to switch off, and
@@ -6,7 +7,9 @@ a route with a policy of its own (the outbox's sandboxed mail body) simply sets 
 
 from __future__ import annotations
 
-from flask import Flask, Response
+from collections.abc import Callable
+
+from flask import Blueprint, Flask, Response, abort, request
 
 # Scripts and styles only from our own files: no inline <script>, no on*= handlers, no
 # style= attributes (the page's script sets styles through the CSSOM, which CSP allows).
@@ -49,3 +52,18 @@ def init_app(app: Flask) -> None:
         if app.config["MICROBLOG_ENV"] == "production":
             response.headers.setdefault("Strict-Transport-Security", STRICT_TRANSPORT_SECURITY)
         return response
+
+
+def hide_area(blueprint: Blueprint, prefix: str, may_enter: Callable[[], bool]) -> None:
+    """Everyone for whom `may_enter()` is false gets the site's 404 from `prefix` and every
+    URL under it, whatever the method. A blueprint's own before_request is not enough: the
+    URL map answers a method a route does not take with 405 (and a missing trailing slash
+    with a redirect) before any view's hooks run, which tells a stranger the page exists.
+    Those who may enter still get the 405."""
+    area = prefix.rstrip("/")
+
+    @blueprint.before_app_request
+    def refuse_strangers() -> None:
+        path = request.path
+        if (path == area or path.startswith(area + "/")) and not may_enter():
+            abort(404)

@@ -67,6 +67,7 @@ ENDPOINTS: dict[str, Endpoint] = {
     "main.avatar": Endpoint(PUBLIC, lambda w: w.alice.avatar(32),
                             "an identicon of a hash: says nothing about its owner"),
     "main.health": Endpoint(PUBLIC, _url("main.health")),
+    "main.favicon": Endpoint(PUBLIC, _url("main.favicon")),
     "auth.login": Endpoint(PUBLIC, _url("auth.login")),
     "auth.register": Endpoint(PUBLIC, _url("auth.register")),
     "auth.logout": Endpoint(PUBLIC, _url("auth.logout")),

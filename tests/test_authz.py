@@ -16,9 +16,12 @@ from tests.endpoints import (
     OWNER,
     PUBLIC,
     build_world,
+    fast_user,
     login_as,
     snapshot,
 )
+
+EVERY_METHOD = ("GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 
 
 @pytest.fixture
@@ -88,6 +91,42 @@ def test_another_member_gets_404_never_the_object(app, client, world, name):
     assert snapshot() == before
 
 
+def _admin_area_urls(world) -> list[str]:
+    """Every admin endpoint's URL, the area's bare prefix, and a URL under it that no route
+    serves: a stranger must not tell them apart."""
+    urls = [e.url(world) for e in ENDPOINTS.values() if e.kind == ADMIN]
+    return [*urls, "/admin", "/admin/no-such-page"]
+
+
+@pytest.mark.parametrize("who", ["anonymous", "bob"])
+def test_every_method_on_every_admin_url_is_a_404_for_non_admins(app, client, world, who):
+    """Not 405 for a method the route does not take, nor a redirect for the bare prefix:
+    either would tell a prober that the page exists."""
+    if who == "bob":
+        login_as(client, "bob")
+    token = csrf_token(client, "/auth/login" if who == "anonymous" else "/index")
+    before = snapshot()
+    for url in _admin_area_urls(world):
+        for method in EVERY_METHOD:
+            response = _request(client, method, url, token if method != "GET" else None)
+            assert response.status_code == 404, f"{method} {url} as {who}: {response.status_code}"
+            assert "Allow" not in response.headers, f"{method} {url} as {who}"
+    assert snapshot() == before
+
+
+def test_an_admin_still_hears_that_a_method_is_not_allowed(app, client, world):
+    carol = fast_user("carol")
+    carol.admin = True
+    from app import db
+
+    db.session.commit()
+    login_as(client, "carol")
+    response = client.open(ENDPOINTS["admin.jobs_page"].url(world), method="POST",
+                           data={"csrf_token": csrf_token(client, "/index")})
+    assert response.status_code == 405
+    assert "GET" in response.headers["Allow"]
+
+
 @pytest.mark.parametrize("name", [n for n, e in ENDPOINTS.items() if e.kind == OWNER])
 def test_the_owner_reaches_their_object(app, client, world, name):
     """The other side of the sweep: the URLs built above do name alice's objects."""
@@ -124,7 +163,7 @@ def test_public_endpoints_answer_an_anonymous_visitor(app, client, world, name):
     url = ENDPOINTS[name].url(world)
     response = client.get(url)
     assert response.status_code in (200, 302), f"GET {url}: {response.status_code}"
-    assert world.marker not in response.get_data(as_text=True)
+    assert world.marker.encode() not in response.get_data()  # bytes: an icon is no text
 
 
 def _members_pages() -> list:

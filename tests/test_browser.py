@@ -9,6 +9,7 @@ import os
 import re
 import threading
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -148,8 +149,8 @@ def worker_factory(app):
 
 
 class PageWatcher:
-    """Console errors, uncaught exceptions and failed requests of a page (the app has no
-    favicon; the browser's automatic request for one is not an error of the page)."""
+    """Console errors, uncaught exceptions and failed requests of a page (the browser's own
+    request for /favicon.ico included: the app has one)."""
 
     def __init__(self, page):
         self.errors: list[str] = []
@@ -173,22 +174,31 @@ class PageWatcher:
             self.errors.append(f"console error: {msg.text}")
 
     def _on_response(self, response):
-        if response.status >= 400 and not response.url.endswith("/favicon.ico"):
+        if response.status >= 400:
             self.errors.append(f"HTTP {response.status}: {response.request.method} {response.url}")
 
 
 @pytest.fixture
 def context(browser, live_server, request):
-    context = browser.new_context(base_url=live_server, locale="en-US")
+    with browser_context(browser, live_server, request.node.name, RECORDER,
+                         locale="en-US") as context:
+        yield context
+
+
+@contextmanager
+def browser_context(browser, live_server, name: str, init_script: str, **options):
+    """A browser context on the live server running `init_script` in every page; when done,
+    a screenshot of each of its pages is left in /tmp, named after `name`, for a person to
+    look at afterwards."""
+    context = browser.new_context(base_url=live_server, **options)
     context.set_default_timeout(15_000)
-    context.add_init_script(RECORDER)
+    context.add_init_script(init_script)
     try:
         yield context
     finally:
-        for i, page in enumerate(context.pages):  # for a person to look at afterwards
+        for i, page in enumerate(context.pages):
             try:
-                page.screenshot(path=str(SCREENSHOTS / f"{request.node.name}-{i}.png"),
-                                full_page=True)
+                page.screenshot(path=str(SCREENSHOTS / f"{name}-{i}.png"), full_page=True)
             except Exception:
                 pass
         context.close()

@@ -62,6 +62,16 @@ def test_anonymous_visitors_from_elsewhere_get_the_sites_404(client):
     assert "microblog_" not in response.get_data(as_text=True)
 
 
+def test_every_other_method_is_a_404_too_for_those_who_may_not_read_it(client):
+    for method in ("POST", "PUT", "PATCH", "DELETE", "OPTIONS"):
+        outside = client.open("/metrics", method=method,
+                              environ_base={"REMOTE_ADDR": OUTSIDER})
+        assert outside.status_code == 404, method
+        assert "Allow" not in outside.headers
+        inside = client.open("/metrics", method=method, environ_base={"REMOTE_ADDR": "::1"})
+        assert inside.status_code == (200 if method == "OPTIONS" else 405), method
+
+
 def test_the_loopback_address_may_scrape_by_default(client):
     for address in ("127.0.0.1", "::1"):
         response = scrape(client, address)

@@ -10,7 +10,7 @@ from datetime import timedelta
 
 import redis
 from flask import abort, flash, redirect, render_template, request, url_for
-from flask_babel import _
+from flask_babel import _, format_decimal
 from flask_babel import lazy_gettext as _l
 from flask_login import current_user
 
@@ -24,7 +24,6 @@ MAX_PURGE_DAYS = 36500
 
 
 bp.add_app_template_filter(job_stats.format_seconds, "seconds")
-bp.add_app_template_filter(job_stats.format_bytes, "bytes")
 bp.add_app_template_filter(job_stats.format_rate, "rate")
 
 
@@ -162,7 +161,8 @@ def purge():
     """GET ?days=N: how many tasks would go, and the form that purges them (POST)."""
     days = _purge_days()
     if days is None:
-        flash(_("Enter a whole number of days, from 1 to %(max)d.", max=MAX_PURGE_DAYS),
+        flash(_("Enter a whole number of days, from 1 to %(max)s.",
+                max=format_decimal(MAX_PURGE_DAYS)),
               "warning")
         return redirect(url_for("admin.jobs_page"))
     older_than = timedelta(days=days)
@@ -175,5 +175,5 @@ def purge():
     except redis.exceptions.RedisError:
         flash(_("Not done: Redis cannot be reached. Please try again later."), "danger")
     else:
-        flash(_("%(n)d task(s) purged.", n=purged), "success")
+        flash(_("%(n)s task(s) purged.", n=format_decimal(purged)), "success")
     return redirect(url_for("admin.jobs_page"))

@@ -62,7 +62,10 @@ def http_error(error):
         return _error(404, _("Not Found"), _("Sorry, that page does not exist."))
     if error.code == 401:
         return _error(401, _("Unauthorized"), _("Please log in to access this page."))
-    return _error(error.code or 500, error.name, error.description or "")
+    body, status = _error(error.code or 500, error.name, error.description or "")
+    # A 405 names the methods the URL does take (RFC 9110 requires it).
+    allowed = getattr(error, "valid_methods", None)
+    return body, status, {"Allow": ", ".join(allowed)} if allowed else {}
 
 
 @bp.app_errorhandler(500)

@@ -14,6 +14,7 @@ from flask import (
     redirect,
     render_template,
     request,
+    send_from_directory,
     url_for,
 )
 from flask_babel import _, get_locale
@@ -260,6 +261,14 @@ def avatar(digest):
     response.cache_control.public = True
     response.cache_control.max_age = 86400
     return response
+
+
+@bp.route("/favicon.ico")
+def favicon():
+    """Browsers ask for /favicon.ico on a site's first page whatever the page links (base.html
+    links it and the SVG in static/)."""
+    return send_from_directory(current_app.static_folder, "favicon.ico",
+                               mimetype="image/vnd.microsoft.icon", max_age=86400)
 
 
 @bp.route("/health")

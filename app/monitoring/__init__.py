@@ -2,9 +2,13 @@
 
 from flask import Blueprint
 
+from app.security import hide_area
+
 bp = Blueprint("monitoring", __name__)
 
-from app.monitoring import routes  # noqa: E402,F401
+from app.monitoring import routes  # noqa: E402
+
+hide_area(bp, "/metrics", routes.may_read_metrics)
 
 
 @bp.record_once

@@ -1,5 +1,5 @@
-"""GET /metrics, for Prometheus. Who may read it (everyone else gets the site's 404 page, so
-that the endpoint is not advertised):
+"""GET /metrics, for Prometheus. Who may read it (everyone else gets the site's 404 page from
+every method, so that the endpoint is not advertised: app/monitoring/__init__.py):
 
 - requests from an address in METRICS_ALLOW (addresses or networks; default loopback only),
   the address being the one the rate limits count (X-Forwarded-For only behind
@@ -14,7 +14,7 @@ import hmac
 import ipaddress
 from functools import cache
 
-from flask import Response, abort, current_app, request
+from flask import Response, current_app, request
 from flask_login import current_user
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder
@@ -63,8 +63,6 @@ def may_read_metrics() -> bool:
 
 @bp.route("/metrics")
 def metrics() -> Response:
-    if not may_read_metrics():
-        abort(404)
     registry = CollectorRegistry(auto_describe=False)
     # A connection of its own per scrape, with a short timeout: see MetricsCollector.
     connection = redis_from_url(current_app.config["REDIS_URL"], socket_connect_timeout=2,

@@ -4,6 +4,8 @@
   'use strict';
 
   var locale = document.body.dataset.locale || undefined;
+  // Every count the script writes, grouped as the server writes them (the `number` filter).
+  var numberFmt = new Intl.NumberFormat(locale);
 
   // --- times in the reader's locale and time zone (Intl, no library) ---
   function renderTimes(root) {
@@ -108,7 +110,6 @@
   function percent(data) { return Math.max(0, Math.min(100, Math.round(data.progress || 0))); }
 
   // "12,400 of 100,000 posts — about 8 s left", from the counts the worker sends.
-  var numberFmt = new Intl.NumberFormat(locale);
   function progressText(data) {
     var template = data.unit && tasks.dataset['textCount' + data.unit.charAt(0).toUpperCase() + data.unit.slice(1)];
     if (!template || data.total == null || data.done == null) { return ''; }
@@ -236,7 +237,7 @@
   function setMessageCount(n) {
     var badge = document.getElementById('message_count');
     if (!badge) { return; }
-    badge.textContent = n;
+    badge.textContent = numberFmt.format(n);
     badge.classList.toggle('d-none', !n);
   }
 
