@@ -452,7 +452,8 @@ class ExportFormat:
 class Export(db.Model):
     """One archive of a user's posts in the export centre (/exports). Its lifecycle is its
     current Task's (queued, running, finished, failed, cancelled: a retry starts a new task);
-    once the file is removed by retention or EXPORT_KEEP the export is "expired". The id is
+    once its file is removed the export is "expired" (by retention) or "replaced" (by a newer
+    one beyond EXPORT_KEEP). The id is
     random and goes in URLs. app/exports/centre.py is the only code that changes a row."""
 
     id: so.Mapped[str] = so.mapped_column(
@@ -477,6 +478,7 @@ class Export(db.Model):
     task: so.Mapped[Task | None] = so.relationship()
 
     EXPIRED = "expired"
+    REPLACED = "replaced"
 
     def __init__(self, **kwargs) -> None:
         # The id at once, not at the first flush: the job is enqueued with it.
@@ -485,8 +487,11 @@ class Export(db.Model):
 
     @property
     def status(self) -> str:
-        """queued, running, finished, failed, cancelled (its task's) or expired."""
+        """queued, running, finished, failed, cancelled (its task's), expired or replaced."""
         if self.expired_at is not None:
+            # Retention removes a file when it is due; only EXPORT_KEEP removes one earlier.
+            if self.expires_at is not None and self.expired_at < self.expires_at:
+                return self.REPLACED
             return self.EXPIRED
         if self.task is None:  # its task purged, or a job enqueued by hand without one
             return TaskStatus.FINISHED if self.finished_at is not None else TaskStatus.FAILED
