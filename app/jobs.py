@@ -17,7 +17,7 @@ import uuid
 from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, timedelta
+from datetime import UTC, datetime, timedelta
 from functools import cache
 
 import redis
@@ -732,7 +732,23 @@ def warm_up() -> None:
 
 
 def dismiss(task: Task) -> None:
-    task.dismissed = True
+    """The user closed the task's alert."""
+    mark_seen(task.user_id, [(task.name, task.created_at)])
+
+
+def mark_seen(user_id: int, shown: list[tuple[str, datetime]]) -> None:
+    """The user has seen how these tasks ended (their alerts were shown, or closed), given
+    as (name, created_at): their alerts are not shown again, nor those of older tasks of the
+    same kind that ended unseen (out of date). A newer task is never hidden. Commits."""
+    newest: dict[str, datetime] = {}
+    for name, created_at in shown:
+        newest[name] = max(created_at, newest.get(name, created_at))
+    for name, created_at in newest.items():
+        db.session.execute(
+            sa.update(Task).where(Task.user_id == user_id, Task.name == name,
+                                  Task.complete.is_(True), Task.dismissed.is_(False),
+                                  Task.created_at <= created_at)
+            .values(dismissed=True).execution_options(synchronize_session=False))
     db.session.commit()
 
 

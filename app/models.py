@@ -241,16 +241,25 @@ class User(UserMixin, db.Model):
                                   Task.complete.is_(False)).limit(1))
 
     def visible_tasks(self) -> list[Task]:
-        """The task alerts every page shows (and a new event stream starts with): tasks in
-        progress, and ended ones not yet dismissed (from the last day, so a failure that
-        happened while away is seen once)."""
+        """The task alerts a page shows (and a new event stream starts with): tasks in
+        progress, and of each kind of task the newest one that ended unseen in the last day
+        (so an end that happened while away is seen once; an older one of the same kind is
+        out of date). Oldest first."""
         since = utcnow() - timedelta(days=1)
-        return list(db.session.scalars(
+        candidates = db.session.scalars(
             sa.select(Task).where(
                 Task.user_id == self.id,
                 sa.or_(Task.complete.is_(False),
                        sa.and_(Task.dismissed.is_(False), Task.finished_at > since)))
-            .order_by(Task.created_at).limit(10)))
+            .order_by(Task.created_at.desc()).limit(20))
+        shown, ended_kinds = [], set()
+        for task in candidates:
+            if task.complete:
+                if task.name in ended_kinds:
+                    continue
+                ended_kinds.add(task.name)
+            shown.append(task)
+        return shown[:10][::-1]
 
 
 class UserSession(db.Model):

@@ -209,3 +209,41 @@ def test_purging_the_old_and_the_current_task_keeps_the_export(app, runner, scen
         assert "2 task(s) purged." in _flashes(done)
     assert db.session.scalar(sa.select(sa.func.count(Task.id))) == 0
     assert_export_untouched(scene)
+
+
+# --------------------------------------------------------------------------- a late attempt
+
+def test_an_old_attempt_still_writing_when_the_export_is_retried_leaves_the_new_file(
+        app, monkeypatch):
+    """The member cancels a running export and tries it again; the new attempt finishes
+    (a real worker) while the old one, between two checks for the cancel, is still writing.
+    The old attempt's file must neither replace the new one nor be recorded, and its cleanup
+    must remove only what it wrote itself."""
+    from app.exports import centre, delivery
+    from tests.conftest import make_user, run_jobs_in_process
+
+    user = make_user(posts=POSTS)
+    export = centre.start(user, "csv")
+    old_task = export.task_id
+    write_file = delivery.write_file
+
+    def meanwhile_cancelled_and_retried(export, attempt, on_progress=None):
+        assert attempt == old_task  # only the old attempt runs in this process
+        centre.cancel(db.session.get(Export, export.id))
+        centre.retry(db.session.get(Export, export.id))
+        worker = run_worker_burst()  # the new attempt, to its end
+        assert worker.returncode == 0, worker.stderr
+        write_file(export, attempt)  # the old one finishes its file after all
+
+    monkeypatch.setattr(delivery, "write_file", meanwhile_cancelled_and_retried)
+    run_jobs_in_process(app)
+
+    export = _export()
+    assert export.status == TaskStatus.FINISHED and export.task_id != old_task
+    assert _task(old_task).status == TaskStatus.CANCELLED
+    storage = get_storage()
+    assert old_task not in export.storage_key and storage.exists(export.storage_key)
+    body = b"".join(storage.read(export.storage_key))
+    assert b"post 19, with a comma" in body and len(body) == export.size
+    files = [p for p in storage.path("").rglob("*") if p.is_file()]
+    assert files == [storage.path(export.storage_key)]  # the old attempt's own file went
