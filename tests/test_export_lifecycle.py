@@ -23,6 +23,7 @@ from app.exports import centre, delivery
 from app.exports.storage import get_storage
 from app.models import Export, Post, Task, TaskStatus, utcnow
 from tests.conftest import (
+    login,
     make_user,
     run_jobs_in_process,
     run_worker_burst,
@@ -251,8 +252,6 @@ def test_only_a_finished_export_beyond_export_keep_replaces_the_oldest(
     oldest = fresh(kept[0])
     assert oldest.status == Export.REPLACED and not oldest_file.exists()
     assert oldest.storage_key is None and oldest in centre.exports_of(user)
-
-    from tests.conftest import login
 
     login(client)
     page = client.get("/exports").get_data(as_text=True)

@@ -19,9 +19,17 @@ from rq.job import Job
 from rq.registry import CanceledJobRegistry
 
 from app import db, jobs
+from app.exports import centre, delivery
 from app.exports.storage import get_storage
 from app.models import Export, Post, Task, TaskStatus, utcnow
-from tests.conftest import browser, csrf_token, login, run_worker_burst
+from tests.conftest import (
+    browser,
+    csrf_token,
+    login,
+    make_user,
+    run_jobs_in_process,
+    run_worker_burst,
+)
 from tests.endpoints import fast_user
 
 POSTS = [f"post {i}, with a comma" for i in range(20)]
@@ -219,9 +227,6 @@ def test_an_old_attempt_still_writing_when_the_export_is_retried_leaves_the_new_
     (a real worker) while the old one, between two checks for the cancel, is still writing.
     The old attempt's file must neither replace the new one nor be recorded, and its cleanup
     must remove only what it wrote itself."""
-    from app.exports import centre, delivery
-    from tests.conftest import make_user, run_jobs_in_process
-
     user = make_user(posts=POSTS)
     export = centre.start(user, "csv")
     old_task = export.task_id
