@@ -17,7 +17,7 @@ import uuid
 from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, timedelta
+from datetime import UTC, datetime, timedelta
 from functools import cache
 
 import redis
@@ -33,7 +33,7 @@ from sqlalchemy.exc import IntegrityError
 
 from app import db, logs, metrics
 from app.email import MailAlreadySending, release_claim
-from app.models import Notification, Task, TaskStatus, User, utcnow
+from app.models import Export, Notification, Task, TaskStatus, User, utcnow
 from app.worker_app import REDIS_LOST, get_worker_app
 
 log = logging.getLogger(__name__)
@@ -120,6 +120,73 @@ def launch(user: User, name: str, description: str, *args,
              error="Background jobs are unavailable right now. Please try again later.")
         raise JobsUnavailable(str(exc)) from exc
     return task
+
+
+# --------------------------------------------------------------------------- current attempt
+
+EXPORT_TASK = "export_posts"
+SUPERSEDED_REASON = "Replaced by a newer attempt at the same export."
+
+
+@dataclass(frozen=True)
+class Superseded:
+    """Why a task is no longer the current attempt at the export it works on: the export was
+    tried again as a newer task (`newer_task_id`), or it was deleted (None)."""
+
+    task_id: str
+    export_id: str
+    newer_task_id: str | None
+
+    def __str__(self) -> str:
+        if self.newer_task_id is None:
+            return f"task {self.task_id} worked on export {self.export_id}, which was deleted"
+        return (f"task {self.task_id} is no longer its export's current attempt: export "
+                f"{self.export_id} was tried again as task {self.newer_task_id}")
+
+
+def attempt_superseded(task_id: str | None, export: Export | None,
+                       export_id: str | None = None) -> Superseded | None:
+    """The rule, for a task and the export it works on (None: that export is gone): an
+    export's current attempt is the task its row points at (Export.task_id); every other
+    task that worked on it is an old attempt, and must neither be run again nor change the
+    export (its file is a newer attempt's). No query."""
+    if export is None:
+        return Superseded(task_id or "-", export_id or "-", None)
+    if export.task_id != task_id:
+        return Superseded(task_id or "-", export.id, export.task_id)
+    return None
+
+
+def superseded(task: Task, job: Job | None = None) -> Superseded | None:
+    """attempt_superseded for a task found by itself: what operators' actions ask before
+    they run a task again (app/operations.py, and so /admin/jobs and `flask tasks`). The
+    export a task works on is named in its job's arguments (`job`, or fetched from Redis);
+    a task whose job is gone (nothing can run it again), or that works on no export, is
+    superseded by nothing. Raises RedisError when Redis cannot be reached."""
+    if task.name != EXPORT_TASK:
+        return None
+    if db.session.scalar(sa.select(Export.id).where(Export.task_id == task.id)) is not None:
+        return None
+    if job is None:
+        try:
+            job = Job.fetch(task.id, connection=current_app.redis)
+        except NoSuchJobError:
+            return None
+    export_id = job.kwargs.get("export_id") or (job.args[1] if len(job.args) > 1 else None)
+    if export_id is None:  # launched without an export: its first attempt records one
+        return None
+    return attempt_superseded(task.id, db.session.get(Export, export_id), export_id)
+
+
+def end_if_superseded(task: Task | None, export: Export | None, export_id: str) -> None:
+    """In the worker, before an attempt touches its export (None: the export is gone): when
+    it is no longer the export's current attempt (only operators' tools, or RQ's own, could
+    have queued it), end it cancelled, saying so, and raise TaskNotActive."""
+    if task is None or (why := attempt_superseded(task.id, export, export_id)) is None:
+        return
+    log.warning("Not running %s", why)
+    _end(task, TaskStatus.CANCELLED, error=SUPERSEDED_REASON)
+    raise TaskNotActive(str(why))
 
 
 # --------------------------------------------------------------------------- cancel
@@ -665,7 +732,23 @@ def warm_up() -> None:
 
 
 def dismiss(task: Task) -> None:
-    task.dismissed = True
+    """The user closed the task's alert."""
+    mark_seen(task.user_id, [(task.name, task.created_at)])
+
+
+def mark_seen(user_id: int, shown: list[tuple[str, datetime]]) -> None:
+    """The user has seen how these tasks ended (their alerts were shown, or closed), given
+    as (name, created_at): their alerts are not shown again, nor those of older tasks of the
+    same kind that ended unseen (out of date). A newer task is never hidden. Commits."""
+    newest: dict[str, datetime] = {}
+    for name, created_at in shown:
+        newest[name] = max(created_at, newest.get(name, created_at))
+    for name, created_at in newest.items():
+        db.session.execute(
+            sa.update(Task).where(Task.user_id == user_id, Task.name == name,
+                                  Task.complete.is_(True), Task.dismissed.is_(False),
+                                  Task.created_at <= created_at)
+            .values(dismissed=True).execution_options(synchronize_session=False))
     db.session.commit()
 
 

@@ -241,16 +241,25 @@ class User(UserMixin, db.Model):
                                   Task.complete.is_(False)).limit(1))
 
     def visible_tasks(self) -> list[Task]:
-        """The task alerts every page shows (and a new event stream starts with): tasks in
-        progress, and ended ones not yet dismissed (from the last day, so a failure that
-        happened while away is seen once)."""
+        """The task alerts a page shows (and a new event stream starts with): tasks in
+        progress, and of each kind of task the newest one that ended unseen in the last day
+        (so an end that happened while away is seen once; an older one of the same kind is
+        out of date). Oldest first."""
         since = utcnow() - timedelta(days=1)
-        return list(db.session.scalars(
+        candidates = db.session.scalars(
             sa.select(Task).where(
                 Task.user_id == self.id,
                 sa.or_(Task.complete.is_(False),
                        sa.and_(Task.dismissed.is_(False), Task.finished_at > since)))
-            .order_by(Task.created_at).limit(10)))
+            .order_by(Task.created_at.desc()).limit(20))
+        shown, ended_kinds = [], set()
+        for task in candidates:
+            if task.complete:
+                if task.name in ended_kinds:
+                    continue
+                ended_kinds.add(task.name)
+            shown.append(task)
+        return shown[:10][::-1]
 
 
 class UserSession(db.Model):
@@ -452,7 +461,8 @@ class ExportFormat:
 class Export(db.Model):
     """One archive of a user's posts in the export centre (/exports). Its lifecycle is its
     current Task's (queued, running, finished, failed, cancelled: a retry starts a new task);
-    once the file is removed by retention or EXPORT_KEEP the export is "expired". The id is
+    once its file is removed the export is "expired" (by retention) or "replaced" (by a newer
+    one beyond EXPORT_KEEP). The id is
     random and goes in URLs. app/exports/centre.py is the only code that changes a row."""
 
     id: so.Mapped[str] = so.mapped_column(
@@ -477,6 +487,7 @@ class Export(db.Model):
     task: so.Mapped[Task | None] = so.relationship()
 
     EXPIRED = "expired"
+    REPLACED = "replaced"
 
     def __init__(self, **kwargs) -> None:
         # The id at once, not at the first flush: the job is enqueued with it.
@@ -485,8 +496,11 @@ class Export(db.Model):
 
     @property
     def status(self) -> str:
-        """queued, running, finished, failed, cancelled (its task's) or expired."""
+        """queued, running, finished, failed, cancelled (its task's), expired or replaced."""
         if self.expired_at is not None:
+            # Retention removes a file when it is due; only EXPORT_KEEP removes one earlier.
+            if self.expires_at is not None and self.expired_at < self.expires_at:
+                return self.REPLACED
             return self.EXPIRED
         if self.task is None:  # its task purged, or a job enqueued by hand without one
             return TaskStatus.FINISHED if self.finished_at is not None else TaskStatus.FAILED

@@ -151,10 +151,12 @@ def retry(task: Task, actor: str) -> Task:
     (same function, arguments and time limit; the task type's automatic retries afresh), so
     its user's alert, its attempt count and RQ's result history all continue.
 
-    Raises NotApplicable when the task is not failed/cancelled or its job is no longer in
-    Redis (its data expired after a day, or was deleted); jobs.TaskAlreadyRunning when the
-    user has another task of that name in progress (the unique constraint decides);
-    jobs.JobsUnavailable when Redis is down (the task is then failed again, saying so)."""
+    Raises NotApplicable when the task is not failed/cancelled, its job is no longer in
+    Redis (its data expired after a day, or was deleted), or it is no longer the current
+    attempt at its export (jobs.superseded: the user tried the export again since);
+    jobs.TaskAlreadyRunning when the user has another task of that name in progress (the
+    unique constraint decides); jobs.JobsUnavailable when Redis is down (the task is then
+    failed again, saying so)."""
     if task.status not in (TaskStatus.FAILED, TaskStatus.CANCELLED):
         raise NotApplicable(f"only failed or cancelled tasks can be retried; task {task.id} "
                             f"is {task.status}.")
@@ -162,6 +164,9 @@ def retry(task: Task, actor: str) -> Task:
     if job is None:
         raise NotApplicable(f"the job of task {task.id} is no longer in Redis (expired or "
                             "deleted), so it cannot be run again; the user can start a new one.")
+    if (why := jobs.superseded(task, job)) is not None:
+        raise NotApplicable(f"{why}; running the old attempt again would overwrite or delete "
+                            "that export's file. Nothing was changed.")
     status = job.get_status(refresh=False)
     registry = _registry_of(job, status)
     if registry is None:
@@ -175,6 +180,8 @@ def retry(task: Task, actor: str) -> Task:
     job.meta["progress"] = 0
     try:
         release_claim(task.id)  # a stopped attempt's unfinished mail (see app.email)
+        # A cancelled attempt's flag would stop the new one at its first progress report.
+        jobs.clear_cancel_request(task.id)
         try:
             registry.requeue(job)  # saves the job, then enqueues it
         except InvalidJobOperation:  # its registry entry had already expired

@@ -91,7 +91,11 @@ def export_posts(user_id, export_id=None):
     user = db.session.get(User, user_id)
     if user is None:
         raise LookupError(f"user {user_id} does not exist")
-    export = centre.export_for_job(user, task, export_id)
+    attempt = task.id if task is not None else None
+    try:
+        export = centre.export_for_job(user, task, export_id)  # ends an old attempt
+    except jobs.TaskNotActive:
+        return
     try:
         progress = jobs.Progress(total=exports.count_posts(user), unit="posts")
         phase("counted")
@@ -100,7 +104,7 @@ def export_posts(user_id, export_id=None):
             phase("first_batch", first=True)
             progress.update(done)
 
-        delivery.write_file(export, on_progress)
+        delivery.write_file(export, attempt, on_progress)
         phase("written")
         jobs.ensure_active()  # cancelled after the last batch: still no mail
         composed = delivery.compose_mail(export)
@@ -109,9 +113,10 @@ def export_posts(user_id, export_id=None):
         attached = delivery.send_mail(export, job.id if job else export.id, composed)
         phase("mail_sent")
     except jobs.TaskNotActive:
-        centre.discard_file(export)
+        centre.discard_file(export, attempt)
         return
     jobs.finish(delivery.finished_message(attached))  # saves the meta, phases included
+    centre.replace_oldest(user)  # only now: a cancelled or failed export replaces nothing
 
 
 # glibc's malloc hands memory back to the kernel whenever a free leaves enough of it at the

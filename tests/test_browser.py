@@ -230,6 +230,20 @@ def wait_terminal(page, timeout_ms):
         timeout=timeout_ms)
 
 
+def export_from_profile(context):
+    """A new page, logged in, that clicked "Export your posts" on the profile: the page, its
+    watcher and the task alert (visible)."""
+    page = context.new_page()
+    watcher = PageWatcher(page)
+    log_in(page)
+    open_profile(page)
+    with page.expect_navigation():
+        page.get_by_role("button", name="Export your posts").click()
+    alert = alert_of(page)
+    alert.wait_for(state="visible")
+    return page, watcher, alert
+
+
 def describe(page, watcher, worker=None) -> str:
     return ("\nstatuses seen: " + repr(page.evaluate("window.__statusSeen"))
             + "\nprogress seen: " + repr(page.evaluate("window.__progressSeen"))
@@ -401,14 +415,7 @@ def test_failed_export_turns_red_with_reason(app, context, worker_factory, dead_
     worker = worker_factory()  # inherits MAIL_SERVER/MAIL_PORT (closed) and short retries
     worker.wait_ready()
 
-    page = context.new_page()
-    watcher = PageWatcher(page)
-    log_in(page)
-    open_profile(page)
-    with page.expect_navigation():
-        page.get_by_role("button", name="Export your posts").click()
-    alert = alert_of(page)
-    alert.wait_for(state="visible")
+    page, watcher, alert = export_from_profile(context)
     assert not page.locator("form#export-control").is_visible()
     navigations = []
     page.on("framenavigated", lambda frame: navigations.append(frame.url))
@@ -562,3 +569,41 @@ def test_no_xss_payload_runs_in_any_page(app, context, xss_world):
     assert alert.text_content() == PAYLOADS[1]
     assert page.evaluate("window.__xss") is None
     assert not dialogs, f"dialogs opened: {dialogs}"
+
+
+def test_the_end_of_an_export_is_shown_once_with_its_link(app, context, worker_factory):
+    """The alert turns into "Your export is ready." with a link to the export centre,
+    without a reload; the page's script tells the server it was seen, so the next page has
+    no alert (the pages alone: tests/test_task_alerts.py)."""
+    from app import db
+    from app.models import Task
+
+    make_user_with_posts(2000)
+    worker = worker_factory(EXPORT_BATCH_SIZE=20)
+    worker.wait_ready()
+    page, watcher, alert = export_from_profile(context)
+    assert "Exporting posts" in alert.inner_text()
+    try:
+        wait_terminal(page, timeout_ms=120_000)
+    except Exception as exc:
+        raise AssertionError(f"no end state: {exc}" + describe(page, watcher, worker)) from exc
+    info = describe(page, watcher, worker)
+    assert alert.get_attribute("data-status") == "finished", info
+    assert "Your export is ready." in alert.inner_text(), alert.inner_text() + info
+    assert "Exporting posts" not in alert.inner_text()
+    link = alert.locator("a.task-result")
+    assert link.get_attribute("href") == "/exports" and link.is_visible()
+
+    def seen() -> bool:
+        db.session.expire_all()
+        return db.session.scalar(db.select(Task.dismissed))
+
+    wait_for(seen, timeout=30, message="the page to tell the server the end was seen")
+    with page.expect_navigation():
+        link.click()
+    page.wait_for_url("**/exports")
+    assert page.locator("#export-history a", has_text="Download").count() == 1
+    assert page.locator("#tasks .task-alert").count() == 0
+    page.goto("/index")
+    assert page.locator("#tasks .task-alert").count() == 0
+    assert watcher.errors == [], watcher.errors

@@ -23,6 +23,7 @@ from app.exports import centre, delivery
 from app.exports.storage import get_storage
 from app.models import Export, Post, Task, TaskStatus, utcnow
 from tests.conftest import (
+    login,
     make_user,
     run_jobs_in_process,
     run_worker_burst,
@@ -168,8 +169,8 @@ def test_cancelled_after_the_last_batch_sends_no_mail_and_removes_the_file(app, 
     export = centre.start(user, "json")
     write_file = delivery.write_file
 
-    def write_then_get_cancelled(export, on_progress):
-        write_file(export, on_progress)
+    def write_then_get_cancelled(export, attempt, on_progress):
+        write_file(export, attempt, on_progress)
         assert files_in_storage(app) != []
         centre.cancel(export)  # the user clicks Cancel as the last batch is written
 
@@ -221,21 +222,46 @@ def test_the_scheduled_job_sweeps_temporary_files_a_killed_worker_left(app):
     assert fresh_file.exists()  # written to a moment ago: a running export's
 
 
-@pytest.mark.parametrize("config_overrides", [{"EXPORT_KEEP": 2, "EXPORT_COOLDOWN": 0}])
-def test_starting_an_export_beyond_export_keep_expires_the_oldest(app, config_overrides):
+@pytest.mark.parametrize("config_overrides", [{"EXPORT_KEEP": 3, "EXPORT_COOLDOWN": 0}])
+def test_only_a_finished_export_beyond_export_keep_replaces_the_oldest(
+        app, config_overrides, monkeypatch, client):
     user = make_user(posts=["hello"])
-    first = finished_export(user)
-    second = finished_export(user)
-    first_file = get_storage().path(first.storage_key)
+    kept = [finished_export(user) for _ in range(3)]
 
-    third = centre.start(user, "json")
-    assert fresh(first).status == Export.EXPIRED and not first_file.exists()
-    assert fresh(second).status == TaskStatus.FINISHED
+    def assert_downloadable(exports):
+        for export in exports:
+            export = fresh(export)
+            assert export.status == TaskStatus.FINISHED, export
+            assert get_storage().exists(export.storage_key)
+
+    # A fourth that is cancelled, and one that fails, replace nothing.
+    centre.cancel(centre.start(user, "json"))
     run_jobs_in_process(app)
-    assert fresh(third).status == TaskStatus.FINISHED
-    kept = [e for e in centre.exports_of(user) if e.storage_key]
-    assert {e.id for e in kept} == {second.id, third.id}
-    assert all(get_storage().exists(e.storage_key) for e in kept)
+    assert_downloadable(kept)
+    monkeypatch.setattr(delivery, "write_file", _fail)
+    failed = centre.start(user, "csv")
+    run_jobs_in_process(app)
+    assert fresh(failed).status == TaskStatus.FAILED
+    assert_downloadable(kept)
+    monkeypatch.undo()
+
+    # One that finishes replaces the oldest: its file goes, its row says why.
+    oldest_file = get_storage().path(kept[0].storage_key)
+    fourth = finished_export(user)
+    assert_downloadable([*kept[1:], fourth])
+    oldest = fresh(kept[0])
+    assert oldest.status == Export.REPLACED and not oldest_file.exists()
+    assert oldest.storage_key is None and oldest in centre.exports_of(user)
+
+    login(client)
+    page = client.get("/exports").get_data(as_text=True)
+    row = page.split(f'id="export-{oldest.id}"')[1].split("</tr>")[0]
+    assert "Replaced by a newer export" in row and "Expired" not in row
+    assert "/download" not in row
+    gone = client.get(f"/exports/{oldest.id}/download", follow_redirects=True)
+    assert "replaced by a newer export" in gone.get_data(as_text=True)
+    assert client.get(f"/exports/{oldest.id}/download",
+                      headers={"Accept": "application/json"}).status_code == 410
 
 
 @pytest.mark.parametrize("config_overrides", [{"EXPORT_COOLDOWN": 600}])
@@ -316,5 +342,5 @@ def test_delete_of_a_queued_export_cancels_it_first(app):
     assert files_in_storage(app) == [] and outbox() == []
 
 
-def _fail(export, on_progress=None):
+def _fail(export, attempt, on_progress=None):
     raise ValueError("the disk said no")

@@ -76,8 +76,10 @@ def _task_or_404(task_id: str) -> Task:
 @bp.route("/jobs/<task_id>")
 def task(task_id):
     detail = job_stats.task_detail(_task_or_404(task_id))
+    superseded = _superseded_if_it_matters(detail.task)
     return render_template("admin/task.html", title=_("Task %(id)s", id=task_id[:8]),
-                           detail=detail, actions=_actions_for(detail.task))
+                           detail=detail, actions=_actions_for(detail.task, superseded),
+                           superseded=superseded)
 
 
 # --------------------------------------------------------------------------- actions
@@ -92,13 +94,15 @@ class Action:
     applies: Callable[[Task], bool]
     run: Callable[[Task, str], object]
     done: object
+    # Runs the task's work again: never offered for an old attempt at its export.
+    current_attempt_only: bool = False
 
 
 ACTIONS: dict[str, Action] = {
     "retry": Action(
         label=_l("Retry"), question=_l("Run this task again? Its user gets a new attempt."),
         applies=lambda t: t.status in (TaskStatus.FAILED, TaskStatus.CANCELLED),
-        run=operations.retry, done=_l("The task is queued again.")),
+        run=operations.retry, done=_l("The task is queued again."), current_attempt_only=True),
     "cancel": Action(
         label=_l("Cancel"), question=_l("Cancel this queued task? It will not run."),
         applies=lambda t: t.status == TaskStatus.QUEUED,
@@ -116,8 +120,20 @@ ACTIONS: dict[str, Action] = {
 }
 
 
-def _actions_for(task: Task) -> list[tuple[str, Action]]:
-    return [(name, action) for name, action in ACTIONS.items() if action.applies(task)]
+def _actions_for(task: Task, superseded: jobs.Superseded | None) -> list[tuple[str, Action]]:
+    return [(name, action) for name, action in ACTIONS.items() if action.applies(task)
+            and not (superseded and action.current_attempt_only)]
+
+
+def _superseded_if_it_matters(task: Task) -> jobs.Superseded | None:
+    """jobs.superseded, asked only when an action it forbids would otherwise be offered.
+    Redis down: not known here; the action itself refuses (app/operations.py)."""
+    if any(a.current_attempt_only and a.applies(task) for a in ACTIONS.values()):
+        try:
+            return jobs.superseded(task)
+        except redis.exceptions.RedisError:
+            return None
+    return None
 
 
 @bp.route("/jobs/<task_id>/<action>", methods=["GET", "POST"])
@@ -132,6 +148,9 @@ def task_action(task_id, action):
         if not chosen.applies(task):
             flash(_("This action does not apply to a %(status)s task.", status=task.status),
                   "warning")
+            return redirect(back)
+        if chosen.current_attempt_only and (why := _superseded_if_it_matters(task)):
+            flash(_("Not done: %(why)s", why=str(why)), "warning")
             return redirect(back)
         return render_template("admin/confirm.html", title=str(chosen.label),
                                question=chosen.question, button=chosen.label, action=action,

@@ -1,5 +1,6 @@
-"""An export's life in the export centre: start (format, cooldown, EXPORT_KEEP), cancel,
-retry, delete, expire; and the worker's record of the finished file. The only code that
+"""An export's life in the export centre: start (format, cooldown), cancel, retry, delete,
+expire; and the worker's record of the finished file, after which the oldest beyond
+EXPORT_KEEP are replaced. The only code that
 changes Export rows. Task states change through app/jobs.py, as everywhere.
 
 Every function commits (or raises ExportRefused, with the reason a user reads, having
@@ -73,14 +74,13 @@ def next_export_at(user: User) -> datetime | None:
 def start(user: User, fmt: str) -> Export:
     """Start an export of the user's posts in format `fmt`. Refused for an unknown format,
     during the cooldown, while another export is queued or running, or when the job queue
-    is down (the export is then recorded as failed, saying so). Beyond EXPORT_KEEP finished
-    exports, the oldest are removed once the new one is on its way."""
+    is down (the export is then recorded as failed, saying so). The oldest finished export
+    beyond EXPORT_KEEP is removed only when this one has finished (replace_oldest)."""
     if fmt not in FORMATS:
         raise ExportRefused(_("Unknown export format."))
     _check_cooldown(user)
     export = Export(user_id=user.id, format=fmt, filename=FORMATS[fmt].filename)
     _launch(user, export)
-    _enforce_keep(user)
     log.info("Export %s (%s) started for user %s", export.id, fmt, user.id)
     return export
 
@@ -95,7 +95,6 @@ def retry(export: Export) -> Export:
     export.posts_count = export.size = None
     export.finished_at = export.expires_at = None
     _launch(export.user, export)
-    _enforce_keep(export.user)
     return export
 
 
@@ -153,14 +152,23 @@ def expire_due(now: datetime | None = None) -> int:
     return expired
 
 
-def record_file(export: Export, storage_key: str, posts_count: int, size: int) -> None:
-    """The worker's record of a finished file (before jobs.finish ends the task)."""
+def record_file(export: Export, attempt: str | None, storage_key: str, posts_count: int,
+                size: int) -> None:
+    """The worker's record of a finished file (before jobs.finish ends the task). Raises
+    jobs.TaskNotActive, recording nothing, when `attempt` (the task that wrote it) is no
+    longer the export's current attempt: the export was tried again while it wrote, and the
+    row is the newer attempt's. One UPDATE that checks and records at once."""
     now = utcnow()
-    export.storage_key = storage_key
-    export.posts_count = posts_count
-    export.size = size
-    export.finished_at = now
-    export.expires_at = now + timedelta(days=current_app.config["EXPORT_RETENTION_DAYS"])
+    current = Export.task_id == attempt if attempt is not None else Export.task_id.is_(None)
+    recorded = db.session.execute(
+        sa.update(Export).where(Export.id == export.id, current)
+        .values(storage_key=storage_key, posts_count=posts_count, size=size, finished_at=now,
+                expires_at=now + timedelta(days=current_app.config["EXPORT_RETENTION_DAYS"]))
+        .execution_options(synchronize_session=False)).rowcount
+    if not recorded:
+        db.session.rollback()
+        raise jobs.TaskNotActive(f"export {export.id} was tried again while task {attempt} "
+                                 "wrote its file")
     db.session.commit()
 
 
@@ -171,6 +179,7 @@ def export_for_job(user: User, task: Task | None, export_id: str | None) -> Expo
     A retry of that job finds the export its first attempt recorded."""
     if export_id is not None:
         export = db.session.get(Export, export_id)
+        jobs.end_if_superseded(task, export, export_id)
         if export is None:
             raise LookupError(f"export {export_id} does not exist")
         return export
@@ -182,21 +191,32 @@ def export_for_job(user: User, task: Task | None, export_id: str | None) -> Expo
                     task_id=task.id if task is not None else None)
     db.session.add(export)
     db.session.commit()
-    _enforce_keep(user)
     return export
 
 
-def discard_file(export: Export) -> None:
-    """Remove what a cancelled job wrote: its file, if it was published, and its record."""
+def discard_file(export: Export, attempt: str | None) -> None:
+    """Remove what a cancelled attempt wrote: its file, and when it is still the export's
+    current attempt, the row's record of it. An old attempt (the export was tried again
+    since) leaves the row and the newer attempt's file alone."""
+    db.session.rollback()  # the row as it is now, not as the attempt first read it
+    own_key = storage_key(export, attempt)
+    if jobs.attempt_superseded(attempt, db.session.get(Export, export.id), export.id):
+        get_storage().delete(own_key)
+        return
+    if export.storage_key != own_key:  # written, not yet recorded
+        get_storage().delete(own_key)
     _remove_file(export)
     export.posts_count = export.size = None
     export.finished_at = export.expires_at = None
     db.session.commit()
 
 
-def storage_key(export: Export) -> str:
-    """Where the export's file goes in storage."""
-    return f"{export.user_id}/{export.id}/{export.filename}"
+def storage_key(export: Export, attempt: str | None) -> str:
+    """Where an attempt (a task) writes the export's file in storage: a key of its own, so
+    that an old attempt still writing can never replace a newer attempt's file."""
+    if attempt is None:  # a job enqueued by hand, without a task
+        return f"{export.user_id}/{export.id}/{export.filename}"
+    return f"{export.user_id}/{export.id}/{attempt}/{export.filename}"
 
 
 # --------------------------------------------------------------------------- helpers
@@ -222,23 +242,29 @@ def _launch(user: User, export: Export) -> None:
             _("Background jobs are unavailable right now. Please try again later.")) from None
 
 
-def _enforce_keep(user: User) -> None:
-    """Keep at most EXPORT_KEEP finished exports with files: remove the oldest beyond."""
-    keep = current_app.config["EXPORT_KEEP"]
+def replace_oldest(user: User) -> int:
+    """Keep the EXPORT_KEEP newest finished exports with files (one at least: the one that
+    just finished): remove the files of older ones, whose rows then read "replaced by a
+    newer export". Run by the worker when an export has finished, never when one starts, so
+    that an export that is then cancelled or fails replaces nothing. Returns how many went."""
+    keep = max(current_app.config["EXPORT_KEEP"], 1)
     finished = db.session.scalars(
         sa.select(Export).join(Task, Task.id == Export.task_id)
         .where(Export.user_id == user.id, Export.expired_at.is_(None),
                Task.status == TaskStatus.FINISHED)
         .order_by(Export.finished_at.desc(), Export.id)).all()
-    # The export just started will be one of the kept ones when it finishes.
-    for export in finished[max(keep - 1, 0):]:
-        _expire(export, utcnow())
+    now = utcnow()
+    replaced = sum(_expire(export, now) for export in finished[keep:])
     db.session.commit()
+    if replaced:
+        log.info("Replaced %d older export(s) of user %s", replaced, user.id)
+    return replaced
 
 
 def _expire(export: Export, now: datetime) -> bool:
-    """Remove the export's file and mark it expired; when the storage cannot be reached,
-    leave both for the next run of the scheduled job (returns False)."""
+    """Remove the export's file and mark it expired (before its retention ran out: replaced,
+    see Export.status); when the storage cannot be reached, leave both for the next run of
+    the scheduled job (returns False)."""
     try:
         _remove_file(export)
     except StorageUnavailable as exc:

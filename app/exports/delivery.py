@@ -25,19 +25,21 @@ from app.urls import public_url
 SUBJECT = "[Microblog] Your blog posts"  # the seed's, in every language (mail filters)
 
 
-def write_file(export: Export, on_progress: Callable[[int], None] | None = None) -> None:
-    """Write the export's file to storage in its format and record it on the row. The file
-    appears only when complete; whatever on_progress raises (a cancel) discards it. An
-    export whose file is already recorded (a retry after its mail failed) is not rewritten."""
+def write_file(export: Export, attempt: str | None,
+               on_progress: Callable[[int], None] | None = None) -> None:
+    """Write the export's file to storage in its format as `attempt` (the task's id) and
+    record it on the row (centre.record_file refuses an old attempt). The file appears only
+    when complete; whatever on_progress raises (a cancel) discards it. A file this attempt
+    already recorded (RQ retrying it after its mail failed) is not rewritten."""
     storage = get_storage()
-    if export.storage_key and export.finished_at and storage.exists(export.storage_key):
+    key = centre.storage_key(export, attempt)
+    if export.storage_key == key and export.finished_at and storage.exists(key):
         return
-    key = centre.storage_key(export)
     with storage.writer(key) as out:
         posts = formats.write_export(export.format, export.user, out, on_progress)
     size = storage.size(key)
     metrics.export_written(current_app.redis, export.format, size)
-    centre.record_file(export, key, posts, size)
+    centre.record_file(export, attempt, key, posts, size)
 
 
 def links(export: Export) -> dict[str, str]:

@@ -70,8 +70,8 @@ def _iso(value) -> str | None:
 
 
 def _past_expiry(export: Export) -> bool:
-    """Expired, or due to be (the scheduled expiry has not run yet)."""
-    return export.status == Export.EXPIRED or (
+    """Expired or replaced, or due to expire (the scheduled expiry has not run yet)."""
+    return export.status in (Export.EXPIRED, Export.REPLACED) or (
         export.expires_at is not None and export.expires_at <= utcnow())
 
 
@@ -116,6 +116,10 @@ def download(export_id):
     """The file of a finished export. Anything else goes back to /exports with what happened
     to it (a link from an old mail to an expired export says that it expired)."""
     export = _own_export_or_404(export_id)
+    if export.status == Export.REPLACED:
+        return _answer(_("This export was replaced by a newer export and its file was deleted "
+                         "(you keep your newest ones). You can download those below."),
+                       "warning", export, status=410)
     if _past_expiry(export):
         return _answer(_("This export has expired and its file was deleted. You can start a "
                          "new one below."), "warning", export, status=410)

@@ -18,6 +18,7 @@ from flask import (
     url_for,
 )
 from flask_babel import _, get_locale
+from flask_babel import lazy_gettext as _l
 from flask_login import current_user, login_required
 
 from app import avatars, db, jobs
@@ -26,7 +27,7 @@ from app.forms import EmptyForm
 from app.limits import by_user, configured, limiter
 from app.main import bp
 from app.main.forms import EditProfileForm, MessageForm, PostForm
-from app.models import Message, Post, Task, User, utcnow
+from app.models import Message, Post, Task, TaskStatus, User, utcnow
 from app.pagination import paginate
 
 
@@ -45,13 +46,46 @@ def before_request():
 def inject_page_globals():
     from app.email import outbox_pages_enabled
 
-    return {"outbox_enabled": outbox_pages_enabled(), "visible_tasks": _visible_tasks()}
+    return {"outbox_enabled": outbox_pages_enabled(), "task_alerts": _task_alerts,
+            "task_outcomes": TASK_OUTCOMES, "task_outcomes_for_script": _outcomes_for_script}
 
 
-def _visible_tasks() -> list[Task]:
+# What a task's alert says once the task has ended, by kind of task, and where its result is
+# (lazy strings: translated when shown). A kind not listed keeps its description.
+TASK_OUTCOMES: dict[str, dict[str, object]] = {
+    "export_posts": {
+        TaskStatus.FINISHED: _l("Your export is ready."),
+        TaskStatus.FAILED: _l("Your export failed."),
+        TaskStatus.CANCELLED: _l("Your export was cancelled."),
+        "link": _l("Go to your exports"),
+        "endpoint": "exports.index",
+    },
+}
+
+
+def _outcomes_for_script() -> dict[str, dict[str, str]]:
+    """TASK_OUTCOMES as the page's script reads them (data-outcomes): texts and URLs."""
+    return {name: {key: url_for(value) if key == "endpoint" else str(value)
+                   for key, value in outcome.items()}
+            for name, outcome in TASK_OUTCOMES.items()}
+
+
+def _task_alerts() -> list[Task]:
+    """The alerts base.html shows. Those of ended tasks are shown this once: after the
+    response they are marked seen (mark_task_alerts_seen)."""
     if not has_request_context() or not current_user or not current_user.is_authenticated:
         return []
-    return current_user.visible_tasks()
+    tasks = current_user.visible_tasks()
+    g.ended_task_alerts = [(t.name, t.created_at) for t in tasks if t.complete]
+    return tasks
+
+
+@bp.after_app_request
+def mark_task_alerts_seen(response):
+    shown = g.pop("ended_task_alerts", None)
+    if shown and response.status_code < 400 and current_user.is_authenticated:
+        jobs.mark_seen(current_user.id, shown)
+    return response
 
 
 def _with_authors(query: sa.Select, model: type[Post] | type[Message] = Post) -> sa.Select:

@@ -66,6 +66,43 @@
 
   function text(key) { return tasks.dataset['text' + key.charAt(0).toUpperCase() + key.slice(1)] || key; }
 
+  // What an ended task's alert says, and the link to its result, by kind (main/routes.py).
+  var outcomes = JSON.parse(tasks.dataset.outcomes || '{}');
+
+  // An end shown here is seen: the server then leaves its alert off the next page. A tab
+  // in the background has not been seen yet; it tells the server when it is looked at.
+  var unseen = [];
+  function markSeen(taskId) { unseen.push(taskId); flushSeen(); }
+  function flushSeen() {
+    if (document.hidden) { return; }
+    unseen.splice(0).forEach(function (taskId) {
+      var body = new FormData();
+      body.append('csrf_token', tasks.dataset.csrfToken);
+      fetch(tasks.dataset.dismissUrl.replace('TASK_ID', encodeURIComponent(taskId)), {
+        method: 'POST', body: body, credentials: 'same-origin', headers: { 'Accept': 'application/json' }
+      }).catch(function () { /* shown once more on the next page: harmless */ });
+    });
+  }
+
+  function showOutcome(el, data) {
+    var outcome = outcomes[data.name] || {};
+    var heading = el.querySelector('.task-description');
+    var link = el.querySelector('a.task-result');
+    if (ACTIVE[data.status]) {  // running again (an operator's retry)
+      heading.textContent = data.description || heading.textContent;
+      if (link) { link.remove(); }
+      return;
+    }
+    if (outcome[data.status]) { heading.textContent = outcome[data.status]; }
+    if (outcome.endpoint && !link) {
+      link = document.createElement('a');
+      link.className = 'alert-link task-result ms-1';
+      link.href = outcome.endpoint;
+      link.textContent = outcome.link;
+      el.insertBefore(link, el.querySelector('.progress'));
+    }
+  }
+
   function createAlert(data) {
     var el = document.createElement('div');
     el.className = 'alert task-alert alert-info';
@@ -154,6 +191,8 @@
     if (!ACTIVE[data.status] && !el.querySelector('form.task-dismiss')) {
       el.prepend(dismissForm(data.task_id));
     }
+    showOutcome(el, data);
+    if (ACTIVE[previous] && !ACTIVE[data.status]) { markSeen(data.task_id); }
     if (ACTIVE[data.status]) {
       setHiddenWhile(data.name, true);
     } else if (previous !== data.status) {
@@ -305,6 +344,7 @@
   }
 
   document.addEventListener('visibilitychange', function () {
+    flushSeen();
     if (!document.hidden && !source) { poll(); }
   });
   // Forms posting "dismiss" go through fetch so the page stays as it is.
