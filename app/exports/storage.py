@@ -62,7 +62,7 @@ def _store_errors() -> Iterator[None]:
 
 
 class Storage:
-    """The interface. Keys are relative paths like "<user id>/<export id>/posts.csv"."""
+    """The interface. Keys are relative paths like "<user id>/<export id>/<task id>/posts.csv"."""
 
     @contextmanager
     def writer(self, key: str) -> Iterator[BinaryIO]:
