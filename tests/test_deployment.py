@@ -34,7 +34,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import CSRF, worker_env
+from tests.conftest import CSRF, free_port, worker_env, xdist_worker_index
 
 # Its own PostgreSQL database and Redis database 9 whatever the matrix says, or only
 # files and linters: once per CI run is enough.
@@ -43,9 +43,13 @@ pytestmark = pytest.mark.once
 ROOT = Path(__file__).resolve().parent.parent
 VENV_BIN = Path(sys.executable).parent
 PG_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
-TOPOLOGY_DB = "microblog_topology"
+# Each xdist worker has a Redis database number and a PostgreSQL database of its own (gw0 the
+# names every run used before: 9, microblog_topology); runs on one machine that share them
+# take turns (`exclusive`).
+TOPOLOGY_SLOT = 9 + xdist_worker_index() % 7
+TOPOLOGY_DB = "microblog_topology" + ("" if TOPOLOGY_SLOT == 9 else f"_{TOPOLOGY_SLOT}")
 TOPOLOGY_DB_URL = f"postgresql://postgres@127.0.0.1:5432/{TOPOLOGY_DB}"
-TOPOLOGY_REDIS_URL = "redis://127.0.0.1:6379/9"
+TOPOLOGY_REDIS_URL = f"redis://127.0.0.1:6379/{TOPOLOGY_SLOT}"
 EXPORT_SUBJECT = "[Microblog] Your blog posts"
 SECRET = "topology-test-secret-key"
 
@@ -55,12 +59,6 @@ SECRET = "topology-test-secret-key"
 def tool(name: str) -> str | None:
     """An executable from the virtual environment or PATH."""
     return shutil.which(name, path=f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def read_procfile(path: Path = ROOT / "Procfile") -> dict[str, str]:
@@ -270,20 +268,21 @@ def create_database(name: str) -> None:
 
 @pytest.fixture
 def exclusive():
-    """Runs of this module's tests that share the topology database and Redis database 9
+    """Runs of this module's tests that share the topology database and Redis database
     (two test runs on one machine) take turns, by a lock on a file."""
     import fcntl
     import tempfile
 
-    with open(Path(tempfile.gettempdir()) / "microblog-topology-tests.lock", "w") as lock:
-        deadline = time.monotonic() + 420
+    name = "microblog-topology-tests" + ("" if TOPOLOGY_SLOT == 9 else f"-{TOPOLOGY_SLOT}")
+    with open(Path(tempfile.gettempdir()) / f"{name}.lock", "w") as lock:
+        deadline = time.monotonic() + 600
         while True:
             try:
                 fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 break
             except BlockingIOError:
                 if time.monotonic() > deadline:
-                    raise AssertionError("another test run held the topology lock 7 min") from None
+                    raise AssertionError("another test run held the topology lock 10 min") from None
                 time.sleep(1)
         try:
             yield

