@@ -72,11 +72,11 @@ def redis_server():
         proc = subprocess.Popen(server_args(socket_path, str(_tmp)), stdout=subprocess.DEVNULL)
         from app.embedded_redis import wait
 
-        wait(url, timeout=20)
+        wait(url, timeout=EVENT_TIMEOUT)
     yield url
     if proc is not None:
         proc.terminate()
-        proc.wait(timeout=10)
+        proc.wait(timeout=60)
 
 
 @pytest.fixture(scope="session")
@@ -260,7 +260,13 @@ def stop_process(proc: subprocess.Popen, grace: float = 20) -> str:
     return proc.stdout.read() if proc.stdout else ""
 
 
-def wait_for(predicate, timeout=60.0, interval=0.1, message="condition"):
+# How long to wait for something that is bound to happen (a mail, a row, a log line, a
+# worker registering). Generous: on a machine that is busy with other work a process can take
+# a minute to start; on an idle one the wait ends as soon as it happens.
+EVENT_TIMEOUT = 120.0
+
+
+def wait_for(predicate, timeout=EVENT_TIMEOUT, interval=0.1, message="condition"):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = predicate()

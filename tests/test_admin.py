@@ -416,7 +416,7 @@ def test_an_admin_stops_a_running_export_and_no_mail_goes_out(holding_smtp, app,
         html = _confirm_and_post(admin, f"/admin/jobs/{task_id}/stop")
         assert "The task was stopped." in html
         job = Job.fetch(task_id, connection=app.redis)
-        wait_for(lambda: job.get_status() == JobStatus.STOPPED, timeout=30,
+        wait_for(lambda: job.get_status() == JobStatus.STOPPED,
                  message="RQ to stop the job")
         holding_smtp.release.set()  # a horse still alive would now send the mail
         time.sleep(2)

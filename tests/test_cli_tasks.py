@@ -116,7 +116,7 @@ def test_cancel_stops_a_running_task_and_cancels_a_queued_one(app, runner, caplo
         assert _json(runner, "tasks", "cancel", running) == {
             "id": running, "status": "cancelled", "outcome": "stopped"}
         job = Job.fetch(running, connection=app.redis)
-        wait_for(lambda: job.get_status() == JobStatus.STOPPED, timeout=30,
+        wait_for(lambda: job.get_status() == JobStatus.STOPPED,
                  message="RQ to stop the running job")
         again = runner.invoke(args=["tasks", "cancel", running])
         assert again.exit_code == 1 and "already ended" in again.output

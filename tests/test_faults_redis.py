@@ -49,7 +49,7 @@ class PrivateRedis:
         from redis import Redis
 
         client = Redis.from_url(self.url)
-        wait_for(lambda: self._answers(client), timeout=20, message="redis-server to answer")
+        wait_for(lambda: self._answers(client), message="redis-server to answer")
         client.close()
 
     @staticmethod
@@ -180,7 +180,7 @@ def test_worker_that_loses_redis_while_watching_its_job_leaves_nothing_stale(
 
     def monitor_loses_redis(self, job, queue, execution):
         if horse == "done":
-            wait_for(lambda: job.get_status() == "finished", timeout=30, interval=0.05,
+            wait_for(lambda: job.get_status() == "finished", interval=0.05,
                      message="the work horse to finish")
         raise redis.exceptions.ConnectionError("Redis went away (simulated)")
 

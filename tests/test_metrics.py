@@ -153,7 +153,7 @@ def test_queue_depth_and_latency_grow_while_no_worker_runs(app, client):
     def latency() -> float:
         figures = samples(scrape(client).get_data(as_text=True))
         return value(figures, "microblog_queue_latency_seconds", queue="microblog-tasks")
-    wait_for(lambda: latency() >= 1.0, timeout=10, message="the oldest job to age")
+    wait_for(lambda: latency() >= 1.0, message="the oldest job to age")
 
     run_jobs_in_process(app)
     figures = samples(scrape(client).get_data(as_text=True))
@@ -322,7 +322,7 @@ def _sessions_on_two_processes(base: str, access_log: Path) -> list[requests.Ses
         session.metrics_url = f"{base}/metrics"
         before = len(_lines(access_log))
         _scrape(session)
-        line = wait_for(lambda n=before: _lines(access_log)[n:], timeout=10,
+        line = wait_for(lambda n=before: _lines(access_log)[n:],
                         message="access log")
         by_pid.setdefault(line[-1].split()[0], session)
         if len(by_pid) == 2:

@@ -21,6 +21,7 @@ from app import db
 from app.models import Message
 from tests.conftest import (
     CSRF,
+    EVENT_TIMEOUT,
     ROOT,
     browser,
     csrf_token,
@@ -315,12 +316,12 @@ def own_redis(config_overrides):
     folder = Path(tempfile.mkdtemp(prefix="ratelimit-redis-"))
     sock = folder / "redis.sock"
     proc = subprocess.Popen(server_args(str(sock), str(folder)), stdout=subprocess.DEVNULL)
-    wait(f"unix://{sock}", timeout=20)
+    wait(f"unix://{sock}", timeout=EVENT_TIMEOUT)
     config_overrides["RATELIMIT_STORAGE_URI"] = f"redis+unix://{sock}"
     yield proc
     if proc.poll() is None:
         proc.terminate()
-    proc.wait(timeout=10)
+    proc.wait(timeout=60)
 
 
 def test_with_its_redis_stopped_the_limiter_falls_back_and_pages_keep_working(
@@ -335,7 +336,7 @@ def test_with_its_redis_stopped_the_limiter_falls_back_and_pages_keep_working(
     storage.close()
 
     own_redis.terminate()
-    own_redis.wait(timeout=10)
+    own_redis.wait(timeout=60)
     assert client.get("/auth/login").status_code == 200
     assert post_login(browser(app), password="correct horse battery").status_code == 302
     # Counted in this process's memory meanwhile: looser (it starts again from zero), not off.
@@ -380,7 +381,7 @@ def test_the_limit_is_shared_by_gunicorn_worker_processes(app, user, tmp_path):
         statuses = [fail(first, token1), fail(second, token2), fail(first, token1),
                     fail(second, token2), fail(first, token1)]
         assert statuses == [302, 302, 302, 429, 429], statuses
-        posts = wait_for(lambda: _logged_posts(access_log, 5), timeout=10, message="access log")
+        posts = wait_for(lambda: _logged_posts(access_log, 5), message="access log")
         assert [status for _, status in posts] == statuses
         # A keep-alive connection may be closed and reopened on the other process, so which
         # process served which request is read from the log, not assumed. Shared, not per
@@ -412,7 +413,7 @@ def _browser_on_some_worker(base: str, access_log: Path) -> tuple[requests.Sessi
     page = session.get(f"{base}/auth/login", timeout=30)
     match = CSRF.search(page.text)
     assert match, page.text[:500]
-    line = wait_for(lambda: _log_lines(access_log)[before:], timeout=10, message="access log")
+    line = wait_for(lambda: _log_lines(access_log)[before:], message="access log")
     return session, line[-1].split()[0], match.group(1) or match.group(2)
 
 

@@ -119,7 +119,7 @@ class SentinelCluster:
         self._server("primary")
         self._server("replica", "--replicaof", "127.0.0.1", str(self.ports["primary"]))
         wait_for(lambda: self.client("replica").info("replication").get("master_link_status")
-                 == "up", timeout=30, message="the replica to sync")
+                 == "up", message="the replica to sync")
         conf = self.root / "sentinel.conf"  # Sentinel rewrites its own config file
         conf.write_text(
             f"port {self.ports['sentinel']}\nbind 127.0.0.1\ndir {self.root}\n"
@@ -127,7 +127,7 @@ class SentinelCluster:
             f"sentinel down-after-milliseconds {SERVICE} 1000\n"
             f"sentinel failover-timeout {SERVICE} 5000\n")
         self.procs["sentinel"] = self._popen("sentinel", [str(conf), "--sentinel"])
-        wait_for(self._sentinel_knows_the_replica, timeout=30,
+        wait_for(self._sentinel_knows_the_replica,
                  message="the sentinel to discover the replica")
 
     def _server(self, name: str, *extra: str) -> None:
@@ -136,7 +136,7 @@ class SentinelCluster:
         self.procs[name] = self._popen(name, [
             "--port", str(self.ports[name]), "--bind", "127.0.0.1", "--dir", str(folder),
             "--appendonly", "yes", "--save", "", "--repl-diskless-sync-delay", "0", *extra])
-        wait_for(lambda: self._answers(name), timeout=20, message=f"redis {name}")
+        wait_for(lambda: self._answers(name), message=f"redis {name}")
 
     def _popen(self, name: str, args: list[str]) -> subprocess.Popen:
         log = open(self.root / f"{name}.log", "w")
@@ -214,7 +214,7 @@ def test_the_tutorials_rq_worker_and_shell_session_work_on_a_sentinel_url(sentin
     job.refresh()
     assert (job.get_status(), job.meta["progress"]) == ("finished", 100)
     # It was the primary that answered: the replica receives the job, and is read-only.
-    wait_for(lambda: sentinel_cluster.client("replica").exists(job.key), timeout=10,
+    wait_for(lambda: sentinel_cluster.client("replica").exists(job.key),
              message="the job to reach the replica")
     with pytest.raises(ReadOnlyError):
         sentinel_cluster.client("replica").set("microblog:probe", "1")

@@ -20,6 +20,7 @@ from app import db
 from app.exports.storage import get_storage
 from app.models import Export, Post, Task, TaskStatus, User
 from tests.conftest import (
+    EVENT_TIMEOUT,
     ROOT,
     csrf_token,
     login,
@@ -116,7 +117,7 @@ def test_polled_progress_is_monotonic_and_ends_at_100(app, client, config_overri
     try:
         _export(client)
         seen, since, status = [], 0.0, None
-        deadline = time.monotonic() + 90
+        deadline = time.monotonic() + EVENT_TIMEOUT
         while status not in TaskStatus.TERMINAL and time.monotonic() < deadline:
             for n in client.get(f"/notifications?since={since}").get_json():
                 since = max(since, n["timestamp"])
@@ -180,7 +181,10 @@ def test_a_worker_already_waiting_picks_the_job_up_and_the_task_finishes(app, cl
     login(client)
     worker = start_worker()
     try:
-        time.sleep(1.0)  # the worker is listening before the request arrives
+        # the worker is listening before the request arrives
+        wait_for(lambda: any(w.get_state() == "idle"
+                             for w in rq.Worker.all(connection=app.redis)),
+                 message="the worker to wait for jobs")
         _export(client)
         wait_for(lambda: _task().complete, timeout=60, message="task to end")
     finally:
@@ -260,7 +264,7 @@ def test_a_transient_mail_error_is_retried_and_the_mail_sent_once(app, client, s
     worker = start_worker()
     try:
         _export(client)
-        wait_for(lambda: _task().attempts >= 1 and _task().error, timeout=30,
+        wait_for(lambda: _task().attempts >= 1 and _task().error,
                  message="first attempt to fail")
         assert _task().status == TaskStatus.QUEUED
         assert "Retrying automatically" in _task().error
@@ -327,7 +331,7 @@ def test_a_sigkilled_worker_leaves_no_task_in_progress(app, client, smtp_server)
         # ... and dies with its worker, rather than running on unwatched.
         wait_for(lambda: not any(Path(f"/proc/{pid}").exists() and
                                  "Z" not in _proc_state(pid) for pid in horses),
-                 timeout=10, message="the orphaned work horse to die")
+                 message="the orphaned work horse to die")
         # The page keeps polling; within the bound the task is no longer "running".
         wait_for(lambda: (client.get("/notifications"), _task().status)[1] != "running",
                  timeout=120, interval=0.5, message="task to leave 'running'")
@@ -520,7 +524,7 @@ def test_a_killed_work_horse_is_recorded_and_retried_by_its_worker(app, client, 
         _export(client)
         wait_for(lambda: _task().status == TaskStatus.RUNNING and _task().progress > 0,
                  timeout=60, interval=0.05, message="export to be running")
-        [horse] = wait_for(lambda: _children(worker.pid), timeout=10, message="work horse")
+        [horse] = wait_for(lambda: _children(worker.pid), message="work horse")
         os.kill(horse, signal.SIGKILL)
         wait_for(lambda: _task().attempts >= 2, timeout=60, message="the retry to start")
         wait_for(lambda: _task().complete, timeout=120, message="retry to finish")

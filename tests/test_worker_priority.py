@@ -43,7 +43,7 @@ def _result(job) -> str:
 def test_at_idle_a_job_runs_at_idle_priority_and_its_worker_at_normal(app):
     worker = start_worker(env=_env(WORKER_CPU_PRIORITY="idle"))
     try:
-        wait_for(lambda: worker_priority.current(worker.pid) == "normal", timeout=30,
+        wait_for(lambda: worker_priority.current(worker.pid) == "normal",
                  message="the worker to start")
         own = _enqueue_priority_probe(app)
         workers = _enqueue_priority_probe(app, worker.pid)  # read from inside the job
