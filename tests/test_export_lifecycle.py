@@ -119,7 +119,7 @@ def test_a_running_export_cancelled_stops_leaving_no_file_no_mail_and_the_task_c
             db.session.refresh(task)
             return task.status == TaskStatus.RUNNING and task.progress >= 1
 
-        wait_for(running_with_progress, timeout=60, interval=0.02, message="the export to run")
+        wait_for(running_with_progress, interval=0.02, message="the export to run")
         centre.cancel(fresh(export))
         job = Job.fetch(task_id, connection=app.redis)
         wait_for(lambda: job.get_status() in (JobStatus.FINISHED, JobStatus.FAILED,

@@ -135,7 +135,7 @@ def test_redis_restarted_with_jobs_queued_and_one_running_loses_nothing(
     worker = start_worker(env=worker_env(EXPORT_BATCH_SIZE=10))
     try:
         wait_for(lambda: tasks_by_user()["ana"].status == TaskStatus.RUNNING
-                 and tasks_by_user()["ana"].progress > 0, timeout=60, interval=0.05,
+                 and tasks_by_user()["ana"].progress > 0, interval=0.05,
                  message="ana's export to be running")
         assert all(tasks_by_user()[u.username].status == TaskStatus.QUEUED for u in others)
         private_redis.stop(signal.SIGTERM if how == "graceful" else signal.SIGKILL)

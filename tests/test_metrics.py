@@ -228,7 +228,7 @@ def test_two_web_processes_report_the_same_totals_of_jobs_run_by_two_workers(
     workers, scrapers = [], []
     base = f"http://127.0.0.1:{port}"
     try:
-        wait_for(lambda: _reachable(f"{base}/health"), timeout=60, message="gunicorn")
+        wait_for(lambda: _reachable(f"{base}/health"), message="gunicorn")
         scrapers = _sessions_on_two_processes(base, access_log)
 
         users = {name: make_user(name, posts=[f"{name} {i}" for i in range(50)])
@@ -238,7 +238,7 @@ def test_two_web_processes_report_the_same_totals_of_jobs_run_by_two_workers(
         retried = users["cy"].launch_task("export_posts", "Exporting")
         workers = [start_worker(), start_worker()]
         wait_for(lambda: _task(retried.id).attempts >= 1 and _task(retried.id).error,
-                 timeout=60, message="the first attempt to fail")
+                 message="the first attempt to fail")
         tasks = [retried,
                  users["ann"].launch_task("export_posts", "Exporting"),
                  users["ann"].launch_task("countdown", "Counting", 1),

@@ -363,7 +363,7 @@ def test_the_limit_is_shared_by_gunicorn_worker_processes(app, user, tmp_path):
     base = f"http://127.0.0.1:{port}"
     first = second = None
     try:
-        wait_for(lambda: _get(f"{base}/health"), timeout=60, message="gunicorn")
+        wait_for(lambda: _get(f"{base}/health"), message="gunicorn")
         # Two browsers on keep-alive connections, each served by a different worker process.
         first, first_pid, token1 = _browser_on_some_worker(base, access_log)
         second, second_pid, token2 = None, first_pid, None

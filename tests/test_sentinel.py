@@ -277,8 +277,7 @@ def test_the_app_and_workers_follow_a_sentinel_failover_and_every_task_ends_trut
         for user in counters:
             user.launch_task("countdown", "Counting...", 6)
         wait_for(lambda: sum(t.status == TaskStatus.RUNNING and t.progress > 0
-                             for t in _tasks()) == 2,
-                 timeout=60, message="both countdowns to be running")
+                             for t in _tasks()) == 2, message="both countdowns to be running")
         for user in exporters:
             _export(app, user.username)
         # Everything so far is on the replica before the kill (WAIT), so the common path is
@@ -291,13 +290,13 @@ def test_the_app_and_workers_follow_a_sentinel_failover_and_every_task_ends_trut
             health.append(client.get("/health").status_code)
             return cluster.primary_port() == cluster.ports["replica"]
 
-        wait_for(promoted, timeout=60, message="the sentinel to promote the replica")
+        wait_for(promoted, message="the sentinel to promote the replica")
         # Without a primary, /health says so (503), never a 500; then it is back, with
         # both workers registered on the new primary.
         assert set(health) <= {200, 503}, health
         wait_for(lambda: client.get("/health").get_json() == {
             "database": "ok", "redis": "ok", "workers": 2, "status": "ok"},
-            timeout=60, message="/health to see the new primary and both workers")
+            message="/health to see the new primary and both workers")
 
         # The web follows: pages answer, and the polls reconcile tasks as they would.
         login(client, counters[0].username)

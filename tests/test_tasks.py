@@ -186,7 +186,7 @@ def test_a_worker_already_waiting_picks_the_job_up_and_the_task_finishes(app, cl
                              for w in rq.Worker.all(connection=app.redis)),
                  message="the worker to wait for jobs")
         _export(client)
-        wait_for(lambda: _task().complete, timeout=60, message="task to end")
+        wait_for(lambda: _task().complete, message="task to end")
     finally:
         log = _stop(worker)
     assert _task().status == TaskStatus.FINISHED, log
@@ -269,7 +269,7 @@ def test_a_transient_mail_error_is_retried_and_the_mail_sent_once(app, client, s
         assert _task().status == TaskStatus.QUEUED
         assert "Retrying automatically" in _task().error
         handler.fail_with = None
-        wait_for(lambda: _task().complete, timeout=60, message="task to end")
+        wait_for(lambda: _task().complete, message="task to end")
     finally:
         log = _stop(worker)
     assert _task().status == TaskStatus.FINISHED, log
@@ -323,7 +323,7 @@ def test_a_sigkilled_worker_leaves_no_task_in_progress(app, client, smtp_server)
     try:
         _export(client)
         wait_for(lambda: _task().status == TaskStatus.RUNNING and _task().progress > 0,
-                 timeout=60, interval=0.05, message="export to be running")
+                 interval=0.05, message="export to be running")
         horses = _children(victim.pid)  # the work horse has a process group of its own
         os.killpg(victim.pid, signal.SIGKILL)
         victim.wait(timeout=10)
@@ -523,10 +523,10 @@ def test_a_killed_work_horse_is_recorded_and_retried_by_its_worker(app, client, 
     try:
         _export(client)
         wait_for(lambda: _task().status == TaskStatus.RUNNING and _task().progress > 0,
-                 timeout=60, interval=0.05, message="export to be running")
+                 interval=0.05, message="export to be running")
         [horse] = wait_for(lambda: _children(worker.pid), message="work horse")
         os.kill(horse, signal.SIGKILL)
-        wait_for(lambda: _task().attempts >= 2, timeout=60, message="the retry to start")
+        wait_for(lambda: _task().attempts >= 2, message="the retry to start")
         wait_for(lambda: _task().complete, timeout=120, message="retry to finish")
     finally:
         log = _stop(worker)
