@@ -61,6 +61,11 @@ PYTEST_WORKERS ?= $(if $(MICROBLOG_TEST_DATABASE_URL)$(MICROBLOG_TEST_REDIS_URL)
 test: install
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/pytest -q -n $(PYTEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)
 
+# make test three times beside two CPU hogs, then beside a second make test: each run's
+# result and time (docs/testing.md).
+test-under-load: install
+	bash tests/under_load.sh
+
 lint: install
 	$(BIN)/ruff check .
 
