@@ -219,7 +219,12 @@ def run_jobs_in_process(app) -> None:
     """Drain the queue with RQ's SimpleWorker in this process (fast unit tests)."""
     from rq.worker import SimpleWorker
 
-    SimpleWorker([app.task_queue], connection=app.redis).work(burst=True)
+    from app.worker import PromptExit
+
+    class InProcessWorker(PromptExit, SimpleWorker):
+        pass
+
+    InProcessWorker([app.task_queue], connection=app.redis).work(burst=True)
 
 
 def worker_env(**extra) -> dict:
