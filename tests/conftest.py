@@ -60,6 +60,12 @@ WORKER_ARGS = ["-w", "app.worker.AppWorker", "--connection-class", "app.redis_co
                "--with-scheduler"]
 
 
+# How long to wait for something that is bound to happen (a mail, a row, a log line, a
+# worker registering). Generous: on a machine that is busy with other work a process can take
+# a minute to start; on an idle one the wait ends as soon as it happens.
+EVENT_TIMEOUT = 120.0
+
+
 @pytest.fixture(scope="session")
 def redis_server():
     """A real Redis server for the whole run; emptied before each test by `app`."""
@@ -234,7 +240,9 @@ def worker_env(**extra) -> dict:
     return env
 
 
-def run_worker_burst(timeout=120, env=None, args=None) -> subprocess.CompletedProcess:
+# Plain `rq worker` (RQ's own Worker) may spend 60 s on its way out: app.worker.PromptExit.
+def run_worker_burst(timeout=60 + EVENT_TIMEOUT, env=None, args=None
+                     ) -> subprocess.CompletedProcess:
     """Run a real `rq worker --burst` process from the repo root until the queue is empty."""
     cmd = [str(Path(sys.executable).parent / "rq"), "worker", "--burst", *(args or WORKER_ARGS),
            "microblog-tasks"]
@@ -263,12 +271,6 @@ def stop_process(proc: subprocess.Popen, grace: float = 20) -> str:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(timeout=5)
     return proc.stdout.read() if proc.stdout else ""
-
-
-# How long to wait for something that is bound to happen (a mail, a row, a log line, a
-# worker registering). Generous: on a machine that is busy with other work a process can take
-# a minute to start; on an idle one the wait ends as soon as it happens.
-EVENT_TIMEOUT = 120.0
 
 
 def wait_for(predicate, timeout=EVENT_TIMEOUT, interval=0.1, message="condition"):

@@ -381,9 +381,10 @@ def test_the_tutorials_shell_session_runs_example_with_progress(app, redis_serve
     assert isinstance(job.id, str) and job.id  # the README's `job.id` (the chapter's get_id())
     # `rq worker -u $REDIS_URL microblog-tasks`, verbatim (plus --burst so it returns).
     rq_bin = str(Path(sys.executable).parent / "rq")
+    # RQ's own Worker may wait up to 60 s on its way out (app.worker.PromptExit says why).
     result = subprocess.run([rq_bin, "worker", "-u", redis_server, "--burst", "microblog-tasks"],
                             cwd=ROOT, env=worker_env(), capture_output=True, text=True,
-                            timeout=60)
+                            timeout=60 + EVENT_TIMEOUT)
     assert result.returncode == 0, result.stderr
     job.refresh()
     assert job.get_status() == "finished"
