@@ -333,8 +333,8 @@ def pytest_configure(config):
               if os.environ.get(name)]
     if shared and (config.getoption("numprocesses", None) or 0):
         raise pytest.UsageError(
-            f"{' and '.join(shared)} name one database for every test process: run these "
-            "without xdist (-n 0; make test: PYTEST_WORKERS=0)")
+            f"{' and '.join(shared)}: one database for every test process; run without "
+            "xdist (-n 0; make test: PYTEST_WORKERS=0)")
 
 
 # --------------------------------------------------------------------------- SMTP

@@ -143,3 +143,12 @@ def test_peers_benchmark_compares_with_the_tutorial_app_or_says_why_not():
         assert export["ours_s"]["median"] > 0 and export["theirs_s"]["median"] > 0
     assert data["dispatch"]["ours_jobs_per_s"]["median"] > 0
     assert data["dispatch"]["theirs_jobs_per_s"]["median"] > 0
+
+
+def test_a_figure_that_could_not_be_measured_prints_as_missing():
+    # e.g. a peak RSS when the worker's wrapper was killed before it could write it: the
+    # quick run goes on and says n/a, where it used to stop with a TypeError
+    from bench.harness import number
+
+    assert number(None) == number(float("nan")) == "n/a"
+    assert number(69.74, 0) == "70" and number(0.123) == "0.12"
