@@ -36,7 +36,7 @@ import yaml
 
 from tests.conftest import CSRF, free_port, worker_env, xdist_worker_index
 
-# Its own PostgreSQL database and Redis database 9 whatever the matrix says, or only
+# Its own PostgreSQL database and Redis database (9 and up) whatever the matrix says, or only
 # files and linters: once per CI run is enough.
 pytestmark = pytest.mark.once
 
