@@ -16,7 +16,7 @@ export FLASK_APP := microblog.py
 INSTANCE := $(or $(MICROBLOG_INSTANCE),$(CURDIR)/instance)
 EMBEDDED_REDIS_URL := unix://$(INSTANCE)/redis.sock
 
-.PHONY: run test install lint bench clean
+.PHONY: run test test-under-load install lint bench clean
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
@@ -53,8 +53,18 @@ run: install
 	  PATH=$(CURDIR)/$(BIN):$$PATH PORT=$(PORT) exec $(BIN)/honcho -f Procfile.dev start web worker cron; \
 	fi
 
+# Tests run in PYTEST_WORKERS pytest-xdist processes (0: in this one). Most of a test's time
+# is spent waiting on the processes it starts, so more workers than cores pay (docs/testing.md).
+# The database matrix (MICROBLOG_TEST_DATABASE_URL) shares one database: one process.
+PYTEST_WORKERS ?= $(if $(MICROBLOG_TEST_DATABASE_URL)$(MICROBLOG_TEST_REDIS_URL),0,4)
+
 test: install
-	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/pytest -q $(PYTEST_ARGS)
+	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/pytest -q -n $(PYTEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)
+
+# make test three times beside two CPU hogs, then beside a second make test: each run's
+# result and time (docs/testing.md).
+test-under-load: install
+	bash tests/under_load.sh
 
 lint: install
 	$(BIN)/ruff check .

@@ -45,7 +45,22 @@ def _die_with_parent() -> None:
         os._exit(1)
 
 
-class AppWorker(Worker):
+class PromptExit:
+    """A worker mixin: the worker exits as soon as it is done (a burst that emptied the queue,
+    a warm shutdown), not up to a minute later.
+
+    RQ's unsubscribe sends UNSUBSCRIBE, then stops its listening thread. With redis-py 8.2,
+    stop() waits for that thread; the UNSUBSCRIBE reply may end the thread's read before the
+    stop, and its next read then waits for a subscription for RQ's sleep_time, 60 s. Told to stop
+    first, the thread ends on that reply."""
+
+    def unsubscribe(self) -> None:
+        if self.pubsub_thread is not None:
+            self.pubsub_thread._running.clear()
+        super().unsubscribe()
+
+
+class AppWorker(PromptExit, Worker):
     """RQ's forking Worker with the app preloaded, a configurable heartbeat grace and the
     task lifecycle told when a work horse is killed (RQ has no callback for that)."""
 

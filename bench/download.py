@@ -175,7 +175,7 @@ def start_moto(services: Services) -> str:
         except OSError:
             return False
 
-    wait_until(listening, 30, "moto's S3 server")
+    wait_until(listening, 120, "moto's S3 server")
     return f"http://127.0.0.1:{port}"
 
 

@@ -45,6 +45,7 @@ from bench.harness import (
     analyze,
     emit,
     fmt,
+    number,
     say,
     summary,
     table,
@@ -226,7 +227,7 @@ def _job_cpu_seconds(services: Services, worker, before: float) -> float:
         return any(w.pid == worker.worker_pid and w.state == "idle"
                    for w in Worker.all(connection=services.redis))
 
-    wait_until(idle, 30, "the worker to be idle again", interval=0.02)
+    wait_until(idle, 120, "the worker to be idle again", interval=0.02)
     return _cpu_seconds(worker.worker_pid) - before
 
 
@@ -324,7 +325,7 @@ def run_formats(services: Services, users: dict, sizes: list[int], repeat: int,
                              "file_bytes": export["file_bytes"]})
                 say(f"export {name}: {size:,} posts, run {rep + 1}/{repeat}: write_export "
                     f"{write_s:.2f} s, centre export {export['seconds']:.2f} s, limit "
-                    f"{limit_s:.2f} s, peak RSS {export['peak_rss_mb']:.0f} MB, file "
+                    f"{limit_s:.2f} s, peak RSS {number(export['peak_rss_mb'], 0)} MB, file "
                     f"{export['file_bytes'] / 2**20:.1f} MB")
             limit_file.unlink(missing_ok=True)
             results[name].append(_format_result(size, runs))
@@ -357,10 +358,10 @@ def compare_workers(services: Services, users: dict, sizes: list[int], repeat: i
                     services, users[size][0], timeout=120 + size / 1000, plain=plain)
             runs.append(run)
             say(f"export: {size:,} posts, run {rep + 1}/{repeat}: plain rq worker "
-                f"{run['plain']['seconds']:.2f} s (job {run['plain']['job_seconds']:.2f} s, "
-                f"CPU {run['plain']['cpu_seconds']:.2f} s), AppWorker {run['app']['seconds']:.2f}"
-                f" s (job {run['app']['job_seconds']:.2f} s, CPU {run['app']['cpu_seconds']:.2f}"
-                " s)")
+                f"{run['plain']['seconds']:.2f} s (job {number(run['plain']['job_seconds'])} s, "
+                f"CPU {number(run['plain']['cpu_seconds'])} s), AppWorker "
+                f"{run['app']['seconds']:.2f} s (job {number(run['app']['job_seconds'])} s, "
+                f"CPU {number(run['app']['cpu_seconds'])} s)")
         results.append({"posts": size, **{
             f"{kind}_{figure}": summary([r[kind][key] for r in runs])
             for kind in ("plain", "app")
@@ -436,7 +437,7 @@ def run(sizes: list[int], repeat: int, database: str, proposed: bool = False,
                              "mail_bytes": export["mail_bytes"], "json_bytes": limit_bytes})
                 say(f"export: {size:,} posts, run {rep + 1}/{repeat}: export "
                     f"{export['seconds']:.2f} s, limit {limit_s:.2f} s, peak RSS "
-                    f"{export['peak_rss_mb']:.0f} MB")
+                    f"{number(export['peak_rss_mb'], 0)} MB")
             limit_file.unlink(missing_ok=True)
             results.append(_size_result(size, runs))
         formats = (run_formats(services, users, sizes, repeat, limit_file, plain)

@@ -291,12 +291,16 @@ class SessionMemory:
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def __enter__(self) -> SessionMemory:
+        # A sample at each end as well: a job shorter than the first interval (a loaded
+        # machine can delay the thread by seconds) still has its peaks.
+        self.sample()
         self._thread.start()
         return self
 
     def __exit__(self, *exc) -> None:
         self._stop.set()
         self._thread.join(5)
+        self.sample()
 
     def _run(self) -> None:
         while not self._stop.is_set():
@@ -338,6 +342,13 @@ class WorkerProcess(Process):
         super().__init__([sys.executable, "-m", "bench.rusage", str(self.rusage_file), "--",
                           *args], env, log, "rq worker")
         self.worker_pid: int | None = None
+        self._sampled_peak_mb = 0.0
+
+    def sample_peak(self) -> None:
+        """Note the largest VmHWM in the worker's session now (worker, horses, scheduler)."""
+        memory = SessionMemory(self.pid, self.worker_pid)
+        memory.sample()
+        self._sampled_peak_mb = max([self._sampled_peak_mb, *memory.peaks.values()])
 
     def _rusage(self) -> dict:
         try:
@@ -356,6 +367,7 @@ class WorkerProcess(Process):
                 w.pid == self.worker_pid for w in Worker.all(connection=redis_conn))
 
         wait_until(registered, timeout, "the rq worker to register", interval=0.1)
+        self.sample_peak()
 
     def status_kb(self, field_name: str) -> int | None:
         return _status_kb(self.worker_pid or self.pid, field_name)
@@ -364,14 +376,20 @@ class WorkerProcess(Process):
         return SessionMemory(self.pid, self.worker_pid, interval)
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 30.0) -> None:
+        if self.alive():
+            self.sample_peak()
         # An idle worker takes SIGTERM as a warm shutdown and exits at once.
         super().stop(sig, timeout)
 
     @property
     def peak_rss_mb(self) -> float | None:
-        """Peak RSS of the worker and of every child it reaped (work horses, scheduler)."""
+        """Peak RSS of the worker and of every child it reaped (work horses, scheduler).
+        When the wrapper could not write it (killed on a slow shutdown), the largest peak
+        sampled at the worker's start and stop; None only if neither was ever read."""
         maxrss_kb = self._rusage().get("maxrss_kb")
-        return None if maxrss_kb is None else maxrss_kb / 1024
+        if maxrss_kb is not None:
+            return maxrss_kb / 1024
+        return self._sampled_peak_mb or None
 
 
 class WebServer(Process):
@@ -570,7 +588,7 @@ def start_redis(url: str, directory: Path) -> subprocess.Popen:
     proc = subprocess.Popen(server_args(url[len("unix://"):], str(directory)),
                             stdout=subprocess.DEVNULL, start_new_session=True,
                             preexec_fn=die_with_parent())
-    wait(url, timeout=20)
+    wait(url, timeout=60)
     return proc
 
 
@@ -1073,6 +1091,13 @@ def summary(values: Iterable[float], digits: int = 3) -> dict:
     return {"median": round(statistics.median(values), digits),
             "min": round(min(values), digits), "max": round(max(values), digits),
             "n": len(values)}
+
+
+def number(value: float | None, digits: int = 2) -> str:
+    """A figure for a progress line; "n/a" when it could not be measured (None or NaN)."""
+    if value is None or value != value:
+        return "n/a"
+    return f"{value:.{digits}f}"
 
 
 def fmt(s: dict, unit: str = "", digits: int = 2) -> str:

@@ -227,9 +227,15 @@ def exports_phase(services: Services, web: WebServer, cookie: str, exporter_ids:
     for priority in args.priorities:
         workers = [services.start_worker(WORKER_CPU_PRIORITY=priority) for _ in exporter_ids]
         export_time = {"web_idle": _export_time(services, web, cookie, exporter_ids, args,
-                                                hammer=False),
-                       "web_hammered": _export_time(services, web, cookie, exporter_ids, args,
-                                                    hammer=True)}
+                                                hammer=False)}
+        if export_time["web_idle"]["s"] is None:
+            # Capped with its exports still running (a busy machine): a user has one export
+            # at a time, so they end before the next timing starts its own.
+            _end_exports(services, exporter_ids, workers)
+            workers = [services.start_worker(WORKER_CPU_PRIORITY=priority)
+                       for _ in exporter_ids]
+        export_time["web_hammered"] = _export_time(services, web, cookie, exporter_ids, args,
+                                                   hammer=True)
         say(f"pages: workers {priority}: two exports, web idle: {_said(export_time['web_idle'])}; "
             f"home page hammered: {_said(export_time['web_hammered'])}")
         _end_exports(services, exporter_ids, workers)

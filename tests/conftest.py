@@ -60,6 +60,12 @@ WORKER_ARGS = ["-w", "app.worker.AppWorker", "--connection-class", "app.redis_co
                "--with-scheduler"]
 
 
+# How long to wait for something that is bound to happen (a mail, a row, a log line, a
+# worker registering). Generous: on a machine that is busy with other work a process can take
+# a minute to start; on an idle one the wait ends as soon as it happens.
+EVENT_TIMEOUT = 120.0
+
+
 @pytest.fixture(scope="session")
 def redis_server():
     """A real Redis server for the whole run; emptied before each test by `app`."""
@@ -72,11 +78,11 @@ def redis_server():
         proc = subprocess.Popen(server_args(socket_path, str(_tmp)), stdout=subprocess.DEVNULL)
         from app.embedded_redis import wait
 
-        wait(url, timeout=20)
+        wait(url, timeout=EVENT_TIMEOUT)
     yield url
     if proc is not None:
         proc.terminate()
-        proc.wait(timeout=10)
+        proc.wait(timeout=60)
 
 
 @pytest.fixture(scope="session")
@@ -219,7 +225,12 @@ def run_jobs_in_process(app) -> None:
     """Drain the queue with RQ's SimpleWorker in this process (fast unit tests)."""
     from rq.worker import SimpleWorker
 
-    SimpleWorker([app.task_queue], connection=app.redis).work(burst=True)
+    from app.worker import PromptExit
+
+    class InProcessWorker(PromptExit, SimpleWorker):
+        pass
+
+    InProcessWorker([app.task_queue], connection=app.redis).work(burst=True)
 
 
 def worker_env(**extra) -> dict:
@@ -229,7 +240,9 @@ def worker_env(**extra) -> dict:
     return env
 
 
-def run_worker_burst(timeout=120, env=None, args=None) -> subprocess.CompletedProcess:
+# Plain `rq worker` (RQ's own Worker) may spend 60 s on its way out: app.worker.PromptExit.
+def run_worker_burst(timeout=60 + EVENT_TIMEOUT, env=None, args=None
+                     ) -> subprocess.CompletedProcess:
     """Run a real `rq worker --burst` process from the repo root until the queue is empty."""
     cmd = [str(Path(sys.executable).parent / "rq"), "worker", "--burst", *(args or WORKER_ARGS),
            "microblog-tasks"]
@@ -260,7 +273,7 @@ def stop_process(proc: subprocess.Popen, grace: float = 20) -> str:
     return proc.stdout.read() if proc.stdout else ""
 
 
-def wait_for(predicate, timeout=60.0, interval=0.1, message="condition"):
+def wait_for(predicate, timeout=EVENT_TIMEOUT, interval=0.1, message="condition"):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = predicate()
@@ -268,6 +281,60 @@ def wait_for(predicate, timeout=60.0, interval=0.1, message="condition"):
             return value
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout}s waiting for {message}")
+
+
+# --------------------------------------------------------------------------- parallel runs
+# `make test` runs the suite in pytest-xdist workers (and `make test-under-load` two suites at
+# once). Each worker process imports this module, so it has its own mkdtemp instance folder,
+# SQLite file and embedded Redis socket; what is shared by the machine (ports, the real
+# Redis's database numbers, PostgreSQL database names) comes from the helpers below.
+
+def xdist_worker_index() -> int:
+    """0 for xdist's worker gw0 and for a run without xdist, 1 for gw1, ..."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
+    return int(worker[2:]) if worker[2:].isdigit() else 0
+
+
+_ports_given: set[int] = set()
+
+
+def free_port(*offsets: int) -> int:
+    """A port on 127.0.0.1 that nothing listens on, and port + offset free too for each offset
+    (honcho numbers its processes' ports by hundreds). Never the same one twice in a process.
+
+    Each xdist worker draws from a block of its own below Linux's ephemeral range
+    (32768-60999): a port from bind(0) is one the kernel may hand to a client connection, or
+    to another worker's bind(0), before the server meant to listen on it has started."""
+    import random
+    import socket
+
+    base = 20000 + (xdist_worker_index() % 12) * 1000
+    start = random.randrange(1000)
+    for step in range(1000):
+        port = base + (start + step) % 1000
+        wanted = [port + offset for offset in (0, *offsets)]
+        if _ports_given.intersection(wanted):
+            continue
+        try:
+            for candidate in wanted:
+                with socket.socket() as sock:
+                    sock.bind(("127.0.0.1", candidate))
+        except OSError:
+            continue
+        _ports_given.update(wanted)
+        return port
+    raise RuntimeError(f"no free port in {base}-{base + 999}")
+
+
+def pytest_configure(config):
+    # The matrix's servers hold one database and one Redis database for the whole run: test
+    # processes side by side would empty each other's tables.
+    shared = [name for name in ("MICROBLOG_TEST_DATABASE_URL", "MICROBLOG_TEST_REDIS_URL")
+              if os.environ.get(name)]
+    if shared and (config.getoption("numprocesses", None) or 0):
+        raise pytest.UsageError(
+            f"{' and '.join(shared)}: one database for every test process; run without "
+            "xdist (-n 0; make test: PYTEST_WORKERS=0)")
 
 
 # --------------------------------------------------------------------------- SMTP
@@ -291,14 +358,9 @@ class _Collector:
 def serve_smtp(handler, config_overrides, monkeypatch):
     """Start a real SMTP server (aiosmtpd) with `handler` on a free local port, and point the
     app and worker processes at it. Returns the started controller (the caller stops it)."""
-    import socket
-
     from aiosmtpd.controller import Controller
 
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    sock.close()
+    port = free_port()
     controller = Controller(handler, hostname="127.0.0.1", port=port)
     controller.start()
     config_overrides.update(MAIL_SERVER="127.0.0.1", MAIL_PORT=port)
@@ -322,12 +384,7 @@ def smtp_server(config_overrides, monkeypatch):
 @pytest.fixture
 def dead_smtp_port(config_overrides, monkeypatch):
     """A MAIL_SERVER address where nothing listens (connection refused)."""
-    import socket
-
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    sock.close()
+    port = free_port()
     config_overrides.update(MAIL_SERVER="127.0.0.1", MAIL_PORT=port)
     monkeypatch.setenv("MAIL_SERVER", "127.0.0.1")
     monkeypatch.setenv("MAIL_PORT", str(port))

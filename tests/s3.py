@@ -21,16 +21,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import stop_process
+from tests.conftest import free_port, stop_process
 
 CREDENTIALS = {"AWS_ACCESS_KEY_ID": "moto-test-key", "AWS_SECRET_ACCESS_KEY": "moto-test-secret",
                "AWS_DEFAULT_REGION": "us-east-1"}
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _wait_listening(proc: subprocess.Popen, port: int, timeout: float = 30.0) -> None:
@@ -49,7 +43,7 @@ def _wait_listening(proc: subprocess.Popen, port: int, timeout: float = 30.0) ->
 @pytest.fixture(scope="session")
 def moto_server():
     """The endpoint URL of a moto S3 server running in its own process."""
-    port = _free_port()
+    port = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1",
                              "-p", str(port)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True, start_new_session=True)

@@ -347,7 +347,7 @@ def test_an_admin_sees_a_failed_export_with_its_reason_and_retries_it_to_success
     worker = _susan_and_admin_boss(client)
     try:
         task_id = _export(client)
-        wait_for(lambda: _task(task_id).complete, timeout=60, message="the export to fail")
+        wait_for(lambda: _task(task_id).complete, message="the export to fail")
         assert _task(task_id).status == TaskStatus.FAILED
         admin = browser(app)
         login(admin, "boss")
@@ -361,7 +361,7 @@ def test_an_admin_sees_a_failed_export_with_its_reason_and_retries_it_to_success
         handler.fail_with = None
         html = _confirm_and_post(admin, f"/admin/jobs/{task_id}/retry")
         assert "The task is queued again." in html
-        wait_for(lambda: _task(task_id).complete, timeout=60, message="the retry to finish")
+        wait_for(lambda: _task(task_id).complete, message="the retry to finish")
     finally:
         log = _stop(worker)
     task = _task(task_id)
@@ -407,7 +407,7 @@ def test_an_admin_stops_a_running_export_and_no_mail_goes_out(holding_smtp, app,
     worker = _susan_and_admin_boss(client)
     try:
         task_id = _export(client)
-        wait_for(lambda: holding_smtp.recipients_seen == 1, timeout=60,
+        wait_for(lambda: holding_smtp.recipients_seen == 1,
                  message="the export to be sending its mail")
         assert _task(task_id).status == TaskStatus.RUNNING
         admin = browser(app)
@@ -417,7 +417,7 @@ def test_an_admin_stops_a_running_export_and_no_mail_goes_out(holding_smtp, app,
         html = _confirm_and_post(admin, f"/admin/jobs/{task_id}/stop")
         assert "The task was stopped." in html
         job = Job.fetch(task_id, connection=app.redis)
-        wait_for(lambda: job.get_status() == JobStatus.STOPPED, timeout=30,
+        wait_for(lambda: job.get_status() == JobStatus.STOPPED,
                  message="RQ to stop the job")
         holding_smtp.release.set()  # a horse still alive would now send the mail
         time.sleep(2)
@@ -437,7 +437,7 @@ def test_a_killed_worker_shows_as_dead_in_the_workers_table(app):
     _promote("boss")
     worker = start_worker()
     try:
-        wait_for(lambda: rq.Worker.count(connection=app.redis) == 1, timeout=60,
+        wait_for(lambda: rq.Worker.count(connection=app.redis) == 1,
                  message="the worker to register")
         admin = browser(app)
         login(admin, "boss")

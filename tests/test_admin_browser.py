@@ -40,7 +40,7 @@ def test_an_admin_finds_a_failed_export_and_retries_it_in_the_browser(
     db.session.commit()
     worker = worker_factory()
     task_id = jobs.launch(susan, "export_posts", "Exporting posts...").id
-    wait_for(lambda: _task(task_id).complete, timeout=60, message="the export to fail")
+    wait_for(lambda: _task(task_id).complete, message="the export to fail")
     assert _task(task_id).status == TaskStatus.FAILED, worker.output()
 
     page = context.new_page()
@@ -66,7 +66,7 @@ def test_an_admin_finds_a_failed_export_and_retries_it_in_the_browser(
         page.locator("#confirm").get_by_role("button", name="Retry").click()
     assert "The task is queued again." in page.locator("main").inner_text()
 
-    wait_for(lambda: _task(task_id).complete, timeout=60, message="the retry to finish")
+    wait_for(lambda: _task(task_id).complete, message="the retry to finish")
     page.reload()
     assert page.locator("#task-status").inner_text() == "finished (100%)", worker.output()
     assert page.locator("#task-attempts").inner_text().startswith("2")

@@ -46,15 +46,16 @@ def _bench_json(stdout: str) -> dict:
     return json.loads(lines[0][len("BENCH_JSON "):])
 
 
+@pytest.mark.timeout(900)
 def test_every_benchmark_runs_quick_and_prints_its_figures():
     # All at once: each alone takes 5-20 s (the soak about 45 s: 15 s of traffic), mostly waiting
-    # on its own processes.
+    # on its own processes; on a machine busy with other work, minutes.
     procs = {name: subprocess.Popen([sys.executable, "-m", "bench", name, "--quick"],
                                     cwd=ROOT, env=_environment(), stdout=subprocess.PIPE,
                                     stderr=subprocess.PIPE, text=True)
              for name in EXPECTED_KEYS}
     outputs = {}
-    deadline = time.monotonic() + 360
+    deadline = time.monotonic() + 780
     try:
         for name, proc in procs.items():
             stdout, stderr = proc.communicate(timeout=max(1, deadline - time.monotonic()))
@@ -113,13 +114,14 @@ def test_every_benchmark_runs_quick_and_prints_its_figures():
     assert soak["rss_mb"]["web"]["max"] > 0 and soak["rss_mb"]["worker"]["max"] > 0
 
 
+@pytest.mark.timeout(900)
 def test_peers_benchmark_compares_with_the_tutorial_app_or_says_why_not():
     # On its own: it first installs the tutorial's app into a virtual environment of its own
     # (15-20 s). Where ../shared/peers is absent it must say it skipped, and still succeed.
     from bench.peers import PEER, peers_dir
 
     proc = subprocess.run([sys.executable, "-m", "bench", "peers", "--quick"], cwd=ROOT,
-                          env=_environment(), capture_output=True, text=True, timeout=400)
+                          env=_environment(), capture_output=True, text=True, timeout=780)
     assert proc.returncode == 0, f"peers failed:\n{proc.stdout}\n{proc.stderr[-3000:]}"
     data = _bench_json(proc.stdout)
     assert data["bench"] == "peers"
@@ -141,3 +143,12 @@ def test_peers_benchmark_compares_with_the_tutorial_app_or_says_why_not():
         assert export["ours_s"]["median"] > 0 and export["theirs_s"]["median"] > 0
     assert data["dispatch"]["ours_jobs_per_s"]["median"] > 0
     assert data["dispatch"]["theirs_jobs_per_s"]["median"] > 0
+
+
+def test_a_figure_that_could_not_be_measured_prints_as_missing():
+    # e.g. a peak RSS when the worker's wrapper was killed before it could write it: the
+    # quick run goes on and says n/a, where it used to stop with a TypeError
+    from bench.harness import number
+
+    assert number(None) == number(float("nan")) == "n/a"
+    assert number(69.74, 0) == "70" and number(0.123) == "0.12"

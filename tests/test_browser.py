@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import make_user, start_worker, wait_for, worker_env
+from tests.conftest import EVENT_TIMEOUT, make_user, start_worker, wait_for, worker_env
 
 # The page script, the CSP and the progress UI as Chromium sees them; the jobs and
 # their rows on each database: test_tasks.py, in the matrix. CI runs it once (SQLite).
@@ -114,7 +114,7 @@ class Worker:
     def output(self) -> str:
         return "".join(self.lines[-80:])
 
-    def wait_ready(self, timeout=60):
+    def wait_ready(self, timeout=EVENT_TIMEOUT):
         import rq
 
         def ready():
@@ -191,7 +191,7 @@ def browser_context(browser, live_server, name: str, init_script: str, **options
     a screenshot of each of its pages is left in /tmp, named after `name`, for a person to
     look at afterwards."""
     context = browser.new_context(base_url=live_server, **options)
-    context.set_default_timeout(15_000)
+    context.set_default_timeout(60_000)
     context.add_init_script(init_script)
     try:
         yield context
@@ -328,7 +328,7 @@ def test_export_progress_success_and_outbox(app, context, worker_factory, monkey
     assert seen[-1] == 100, info
     assert "running" in statuses, info
     # The Export control is back, without a reload.
-    export.wait_for(state="visible", timeout=5_000)
+    export.wait_for(state="visible", timeout=30_000)
     assert watcher.errors == [], watcher.errors
 
     # The mail is in the outbox, with posts.json attached.
@@ -397,13 +397,13 @@ def test_second_export_is_refused_while_one_runs(app, context, worker_factory):
     worker = worker_factory()
     worker.wait_ready()
     try:
-        wait_terminal(first, timeout_ms=60_000)
+        wait_terminal(first, timeout_ms=120_000)
     except Exception as exc:
         raise AssertionError(f"no end state: {exc}" + describe(first, watcher, worker)) from exc
     alert = alert_of(first)
     assert alert.get_attribute("data-status") == "finished", describe(first, watcher, worker)
     assert "alert-success" in alert.get_attribute("class")
-    first.locator("form#export-control").wait_for(state="visible", timeout=5_000)
+    first.locator("form#export-control").wait_for(state="visible", timeout=30_000)
     assert watcher.errors == [] and second_watcher.errors == [], \
         watcher.errors + second_watcher.errors
 
@@ -421,7 +421,7 @@ def test_failed_export_turns_red_with_reason(app, context, worker_factory, dead_
     page.on("framenavigated", lambda frame: navigations.append(frame.url))
 
     try:
-        wait_terminal(page, timeout_ms=90_000)
+        wait_terminal(page, timeout_ms=120_000)
     except Exception as exc:
         raise AssertionError(f"no end state: {exc}" + describe(page, watcher, worker)) from exc
     info = describe(page, watcher, worker)
@@ -432,7 +432,7 @@ def test_failed_export_turns_red_with_reason(app, context, worker_factory, dead_
     assert "alert-danger" in classes and "alert-success" not in classes, info
     assert "mail server could not be reached" in alert.inner_text(), alert.inner_text() + info
     assert not alert.locator(".progress").is_visible()
-    page.locator("form#export-control").wait_for(state="visible", timeout=5_000)
+    page.locator("form#export-control").wait_for(state="visible", timeout=30_000)
     assert watcher.errors == [], watcher.errors
 
     from app import db

@@ -43,7 +43,7 @@ def test_list_show_stats_and_retry_of_a_failed_export(smtp_server, app, runner):
     worker = start_worker()
     try:
         task_id = _launch("susan", "export_posts")
-        wait_for(lambda: _task(task_id).complete, timeout=60, message="the export to fail")
+        wait_for(lambda: _task(task_id).complete, message="the export to fail")
 
         rows = _json(runner, "tasks", "list")
         assert [(r["id"], r["type"], r["user"], r["status"]) for r in rows] == [
@@ -83,7 +83,7 @@ def test_list_show_stats_and_retry_of_a_failed_export(smtp_server, app, runner):
         handler.fail_with = None
         retried = _json(runner, "tasks", "retry", task_id)
         assert retried == {"id": task_id, "status": "queued", "attempts": 1}
-        wait_for(lambda: _task(task_id).complete, timeout=60, message="the retry to finish")
+        wait_for(lambda: _task(task_id).complete, message="the retry to finish")
         not_again = runner.invoke(args=["tasks", "retry", task_id])
     finally:
         log = _stop(worker)
@@ -100,7 +100,7 @@ def test_cancel_stops_a_running_task_and_cancels_a_queued_one(app, runner, caplo
     try:
         running = _launch("susan", "countdown", 60)
         queued = _launch("john", "countdown", 60)  # waits: the only worker is busy
-        wait_for(lambda: _task(running).status == TaskStatus.RUNNING, timeout=60,
+        wait_for(lambda: _task(running).status == TaskStatus.RUNNING,
                  message="the first countdown to start")
 
         stats = _json(runner, "tasks", "stats")
@@ -116,14 +116,14 @@ def test_cancel_stops_a_running_task_and_cancels_a_queued_one(app, runner, caplo
         assert _json(runner, "tasks", "cancel", running) == {
             "id": running, "status": "cancelled", "outcome": "stopped"}
         job = Job.fetch(running, connection=app.redis)
-        wait_for(lambda: job.get_status() == JobStatus.STOPPED, timeout=30,
+        wait_for(lambda: job.get_status() == JobStatus.STOPPED,
                  message="RQ to stop the running job")
         again = runner.invoke(args=["tasks", "cancel", running])
         assert again.exit_code == 1 and "already ended" in again.output
 
         # The worker survived the stop and runs the next job; the cancelled one never ran.
         after = _launch("susan", "noop")
-        wait_for(lambda: _task(after).complete, timeout=60, message="the next job to run")
+        wait_for(lambda: _task(after).complete, message="the next job to run")
     finally:
         log = _stop(worker)
     assert _task(after).status == TaskStatus.FINISHED, log

@@ -34,18 +34,22 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import CSRF, worker_env
+from tests.conftest import CSRF, free_port, worker_env, xdist_worker_index
 
-# Its own PostgreSQL database and Redis database 9 whatever the matrix says, or only
+# Its own PostgreSQL database and Redis database (9 and up) whatever the matrix says, or only
 # files and linters: once per CI run is enough.
 pytestmark = pytest.mark.once
 
 ROOT = Path(__file__).resolve().parent.parent
 VENV_BIN = Path(sys.executable).parent
 PG_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
-TOPOLOGY_DB = "microblog_topology"
+# Each xdist worker has a Redis database number and a PostgreSQL database of its own (gw0 the
+# names every run used before: 9, microblog_topology); runs on one machine that share them
+# take turns (`exclusive`).
+TOPOLOGY_SLOT = 9 + xdist_worker_index() % 7
+TOPOLOGY_DB = "microblog_topology" + ("" if TOPOLOGY_SLOT == 9 else f"_{TOPOLOGY_SLOT}")
 TOPOLOGY_DB_URL = f"postgresql://postgres@127.0.0.1:5432/{TOPOLOGY_DB}"
-TOPOLOGY_REDIS_URL = "redis://127.0.0.1:6379/9"
+TOPOLOGY_REDIS_URL = f"redis://127.0.0.1:6379/{TOPOLOGY_SLOT}"
 EXPORT_SUBJECT = "[Microblog] Your blog posts"
 SECRET = "topology-test-secret-key"
 
@@ -55,12 +59,6 @@ SECRET = "topology-test-secret-key"
 def tool(name: str) -> str | None:
     """An executable from the virtual environment or PATH."""
     return shutil.which(name, path=f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def read_procfile(path: Path = ROOT / "Procfile") -> dict[str, str]:
@@ -270,20 +268,21 @@ def create_database(name: str) -> None:
 
 @pytest.fixture
 def exclusive():
-    """Runs of this module's tests that share the topology database and Redis database 9
+    """Runs of this module's tests that share the topology database and Redis database
     (two test runs on one machine) take turns, by a lock on a file."""
     import fcntl
     import tempfile
 
-    with open(Path(tempfile.gettempdir()) / "microblog-topology-tests.lock", "w") as lock:
-        deadline = time.monotonic() + 420
+    name = "microblog-topology-tests" + ("" if TOPOLOGY_SLOT == 9 else f"-{TOPOLOGY_SLOT}")
+    with open(Path(tempfile.gettempdir()) / f"{name}.lock", "w") as lock:
+        deadline = time.monotonic() + 600
         while True:
             try:
                 fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 break
             except BlockingIOError:
                 if time.monotonic() > deadline:
-                    raise AssertionError("another test run held the topology lock 7 min") from None
+                    raise AssertionError("another test run held the topology lock 10 min") from None
                 time.sleep(1)
         try:
             yield
@@ -618,7 +617,7 @@ def test_nginx_serves_static_files_and_proxies_to_gunicorn(tmp_path):
                    lambda: f"gunicorn's /health\n{processes.logs()}")
         base = f"https://127.0.0.1:{https_port}"
         site_session = _site_session(https_port)
-        proxied = wait_until(lambda: _get(site_session, f"{base}/health"), 30, "nginx")
+        proxied = wait_until(lambda: _get(site_session, f"{base}/health"), 120, "nginx")
         assert proxied.status_code == 200, processes.logs()
         assert proxied.json()["status"] == "ok"
 
@@ -704,12 +703,12 @@ def _an_event_passes_nginx_at_once(base: str, new_session) -> None:
         session = new_session()
         # As a browser sends it: the CSRF check over HTTPS compares it with the Host.
         session.headers["Referer"] = f"https://{session.headers['Host']}/"
-        token = CSRF.search(session.get(f"{base}/auth/register", timeout=10).text)
-        session.post(f"{base}/auth/register", timeout=10, data={
+        token = CSRF.search(session.get(f"{base}/auth/register", timeout=60).text)
+        session.post(f"{base}/auth/register", timeout=60, data={
             "username": username, "email": f"{username}@example.com", "password": PASSWORD,
             "password2": PASSWORD, "csrf_token": token.group(1) or token.group(2)})
-        token = CSRF.search(session.get(f"{base}/auth/login", timeout=10).text)
-        response = session.post(f"{base}/auth/login", allow_redirects=False, timeout=10, data={
+        token = CSRF.search(session.get(f"{base}/auth/login", timeout=60).text)
+        response = session.post(f"{base}/auth/login", allow_redirects=False, timeout=60, data={
             "username": username, "password": PASSWORD,
             "csrf_token": token.group(1) or token.group(2)})
         assert response.status_code == 302, response.text
@@ -721,12 +720,12 @@ def _an_event_passes_nginx_at_once(base: str, new_session) -> None:
         assert stream.response.status_code == 200
         first = stream.next_event()  # the current state
         assert (first["data"]["name"], first["data"]["data"]) == ("unread_message_count", 0)
-        token = CSRF.search(alice.get(f"{base}/send_message/bob", timeout=10).text)
-        sent = alice.post(f"{base}/send_message/bob", allow_redirects=False, timeout=10, data={
+        token = CSRF.search(alice.get(f"{base}/send_message/bob", timeout=60).text)
+        sent = alice.post(f"{base}/send_message/bob", allow_redirects=False, timeout=60, data={
             "message": "hello through nginx", "csrf_token": token.group(1) or token.group(2)})
         assert sent.status_code == 302
         pushed = stream.until(lambda e: e["data"]["name"] == "unread_message_count"
-                              and e["data"]["data"] == 1, timeout=10)
+                              and e["data"]["data"] == 1, timeout=60)
         assert pushed[-1]["data"]["data"] == 1
     finally:
         stream.close()
@@ -757,7 +756,7 @@ def test_boot_sh_waits_for_the_database_migrates_and_serves_health(tmp_path, top
     processes = Processes(tmp_path, env)
     try:
         boot = processes.start("boot", "exec bash ./boot.sh")
-        wait_until(lambda: "waiting for the database" in processes.log("boot"), 30,
+        wait_until(lambda: "waiting for the database" in processes.log("boot"), 120,
                    "boot.sh to report that it waits for the database")
         assert boot.poll() is None, processes.logs()
         create_database(TOPOLOGY_DB)
@@ -856,7 +855,7 @@ def test_worker_command_reaches_tls_redis_through_a_rediss_url(tmp_path):
             except Exception:
                 return False
 
-        wait_until(answers, 30, "Redis over TLS")
+        wait_until(answers, 120, "Redis over TLS")
         # The seed's shell snippet, over TLS; then the Procfile's worker drains the queue.
         job = Queue("microblog-tasks", connection=connection).enqueue("app.tasks.example", 1)
         worker = subprocess.run(["bash", "-c", read_procfile()["worker"] + " --burst"],
@@ -923,7 +922,7 @@ def loopback_browser():
 
 
 def _csrf(session, url: str) -> str:
-    match = CSRF.search(session.get(url, timeout=10).text)
+    match = CSRF.search(session.get(url, timeout=60).text)
     assert match, f"no CSRF token on {url}"
     return match.group(1) or match.group(2)
 
@@ -989,12 +988,12 @@ def test_procfile_web_and_two_workers_export_and_survive_a_sigkilled_worker(
             "username": "ana", "email": "ana@example.com", "password": "correct horse battery",
             "password2": "correct horse battery",
             "csrf_token": _csrf(browser, f"{base}/auth/register")},
-            allow_redirects=False, timeout=10)
+            allow_redirects=False, timeout=60)
         assert registered.status_code == 302, registered.text
         logged_in = browser.post(f"{base}/auth/login", data={
             "username": "ana", "password": "correct horse battery",
             "csrf_token": _csrf(browser, f"{base}/auth/login")}, allow_redirects=False,
-            timeout=10)
+            timeout=60)
         assert logged_in.status_code == 302, logged_in.text
         # Production mode: the session cookie travels over HTTPS only.
         assert [c.secure for c in browser.cookies if c.name == "session"] == [True]
@@ -1002,11 +1001,11 @@ def test_procfile_web_and_two_workers_export_and_survive_a_sigkilled_worker(
         for body in bodies:
             posted = browser.post(f"{base}/index", data={
                 "post": body, "csrf_token": _csrf(browser, f"{base}/index")},
-                allow_redirects=False, timeout=10)
+                allow_redirects=False, timeout=60)
             assert posted.status_code == 302, posted.text
         exported = browser.post(f"{base}/export_posts", data={
             "csrf_token": _csrf(browser, f"{base}/user/ana")}, allow_redirects=False,
-            timeout=10)
+            timeout=60)
         assert exported.status_code == 302, exported.text
 
         first = wait_until(lambda: mailbox.exports(), 90,
@@ -1052,7 +1051,7 @@ def test_procfile_web_and_two_workers_export_and_survive_a_sigkilled_worker(
             previous = task_row()[0]
             exported = browser.post(f"{base}/export_posts", data={
                 "csrf_token": _csrf(browser, f"{base}/user/ana")}, allow_redirects=False,
-                timeout=10)
+                timeout=60)
             assert exported.status_code == 302, exported.text
             task_id = task_row()[0]
             assert task_id != previous
@@ -1070,7 +1069,7 @@ def test_procfile_web_and_two_workers_export_and_survive_a_sigkilled_worker(
                 os.killpg(os.getpgid(pid), signal.SIGKILL)
             killed_at = time.monotonic()
             assert workers[victim].wait(timeout=10) == -signal.SIGKILL
-            wait_until(lambda: not any(_alive(pid) for pid in below), 10, "the horse to die")
+            wait_until(lambda: not any(_alive(pid) for pid in below), 60, "the horse to die")
             _, status, progress, _, _ = task_row()
             assert status == "running" and progress < 100, "the export ended before the kill"
             note(f"SIGKILLed {victim} (pid {running.pid}) and {below} at {progress}%")
@@ -1100,7 +1099,7 @@ def test_procfile_web_and_two_workers_export_and_survive_a_sigkilled_worker(
         job = Job.fetch(task_id, connection=topology_redis)
         assert job.worker_name and job.worker_name != killed_name
         exactly_one_complete_export_mail(mails_before)
-        state = browser.get(f"{base}/tasks/{task_id}", timeout=10).json()
+        state = browser.get(f"{base}/tasks/{task_id}", timeout=60).json()
         assert state["status"] == "finished" and state["progress"] == 100
         note("export delivered once, complete")
 
@@ -1116,7 +1115,7 @@ def test_procfile_web_and_two_workers_export_and_survive_a_sigkilled_worker(
         polling_errors: list[str] = []
 
         def poll(path: str):
-            response = browser.get(f"{base}{path}", timeout=10)
+            response = browser.get(f"{base}{path}", timeout=60)
             if response.status_code != 200:
                 error = f"GET {path.split('?')[0]}: {response.status_code}"
                 if error not in polling_errors:

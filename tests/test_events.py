@@ -102,7 +102,7 @@ def notify(username: str, name: str, data, topic: str | None = None) -> None:
 
 
 def test_an_anonymous_visitor_gets_401_not_the_login_page(app, live_server):
-    response = requests.get(f"{live_server}/events", allow_redirects=False, timeout=10)
+    response = requests.get(f"{live_server}/events", allow_redirects=False, timeout=60)
     assert response.status_code == 401
     assert "Log in" in response.text
 
@@ -233,7 +233,7 @@ def test_logout_ends_the_stream_of_that_browser_only(app, live_server):
         notify("susan", "unread_message_count", 6)
         assert phone_stream.until(lambda e: e["data"]["data"] == 6)
         # Reconnecting with the old cookies is refused.
-        assert laptop.get(f"{live_server}/events", timeout=10).status_code == 401
+        assert laptop.get(f"{live_server}/events", timeout=60).status_code == 401
     finally:
         laptop_stream.close()
         phone_stream.close()
@@ -249,7 +249,7 @@ def test_without_redis_the_stream_answers_503_and_the_site_still_works(app, live
     assert response.status_code == 503
     assert "unavailable" in response.text
     # The page's fallback: polling /notifications, which needs only the database.
-    assert session.get(f"{live_server}/notifications?since=0", timeout=10).status_code == 200
+    assert session.get(f"{live_server}/notifications?since=0", timeout=60).status_code == 200
 
 
 def test_a_running_task_pushes_progress_counts_and_its_end(app, live_server):

@@ -137,7 +137,7 @@ def test_postgres_restarted_mid_export_retries_it_and_the_web_recovers(
         token = csrf_token(client, "/user/ana")
         assert client.post("/export_posts", data={"csrf_token": token}).status_code == 302
         wait_for(lambda: tasks_by_user()["ana"].status == TaskStatus.RUNNING
-                 and tasks_by_user()["ana"].progress > 0, timeout=60, interval=0.05,
+                 and tasks_by_user()["ana"].progress > 0, interval=0.05,
                  message="the export to be running")
         db.session.remove()
         private_postgres.pg_ctl("-m", "fast", "restart")

@@ -70,7 +70,7 @@ def test_mail_server_down_two_minutes_then_each_mail_arrives_once(restartable_sm
     down_since = time.monotonic()
     try:
         wait_for(lambda: all(t.status == TaskStatus.QUEUED and t.attempts >= 1
-                             for t in tasks_by_user().values()), timeout=60, interval=0.5,
+                             for t in tasks_by_user().values()), interval=0.5,
                  message="both exports to fail once and wait for their retry")
         assert all(t.error == "The mail server could not be reached. Retrying automatically."
                    for t in tasks_by_user().values())

@@ -49,7 +49,7 @@ class PrivateRedis:
         from redis import Redis
 
         client = Redis.from_url(self.url)
-        wait_for(lambda: self._answers(client), timeout=20, message="redis-server to answer")
+        wait_for(lambda: self._answers(client), message="redis-server to answer")
         client.close()
 
     @staticmethod
@@ -135,7 +135,7 @@ def test_redis_restarted_with_jobs_queued_and_one_running_loses_nothing(
     worker = start_worker(env=worker_env(EXPORT_BATCH_SIZE=10))
     try:
         wait_for(lambda: tasks_by_user()["ana"].status == TaskStatus.RUNNING
-                 and tasks_by_user()["ana"].progress > 0, timeout=60, interval=0.05,
+                 and tasks_by_user()["ana"].progress > 0, interval=0.05,
                  message="ana's export to be running")
         assert all(tasks_by_user()[u.username].status == TaskStatus.QUEUED for u in others)
         private_redis.stop(signal.SIGTERM if how == "graceful" else signal.SIGKILL)
@@ -180,7 +180,7 @@ def test_worker_that_loses_redis_while_watching_its_job_leaves_nothing_stale(
 
     def monitor_loses_redis(self, job, queue, execution):
         if horse == "done":
-            wait_for(lambda: job.get_status() == "finished", timeout=30, interval=0.05,
+            wait_for(lambda: job.get_status() == "finished", interval=0.05,
                      message="the work horse to finish")
         raise redis.exceptions.ConnectionError("Redis went away (simulated)")
 

@@ -26,6 +26,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import free_port
+
 # Its own SQLite and Redis whatever the matrix says: once per CI run is enough.
 pytestmark = pytest.mark.once
 
@@ -33,24 +35,6 @@ ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 START_TIMEOUT = 120  # the issue: the login page within two minutes of starting
 STOP_TIMEOUT = 20
-
-
-def free_port() -> int:
-    """A free port P such that P, P+100 and P+200 are free too (honcho numbers ports)."""
-    for _ in range(50):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        if port + 200 > 65535:
-            continue
-        try:
-            for other in (port + 100, port + 200):
-                with socket.socket() as s:
-                    s.bind(("127.0.0.1", other))
-        except OSError:
-            continue
-        return port
-    raise RuntimeError("no free port")
 
 
 def honcho_command() -> list[str]:
@@ -151,7 +135,7 @@ def busy_worker(redis_url: str, seconds: int = 60) -> None:
     with Redis.from_url(redis_url) as connection:
         job = rq.Queue("microblog-tasks", connection=connection).enqueue(
             "time.sleep", seconds, job_timeout=seconds + 60)
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + 120
         while job.get_status() != "started":
             assert time.monotonic() < deadline, f"the job did not start: {job.get_status()}"
             time.sleep(0.1)
@@ -190,12 +174,12 @@ def expired_at(instance: Path, export_id: str) -> str | None:
                             (export_id,)).fetchone()[0]
 
 
-@pytest.mark.timeout(300)
+@pytest.mark.timeout(600)
 @pytest.mark.parametrize("busy", [False, True], ids=["idle", "job-running"])
 def test_make_run_serves_and_one_ctrl_c_stops_everything(busy):
     instance = Path(tempfile.mkdtemp(prefix="microblog-make-run-"))
     marker = str(instance)
-    port = free_port()
+    port = free_port(100, 200)  # honcho numbers ports by hundreds
     env = run_env(instance, port)
     log = instance / "honcho.log"
     honcho = None
@@ -255,7 +239,7 @@ def test_make_run_serves_and_one_ctrl_c_stops_everything(busy):
         assert "rq cron" in names, running
         assert (instance / "redis.sock").exists(), "the embedded Redis is not in the instance"
         # The cron process enqueues the expiry as it starts; a worker runs it.
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + 120
         while expired_at(instance, due_id) is None:
             assert time.monotonic() < deadline, f"the due export never expired:\n{tail(log)}"
             time.sleep(0.25)
@@ -325,12 +309,12 @@ def test_make_run_links_in_mail_point_at_its_own_address_unless_told(env, expect
     assert make_exported("PUBLIC_BASE_URL", **env) == expected
 
 
-@pytest.mark.timeout(120)
+@pytest.mark.timeout(600)
 def test_make_run_listens_where_MICROBLOG_HOST_says(redis_server):
     """MICROBLOG_HOST moves the web server (127.0.0.2: another loopback address, so that the
     test itself opens nothing to the network)."""
     instance = Path(tempfile.mkdtemp(prefix="microblog-make-run-"))
-    port = free_port()
+    port = free_port(100, 200)  # honcho numbers ports by hundreds
     env = run_env(instance, port)
     env.update(REDIS_URL=redis_server, MICROBLOG_HOST="127.0.0.2")
     log = instance / "honcho.log"
@@ -342,7 +326,7 @@ def test_make_run_listens_where_MICROBLOG_HOST_says(redis_server):
             honcho = subprocess.Popen(web_only, cwd=ROOT, env=env, stdout=out,
                                       stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                       start_new_session=True)
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + 120
         while not listening_addresses(port):
             assert honcho.poll() is None, f"honcho exited early:\n{tail(log)}"
             assert time.monotonic() < deadline, f"gunicorn never listened:\n{tail(log)}"

@@ -163,7 +163,7 @@ def test_queue_depth_and_latency_grow_while_no_worker_runs(app, client):
     def latency() -> float:
         figures = samples(scrape(client).get_data(as_text=True))
         return value(figures, "microblog_queue_latency_seconds", queue="microblog-tasks")
-    wait_for(lambda: latency() >= 1.0, timeout=10, message="the oldest job to age")
+    wait_for(lambda: latency() >= 1.0, message="the oldest job to age")
 
     run_jobs_in_process(app)
     figures = samples(scrape(client).get_data(as_text=True))
@@ -238,7 +238,7 @@ def test_two_web_processes_report_the_same_totals_of_jobs_run_by_two_workers(
     workers, scrapers = [], []
     base = f"http://127.0.0.1:{port}"
     try:
-        wait_for(lambda: _reachable(f"{base}/health"), timeout=60, message="gunicorn")
+        wait_for(lambda: _reachable(f"{base}/health"), message="gunicorn")
         scrapers = _sessions_on_two_processes(base, access_log)
 
         users = {name: make_user(name, posts=[f"{name} {i}" for i in range(50)])
@@ -248,7 +248,7 @@ def test_two_web_processes_report_the_same_totals_of_jobs_run_by_two_workers(
         retried = users["cy"].launch_task("export_posts", "Exporting")
         workers = [start_worker(), start_worker()]
         wait_for(lambda: _task(retried.id).attempts >= 1 and _task(retried.id).error,
-                 timeout=60, message="the first attempt to fail")
+                 message="the first attempt to fail")
         tasks = [retried,
                  users["ann"].launch_task("export_posts", "Exporting"),
                  users["ann"].launch_task("countdown", "Counting", 1),
@@ -332,7 +332,7 @@ def _sessions_on_two_processes(base: str, access_log: Path) -> list[requests.Ses
         session.metrics_url = f"{base}/metrics"
         before = len(_lines(access_log))
         _scrape(session)
-        line = wait_for(lambda n=before: _lines(access_log)[n:], timeout=10,
+        line = wait_for(lambda n=before: _lines(access_log)[n:],
                         message="access log")
         by_pid.setdefault(line[-1].split()[0], session)
         if len(by_pid) == 2:

