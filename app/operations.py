@@ -1,5 +1,5 @@
 """What operators do to background tasks: cancel or stop, retry, delete a job's data, purge
-old tasks; and find them. The admin view (app/admin/) and `flask tasks ...` (app/cli_tasks.py)
+old tasks; and find them. The admin view (app/admin/) and `flask tasks ...` (app/cli/tasks.py)
 both call these, so a task changes the same way whoever clicks, and every action leaves one
 log line naming who did it (an admin's username, or `cli:<login>`).
 

@@ -11,7 +11,7 @@ import pytest
 import sqlalchemy as sa
 
 from app import db
-from app.cli_tasks import parse_age
+from app.cli.tasks import parse_age
 from app.events import parse_id
 from app.models import User
 from tests.conftest import browser, csrf_token, login, make_user

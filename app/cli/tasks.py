@@ -14,7 +14,7 @@ import redis
 from flask.cli import AppGroup
 
 from app import db, job_stats, jobs, operations
-from app.cli import actor, echo_json, echo_table, json_option, logs_to_stderr
+from app.cli.output import actor, echo_json, echo_table, json_option, logs_to_stderr
 from app.models import Task, TaskStatus, User
 
 STATUSES = [*TaskStatus.ACTIVE, *TaskStatus.TERMINAL]

@@ -1,5 +1,5 @@
 """`flask users ...`: the admin role. `promote` and `demote` decide it for good (over
-ADMINS); `list` shows who is an admin and why. Exit codes as in app/cli_tasks.py."""
+ADMINS); `list` shows who is an admin and why. Exit codes as in app/cli/tasks.py."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import click
 import sqlalchemy as sa
 
 from app import db
-from app.cli import actor, echo_json, echo_table, json_option, logs_to_stderr
+from app.cli.output import actor, echo_json, echo_table, json_option, logs_to_stderr
 from app.models import User
 
 log = logging.getLogger(__name__)
