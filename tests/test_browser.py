@@ -500,6 +500,7 @@ def test_main_pages_run_under_the_content_security_policy(app, context):
     page.goto("/index")
     bar = page.locator("#task-csp-task .progress-bar")
     assert bar.evaluate("el => el.style.width") == "40%"
+    bar.wait_for(state="visible")  # laid out: a busy machine may not have got there yet
     assert bar.bounding_box()["width"] > 0
     # Bootstrap's script: the collapsed navigation opens (it animates through the CSSOM).
     page.click(".navbar-toggler")
