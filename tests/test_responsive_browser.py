@@ -65,24 +65,28 @@ def _exports_of_every_state(user) -> None:
 
     now = utcnow()
     for i, status in enumerate([TaskStatus.QUEUED, TaskStatus.RUNNING, TaskStatus.FINISHED,
-                                TaskStatus.FAILED, TaskStatus.CANCELLED, "expired"] * 2):
+                                TaskStatus.FAILED, TaskStatus.CANCELLED, "expired",
+                                "replaced"] * 2):
         ended = status not in (TaskStatus.QUEUED, TaskStatus.RUNNING)
         task = Task(id=f"phone-{i}", name="export_posts", user_id=user.id,
                     description="Exporting posts...", complete=ended,
-                    status=TaskStatus.FINISHED if status == "expired" else status,
+                    status=TaskStatus.FINISHED if status in ("expired", "replaced") else status,
                     progress=40 if status == TaskStatus.RUNNING else 0,
                     error="The mail server refused the message (550)."
                     if status == TaskStatus.FAILED else None,
                     dismissed=True)
-        finished = status in (TaskStatus.FINISHED, "expired")
+        finished = status in (TaskStatus.FINISHED, "expired", "replaced")
+        removed = status in ("expired", "replaced")
+        # Expired by retention: removed once its time ran out; replaced: removed before.
+        expires_at = now - timedelta(hours=1) if status == "expired" else now + timedelta(days=7)
         db.session.add_all([task, Export(
             user_id=user.id, format=("json", "csv", "activitystreams")[i % 3], task=task,
             filename="posts.json", storage_key=f"phone-{i}" if finished else None,
             posts_count=300003 if finished else None,
             size=123_456_789_012 if finished else None,
             created_at=now - timedelta(hours=i), finished_at=now if finished else None,
-            expires_at=now + timedelta(days=7) if finished else None,
-            expired_at=now if status == "expired" else None)])
+            expires_at=expires_at if finished else None,
+            expired_at=now if removed else None)])
     db.session.commit()
 
 
@@ -96,8 +100,9 @@ def test_the_export_centre_fits_a_phone_without_sideways_scrolling(app, phone):
     log_in(page)
     page.goto("/exports")
     rows = page.locator("#export-history tr.export-row")
-    assert rows.count() == 12
-    for status in ("queued", "running", "finished", "failed", "cancelled", "expired"):
+    assert rows.count() == 14
+    for status in ("queued", "running", "finished", "failed", "cancelled", "expired",
+                   "replaced"):
         assert page.locator(f'tr.export-row[data-status="{status}"]').count() == 2, status
     assert page.evaluate(OVERFLOW) == []
     # What a user needs from a row stays on a phone: its status and its buttons (which
@@ -130,7 +135,7 @@ def test_the_admin_jobs_page_fits_a_phone_without_sideways_scrolling(app, phone,
     watcher = PageWatcher(page)
     log_in(page, "boss")
     page.goto("/admin/jobs")
-    assert page.locator("#task-list tbody tr").count() == 12
+    assert page.locator("#task-list tbody tr").count() == 14
     assert page.locator("#workers tbody tr").count() == 1
     assert page.evaluate(OVERFLOW) == []
     assert page.evaluate("window.__cspViolations") == []
