@@ -139,7 +139,9 @@ class Config:
     # address across every web process (counted in Redis), and per web process. The newest
     # past a cap is refused and its page polls instead. Per process: half of gunicorn's
     # worker_connections unless set, so that streams never hold every connection pages need.
-    EVENTS_MAX_PER_USER = int(os.environ.get("EVENTS_MAX_PER_USER") or 5)
+    # Per user: a few tabs, plus the streams of pages just left, which count until the server
+    # notices they closed (at their next keep-alive, EVENTS_HEARTBEAT).
+    EVENTS_MAX_PER_USER = int(os.environ.get("EVENTS_MAX_PER_USER") or 10)
     EVENTS_MAX_PER_ADDRESS = int(os.environ.get("EVENTS_MAX_PER_ADDRESS") or 100)
     EVENTS_MAX_PER_PROCESS = int(os.environ.get("EVENTS_MAX_PER_PROCESS")
                                  or int(os.environ.get("GUNICORN_WORKER_CONNECTIONS") or 1000) // 2)

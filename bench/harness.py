@@ -539,8 +539,8 @@ class Services:
             worker.wait_ready(self.redis)
         return worker
 
-    def start_web(self, gunicorn_args: str = "") -> WebServer:
-        web = WebServer(self.env(), self.tmp / "gunicorn.log", gunicorn_args)
+    def start_web(self, gunicorn_args: str = "", **env: str) -> WebServer:
+        web = WebServer(self.env(**env), self.tmp / "gunicorn.log", gunicorn_args)
         self.processes.append(web)
         web.wait_ready()
         return web
@@ -953,6 +953,15 @@ class EventStream:
         self._closing = True
         if self._writer is not None:
             self._writer.close()
+
+
+def stream_caps(users: int, per_user: int) -> dict[str, str]:
+    """The /events caps raised to what the benchmark holds on purpose: every stream comes from
+    one address (loopback), and each watcher stands for a user with many tabs."""
+    count = users * per_user
+    return {"EVENTS_MAX_PER_USER": str(max(per_user, 10)),
+            "EVENTS_MAX_PER_ADDRESS": str(count + 100),
+            "EVENTS_MAX_PER_PROCESS": str(count + 100)}
 
 
 class StreamClients:

@@ -42,6 +42,7 @@ from bench.harness import (
     login,
     percentile,
     say,
+    stream_caps,
     table,
     wait_until,
 )
@@ -205,7 +206,7 @@ def run(args) -> dict:
         analyze()
         db.session.commit()
         machine = services.machine()
-        web = services.start_web()
+        web = services.start_web(**stream_caps(len(users), args.streams_per_user))
         cookies = {user.id: login(web.port, user.username) for user in users}
         workers = [services.start_worker() for _ in users]
         received: dict[EventStream, list[StreamEvent]] = {}

@@ -64,6 +64,7 @@ from bench.harness import (
     raise_open_files,
     run_load,
     say,
+    stream_caps,
     summary,
     table,
     wait_until,
@@ -174,7 +175,7 @@ def run(args) -> dict:
         db.session.rollback()
         machine = services.machine()
 
-        web = services.start_web()
+        web = services.start_web(**stream_caps(args.stream_users, args.streams_per_user))
         cookie = login(web.port, "reader")
         check_pages(web.port, cookie)
         run_load(web.port, "/", cookie, args.connections, min(args.duration, 2))  # warm up

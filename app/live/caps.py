@@ -54,6 +54,11 @@ class _ProcessCount:
 _process = _ProcessCount()
 
 
+def open_in_this_process() -> int:
+    """How many streams this web process holds now (what EVENTS_MAX_PER_PROCESS caps)."""
+    return _process.open
+
+
 def lease_seconds(heartbeat: float) -> float:
     """Long enough for two renewals to be missed (a busy process), short enough that a killed
     process's places are back within a minute at the default heartbeat."""
