@@ -111,7 +111,7 @@ def require_redis() -> None:
         pytest.skip(reason)
 
 
-def _alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
     try:
         state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
     except OSError:
@@ -1069,7 +1069,8 @@ def test_procfile_web_and_two_workers_export_and_survive_a_sigkilled_worker(
                 os.killpg(os.getpgid(pid), signal.SIGKILL)
             killed_at = time.monotonic()
             assert workers[victim].wait(timeout=10) == -signal.SIGKILL
-            wait_until(lambda: not any(_alive(pid) for pid in below), 60, "the horse to die")
+            wait_until(lambda: not any(process_alive(pid) for pid in below), 120,
+                       "the horse to die")
             _, status, progress, _, _ = task_row()
             assert status == "running" and progress < 100, "the export ended before the kill"
             note(f"SIGKILLed {victim} (pid {running.pid}) and {below} at {progress}%")
@@ -1107,7 +1108,7 @@ def test_procfile_web_and_two_workers_export_and_survive_a_sigkilled_worker(
         victim = next(name for name, proc in workers.items() if proc.poll() is not None)
         workers[victim] = processes.start(victim + "-restarted", procfile["worker"])
         wait_until(lambda: len([w for w in Worker.all(connection=topology_redis)
-                                if w.pid and _alive(w.pid)]) == 2, 60,
+                                if w.pid and process_alive(w.pid)]) == 2, 60,
                    lambda: f"the restarted worker\n{processes.logs()}")
 
         # (2) The user watches: the page polls /notifications (and the task's status) every

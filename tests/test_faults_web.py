@@ -84,7 +84,7 @@ def test_a_web_worker_killed_under_load_others_serve_and_no_row_is_half_written(
         app, tmp_path):
     import threading
 
-    from tests.test_deployment import Processes, _alive, free_port, healthy, wait_until
+    from tests.test_deployment import Processes, free_port, healthy, process_alive, wait_until
 
     port = free_port()
     names = [f"user{i}" for i in range(LOAD_USERS)]
@@ -114,7 +114,8 @@ def test_a_web_worker_killed_under_load_others_serve_and_no_row_is_half_written(
         victim = web_workers[0]
         os.kill(victim, signal.SIGKILL)
         # Its sockets close as it exits, which a busy machine may take a while to get to.
-        wait_until(lambda: not _alive(victim), 120, "the killed worker to exit", interval=0.01)
+        wait_until(lambda: not process_alive(victim), 120, "the killed worker to exit",
+                   interval=0.01)
         killed_at = time.monotonic()
         for thread in threads:
             thread.join(timeout=240)
