@@ -582,8 +582,9 @@ def test_the_end_of_an_export_is_shown_once_with_its_link(app, context, worker_f
     make_user_with_posts(2000)
     worker = worker_factory(EXPORT_BATCH_SIZE=20)
     worker.wait_ready()
+    # The export may already be over when the page has loaded (a busy machine is slow to
+    # draw it): what matters is the alert it ends with.
     page, watcher, alert = export_from_profile(context)
-    assert "Exporting posts" in alert.inner_text()
     try:
         wait_terminal(page, timeout_ms=120_000)
     except Exception as exc:
@@ -599,7 +600,7 @@ def test_the_end_of_an_export_is_shown_once_with_its_link(app, context, worker_f
         db.session.expire_all()
         return db.session.scalar(db.select(Task.dismissed))
 
-    wait_for(seen, timeout=30, message="the page to tell the server the end was seen")
+    wait_for(seen, message="the page to tell the server the end was seen")
     with page.expect_navigation():
         link.click()
     page.wait_for_url("**/exports")

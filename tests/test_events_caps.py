@@ -32,9 +32,10 @@ SAMPLES = 200
 # Allowed on top of 1.5 x the idle p99: the machine running the suite may be busy with other
 # work (a second suite, a browser), and a page that takes ~20-40 ms idle can be delayed by
 # another process taking the CPU for a moment; two such stalls are the p99 of 200 samples
-# (seen: 142 ms flooded against 75 ms idle at load 11). Without caps the pages waited seconds
-# and timed out.
-FLOOR_SECONDS = 0.05
+# (seen beside a second suite: 184 ms flooded against 52 ms idle, medians 20 and 25 ms).
+# Without caps the pages waited seconds and timed out.
+FLOOR_SECONDS = 0.25
+MEDIAN_FLOOR_SECONDS = 0.01
 
 
 @pytest.fixture
@@ -168,6 +169,13 @@ def test_one_user_flooding_streams_is_capped_and_other_users_pages_stay_fast(app
                    f"{busy_p99 * 1000:.1f} ms, median {statistics.median(busy) * 1000:.1f} ms, "
                    f"{sum(t == float('inf') for t in busy)} timed out")
         print(figures)
+        # Starvation shows in every statistic (the old code's pages timed out); a busy
+        # machine's stalls only in the tail. So the median is held to 1.5 x idle, and the p99
+        # to 1.5 x idle plus the stalls another program may cause; `bench pages --phases
+        # streams` measures the p99 ratio on a quiet machine.
+        busy_median = statistics.median(busy)
+        idle_median = max(statistics.median(idle), statistics.median(idle_after))
+        assert busy_median <= 1.5 * idle_median + MEDIAN_FLOOR_SECONDS, figures
         assert busy_p99 <= 1.5 * idle_p99 + FLOOR_SECONDS, figures
 
         # Closed streams give their slots back (noticed at their next keep-alive).
