@@ -499,6 +499,9 @@ def test_main_pages_run_under_the_content_security_policy(app, context):
     # The task bar gets its width from the page's script (no style= attribute).
     page.goto("/index")
     bar = page.locator("#task-csp-task .progress-bar")
+    # Set once the script has run, which a busy machine may not have got to at "load".
+    page.wait_for_function(
+        "() => document.querySelector('#task-csp-task .progress-bar')?.style.width === '40%'")
     assert bar.evaluate("el => el.style.width") == "40%"
     bar.wait_for(state="visible")  # laid out: a busy machine may not have got there yet
     assert bar.bounding_box()["width"] > 0
