@@ -7,7 +7,7 @@
 #                       default is 127.0.0.1) (RUN_MIGRATIONS=0 skips the migrations)
 #   ./boot.sh worker    an RQ worker on the microblog-tasks queue (REDIS_URL); it waits for
 #                       Redis and the database, never migrates (the web does)
-#   ./boot.sh cron      RQ's cron scheduler (app/cron.py: export expiry every 5 minutes);
+#   ./boot.sh cron      RQ's cron scheduler (app/jobs/cron.py: export expiry every 5 minutes);
 #                       it only enqueues, so it waits for Redis alone. One per deployment.
 #   ./boot.sh CMD ...   anything else, e.g. `./boot.sh flask shell`
 #
@@ -65,13 +65,13 @@ worker)
     shift
     wait_for "Redis" "$REDIS_CHECK"
     wait_for "the database" "$DATABASE_CHECK"
-    exec rq worker -w app.worker.AppWorker --connection-class app.redis_connection.Redis \
+    exec rq worker -w app.jobs.worker.AppWorker --connection-class app.redis_connection.Redis \
         --with-scheduler --job-monitoring-interval 10 \
         --maintenance-interval 30 "$@" microblog-tasks
     ;;
 cron)
     wait_for "Redis" "$REDIS_CHECK"
-    exec rq cron --connection-class app.redis_connection.Redis app.cron
+    exec rq cron --connection-class app.redis_connection.Redis app.jobs.cron
     ;;
 *)
     exec "$@"

@@ -124,7 +124,7 @@ class Config:
     # database commit, so at most one every this many seconds (and one per whole percent).
     TASK_PROGRESS_INTERVAL = float(os.environ.get("TASK_PROGRESS_INTERVAL") or 0.25)
     TASK_HEARTBEAT_GRACE = int(os.environ.get("TASK_HEARTBEAT_GRACE") or 30)
-    # The CPU priority of jobs under AppWorker (app/worker_priority.py): "idle" (jobs get only
+    # The CPU priority of jobs under AppWorker (app/jobs/priority.py): "idle" (jobs get only
     # the CPU nothing else wants: pages before jobs), "batch" (nice 19) or "normal". Idle by
     # default: on a quiet 2-core host, two exports running left the pages' p99 within 1.2 x
     # of idle, against about 3 x at normal (docs/performance.md §3). On a machine whose other

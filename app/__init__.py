@@ -70,7 +70,7 @@ def __getattr__(name: str):
 
 
 def create_app(config_class=Config, commands: bool = True, web: bool = True) -> Flask:
-    """The app. A worker process's app (app/worker_app.py) is made with both false, since it
+    """The app. A worker process's app (app/jobs/bootstrap.py) is made with both false, since it
     serves no request and runs no command: plain `rq worker` builds it in every job's work
     horse, so whatever it leaves out is time saved on every job. Without `commands`, no
     Flask-Migrate (whose import of Alembic cost a quarter of a second); without `web`, no
@@ -98,9 +98,9 @@ def create_app(config_class=Config, commands: bool = True, web: bool = True) -> 
         health_check_interval=30,
     )
     app.task_queue = rq.Queue(app.config["TASK_QUEUE"], connection=app.redis)
-    from app import jobs
+    from app.jobs import lifecycle
 
-    app.extensions["launch_task"] = jobs.launch  # User.launch_task (see there)
+    app.extensions["launch_task"] = lifecycle.launch  # User.launch_task (see there)
     if web:
         _init_web(app)
     if commands:

@@ -4,7 +4,8 @@ Every line logged while a job runs carries the job's task id and type (JobContex
 LOG_FORMAT=json turns each line into one JSON object, for log shippers. The default text format
 stays as it was; a job's lines end with `[task <id> <type>]`.
 
-Imports nothing of ours: the worker's entry point (app/worker.py) uses it before the app exists.
+Imports nothing of ours: the worker's entry point (app/jobs/worker.py) uses it before the app
+exists.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import rq
 
 TEXT_FORMAT = "%(asctime)s %(levelname)s: %(message)s [in %(pathname)s:%(lineno)d]"
 
-# The job a worker process is busy with, set around the whole job (app.worker.AppWorker) so
+# The job a worker process is busy with, set around the whole job (app.jobs.worker.AppWorker) so
 # that the worker's own lines before and after the task function ran carry it too. The work
 # horse is forked inside it and inherits it.
 _current_job: rq.job.Job | None = None

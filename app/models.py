@@ -220,7 +220,7 @@ class User(UserMixin, db.Model):
         """
         Notification.replace(self.id, name, data, topic)
 
-    # --- background tasks (the seed's API; app/jobs.py owns the lifecycle) ---
+    # --- background tasks (the seed's API; app/jobs/lifecycle.py owns the lifecycle) ---
 
     def launch_task(self, name: str, description: str, *args, **kwargs) -> Task:
         """Create the Task row, commit it, then enqueue the job: app.jobs.launch, which
@@ -231,8 +231,8 @@ class User(UserMixin, db.Model):
         return launch(self, name, description, *args, **kwargs)
 
     def get_tasks_in_progress(self) -> list[Task]:
-        # Every /notifications poll asks (app/jobs.py, reconcile_user_tasks): a statement built
-        # once, not per request (building one costs more than SQLite running it).
+        # Every /notifications poll asks (app/jobs/reconcile.py, reconcile_user_tasks): a statement
+        # built once, not per request (building one costs more than SQLite running it).
         return list(db.session.scalars(_TASKS_IN_PROGRESS, {"user_id": self.id}))
 
     def get_task_in_progress(self, name: str) -> Task | None:
@@ -383,7 +383,7 @@ class TaskStatus:
 
 class Task(db.Model):
     """One background job of one user. The row is the source of truth for what the user sees;
-    app/jobs.py is the only code that changes its status."""
+    app/jobs/lifecycle.py is the only code that changes its status."""
 
     __table_args__ = (
         # At most one active task of a name per user, enforced by the database:

@@ -1,4 +1,4 @@
-"""The functions an RQ worker runs. They stay short: the lifecycle is in app/jobs.py and
+"""The functions an RQ worker runs. They stay short: the lifecycle is in app/jobs/lifecycle.py and
 the export itself in app/exports/. As in the tutorial, this module builds its own app."""
 
 import ctypes
@@ -14,12 +14,13 @@ gc.disable()
 from flask import has_app_context  # noqa: E402
 from rq import get_current_job  # noqa: E402
 
-from app import db, jobs  # noqa: E402
+from app import db  # noqa: E402
 from app.exports import centre, delivery  # noqa: E402
 from app.exports import formats as exports  # noqa: E402
 from app.exports.storage import cleanup_stale_temp_files  # noqa: E402
+from app.jobs import lifecycle  # noqa: E402
+from app.jobs.bootstrap import get_worker_app  # noqa: E402
 from app.models import User  # noqa: E402
-from app.worker_app import get_worker_app  # noqa: E402
 
 app = get_worker_app()
 if not has_app_context():  # in a worker process; in-process test workers bring their own
@@ -35,7 +36,7 @@ if _collecting:
 
 def _set_task_progress(progress: float) -> None:
     """The tutorial's helper: job.meta, Task row and `task_progress` notification."""
-    jobs.set_progress(progress)
+    lifecycle.set_progress(progress)
 
 
 def example(seconds):
@@ -57,20 +58,20 @@ def example(seconds):
 def countdown(user_id, seconds):
     """The example as a tracked task of a user: `seconds` steps of one second."""
     try:
-        jobs.start()
-    except jobs.TaskNotActive:
+        lifecycle.start()
+    except lifecycle.TaskNotActive:
         return
-    progress = jobs.Progress(total=seconds, unit="seconds")
+    progress = lifecycle.Progress(total=seconds, unit="seconds")
     for i in range(seconds):
         time.sleep(1)
         progress.update(i + 1)
-    jobs.finish("Countdown complete.")
+    lifecycle.finish("Countdown complete.")
 
 
 def noop(user_id):
     """Does nothing but go through the lifecycle (for the dispatch benchmark)."""
-    jobs.start()
-    jobs.finish()
+    lifecycle.start()
+    lifecycle.finish()
 
 
 def export_posts(user_id, export_id=None):
@@ -84,8 +85,8 @@ def export_posts(user_id, export_id=None):
     if job is not None:
         _keep_freed_memory()
     try:
-        task = jobs.start()
-    except jobs.TaskNotActive:
+        task = lifecycle.start()
+    except lifecycle.TaskNotActive:
         return
     phase("started")
     user = db.session.get(User, user_id)
@@ -94,10 +95,10 @@ def export_posts(user_id, export_id=None):
     attempt = task.id if task is not None else None
     try:
         export = centre.export_for_job(user, task, export_id)  # ends an old attempt
-    except jobs.TaskNotActive:
+    except lifecycle.TaskNotActive:
         return
     try:
-        progress = jobs.Progress(total=exports.count_posts(user), unit="posts")
+        progress = lifecycle.Progress(total=exports.count_posts(user), unit="posts")
         phase("counted")
 
         def on_progress(done: int) -> None:
@@ -106,16 +107,16 @@ def export_posts(user_id, export_id=None):
 
         delivery.write_file(export, attempt, on_progress)
         phase("written")
-        jobs.ensure_active()  # cancelled after the last batch: still no mail
+        lifecycle.ensure_active()  # cancelled after the last batch: still no mail
         composed = delivery.compose_mail(export)
         phase("mail_built")
         # one mail per job, whatever its retries: its id is the key
         attached = delivery.send_mail(export, job.id if job else export.id, composed)
         phase("mail_sent")
-    except jobs.TaskNotActive:
+    except lifecycle.TaskNotActive:
         centre.discard_file(export, attempt)
         return
-    jobs.finish(delivery.finished_message(attached))  # saves the meta, phases included
+    lifecycle.finish(delivery.finished_message(attached))  # saves the meta, phases included
     centre.replace_oldest(user)  # only now: a cancelled or failed export replaces nothing
 
 
@@ -156,7 +157,7 @@ STALE_TEMP_FILE_AGE = 24 * 3600
 
 
 def expire_exports():
-    """Scheduled (app/cron.py): remove the files of exports past EXPORT_RETENTION_DAYS, and
+    """Scheduled (app/jobs/cron.py): remove the files of exports past EXPORT_RETENTION_DAYS, and
     the temporary files of exports whose worker was killed mid-write (on this worker's disk:
     with several worker hosts, each sweeps its own whenever it runs this job)."""
     expired = centre.expire_due()

@@ -40,7 +40,7 @@ if not POSTGRES_DB.replace("_", "").isalnum():
 POSTGRES_URL = f"postgresql://postgres@127.0.0.1:5432/{POSTGRES_DB}"
 
 # The commands of Procfile.dev (what `make run` starts), used when Procfile.dev cannot be read.
-DEFAULT_WORKER_ARGS = ["rq", "worker", "-w", "app.worker.AppWorker", "--with-scheduler",
+DEFAULT_WORKER_ARGS = ["rq", "worker", "-w", "app.jobs.worker.AppWorker", "--with-scheduler",
                        "--job-monitoring-interval", "10", "--maintenance-interval", "30", QUEUE]
 DEFAULT_WEB_ARGS = ["gunicorn", "-c", "gunicorn.conf.py", "microblog:app"]
 PROPOSED_WORKER = "bench.proposed.ProposedWorker"
@@ -497,7 +497,7 @@ class Services:
 
     @property
     def worker_class_label(self) -> str:
-        return PROPOSED_WORKER if self.proposed else "app.worker.AppWorker (as make run)"
+        return PROPOSED_WORKER if self.proposed else "app.jobs.worker.AppWorker (as make run)"
 
     def _prepare_database(self) -> str:
         if self.database == "sqlite":

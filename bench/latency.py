@@ -4,7 +4,7 @@ falls back to (GET /notifications?since=..., 1 s after each response: microblog.
 
 Two users with many posts each press Export at the same moment (`user.launch_task`, as the
 web does), and two real workers (as `make run` starts them) run the two exports side by side;
-their progress comes from the app's own `jobs.Progress` (one event per whole percent at most
+their progress comes from the app's own `lifecycle.Progress` (one event per whole percent at most
 every TASK_PROGRESS_INTERVAL). Rounds repeat until at least `--events` progress events have
 been published. Each user holds `--streams-per-user` real /events streams to gunicorn (as
 `make run` runs it) from the start, like open tabs; one page-like client of the first user

@@ -358,14 +358,15 @@ def _end_exports(services: Services, exporter_ids: list[int], workers: list) -> 
     crawling at the lowest priority."""
     import sqlalchemy as sa
 
-    from app import db, jobs
+    from app import db
+    from app.jobs import lifecycle
     from app.models import Task
 
     for task in db.session.scalars(sa.select(Task).where(
             Task.user_id.in_(exporter_ids), Task.complete.is_(False))):
         try:
-            jobs.cancel(task, "benchmark phase over")
-        except jobs.TaskNotActive:
+            lifecycle.cancel(task, "benchmark phase over")
+        except lifecycle.TaskNotActive:
             pass
     db.session.commit()
     db.session.remove()

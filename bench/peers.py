@@ -574,7 +574,7 @@ def run(args, source: Path) -> dict:
                      if our_gunicorn_args == gunicorn_args else
                      f"ours {our_gunicorn_args}, theirs {gunicorn_args} (GUNICORN_CMD_ARGS), "
                      "no access log"),
-        "workers": {"ours": "Procfile.dev: rq worker -w app.worker.AppWorker ... (make run)",
+        "workers": {"ours": "Procfile.dev: rq worker -w app.jobs.worker.AppWorker ... (make run)",
                     "theirs": f"rq worker {QUEUE} (their Procfile)"},
         "data": {**counts, "posts_per_user": args.posts, "follows_per_user": args.follows},
         "changes_to_theirs": changes,

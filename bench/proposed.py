@@ -16,7 +16,7 @@ runs it.)
 
 from __future__ import annotations
 
-from app.worker import AppWorker, get_worker_app
+from app.jobs.worker import AppWorker, get_worker_app
 
 
 class ProposedWorker(AppWorker):

@@ -56,8 +56,8 @@ def _fast_password_hash(password: str) -> str:
 # the default.
 importlib.import_module("app.models").generate_password_hash = _fast_password_hash
 
-WORKER_ARGS = ["-w", "app.worker.AppWorker", "--connection-class", "app.redis_connection.Redis",
-               "--with-scheduler"]
+WORKER_ARGS = ["-w", "app.jobs.worker.AppWorker", "--connection-class",
+               "app.redis_connection.Redis", "--with-scheduler"]
 
 
 # How long to wait for something that is bound to happen (a mail, a row, a log line, a
@@ -225,7 +225,7 @@ def run_jobs_in_process(app) -> None:
     """Drain the queue with RQ's SimpleWorker in this process (fast unit tests)."""
     from rq.worker import SimpleWorker
 
-    from app.worker import PromptExit
+    from app.jobs.worker import PromptExit
 
     class InProcessWorker(PromptExit, SimpleWorker):
         pass
@@ -240,7 +240,7 @@ def worker_env(**extra) -> dict:
     return env
 
 
-# Plain `rq worker` (RQ's own Worker) may spend 60 s on its way out: app.worker.PromptExit.
+# Plain `rq worker` (RQ's own Worker) may spend 60 s on its way out: app.jobs.worker.PromptExit.
 def run_worker_burst(timeout=60 + EVENT_TIMEOUT, env=None, args=None
                      ) -> subprocess.CompletedProcess:
     """Run a real `rq worker --burst` process from the repo root until the queue is empty."""

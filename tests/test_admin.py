@@ -321,7 +321,7 @@ def test_purge_and_delete_job_data_from_the_view_with_confirmation(app, caplog):
     assert _task(old) is None and _task(recent) is not None
     assert db.session.scalar(sa.select(sa.func.count(Notification.id)).where(
         Notification.topic == old)) == 0
-    logged = [r.getMessage() for r in caplog.records if r.name == "app.operations"]
+    logged = [r.getMessage() for r in caplog.records if r.name == "app.jobs.operations"]
     assert f"admin:boss deleted the job data of task {recent} (export_posts of user " \
         f"{susan.id})" in logged
     assert "admin:boss purged 1 task(s) that ended more than 30 day(s) ago" in logged
@@ -489,7 +489,7 @@ def test_listing_the_workers_leaves_the_apps_redis_timeout_alone(app):
     """RQ's Worker objects raise the socket timeout of the connection they are given to their
     dequeue timeout (minutes): the workers table reads them on a connection of its own, so a
     hung Redis still fails a web request in seconds."""
-    from app import job_stats
+    from app.jobs import stats
     from app.redis_connection import redis_from_url
 
     timeout_before = app.redis.connection_pool.connection_kwargs.get("socket_timeout")
@@ -497,7 +497,7 @@ def test_listing_the_workers_leaves_the_apps_redis_timeout_alone(app):
                            connection=redis_from_url(app.config["REDIS_URL"]))
     registered.register_birth()
     try:
-        assert registered.name in [w.name for w in job_stats.workers()]
+        assert registered.name in [w.name for w in stats.workers()]
     finally:
         registered.register_death()
     assert app.redis.connection_pool.connection_kwargs.get("socket_timeout") == timeout_before

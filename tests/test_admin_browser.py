@@ -9,7 +9,8 @@ import pytest
 import sqlalchemy as sa
 
 import tests.test_browser as browser_tests
-from app import db, jobs
+from app import db
+from app.jobs import lifecycle
 from app.models import Task, TaskStatus, User
 from tests.conftest import make_user, wait_for
 from tests.test_browser import PageWatcher, log_in
@@ -39,7 +40,7 @@ def test_an_admin_finds_a_failed_export_and_retries_it_in_the_browser(
     make_user("boss").admin = True
     db.session.commit()
     worker = worker_factory()
-    task_id = jobs.launch(susan, "export_posts", "Exporting posts...").id
+    task_id = lifecycle.launch(susan, "export_posts", "Exporting posts...").id
     wait_for(lambda: _task(task_id).complete, message="the export to fail")
     assert _task(task_id).status == TaskStatus.FAILED, worker.output()
 

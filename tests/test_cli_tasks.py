@@ -13,7 +13,8 @@ from pathlib import Path
 import sqlalchemy as sa
 from rq.job import Job, JobStatus
 
-from app import db, jobs
+from app import db
+from app.jobs import lifecycle
 from app.models import Task, TaskStatus, User, utcnow
 from tests.conftest import ROOT, make_user, start_worker, wait_for, worker_env
 from tests.test_tasks import _stop
@@ -32,7 +33,7 @@ def _json(runner, *args: str, exit_code: int = 0):
 
 def _launch(username: str, name: str, *args) -> str:
     user = db.session.scalar(sa.select(User).where(User.username == username))
-    return jobs.launch(user, name, name, *args).id
+    return lifecycle.launch(user, name, name, *args).id
 
 
 def test_list_show_stats_and_retry_of_a_failed_export(smtp_server, app, runner):
@@ -131,7 +132,7 @@ def test_cancel_stops_a_running_task_and_cancels_a_queued_one(app, runner, caplo
     assert _task(running).error == "Stopped by an administrator."
     assert _task(queued).status == TaskStatus.CANCELLED and _task(queued).attempts == 0
     assert _task(queued).started_at is None
-    logged = " ".join(r.getMessage() for r in caplog.records if r.name == "app.operations")
+    logged = " ".join(r.getMessage() for r in caplog.records if r.name == "app.jobs.operations")
     assert "cli:" in logged and f"stopped task {running}" in logged
     assert f"cancelled task {queued}" in logged
 

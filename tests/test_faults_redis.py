@@ -173,8 +173,8 @@ def test_worker_that_loses_redis_while_watching_its_job_leaves_nothing_stale(
     from rq.registry import StartedJobRegistry
 
     from app import db
+    from app.jobs.worker import AppWorker
     from app.models import Task
-    from app.worker import AppWorker
 
     task = make_user(posts=["hello"]).launch_task("export_posts", "Exporting posts...")
 

@@ -1,5 +1,5 @@
-"""GET /metrics (app/monitoring, app/metrics.py): who may read it, that Prometheus can parse it,
-and that its figures are the operator's truth: queue depth and latency while nobody works,
+"""GET /metrics (app/monitoring, app/jobs/metrics.py): who may read it, that Prometheus can parse
+it, and that its figures are the operator's truth: queue depth and latency while nobody works,
 counters that move as jobs run, the same totals through every gunicorn process with jobs run
 by several workers."""
 
@@ -199,10 +199,10 @@ def test_counters_and_histograms_move_as_jobs_run(smtp_server, app, client):
 
 
 def test_a_task_cancelled_while_queued_counts_as_cancelled_without_a_duration(app, client):
-    from app import jobs
+    from app.jobs import lifecycle
 
     task = make_user().launch_task("noop", "Nothing")
-    jobs._end(task, TaskStatus.CANCELLED)
+    lifecycle.end(task, TaskStatus.CANCELLED)
     figures = samples(scrape(client).get_data(as_text=True))
     assert value(figures, "microblog_jobs_ended_total", type="noop", outcome="cancelled") == 1
     assert value(figures, "microblog_jobs_started_total", type="noop") == 0
@@ -360,7 +360,7 @@ def _lines(path: Path) -> list[str]:
 def test_every_task_type_has_its_counters_from_the_start(client):
     """Zeros, not missing series: an alert on rate(...failed...) works before the first job."""
     figures = samples(scrape(client).get_data(as_text=True))
-    from app.jobs import TASK_TYPES
+    from app.jobs.lifecycle import TASK_TYPES
 
     for task_type in TASK_TYPES:
         assert value(figures, "microblog_jobs_started_total", type=task_type) == 0

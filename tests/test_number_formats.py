@@ -7,7 +7,8 @@ from datetime import timedelta
 
 import pytest
 
-from app import db, job_stats, operations
+from app import db
+from app.jobs import operations, stats
 from app.models import Export, Task, TaskStatus, User, utcnow
 from tests.conftest import csrf_token, login, make_user
 from tests.test_i18n import compiled_catalogs, page, translated_app  # noqa: F401 (fixtures)
@@ -62,19 +63,19 @@ def test_the_unread_messages_badge_is_grouped(client, app, language, monkeypatch
     assert f">{GROUPED[language]}</span>" in html and not _ungrouped(html)
 
 
-def _summary() -> job_stats.Summary:
-    queue = job_stats.QueueFigures(name="microblog-tasks", depth=COUNT, latency_seconds=None,
+def _summary() -> stats.Summary:
+    queue = stats.QueueFigures(name="microblog-tasks", depth=COUNT, latency_seconds=None,
                                    scheduled=COUNT, started=COUNT, failed=COUNT,
                                    abandoned=COUNT)
-    kind = job_stats.TypeFigures("export_posts", queued=COUNT, running=COUNT, finished=COUNT,
+    kind = stats.TypeFigures("export_posts", queued=COUNT, running=COUNT, finished=COUNT,
                                  failed=COUNT, cancelled=COUNT)
-    return job_stats.Summary(since=utcnow(), queued=COUNT, running=COUNT, retrying=COUNT,
+    return stats.Summary(since=utcnow(), queued=COUNT, running=COUNT, retrying=COUNT,
                              finished=COUNT, failed=COUNT, cancelled=COUNT, queues=[queue],
                              types=[kind])
 
 
-def _worker() -> job_stats.WorkerFigures:
-    return job_stats.WorkerFigures(
+def _worker() -> stats.WorkerFigures:
+    return stats.WorkerFigures(
         name="w1", hostname="host", pid=4242, state="idle", queues=["microblog-tasks"],
         current_job_id=None, job_since=None, last_heartbeat=None, born=None,
         successful_jobs=COUNT, failed_jobs=COUNT, rss_bytes=1536)
@@ -94,8 +95,8 @@ def admin_client(client):
 
 @LANGUAGES
 def test_the_admin_jobs_page_groups_every_figure(admin_client, app, language, monkeypatch):
-    monkeypatch.setattr(job_stats, "summary", _summary)
-    monkeypatch.setattr(job_stats, "workers", lambda: [_worker()])
+    monkeypatch.setattr(stats, "summary", _summary)
+    monkeypatch.setattr(stats, "workers", lambda: [_worker()])
     html = page(admin_client, "/admin/jobs", language)
     assert not _ungrouped(html)
     # the summary bar's 7 counts, the type row's 5, the queue row's 5, the worker's 2, and the

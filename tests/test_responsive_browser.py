@@ -117,7 +117,8 @@ def test_the_export_centre_fits_a_phone_without_sideways_scrolling(app, phone):
 @pytest.mark.parametrize("phone", ["en-US", "es-ES"], indirect=True)
 def test_the_admin_jobs_page_fits_a_phone_without_sideways_scrolling(app, phone,
                                                                       monkeypatch):
-    from app import db, job_stats
+    from app import db
+    from app.jobs import stats
     from app.models import utcnow
     from tests.conftest import make_user
 
@@ -125,12 +126,12 @@ def test_the_admin_jobs_page_fits_a_phone_without_sideways_scrolling(app, phone,
     boss.admin = True
     db.session.commit()
     _exports_of_every_state(boss)
-    worker = job_stats.WorkerFigures(
+    worker = stats.WorkerFigures(
         name="4f1e9a27c0d84b6f9d7a0e35b2c1f8aa", hostname="worker-host-1.internal",
         pid=123456, state="busy", queues=["microblog-tasks"], current_job_id="phone-1",
         job_since=utcnow(), last_heartbeat=utcnow(), born=utcnow(), successful_jobs=300003,
         failed_jobs=300003, rss_bytes=123_456_789)
-    monkeypatch.setattr(job_stats, "workers", lambda: [worker])
+    monkeypatch.setattr(stats, "workers", lambda: [worker])
     page = phone.new_page()
     watcher = PageWatcher(page)
     log_in(page, "boss")

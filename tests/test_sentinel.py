@@ -12,6 +12,7 @@ import shutil
 import signal
 import subprocess
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -20,7 +21,8 @@ import sqlalchemy as sa
 from redis import Redis
 from redis.exceptions import ReadOnlyError
 
-from app import db, jobs
+from app import db
+from app.jobs import reconcile
 from app.models import Task, TaskStatus, User
 from app.redis_connection import Redis as AppRedis
 from app.redis_connection import SentinelUrl, parse_sentinel_url, redis_from_url
@@ -260,7 +262,7 @@ def test_the_app_and_workers_follow_a_sentinel_failover_and_every_task_ends_trut
     assert cluster.primary_port() == cluster.ports["primary"]
     # A task whose job the failover lost is failed by reconcile after the enqueue grace;
     # shortened so that the test need not wait a minute for it.
-    monkeypatch.setattr(jobs, "ENQUEUE_GRACE", jobs.timedelta(seconds=5))
+    monkeypatch.setattr(reconcile, "ENQUEUE_GRACE", timedelta(seconds=5))
     refused = _refuse_each_first_delivery(smtp_server)
 
     counters = [make_user(f"counter{i}") for i in range(2)]
@@ -304,7 +306,7 @@ def test_the_app_and_workers_follow_a_sentinel_failover_and_every_task_ends_trut
         def all_terminal() -> bool:
             assert client.get("/index").status_code == 200
             with app.app_context():
-                jobs.reconcile_all()
+                reconcile.reconcile_all()
             return all(t.complete for t in _tasks())
 
         try:

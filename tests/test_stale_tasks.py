@@ -18,9 +18,10 @@ import sqlalchemy as sa
 from rq.job import Job
 from rq.registry import CanceledJobRegistry
 
-from app import db, jobs
+from app import db
 from app.exports import centre, delivery
 from app.exports.storage import get_storage
+from app.jobs import lifecycle
 from app.models import Export, Post, Task, TaskStatus, utcnow
 from tests.conftest import (
     browser,
@@ -169,7 +170,7 @@ def _requeue_as_the_old_code_did(app, task_id: str) -> None:
     """The state an earlier version's retry left: the replaced task queued again, its job
     back in the queue (RQ's own `rq requeue` does the same to the job)."""
     task = _task(task_id)
-    jobs.reopen(task)
+    lifecycle.reopen(task)
     job = Job.fetch(task_id, connection=app.redis)
     CanceledJobRegistry(job.origin, connection=app.redis).requeue(job)
 

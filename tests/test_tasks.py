@@ -9,6 +9,7 @@ import subprocess
 import sys
 import threading
 import time
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -135,7 +136,7 @@ def test_polled_progress_is_monotonic_and_ends_at_100(app, client, config_overri
 
 
 def test_export_makes_at_most_about_100_progress_writes(app, monkeypatch, config_overrides):
-    from app import jobs
+    from app.jobs import lifecycle
     from tests.conftest import run_jobs_in_process
 
     app.config["TASK_PROGRESS_INTERVAL"] = 0  # only the whole-percent rule applies
@@ -146,8 +147,8 @@ def test_export_makes_at_most_about_100_progress_writes(app, monkeypatch, config
         {"body": f"post {i}", "user_id": user.id} for i in range(5000)])
     db.session.commit()
     writes = []
-    original = jobs.set_progress
-    monkeypatch.setattr(jobs, "set_progress", lambda p, job=None, detail=None: (
+    original = lifecycle.set_progress
+    monkeypatch.setattr(lifecycle, "set_progress", lambda p, job=None, detail=None: (
         writes.append(p), original(p, job, detail)))
     user.launch_task("export_posts", "Exporting posts...")
     run_jobs_in_process(app)
@@ -280,12 +281,12 @@ def test_a_transient_mail_error_is_retried_and_the_mail_sent_once(app, client, s
 def test_a_retried_export_never_sends_the_same_email_twice(smtp_server, app, monkeypatch):
     """A transient failure after the mail went out (here: finishing the task) retries the job;
     the retry must not mail the user again."""
-    from app import jobs
+    from app.jobs import lifecycle
     from tests.conftest import run_jobs_in_process
 
     app.config["MAIL_RETRY_INTERVALS"] = [0]
     user = make_user(posts=["hello"])
-    original, calls = jobs.finish, []
+    original, calls = lifecycle.finish, []
 
     def flaky_finish(message=None):
         calls.append(message)
@@ -293,7 +294,7 @@ def test_a_retried_export_never_sends_the_same_email_twice(smtp_server, app, mon
             raise ConnectionError("database connection dropped")
         return original(message)
 
-    monkeypatch.setattr(jobs, "finish", flaky_finish)
+    monkeypatch.setattr(lifecycle, "finish", flaky_finish)
     user.launch_task("export_posts", "Exporting posts...")
     run_jobs_in_process(app)
     assert len(calls) == 2
@@ -381,7 +382,7 @@ def test_the_tutorials_shell_session_runs_example_with_progress(app, redis_serve
     assert isinstance(job.id, str) and job.id  # the README's `job.id` (the chapter's get_id())
     # `rq worker -u $REDIS_URL microblog-tasks`, verbatim (plus --burst so it returns).
     rq_bin = str(Path(sys.executable).parent / "rq")
-    # RQ's own Worker may wait up to 60 s on its way out (app.worker.PromptExit says why).
+    # RQ's own Worker may wait up to 60 s on its way out (app.jobs.worker.PromptExit says why).
     result = subprocess.run([rq_bin, "worker", "-u", redis_server, "--burst", "microblog-tasks"],
                             cwd=ROOT, env=worker_env(), capture_output=True, text=True,
                             timeout=60 + EVENT_TIMEOUT)
@@ -449,13 +450,13 @@ def test_redis_down_means_a_clear_message_not_a_500(app, client, config_override
 
 
 def test_a_task_whose_job_vanished_ends_failed_not_at_100(app, client, monkeypatch):
-    from app import jobs
+    from app.jobs import reconcile
 
     user = make_user()
     login(client)
     task = user.launch_task("export_posts", "Exporting posts...")
     app.redis.flushdb()  # the job is gone (Redis lost its data)
-    monkeypatch.setattr(jobs, "ENQUEUE_GRACE", jobs.timedelta(0))
+    monkeypatch.setattr(reconcile, "ENQUEUE_GRACE", timedelta(0))
     client.get("/notifications")
     task = _task(task.id)
     assert task.status == TaskStatus.FAILED
@@ -464,12 +465,12 @@ def test_a_task_whose_job_vanished_ends_failed_not_at_100(app, client, monkeypat
 
 
 def test_flask_tasks_reconcile_command_ends_lost_tasks(app, runner, monkeypatch):
-    from app import jobs
+    from app.jobs import reconcile
 
     user = make_user()
     user.launch_task("export_posts", "Exporting posts...")
     app.redis.flushdb()
-    monkeypatch.setattr(jobs, "ENQUEUE_GRACE", jobs.timedelta(0))
+    monkeypatch.setattr(reconcile, "ENQUEUE_GRACE", timedelta(0))
     result = runner.invoke(args=["tasks", "reconcile"])
     assert "1 task(s) ended." in result.output
     assert _task().status == TaskStatus.FAILED
@@ -542,7 +543,8 @@ def test_a_killed_work_horse_is_recorded_and_retried_by_its_worker(app, client, 
         {"body": f"post {i}", "user_id": user.id} for i in range(100000)])
     db.session.commit()
     login(client)
-    worker = start_worker(env=worker_env(EXPORT_BATCH_SIZE=10), args=["-w", "app.worker.AppWorker"])
+    worker = start_worker(env=worker_env(EXPORT_BATCH_SIZE=10),
+                          args=["-w", "app.jobs.worker.AppWorker"])
     try:
         _export(client)
         wait_for(lambda: _task().status == TaskStatus.RUNNING and _task().progress > 0,
@@ -560,17 +562,17 @@ def test_a_killed_work_horse_is_recorded_and_retried_by_its_worker(app, client, 
 
 
 def test_a_dead_attempts_unfinished_mail_claim_is_released_but_a_sent_mark_kept(app):
-    from app import jobs
+    from app.jobs import failures, lifecycle
 
     user = make_user()
     first = user.launch_task("export_posts", "Exporting posts...")
     app.redis.set(f"microblog:mail-sent:{first.id}", "sending")
-    jobs.record_failure(first.id, jobs.WorkHorseKilled(), will_retry=True)
+    lifecycle.record_failure(first.id, failures.WorkHorseKilled(), will_retry=True)
     assert app.redis.get(f"microblog:mail-sent:{first.id}") is None
     assert _task(first.id).status == TaskStatus.QUEUED
 
     app.redis.set(f"microblog:mail-sent:{first.id}", "sent")
-    jobs.record_failure(first.id, jobs.WorkHorseKilled(), will_retry=True)
+    lifecycle.record_failure(first.id, failures.WorkHorseKilled(), will_retry=True)
     assert app.redis.get(f"microblog:mail-sent:{first.id}") == b"sent"
 
 

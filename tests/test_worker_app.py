@@ -66,7 +66,7 @@ def test_the_web_makes_its_own_extensions_on_first_use(app):
 def test_the_worker_app_has_no_routes_but_renders_the_export_mail():
     seen = _in_a_fresh_work_horse(
         "from flask import render_template\n"
-        "from app.worker_app import get_worker_app\n"
+        "from app.jobs.bootstrap import get_worker_app\n"
         "app = get_worker_app()\n"
         "body = render_template('email/export_posts.txt', user={'username': 'susan'},\n"
         "    export={'format': 'csv', 'filename': 'posts.csv'}, attached=False, size=2048,\n"
@@ -90,3 +90,4 @@ def test_the_actor_url_a_worker_writes_is_the_webs_profile_url(app, username):
 
         web = app.config["PUBLIC_BASE_URL"] + url_for("main.user", username=username)
         assert actor_url(SimpleNamespace(username=username)) == web
+

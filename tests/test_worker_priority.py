@@ -1,7 +1,7 @@
 """WORKER_CPU_PRIORITY: the job's process (RQ's work horse) runs at the configured CPU
 priority, the worker itself at normal priority, and a bad value stops the worker with a
 message that names the setting. Real `rq worker` processes; each job reports the priority
-it ran at (app.worker_priority.current, run as the job, returns it as the job's result)."""
+it ran at (app.jobs.priority.current, run as the job, returns it as the job's result)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import sys
 import pytest
 from rq.job import JobStatus
 
-from app import worker_priority
+from app.jobs import priority
 from tests.conftest import (
     run_worker_burst,
     start_worker,
@@ -31,7 +31,7 @@ def _env(**settings) -> dict:
 
 
 def _enqueue_priority_probe(app, pid: int = 0):
-    return app.task_queue.enqueue("app.worker_priority.current", pid)
+    return app.task_queue.enqueue("app.jobs.priority.current", pid)
 
 
 def _result(job) -> str:
@@ -43,7 +43,7 @@ def _result(job) -> str:
 def test_at_idle_a_job_runs_at_idle_priority_and_its_worker_at_normal(app):
     worker = start_worker(env=_env(WORKER_CPU_PRIORITY="idle"))
     try:
-        wait_for(lambda: worker_priority.current(worker.pid) == "normal",
+        wait_for(lambda: priority.current(worker.pid) == "normal",
                  message="the worker to start")
         own = _enqueue_priority_probe(app)
         workers = _enqueue_priority_probe(app, worker.pid)  # read from inside the job
@@ -51,11 +51,11 @@ def test_at_idle_a_job_runs_at_idle_priority_and_its_worker_at_normal(app):
                  and workers.get_status(refresh=True) == JobStatus.FINISHED,
                  message="the jobs to finish")
         # The worker, which heartbeats and watches the job, keeps its normal priority ...
-        assert worker_priority.current(worker.pid) == "normal"
+        assert priority.current(worker.pid) == "normal"
         # ... in a session of its own (start_worker's), whose group it gives the lowest
         # weight against the other sessions, the web's among them (autogroups).
-        if worker_priority.session_nice(worker.pid) is not None:
-            assert worker_priority.session_nice(worker.pid) == worker_priority.LOWEST_NICE
+        if priority.session_nice(worker.pid) is not None:
+            assert priority.session_nice(worker.pid) == priority.LOWEST_NICE
     finally:
         log = stop_process(worker)
     assert _result(own) == "idle", log
@@ -68,7 +68,7 @@ def test_a_worker_at_normal_priority_leaves_its_session_alone(app):
         job = _enqueue_priority_probe(app)
         wait_for(lambda: job.get_status(refresh=True) == JobStatus.FINISHED,
                  message="the job to finish")
-        assert worker_priority.session_nice(worker.pid) in (None, 0)
+        assert priority.session_nice(worker.pid) in (None, 0)
     finally:
         stop_process(worker)
     assert _result(job) == "normal"
@@ -77,12 +77,12 @@ def test_a_worker_at_normal_priority_leaves_its_session_alone(app):
 def test_a_worker_in_a_session_it_does_not_own_leaves_the_session_alone(app):
     """Here the test run's session: lowering it would slow everything else in it (as it
     would a terminal's shell)."""
-    before = worker_priority.session_nice()
+    before = priority.session_nice()
     job = _enqueue_priority_probe(app)
     done = run_worker_burst(env=_env(WORKER_CPU_PRIORITY="idle"))
     assert done.returncode == 0, done.stderr
     assert _result(job) == "idle"  # the job itself still runs at the lowest priority
-    assert worker_priority.session_nice() == before
+    assert priority.session_nice() == before
 
 
 @pytest.mark.parametrize("setting, expected", [(None, "idle"), ("batch", "batch"),
@@ -114,14 +114,14 @@ def test_a_bad_setting_stops_the_worker_with_a_message_naming_it(app):
 
 
 def test_check_names_the_setting_and_the_choices():
-    assert worker_priority.check("BATCH") == "batch"
+    assert priority.check("BATCH") == "batch"
     with pytest.raises(ValueError, match=r"WORKER_CPU_PRIORITY must be one of idle, batch, "
                                          r"normal; got ''"):
-        worker_priority.check("")
+        priority.check("")
 
 
 @pytest.mark.parametrize("text, nice", [("/autogroup-85 nice 0\n", 0),
                                         ("/autogroup-7 nice 19\n", 19),
                                         ("", None)])  # a process in the root group (CI's)
 def test_the_autogroup_file_is_read_as_the_kernel_writes_it(text, nice):
-    assert worker_priority.autogroup_nice(text) == nice
+    assert priority.autogroup_nice(text) == nice

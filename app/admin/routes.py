@@ -1,6 +1,6 @@
 """/admin/jobs: the summary, per-type figures, workers and tasks; a task's page; and the
 actions (retry, cancel, stop, delete job data, purge), each a confirmation page (GET) whose
-form POSTs the action. The domain is app/operations.py and app/job_stats.py."""
+form POSTs the action. The domain is app/jobs/operations.py and app/jobs/stats.py."""
 
 from __future__ import annotations
 
@@ -14,8 +14,9 @@ from flask_babel import _, format_decimal
 from flask_babel import lazy_gettext as _l
 from flask_login import current_user
 
-from app import db, job_stats, jobs, operations
+from app import db
 from app.admin import bp
+from app.jobs import lifecycle, operations, stats
 from app.models import Task, TaskStatus
 from app.pagination import page_number
 
@@ -23,8 +24,8 @@ TASKS_PER_PAGE = 50
 MAX_PURGE_DAYS = 36500
 
 
-bp.add_app_template_filter(job_stats.format_seconds, "seconds")
-bp.add_app_template_filter(job_stats.format_rate, "rate")
+bp.add_app_template_filter(stats.format_seconds, "seconds")
+bp.add_app_template_filter(stats.format_rate, "rate")
 
 
 def _actor() -> str:
@@ -52,7 +53,7 @@ def jobs_page():
                         per_page=TASKS_PER_PAGE, error_out=False)
     summary = workers = None
     try:
-        summary, workers = job_stats.summary(), job_stats.workers()
+        summary, workers = stats.summary(), stats.workers()
     except redis.exceptions.RedisError:
         flash(_("Redis cannot be reached: queue and worker figures are missing."), "danger")
     args = {k: v for k, v in request.args.items() if k != "page" and v}
@@ -75,7 +76,7 @@ def _task_or_404(task_id: str) -> Task:
 
 @bp.route("/jobs/<task_id>")
 def task(task_id):
-    detail = job_stats.task_detail(_task_or_404(task_id))
+    detail = stats.task_detail(_task_or_404(task_id))
     superseded = _superseded_if_it_matters(detail.task)
     return render_template("admin/task.html", title=_("Task %(id)s", id=task_id[:8]),
                            detail=detail, actions=_actions_for(detail.task, superseded),
@@ -87,7 +88,7 @@ def task(task_id):
 @dataclass(frozen=True)
 class Action:
     """One action on a task: its button, the confirmation question, when it applies, what
-    runs (an app.operations function) and what the admin is told after."""
+    runs (an app.jobs.operations function) and what the admin is told after."""
 
     label: object  # lazy strings (_l): translated when shown
     question: object
@@ -120,17 +121,17 @@ ACTIONS: dict[str, Action] = {
 }
 
 
-def _actions_for(task: Task, superseded: jobs.Superseded | None) -> list[tuple[str, Action]]:
+def _actions_for(task: Task, superseded: lifecycle.Superseded | None) -> list[tuple[str, Action]]:
     return [(name, action) for name, action in ACTIONS.items() if action.applies(task)
             and not (superseded and action.current_attempt_only)]
 
 
-def _superseded_if_it_matters(task: Task) -> jobs.Superseded | None:
+def _superseded_if_it_matters(task: Task) -> lifecycle.Superseded | None:
     """jobs.superseded, asked only when an action it forbids would otherwise be offered.
-    Redis down: not known here; the action itself refuses (app/operations.py)."""
+    Redis down: not known here; the action itself refuses (app/jobs/operations.py)."""
     if any(a.current_attempt_only and a.applies(task) for a in ACTIONS.values()):
         try:
-            return jobs.superseded(task)
+            return lifecycle.superseded(task)
         except redis.exceptions.RedisError:
             return None
     return None
@@ -154,14 +155,14 @@ def task_action(task_id, action):
             return redirect(back)
         return render_template("admin/confirm.html", title=str(chosen.label),
                                question=chosen.question, button=chosen.label, action=action,
-                               detail=job_stats.task_detail(task), back=back)
+                               detail=stats.task_detail(task), back=back)
     try:
         chosen.run(task, _actor())
     except operations.NotApplicable as exc:
         flash(_("Not done: %(why)s", why=str(exc)), "warning")
-    except jobs.TaskAlreadyRunning:
+    except lifecycle.TaskAlreadyRunning:
         flash(_("Not done: this user already has a task of that type in progress."), "warning")
-    except (jobs.JobsUnavailable, redis.exceptions.RedisError):
+    except (lifecycle.JobsUnavailable, redis.exceptions.RedisError):
         flash(_("Not done: Redis cannot be reached. Please try again later."), "danger")
     else:
         flash(str(chosen.done), "success")

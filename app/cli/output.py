@@ -9,7 +9,7 @@ import sys
 import click
 from flask import current_app
 
-from app.job_stats import as_json
+from app.jobs.stats import as_json
 
 json_option = click.option("--json", "as_json", is_flag=True,
                            help="One JSON document on stdout, for scripts.")

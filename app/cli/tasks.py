@@ -13,8 +13,11 @@ import click
 import redis
 from flask.cli import AppGroup
 
-from app import db, job_stats, jobs, operations
+from app import db
 from app.cli.output import actor, echo_json, echo_table, json_option, logs_to_stderr
+from app.jobs import lifecycle, operations
+from app.jobs import stats as job_stats
+from app.jobs.reconcile import reconcile_all
 from app.models import Task, TaskStatus, User
 
 STATUSES = [*TaskStatus.ACTIVE, *TaskStatus.TERMINAL]
@@ -63,7 +66,7 @@ def register(app) -> None:
     @tasks.command()
     def reconcile():
         """End tasks whose job failed, vanished or lost its worker."""
-        click.echo(f"{jobs.reconcile_all()} task(s) ended.")
+        click.echo(f"{reconcile_all()} task(s) ended.")
 
     @tasks.command("list")
     @click.option("--status", type=click.Choice(STATUSES), help="Only tasks in this status.")
@@ -115,10 +118,10 @@ def register(app) -> None:
             operations.retry(task, actor())
         except operations.NotApplicable as exc:
             raise click.ClickException(str(exc)) from exc
-        except jobs.TaskAlreadyRunning as exc:
+        except lifecycle.TaskAlreadyRunning as exc:
             raise click.ClickException(
                 f"user {task.user.username} already has a {task.name} task in progress") from exc
-        except jobs.JobsUnavailable as exc:
+        except lifecycle.JobsUnavailable as exc:
             raise click.ClickException(f"Redis cannot be reached: {exc}") from exc
         if as_json:
             echo_json({"id": task.id, "status": task.status, "attempts": task.attempts})

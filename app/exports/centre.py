@@ -1,7 +1,7 @@
 """An export's life in the export centre: start (format, cooldown), cancel, retry, delete,
 expire; and the worker's record of the finished file, after which the oldest beyond
 EXPORT_KEEP are replaced. The only code that
-changes Export rows. Task states change through app/jobs.py, as everywhere.
+changes Export rows. Task states change through app/jobs/lifecycle.py, as everywhere.
 
 Every function commits (or raises ExportRefused, with the reason a user reads, having
 changed nothing).
@@ -19,9 +19,10 @@ import sqlalchemy.orm as so
 from flask import current_app
 from flask_babel import gettext as _
 
-from app import db, jobs
+from app import db
 from app.exports.formats import FORMATS
 from app.exports.storage import StorageUnavailable, get_storage
+from app.jobs import lifecycle
 from app.models import Export, Task, TaskStatus, User, utcnow
 
 log = logging.getLogger(__name__)
@@ -106,8 +107,8 @@ def cancel(export: Export) -> None:
         raise ExportRefused(_("This export has already ended; there is nothing to cancel."))
     running = task.status == TaskStatus.RUNNING
     try:
-        jobs.cancel(task, _("Cancelled by you."))
-    except jobs.TaskNotActive:
+        lifecycle.cancel(task, _("Cancelled by you."))
+    except lifecycle.TaskNotActive:
         raise ExportRefused(
             _("This export has already ended; there is nothing to cancel.")) from None
     if not running:  # waiting for a retry after its mail failed: its file may be there
@@ -127,8 +128,8 @@ def delete(export: Export) -> None:
     task = export.task
     if task is not None and not task.complete:
         try:
-            jobs.cancel(task, _("Cancelled by you."))
-        except jobs.TaskNotActive:
+            lifecycle.cancel(task, _("Cancelled by you."))
+        except lifecycle.TaskNotActive:
             pass
     with _refused_while_storage_is_down():
         _remove_file(export)
@@ -154,8 +155,8 @@ def expire_due(now: datetime | None = None) -> int:
 
 def record_file(export: Export, attempt: str | None, storage_key: str, posts_count: int,
                 size: int) -> None:
-    """The worker's record of a finished file (before jobs.finish ends the task). Raises
-    jobs.TaskNotActive, recording nothing, when `attempt` (the task that wrote it) is no
+    """The worker's record of a finished file (before lifecycle.finish ends the task). Raises
+    lifecycle.TaskNotActive, recording nothing, when `attempt` (the task that wrote it) is no
     longer the export's current attempt: the export was tried again while it wrote, and the
     row is the newer attempt's. One UPDATE that checks and records at once."""
     now = utcnow()
@@ -167,7 +168,7 @@ def record_file(export: Export, attempt: str | None, storage_key: str, posts_cou
         .execution_options(synchronize_session=False)).rowcount
     if not recorded:
         db.session.rollback()
-        raise jobs.TaskNotActive(f"export {export.id} was tried again while task {attempt} "
+        raise lifecycle.TaskNotActive(f"export {export.id} was tried again while task {attempt} "
                                  "wrote its file")
     db.session.commit()
 
@@ -179,7 +180,7 @@ def export_for_job(user: User, task: Task | None, export_id: str | None) -> Expo
     A retry of that job finds the export its first attempt recorded."""
     if export_id is not None:
         export = db.session.get(Export, export_id)
-        jobs.end_if_superseded(task, export, export_id)
+        lifecycle.end_if_superseded(task, export, export_id)
         if export is None:
             raise LookupError(f"export {export_id} does not exist")
         return export
@@ -200,7 +201,7 @@ def discard_file(export: Export, attempt: str | None) -> None:
     since) leaves the row and the newer attempt's file alone."""
     db.session.rollback()  # the row as it is now, not as the attempt first read it
     own_key = storage_key(export, attempt)
-    if jobs.attempt_superseded(attempt, db.session.get(Export, export.id), export.id):
+    if lifecycle.attempt_superseded(attempt, db.session.get(Export, export.id), export.id):
         get_storage().delete(own_key)
         return
     if export.storage_key != own_key:  # written, not yet recorded
@@ -234,10 +235,10 @@ def _launch(user: User, export: Export) -> None:
         db.session.add(export)
 
     try:
-        jobs.launch(user, TASK_NAME, _("Exporting posts..."), export.id, attach=attach)
-    except jobs.TaskAlreadyRunning:
+        lifecycle.launch(user, TASK_NAME, _("Exporting posts..."), export.id, attach=attach)
+    except lifecycle.TaskAlreadyRunning:
         raise ExportRefused(_("An export task is currently in progress")) from None
-    except jobs.JobsUnavailable:
+    except lifecycle.JobsUnavailable:
         raise ExportRefused(
             _("Background jobs are unavailable right now. Please try again later.")) from None
 

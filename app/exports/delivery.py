@@ -15,10 +15,10 @@ from collections.abc import Callable
 from flask import current_app, render_template
 from flask_babel import gettext as _
 
-from app import metrics
 from app.email import send_email_once
 from app.exports import centre, formats
 from app.exports.storage import get_storage
+from app.jobs import metrics
 from app.models import Export
 from app.urls import public_url
 

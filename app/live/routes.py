@@ -18,7 +18,8 @@ from flask import Response, current_app, request, stream_with_context
 from flask_babel import _
 from flask_login import current_user
 
-from app import db, events, jobs, slots
+from app import db, events, slots
+from app.jobs import reconcile
 from app.limits import client_address
 from app.live import bp, caps
 from app.live.hub import HubUnavailable, Listener, hub_for
@@ -46,7 +47,8 @@ def stream():
     try:
         # First, before any work: a refused stream costs one Redis call.
         slot = caps.acquire(connection, user_id, client_address(), config)
-        jobs.reconcile_user_tasks(current_user)  # as a poll does: a task whose worker died ends
+        # As a poll does: a task whose worker died ends.
+        reconcile.reconcile_user_tasks(current_user)
         listener = hub.subscribe(user_id)
         backlog = events.replay(connection, user_id, last_id) if events.parse_id(last_id) else None
         if backlog is None:

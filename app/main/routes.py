@@ -21,9 +21,10 @@ from flask_babel import _, get_locale
 from flask_babel import lazy_gettext as _l
 from flask_login import current_user, login_required
 
-from app import avatars, db, jobs
+from app import avatars, db
 from app.exports import centre
 from app.forms import EmptyForm
+from app.jobs import lifecycle, reconcile
 from app.limits import by_user, configured, limiter
 from app.main import bp
 from app.main.forms import EditProfileForm, MessageForm, PostForm
@@ -84,7 +85,7 @@ def _task_alerts() -> list[Task]:
 def mark_task_alerts_seen(response):
     shown = g.pop("ended_task_alerts", None)
     if shown and response.status_code < 400 and current_user.is_authenticated:
-        jobs.mark_seen(current_user.id, shown)
+        lifecycle.mark_seen(current_user.id, shown)
     return response
 
 
@@ -239,7 +240,7 @@ def notifications():
     since = request.args.get("since", 0.0, type=float)
     if not math.isfinite(since):  # MariaDB's driver cannot send nan/inf: a 500 there
         since = 0.0
-    jobs.reconcile_user_tasks(current_user)  # one query when nothing is in progress
+    reconcile.reconcile_user_tasks(current_user)  # one query when nothing is in progress
     return jsonify([{"name": n.name, "data": n.get_data(), "timestamp": n.timestamp}
                     for n in current_user.notifications_since(since)])
 
@@ -268,7 +269,7 @@ def _own_task_or_404(task_id: str) -> Task:
 @bp.route("/tasks/<task_id>")
 @login_required
 def task_status(task_id):
-    task = jobs.reconcile(_own_task_or_404(task_id))
+    task = reconcile.reconcile(_own_task_or_404(task_id))
     return jsonify(task.to_dict())
 
 
@@ -280,7 +281,7 @@ def dismiss_task(task_id):
         abort(400)
     task = _own_task_or_404(task_id)
     if task.complete:
-        jobs.dismiss(task)
+        lifecycle.dismiss(task)
     if request.accept_mimetypes.best == "application/json":
         return jsonify(task.to_dict())
     return redirect(request.referrer or url_for("main.index"))

@@ -1,4 +1,4 @@
-"""GET /metrics: the Prometheus endpoint (figures in app/metrics.py)."""
+"""GET /metrics: the Prometheus endpoint (figures in app/jobs/metrics.py)."""
 
 from flask import Blueprint
 

@@ -19,9 +19,9 @@ from flask_login import current_user
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder
 
-from app.jobs import TASK_TYPES
+from app.jobs.lifecycle import TASK_TYPES
+from app.jobs.metrics import MetricsCollector
 from app.limits import client_address
-from app.metrics import MetricsCollector
 from app.monitoring import bp
 from app.redis_connection import redis_from_url
 

@@ -1,7 +1,8 @@
 """What a worker process needs before it runs anything: its Flask app, and what a lost Redis
-looks like. The task functions (app/tasks.py), the lifecycle (app/jobs.py) and the worker class
-(app/worker.py) all build on it, so it imports nothing of ours above the app factory: with it
-below them, those three import each other one way only (worker -> tasks -> jobs -> here).
+looks like. The task functions (app/tasks.py), the lifecycle (app/jobs/lifecycle.py) and the
+worker class (app/jobs/worker.py) all build on it, so it imports nothing of ours above the app
+factory: with it below them, those three import each other one way only (worker -> tasks ->
+lifecycle -> here).
 """
 
 from __future__ import annotations

@@ -3,8 +3,8 @@ old tasks; and find them. The admin view (app/admin/) and `flask tasks ...` (app
 both call these, so a task changes the same way whoever clicks, and every action leaves one
 log line naming who did it (an admin's username, or `cli:<login>`).
 
-Like app/jobs.py, this module knows both the Task row and the RQ job; a task's status still
-changes only through jobs._end (terminal) and jobs.reopen (back to the queue).
+Like app/jobs/lifecycle.py, this module knows both the Task row and the RQ job; a task's status
+still changes only through lifecycle.end (terminal) and lifecycle.reopen (back to the queue).
 """
 
 from __future__ import annotations
@@ -23,8 +23,9 @@ from rq.job import Job, JobStatus
 from rq.registry import BaseRegistry, CanceledJobRegistry, FinishedJobRegistry
 from rq.results import Result
 
-from app import db, jobs
+from app import db
 from app.email import release_claim
+from app.jobs import lifecycle
 from app.models import Notification, Task, TaskStatus, User, utcnow
 
 log = logging.getLogger(__name__)
@@ -75,7 +76,7 @@ def find_task(task_id: str) -> Task | None:
 
 def task_names() -> list[str]:
     """Every task type that has a row, and every one the app knows, for filter menus."""
-    known = set(jobs.TASK_TYPES)
+    known = set(lifecycle.TASK_TYPES)
     known.update(db.session.scalars(sa.select(Task.name).distinct()))
     return sorted(known)
 
@@ -96,8 +97,8 @@ def cancel(task: Task, actor: str) -> str:
     Running: RQ is told first, then the row ends `cancelled`, so that RQ records the job as
     stopped rather than failed (the attempt is killed before it can notice). Queued: the row
     ends first, so that a worker taking the job at this instant finds it ended and does
-    nothing (jobs.start refuses an ended task); then RQ cancels the job. Either way an attempt
-    still alive stops at its next progress report (jobs.set_progress refuses too). A mail an
+    nothing (lifecycle.start refuses an ended task); then RQ cancels the job. Either way an attempt
+    still alive stops at its next progress report (lifecycle.set_progress refuses too). A mail an
     export hands to the server in the instant before the stop still goes out."""
     if task.complete:
         raise NotApplicable(f"task {task.id} has already ended ({task.status}).")
@@ -108,7 +109,7 @@ def cancel(task: Task, actor: str) -> str:
         if task.complete:
             raise NotApplicable(f"task {task.id} ended ({task.status}) before it could be "
                                 "stopped.")
-    jobs._end(task, TaskStatus.CANCELLED, error=STOPPED_REASON if running else CANCELLED_REASON)
+    lifecycle.end(task, TaskStatus.CANCELLED, error=STOPPED_REASON if running else CANCELLED_REASON)
     if not running:
         _tell_rq(task, stop=False)
     outcome = "stopped" if running else "cancelled"
@@ -153,9 +154,9 @@ def retry(task: Task, actor: str) -> Task:
 
     Raises NotApplicable when the task is not failed/cancelled, its job is no longer in
     Redis (its data expired after a day, or was deleted), or it is no longer the current
-    attempt at its export (jobs.superseded: the user tried the export again since);
-    jobs.TaskAlreadyRunning when the user has another task of that name in progress (the
-    unique constraint decides); jobs.JobsUnavailable when Redis is down (the task is then
+    attempt at its export (lifecycle.superseded: the user tried the export again since);
+    lifecycle.TaskAlreadyRunning when the user has another task of that name in progress (the
+    unique constraint decides); lifecycle.JobsUnavailable when Redis is down (the task is then
     failed again, saying so)."""
     if task.status not in (TaskStatus.FAILED, TaskStatus.CANCELLED):
         raise NotApplicable(f"only failed or cancelled tasks can be retried; task {task.id} "
@@ -164,7 +165,7 @@ def retry(task: Task, actor: str) -> Task:
     if job is None:
         raise NotApplicable(f"the job of task {task.id} is no longer in Redis (expired or "
                             "deleted), so it cannot be run again; the user can start a new one.")
-    if (why := jobs.superseded(task, job)) is not None:
+    if (why := lifecycle.superseded(task, job)) is not None:
         raise NotApplicable(f"{why}; running the old attempt again would overwrite or delete "
                             "that export's file. Nothing was changed.")
     status = job.get_status(refresh=False)
@@ -172,8 +173,8 @@ def retry(task: Task, actor: str) -> Task:
     if registry is None:
         raise NotApplicable(f"the job of task {task.id} is still {status} in RQ; "
                             "try again when it has stopped.")
-    jobs.reopen(task)  # commits the row first, as launch does, then the job goes back
-    task_type = jobs.TASK_TYPES.get(task.name)
+    lifecycle.reopen(task)  # commits the row first, as launch does, then the job goes back
+    task_type = lifecycle.TASK_TYPES.get(task.name)
     if task_type is not None and task_type.max_retries:
         job.retries_left = task_type.max_retries
         job.retry_intervals = current_app.config["MAIL_RETRY_INTERVALS"] or [0]
@@ -181,16 +182,16 @@ def retry(task: Task, actor: str) -> Task:
     try:
         release_claim(task.id)  # a stopped attempt's unfinished mail (see app.email)
         # A cancelled attempt's flag would stop the new one at its first progress report.
-        jobs.clear_cancel_request(task.id)
+        lifecycle.clear_cancel_request(task.id)
         try:
             registry.requeue(job)  # saves the job, then enqueues it
         except InvalidJobOperation:  # its registry entry had already expired
             job.save()
             current_app.task_queue.enqueue_job(job)
     except redis.exceptions.RedisError as exc:
-        jobs._end(task, TaskStatus.FAILED,
+        lifecycle.end(task, TaskStatus.FAILED,
                   error="Background jobs are unavailable right now. Please try again later.")
-        raise jobs.JobsUnavailable(str(exc)) from exc
+        raise lifecycle.JobsUnavailable(str(exc)) from exc
     log.info("%s retried task %s (%s of user %s), attempt %d next", actor, task.id, task.name,
              task.user_id, task.attempts + 1)
     return task

@@ -1,6 +1,6 @@
 """The scheduled jobs, for RQ's cron scheduler (RQ 3: `rq cron`):
 
-    rq cron --connection-class app.redis_connection.Redis app.cron
+    rq cron --connection-class app.redis_connection.Redis app.jobs.cron
 
 It only enqueues: the jobs run on the workers like any other (and so see the same
 database, storage and settings). An interval job runs once as soon as the scheduler starts,

@@ -1,8 +1,8 @@
 """Figures for Prometheus, the same whichever web process is scraped.
 
 Nothing is counted in a process's memory: job counters and duration histograms live in Redis
-hashes that every worker increments atomically when a job starts or ends (app/jobs.py calls
-`job_started` / `job_ended`), and queue depth, latency, workers and active tasks are read from
+hashes that every worker increments atomically when a job starts or ends (app/jobs/lifecycle.py
+calls `job_started` / `job_ended`), and queue depth, latency, workers and active tasks are read from
 Redis and the database at scrape time (MetricsCollector). So any number of gunicorn processes
 and workers on any number of hosts give one set of totals, and a restart loses nothing.
 

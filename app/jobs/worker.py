@@ -1,7 +1,7 @@
 """The worker class that `make run`, the Procfile and the deployment units use (the worker
-process's own app is made in app/worker_app.py):
+process's own app is made in app/jobs/bootstrap.py):
 
-    rq worker -w app.worker.AppWorker --connection-class app.redis_connection.Redis \
+    rq worker -w app.jobs.worker.AppWorker --connection-class app.redis_connection.Redis \
         --with-scheduler microblog-tasks
 
 (The connection class reads `redis+sentinel://` URLs too: see app/redis_connection.py.)
@@ -27,10 +27,11 @@ from rq.executions import Execution
 from rq.job import JobStatus
 from rq.worker import Worker, WorkerStatus
 
-from app import jobs, logs, worker_priority
+from app import logs
 from app.email import release_claim
+from app.jobs import failures, lifecycle, priority
+from app.jobs.bootstrap import REDIS_LOST, get_worker_app
 from app.redis_connection import ride_out_outages
-from app.worker_app import REDIS_LOST, get_worker_app
 
 
 def _die_with_parent() -> None:
@@ -70,8 +71,8 @@ class AppWorker(PromptExit, Worker):
         super().__init__(*args, **kwargs)
         ride_out_outages(self.connection)  # heartbeats, save_meta, the scheduler's own copy
         self.heartbeat_grace = get_worker_app().config["TASK_HEARTBEAT_GRACE"]
-        self.cpu_priority = worker_priority.check(get_worker_app().config["WORKER_CPU_PRIORITY"])
-        worker_priority.lower_own_session(self.cpu_priority)  # the horse lowers itself below
+        self.cpu_priority = priority.check(get_worker_app().config["WORKER_CPU_PRIORITY"])
+        priority.lower_own_session(self.cpu_priority)  # the horse lowers itself below
         logs.configure_worker(get_worker_app().config["LOG_FORMAT"])
         self.warm_up()
 
@@ -81,7 +82,7 @@ class AppWorker(PromptExit, Worker):
         first-use work cost every job about 20 ms (docs/performance.md §2)."""
         with get_worker_app().app_context():
             try:
-                jobs.warm_up()
+                lifecycle.warm_up()
             except sa.exc.SQLAlchemyError as exc:  # no tables yet, database away: only slower
                 self.log.warning("Worker %s: lifecycle not warmed up: %s", self.name, exc)
 
@@ -97,7 +98,7 @@ class AppWorker(PromptExit, Worker):
         # a lost container) would leave it running, unwatched: its job would be requeued as
         # abandoned while it still runs. Have the kernel kill it when its worker dies.
         _die_with_parent()
-        worker_priority.apply(self.cpu_priority)  # the job only, not the worker's heartbeat
+        priority.apply(self.cpu_priority)  # the job only, not the worker's heartbeat
         super().main_work_horse(job, queue)
 
     # RQ's worker retries its wait for a job while Redis is unreachable, but quits when Redis
@@ -214,11 +215,11 @@ class AppWorker(PromptExit, Worker):
 
     def handle_work_horse_killed(self, job, retpid, ret_val, rusage):
         super().handle_work_horse_killed(job, retpid, ret_val, rusage)
-        self.record_failure(job, jobs.WorkHorseKilled())
+        self.record_failure(job, failures.WorkHorseKilled())
 
     def record_failure(self, job, exc: BaseException, horse_dead: bool = False) -> None:
         """Tell the task lifecycle that `job` failed with `exc` (RQ retries it or not)."""
         with get_worker_app().app_context():
             if horse_dead:
                 release_claim(job.id)  # its unfinished mail, as for a killed horse
-            jobs.record_failure(job.id, exc, will_retry=job.should_retry)
+            lifecycle.record_failure(job.id, exc, will_retry=job.should_retry)

@@ -1,23 +1,20 @@
 """The task lifecycle: the one place that knows both the Task row and the RQ job.
 
-Launch (commit the row, then enqueue), start, progress, finish, fail, and reconcile the
-row with RQ's view when RQ could not call back (a worker killed mid-job). Task functions in
-app/tasks.py call `start`, `Progress.update` and `finish`; RQ calls `on_job_failure`; the
-web calls `reconcile_user_tasks` when a page polls.
+Launch (commit the row, then enqueue), start, progress, finish, fail, cancel, and `end`, the
+one way a task reaches a terminal status. Task functions in app/tasks.py call `start`,
+`Progress.update` and `finish`; RQ calls `on_job_failure`, which asks app/jobs/failures.py
+what went wrong. Tasks RQ could not report on are brought in line by app/jobs/reconcile.py.
 """
 
 from __future__ import annotations
 
-import errno
 import logging
-import smtplib
-import socket
 import time
 import uuid
 from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from functools import cache
 
 import redis
@@ -27,20 +24,17 @@ import sqlalchemy.orm as so
 from flask import current_app, has_app_context
 from rq.exceptions import AbandonedJobError, NoSuchJobError
 from rq.job import Callback, Job, JobStatus
-from rq.registry import StartedJobRegistry
-from rq.timeouts import JobTimeoutException, TimerDeathPenalty
 from sqlalchemy.exc import IntegrityError
 
-from app import db, logs, metrics
-from app.email import MailAlreadySending, release_claim
+from app import db, logs
+from app.email import release_claim
+from app.jobs import metrics
+from app.jobs.bootstrap import get_worker_app
+from app.jobs.failures import WorkHorseKilled, describe_failure, is_transient
 from app.models import Export, Notification, Task, TaskStatus, User, utcnow
-from app.worker_app import REDIS_LOST, get_worker_app
 
 log = logging.getLogger(__name__)
 
-# How long a Task row may exist without its RQ job before it counts as lost
-# (covers the instant between the row's commit and the enqueue).
-ENQUEUE_GRACE = timedelta(seconds=60)
 RETRY_NOTE = " Retrying automatically."
 # Results and failures stay in Redis this long, for reconcile and operators.
 RESULT_TTL = 24 * 3600
@@ -116,7 +110,7 @@ def launch(user: User, name: str, description: str, *args,
             meta={"progress": 0}, **kwargs)
     except redis.exceptions.RedisError as exc:
         log.error("Could not enqueue task %s: %s", task.id, exc)
-        _end(task, TaskStatus.FAILED,
+        end(task, TaskStatus.FAILED,
              error="Background jobs are unavailable right now. Please try again later.")
         raise JobsUnavailable(str(exc)) from exc
     return task
@@ -159,7 +153,7 @@ def attempt_superseded(task_id: str | None, export: Export | None,
 
 def superseded(task: Task, job: Job | None = None) -> Superseded | None:
     """attempt_superseded for a task found by itself: what operators' actions ask before
-    they run a task again (app/operations.py, and so /admin/jobs and `flask tasks`). The
+    they run a task again (app/jobs/operations.py, and so /admin/jobs and `flask tasks`). The
     export a task works on is named in its job's arguments (`job`, or fetched from Redis);
     a task whose job is gone (nothing can run it again), or that works on no export, is
     superseded by nothing. Raises RedisError when Redis cannot be reached."""
@@ -185,7 +179,7 @@ def end_if_superseded(task: Task | None, export: Export | None, export_id: str) 
     if task is None or (why := attempt_superseded(task.id, export, export_id)) is None:
         return
     log.warning("Not running %s", why)
-    _end(task, TaskStatus.CANCELLED, error=SUPERSEDED_REASON)
+    end(task, TaskStatus.CANCELLED, error=SUPERSEDED_REASON)
     raise TaskNotActive(str(why))
 
 
@@ -216,7 +210,7 @@ def cancel(task: Task, reason: str) -> None:
         current_app.redis.set(_cancel_flag(task.id), "1", ex=CANCEL_FLAG_TTL)
     except redis.exceptions.RedisError as exc:  # the row still decides: set_progress refuses
         log.warning("Could not flag task %s as cancelled: %s", task.id, exc)
-    _end(task, TaskStatus.CANCELLED, error=reason)
+    end(task, TaskStatus.CANCELLED, error=reason)
     if not running:
         try:
             job = Job.fetch(task.id, connection=current_app.redis)
@@ -427,7 +421,7 @@ def finish(message: str | None = None) -> None:
             return
     task = _current_task(job)
     if task is not None and not task.complete:
-        _end(task, TaskStatus.FINISHED, message=message)
+        end(task, TaskStatus.FINISHED, message=message)
 
 
 def _finish_by_statement(task_id: str, message: str | None) -> bool:
@@ -482,129 +476,12 @@ def record_failure(task_id: str, exc: BaseException | None, will_retry: bool) ->
         db.session.commit()
         ended.record()
     else:
-        _end(task, TaskStatus.FAILED, error=reason)
-
-
-def is_transient(exc: BaseException | None) -> bool:
-    """Errors worth retrying: the mail server or network was briefly unavailable, or the
-    worker died under the job. A bug or a timeout would only fail again."""
-    if isinstance(exc, (AbandonedJobError, WorkHorseKilled, MailAlreadySending, *REDIS_LOST)):
-        return True
-    if is_database_lost(exc):
-        return True
-    if isinstance(exc, smtplib.SMTPResponseException):
-        return 400 <= exc.smtp_code < 500
-    return isinstance(exc, ConnectionError | TimeoutError | socket.timeout
-                      | smtplib.SMTPServerDisconnected | smtplib.SMTPConnectError)
-
-
-# A full disk is not retried: the operator must free space, and every retry would fill it
-# to the brim again, starving the database, the logs and the outbox on the same disk.
-DISK_FULL = {errno.ENOSPC, errno.EDQUOT}
-UNWRITABLE = {errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOTDIR, errno.EISDIR}
-
-
-def is_database_lost(exc: BaseException | None) -> bool:
-    """The database server went away (restart, failover, network): the connection broke, or
-    none could be made. OperationalError is what drivers raise for both (and for a few other
-    passing conditions: a deadlock, a lock timeout); retries are bounded either way."""
-    return isinstance(exc, sa.exc.OperationalError) or (
-        isinstance(exc, sa.exc.DBAPIError) and exc.connection_invalidated)
-
-
-class WorkHorseKilled(Exception):
-    """The process running the job was killed (SIGKILL, out of memory)."""
-
-
-def describe_failure(exc: BaseException | None) -> str:
-    """A short reason a user can read; details stay in the worker log and RQ's registry."""
-    reason = getattr(exc, "user_reason", None)  # an error that says it for itself
-    if isinstance(reason, str):
-        return reason
-    if isinstance(exc, JobTimeoutException):
-        return "The task took too long and was stopped."
-    if isinstance(exc, AbandonedJobError | WorkHorseKilled):
-        return "The worker running this task stopped unexpectedly."
-    if isinstance(exc, MailAlreadySending):
-        return "The email is already being sent by another attempt."
-    if isinstance(exc, REDIS_LOST):
-        return "The job queue was briefly unavailable."
-    if is_database_lost(exc):
-        return "The database was briefly unavailable."
-    if isinstance(exc, OSError) and exc.errno in DISK_FULL:
-        return "The server ran out of disk space."
-    if isinstance(exc, OSError) and exc.errno in UNWRITABLE:
-        return "The server could not write the export file."
-    if isinstance(exc, smtplib.SMTPResponseException):
-        return f"The mail server refused the message ({exc.smtp_code})."
-    if isinstance(exc, ConnectionError | TimeoutError | socket.timeout | smtplib.SMTPException):
-        return "The mail server could not be reached."
-    if exc is None:
-        return "The task failed."
-    return f"The task failed: {type(exc).__name__}."
-
-
-# --------------------------------------------------------------------------- reconcile
-
-def reconcile(task: Task) -> Task:
-    """Bring an unfinished Task row in line with RQ's view of its job, for the cases where
-    RQ cannot call back: the job vanished, failed without a callback, or its worker died
-    (the started registry entry expired; RQ's own cleanup then retries or fails it)."""
-    if task.complete:
-        return task
-    try:
-        job = Job.fetch(task.id, connection=current_app.redis)
-        status = job.get_status(refresh=False)
-        if status == JobStatus.STARTED:
-            # RQ runs the failure callback under a death penalty; the default one uses
-            # SIGALRM, which only works in a main thread (not in a gunicorn request thread).
-            registry = StartedJobRegistry(
-                queue=rq.Queue(job.origin, connection=current_app.redis),
-                death_penalty_class=TimerDeathPenalty)
-            if registry.get_expired_job_ids():
-                registry.cleanup()  # runs on_job_failure for abandoned jobs
-                db.session.rollback()
-                db.session.refresh(task)
-                job.refresh()
-                status = job.get_status(refresh=False)
-    except NoSuchJobError:
-        job, status = None, None
-    except redis.exceptions.RedisError:
-        return task  # cannot tell now; the next poll will
-    if task.complete:
-        return task
-    if job is None:
-        if utcnow() - task.created_at > ENQUEUE_GRACE:
-            _end(task, TaskStatus.FAILED, error="The task was lost by the job queue.")
-    elif status == JobStatus.FAILED:
-        # A failure RQ recorded without calling back: keep the last reason, minus any
-        # promise of a retry that is not coming.
-        reason = (task.error or "").removesuffix(RETRY_NOTE).strip() or "The task failed."
-        _end(task, TaskStatus.FAILED, error=reason)
-    elif status in (JobStatus.STOPPED, JobStatus.CANCELED):
-        _end(task, TaskStatus.CANCELLED)
-    elif status == JobStatus.FINISHED:
-        _end(task, TaskStatus.FINISHED, message=task.result_message)
-    return task
-
-
-def reconcile_user_tasks(user: User) -> list[Task]:
-    return [reconcile(task) for task in user.get_tasks_in_progress()]
-
-
-def reconcile_all() -> int:
-    """Reconcile every unfinished task (the `flask tasks reconcile` command). Returns how
-    many ended."""
-    ended = 0
-    for task in db.session.scalars(sa.select(Task).where(Task.complete.is_(False))).all():
-        if reconcile(task).complete:
-            ended += 1
-    return ended
+        end(task, TaskStatus.FAILED, error=reason)
 
 
 # --------------------------------------------------------------------------- state changes
 
-def _end(task: Task, status: str, error: str | None = None, message: str | None = None) -> None:
+def end(task: Task, status: str, error: str | None = None, message: str | None = None) -> None:
     """Move a task to a terminal status, notify its user, commit. The one place that does."""
     was_running = task.status == TaskStatus.RUNNING
     _mark_ended(task, status, error, message)
@@ -645,7 +522,7 @@ class AttemptEnd:
                    _attempt_duration(task) if was_running else None)
 
     def record(self) -> None:
-        """The one line logged, and the metrics counted (app/metrics.py)."""
+        """The one line logged, and the metrics counted (app/jobs/metrics.py)."""
         duration = self.duration
         metrics.job_ended(current_app.redis, self.task_type, self.outcome, duration)
         log.info("Task %s (%s) %s after %s", self.task_id, self.task_type, self.outcome,
