@@ -91,3 +91,20 @@ def test_the_actor_url_a_worker_writes_is_the_webs_profile_url(app, username):
         web = app.config["PUBLIC_BASE_URL"] + url_for("main.user", username=username)
         assert actor_url(SimpleNamespace(username=username)) == web
 
+
+@pytest.mark.parametrize("old, new, names", [
+    ("app.worker", "-w app.jobs.worker.AppWorker", ["AppWorker"]),
+    ("app.cron", "rq cron app.jobs.cron", ["QUEUE", "EXPIRE_EVERY"]),
+])
+def test_a_deployment_that_names_an_old_module_path_still_starts_and_is_told_the_new_one(
+        old, new, names):
+    """A unit written before app/jobs/ existed (`rq worker -w app.worker.AppWorker`, `rq cron
+    app.cron`) keeps working, and its log says what to write instead."""
+    script = (f"import importlib, json\nm = importlib.import_module({old!r})\n"
+              f"print(json.dumps({{n: repr(getattr(m, n)) for n in {names!r}}}))")
+    result = subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=worker_env(),
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    found = json.loads(result.stdout.strip().splitlines()[-1])
+    assert set(found) == set(names)
+    assert "FutureWarning" in result.stderr and new in result.stderr
