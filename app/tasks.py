@@ -18,7 +18,7 @@ from app import db  # noqa: E402
 from app.exports import centre, delivery  # noqa: E402
 from app.exports import formats as exports  # noqa: E402
 from app.exports.storage import cleanup_stale_temp_files  # noqa: E402
-from app.jobs import lifecycle  # noqa: E402
+from app.jobs import lifecycle, metrics  # noqa: E402
 from app.jobs.bootstrap import get_worker_app  # noqa: E402
 from app.models import User  # noqa: E402
 
@@ -93,10 +93,13 @@ def export_posts(user_id, export_id=None):
     if user is None:
         raise LookupError(f"user {user_id} does not exist")
     attempt = task.id if task is not None else None
+    export = centre.export_for_job(user, task, export_id)
     try:
-        export = centre.export_for_job(user, task, export_id)  # ends an old attempt
+        lifecycle.end_if_superseded(task, export, export_id)  # an old attempt ends here
     except lifecycle.TaskNotActive:
         return
+    if export is None:
+        raise LookupError(f"export {export_id} does not exist")
     try:
         progress = lifecycle.Progress(total=exports.count_posts(user), unit="posts")
         phase("counted")
@@ -105,7 +108,9 @@ def export_posts(user_id, export_id=None):
             phase("first_batch", first=True)
             progress.update(done)
 
-        delivery.write_file(export, attempt, on_progress)
+        written = delivery.write_file(export, attempt, on_progress)
+        if written is not None:
+            metrics.export_written(app.redis, export.format, written)
         phase("written")
         lifecycle.ensure_active()  # cancelled after the last batch: still no mail
         composed = delivery.compose_mail(export)
@@ -113,7 +118,7 @@ def export_posts(user_id, export_id=None):
         # one mail per job, whatever its retries: its id is the key
         attached = delivery.send_mail(export, job.id if job else export.id, composed)
         phase("mail_sent")
-    except lifecycle.TaskNotActive:
+    except (lifecycle.TaskNotActive, centre.AttemptSuperseded):
         centre.discard_file(export, attempt)
         return
     lifecycle.finish(delivery.finished_message(attached))  # saves the meta, phases included

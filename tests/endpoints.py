@@ -92,7 +92,7 @@ ENDPOINTS: dict[str, Endpoint] = {
     "main.notifications": Endpoint(MEMBERS, _url("main.notifications"), "the visitor's own"),
     "live.stream": Endpoint(MEMBERS, _url("live.stream"), "the visitor's own events"),
     "main.edit_profile": Endpoint(MEMBERS, _url("main.edit_profile"), "the visitor's own"),
-    "main.export_posts": Endpoint(MEMBERS, _url("main.export_posts"), "the visitor's own"),
+    "exports.export_posts": Endpoint(MEMBERS, _url("exports.export_posts"), "the visitor's own"),
     "main.user": Endpoint(MEMBERS, _url("main.user", username=_alice),
                           "profiles are shown to every member"),
     "main.user_popup": Endpoint(MEMBERS, _url("main.user_popup", username=_alice),

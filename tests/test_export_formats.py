@@ -16,7 +16,8 @@ import pytest
 import sqlalchemy as sa
 
 from app import db
-from app.exports import activitystreams, centre, formats
+from app.exports import activitystreams, formats
+from app.exports.routes import start_export
 from app.exports.storage import get_storage
 from app.models import Export, Post, User
 from tests.conftest import make_user, run_jobs_in_process
@@ -169,7 +170,7 @@ def storage_folder(app):
 def test_an_export_started_in_a_format_is_stored_in_that_format(app, storage_folder, fmt):
     user = make_user()
     add_posts(user, TRICKY[:4], LANGUAGES)
-    export_id = centre.start(user, fmt).id
+    export_id = start_export(user, fmt).id
     run_jobs_in_process(app)
     db.session.expire_all()
     export = db.session.get(Export, export_id)

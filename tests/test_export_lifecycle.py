@@ -20,6 +20,7 @@ from rq.registry import FailedJobRegistry
 from app import db, tasks
 from app.email import outbox_dir
 from app.exports import centre, delivery
+from app.exports.routes import cancel_export, delete_export, retry_export, start_export
 from app.exports.storage import get_storage
 from app.models import Export, Post, Task, TaskStatus, utcnow
 from tests.conftest import (
@@ -63,7 +64,7 @@ def outbox() -> list[Path]:
 
 def finished_export(user, fmt: str = "json") -> Export:
     """An export started and run to its end in this process."""
-    export = centre.start(user, fmt)
+    export = start_export(user, fmt)
     run_jobs_in_process(current_app._get_current_object())
     export = fresh(export)
     assert export.status == TaskStatus.FINISHED, export.task.error
@@ -78,7 +79,7 @@ def test_60000_posts_arrive_as_a_link_to_the_download_page_and_the_file_has_them
         app, smtp_server):
     user = make_user()
     bodies = add_posts(user, 60_000)
-    export = centre.start(user, "json")
+    export = start_export(user, "json")
 
     worker = run_worker_burst(env=worker_env(
         EXPORT_ATTACHMENT_LIMIT=1_000_000, PUBLIC_BASE_URL=PUBLIC_BASE_URL))
@@ -112,7 +113,7 @@ def test_a_running_export_cancelled_stops_leaving_no_file_no_mail_and_the_task_c
     add_posts(user, 60_000)
     worker = start_worker(env=worker_env(EXPORT_BATCH_SIZE=5, TASK_PROGRESS_INTERVAL=0))
     try:
-        export = centre.start(user, "json")
+        export = start_export(user, "json")
         task_id = export.task_id
 
         def running_with_progress():
@@ -121,7 +122,7 @@ def test_a_running_export_cancelled_stops_leaving_no_file_no_mail_and_the_task_c
             return task.status == TaskStatus.RUNNING and task.progress >= 1
 
         wait_for(running_with_progress, interval=0.02, message="the export to run")
-        centre.cancel(fresh(export))
+        cancel_export(fresh(export))
         job = Job.fetch(task_id, connection=app.redis)
         wait_for(lambda: job.get_status() in (JobStatus.FINISHED, JobStatus.FAILED,
                                               JobStatus.STOPPED),
@@ -145,8 +146,8 @@ def test_a_running_export_cancelled_stops_leaving_no_file_no_mail_and_the_task_c
 
 def test_a_queued_export_cancelled_never_starts(app):
     user = make_user(posts=["hello"])
-    export = centre.start(user, "json")
-    centre.cancel(export)
+    export = start_export(user, "json")
+    cancel_export(export)
     run_jobs_in_process(app)
 
     export = fresh(export)
@@ -159,20 +160,20 @@ def test_a_queued_export_cancelled_never_starts(app):
 def test_cancel_of_a_finished_export_is_refused_with_a_reason(app):
     export = finished_export(make_user(posts=["hello"]))
     with pytest.raises(centre.ExportRefused, match="already ended"):
-        centre.cancel(export)
+        cancel_export(export)
     assert fresh(export).status == TaskStatus.FINISHED
 
 
 def test_cancelled_after_the_last_batch_sends_no_mail_and_removes_the_file(app, monkeypatch):
     """The flag is read once more right before the mail."""
     user = make_user(posts=["hello"])
-    export = centre.start(user, "json")
+    export = start_export(user, "json")
     write_file = delivery.write_file
 
     def write_then_get_cancelled(export, attempt, on_progress):
         write_file(export, attempt, on_progress)
         assert files_in_storage(app) != []
-        centre.cancel(export)  # the user clicks Cancel as the last batch is written
+        cancel_export(export)  # the user clicks Cancel as the last batch is written
 
     monkeypatch.setattr(delivery, "write_file", write_then_get_cancelled)
     run_jobs_in_process(app)
@@ -235,11 +236,11 @@ def test_only_a_finished_export_beyond_export_keep_replaces_the_oldest(
             assert get_storage().exists(export.storage_key)
 
     # A fourth that is cancelled, and one that fails, replace nothing.
-    centre.cancel(centre.start(user, "json"))
+    cancel_export(start_export(user, "json"))
     run_jobs_in_process(app)
     assert_downloadable(kept)
     monkeypatch.setattr(delivery, "write_file", _fail)
-    failed = centre.start(user, "csv")
+    failed = start_export(user, "csv")
     run_jobs_in_process(app)
     assert fresh(failed).status == TaskStatus.FAILED
     assert_downloadable(kept)
@@ -269,11 +270,11 @@ def test_cooldown_after_a_successful_export_only(app, config_overrides, monkeypa
     user = make_user(posts=["hello"])
     # A failed export does not count ...
     monkeypatch.setattr(delivery, "write_file", _fail)
-    failed = centre.start(user, "json")
+    failed = start_export(user, "json")
     run_jobs_in_process(app)
     assert fresh(failed).status == TaskStatus.FAILED
     # ... nor a cancelled one.
-    centre.cancel(centre.start(user, "json"))
+    cancel_export(start_export(user, "json"))
     assert centre.next_export_at(user) is None
     monkeypatch.undo()
 
@@ -281,9 +282,9 @@ def test_cooldown_after_a_successful_export_only(app, config_overrides, monkeypa
     at = centre.next_export_at(user)
     assert at == done.task.finished_at + timedelta(seconds=600)
     with pytest.raises(centre.ExportRefused, match=at.strftime("%Y-%m-%d %H:%M")):
-        centre.start(user, "json")
+        start_export(user, "json")
     with pytest.raises(centre.ExportRefused, match="next export"):
-        centre.retry(fresh(failed))
+        retry_export(fresh(failed))
 
 
 @pytest.mark.parametrize("config_overrides", [{"EXPORT_COOLDOWN": 0}])
@@ -299,25 +300,25 @@ def test_retry_runs_a_failed_or_cancelled_export_again_as_a_new_task(
         app, config_overrides, monkeypatch):
     user = make_user(posts=["hello"])
     monkeypatch.setattr(delivery, "write_file", _fail)
-    export = centre.start(user, "json")
+    export = start_export(user, "json")
     run_jobs_in_process(app)
     export = fresh(export)
     failed_task = export.task_id
     assert export.status == TaskStatus.FAILED
     monkeypatch.undo()
 
-    centre.retry(export)
+    retry_export(export)
     run_jobs_in_process(app)
     export = fresh(export)
     assert export.task_id != failed_task and export.status == TaskStatus.FINISHED
     assert get_storage().exists(export.storage_key)
     assert db.session.get(Task, failed_task).status == TaskStatus.FAILED  # history kept
     with pytest.raises(centre.ExportRefused, match="failed or cancelled"):
-        centre.retry(export)
+        retry_export(export)
 
-    cancelled = centre.start(user, "json")
-    centre.cancel(cancelled)
-    centre.retry(fresh(cancelled))
+    cancelled = start_export(user, "json")
+    cancel_export(cancelled)
+    retry_export(fresh(cancelled))
     run_jobs_in_process(app)
     assert fresh(cancelled).status == TaskStatus.FINISHED
 
@@ -326,7 +327,7 @@ def test_delete_removes_the_file_at_once_and_the_row(app):
     user = make_user(posts=["hello"])
     export = finished_export(user)
     path = get_storage().path(export.storage_key)
-    centre.delete(export)
+    delete_export(export)
     assert not path.exists() and files_in_storage(app) == []
     assert db.session.get(Export, export.id) is None
     assert centre.exports_of(user) == []
@@ -334,9 +335,9 @@ def test_delete_removes_the_file_at_once_and_the_row(app):
 
 def test_delete_of_a_queued_export_cancels_it_first(app):
     user = make_user(posts=["hello"])
-    export = centre.start(user, "json")
+    export = start_export(user, "json")
     task_id = export.task_id
-    centre.delete(export)
+    delete_export(export)
     run_jobs_in_process(app)
     assert db.session.get(Task, task_id).status == TaskStatus.CANCELLED
     assert files_in_storage(app) == [] and outbox() == []

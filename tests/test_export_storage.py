@@ -337,11 +337,11 @@ BODIES = ["<b>bold</b> & \"quoted\"", "line one\nline two", "emoji 🎉 and 한�
 
 def test_export_with_s3_storage_lands_in_the_bucket_from_a_real_worker(s3, app):
     from app import db
-    from app.exports import centre
+    from app.exports.routes import start_export
     from app.models import Export
 
     user = make_user("ana", posts=BODIES)
-    export_id = centre.start(user, "json").id
+    export_id = start_export(user, "json").id
 
     result = run_worker_burst(env=worker_env())
     assert result.returncode == 0, result.stdout + result.stderr
@@ -389,12 +389,13 @@ def test_an_unreachable_object_store_is_said_plainly_and_loses_nothing(s3, app, 
     reason, instead of "the task failed"."""
     from app import db
     from app.exports import centre
+    from app.exports.routes import start_export
     from app.models import Export, Task, TaskStatus
     from tests.conftest import csrf_token, login, run_jobs_in_process
 
     app.config["EXPORT_COOLDOWN"] = 0
     user = make_user(posts=BODIES)
-    export_id = centre.start(user, "csv").id
+    export_id = start_export(user, "csv").id
     run_jobs_in_process(app)
     assert db.session.get(Export, export_id).status == "finished"
 
@@ -422,7 +423,7 @@ def test_an_unreachable_object_store_is_said_plainly_and_loses_nothing(s3, app, 
     db.session.expire_all()
     assert db.session.get(Export, export_id).status == "finished"
 
-    again = centre.start(user, "json")
+    again = start_export(user, "json")
     run_jobs_in_process(app)
     task = db.session.get(Task, again.task_id)
     db.session.refresh(task)

@@ -13,7 +13,8 @@ from jinja2 import StrictUndefined
 
 from app import db
 from app import tasks as _worker_tasks  # noqa: F401  (see tests/test_email.py)
-from app.exports import centre, delivery
+from app.exports import delivery
+from app.exports.routes import start_export
 from app.models import Export, TaskStatus
 from tests.conftest import CSRF, browser, make_user, run_jobs_in_process
 from tests.test_email import reset_with_link
@@ -59,7 +60,7 @@ def _every_mail_context(app) -> dict:
     them. A new template needing something else fails the sweep (StrictUndefined) until it is
     added here."""
     user = make_user("bob")
-    export = centre.start(user, "json")
+    export = start_export(user, "json")
     run_jobs_in_process(app)
     export = db.session.get(Export, export.id)
     assert export.status == TaskStatus.FINISHED

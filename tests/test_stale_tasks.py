@@ -19,7 +19,8 @@ from rq.job import Job
 from rq.registry import CanceledJobRegistry
 
 from app import db
-from app.exports import centre, delivery
+from app.exports import delivery
+from app.exports.routes import cancel_export, retry_export, start_export
 from app.exports.storage import get_storage
 from app.jobs import lifecycle
 from app.models import Export, Post, Task, TaskStatus, utcnow
@@ -229,14 +230,14 @@ def test_an_old_attempt_still_writing_when_the_export_is_retried_leaves_the_new_
     The old attempt's file must neither replace the new one nor be recorded, and its cleanup
     must remove only what it wrote itself."""
     user = make_user(posts=POSTS)
-    export = centre.start(user, "csv")
+    export = start_export(user, "csv")
     old_task = export.task_id
     write_file = delivery.write_file
 
     def meanwhile_cancelled_and_retried(export, attempt, on_progress=None):
         assert attempt == old_task  # only the old attempt runs in this process
-        centre.cancel(db.session.get(Export, export.id))
-        centre.retry(db.session.get(Export, export.id))
+        cancel_export(db.session.get(Export, export.id))
+        retry_export(db.session.get(Export, export.id))
         worker = run_worker_burst()  # the new attempt, to its end
         assert worker.returncode == 0, worker.stderr
         write_file(export, attempt)  # the old one finishes its file after all

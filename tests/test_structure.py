@@ -171,6 +171,21 @@ def test_the_worker_bootstrap_imports_nothing_of_ours_above_the_app_factory():
                                       "app.jobs.worker", "app.jobs.bootstrap"}
 
 
+def test_the_export_walk_runs_one_way():
+    """What happens when a user clicks Export is read in three files (README.md, "The code"):
+    the route, the lifecycle, the task; the export's own modules below them never call back up
+    into the job system (they used to, four times)."""
+    graph = import_graph(in_functions=True)
+    assert "app.jobs.lifecycle" in graph["app.exports.routes"]
+    assert {"app.jobs.lifecycle", "app.exports.centre", "app.exports.delivery"} <= graph[
+        "app.tasks"]
+    below_the_jobs = [name for name in graph if name.startswith("app.exports.")
+                      and name != "app.exports.routes"] + ["app.email", "app.models"]
+    climbing = {name: sorted(m for m in graph[name] if m.split(".")[:2] == ["app", "jobs"])
+                for name in below_the_jobs}
+    assert {name: up for name, up in climbing.items() if up} == {}
+
+
 # --------------------------------------------------------------------------- private names
 
 # Private names of one module that another still reaches for, each with why it is left: a new

@@ -3,7 +3,9 @@
 The parts it is built from, none of which knows about Flask requests or RQ:
   formats.py  one streaming writer per format (json, csv, activitystreams)
   storage.py  where export files live: a folder under instance/, or an S3-compatible store
-  centre.py   the export's life: start (cooldown, keep), cancel, retry, delete, expire
+  centre.py   the Export rows: what may be done (format, cooldown), the file's record,
+              keep, expiry
+  delivery.py the file written and the mail sent, for the task (app/tasks.py)
 and, for the web only:
   routes.py   the blueprint (`bp`, which create_app registers): the pages and the download
 

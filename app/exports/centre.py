@@ -1,17 +1,19 @@
-"""An export's life in the export centre: start (format, cooldown), cancel, retry, delete,
-expire; and the worker's record of the finished file, after which the oldest beyond
-EXPORT_KEEP are replaced. The only code that
-changes Export rows. Task states change through app/jobs/lifecycle.py, as everywhere.
+"""The Export rows and their files: what may be done to an export (format, cooldown, state),
+the worker's record of the finished file, after which the oldest beyond EXPORT_KEEP are
+replaced, and expiry. The only code that changes Export rows.
 
-Every function commits (or raises ExportRefused, with the reason a user reads, having
-changed nothing).
+It knows nothing of the job system: the routes (app/exports/routes.py) ask it, then start or
+cancel the task through app/jobs/lifecycle.py; the task (app/tasks.py) calls it to record
+what it wrote. Functions that change rows commit, or raise ExportRefused, with the reason a
+user reads, having changed nothing.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import sqlalchemy as sa
@@ -22,7 +24,6 @@ from flask_babel import gettext as _
 from app import db
 from app.exports.formats import FORMATS
 from app.exports.storage import StorageUnavailable, get_storage
-from app.jobs import lifecycle
 from app.models import Export, Task, TaskStatus, User, utcnow
 
 log = logging.getLogger(__name__)
@@ -33,6 +34,39 @@ HISTORY_LIMIT = 50
 
 class ExportRefused(Exception):
     """The action was refused; str(exc) says why, for the user."""
+
+
+class AttemptSuperseded(Exception):
+    """The attempt (task) writing an export is no longer its current one: recording nothing."""
+
+
+@dataclass(frozen=True)
+class Superseded:
+    """Why a task is no longer the current attempt at the export it works on: the export was
+    tried again as a newer task (`newer_task_id`), or it was deleted (None)."""
+
+    task_id: str
+    export_id: str
+    newer_task_id: str | None
+
+    def __str__(self) -> str:
+        if self.newer_task_id is None:
+            return f"task {self.task_id} worked on export {self.export_id}, which was deleted"
+        return (f"task {self.task_id} is no longer its export's current attempt: export "
+                f"{self.export_id} was tried again as task {self.newer_task_id}")
+
+
+def attempt_superseded(task_id: str | None, export: Export | None,
+                       export_id: str | None = None) -> Superseded | None:
+    """The rule, for a task and the export it works on (None: that export is gone): an
+    export's current attempt is the task its row points at (Export.task_id); every other
+    task that worked on it is an old attempt, and must neither be run again nor change the
+    export (its file is a newer attempt's). No query."""
+    if export is None:
+        return Superseded(task_id or "-", export_id or "-", None)
+    if export.task_id != task_id:
+        return Superseded(task_id or "-", export.id, export.task_id)
+    return None
 
 
 # --------------------------------------------------------------------------- reading
@@ -70,24 +104,34 @@ def next_export_at(user: User) -> datetime | None:
     return at if at > utcnow() else None
 
 
-# --------------------------------------------------------------------------- actions
+# --------------------------------------------------------------------------- a user's actions
+# Each is half of what a route does: the route asks here first, then starts or cancels the
+# export's task through the lifecycle (app/exports/routes.py).
 
-def start(user: User, fmt: str) -> Export:
-    """Start an export of the user's posts in format `fmt`. Refused for an unknown format,
-    during the cooldown, while another export is queued or running, or when the job queue
-    is down (the export is then recorded as failed, saying so). The oldest finished export
-    beyond EXPORT_KEEP is removed only when this one has finished (replace_oldest)."""
+def new_export(user: User, fmt: str) -> Export:
+    """An export of the user's posts in format `fmt`, not yet saved: the route launches its
+    task with `attach(export)`, so both are committed together or not at all. Refused for an
+    unknown format and during the cooldown. The oldest finished export beyond EXPORT_KEEP is
+    removed only when this one has finished (replace_oldest)."""
     if fmt not in FORMATS:
         raise ExportRefused(_("Unknown export format."))
     _check_cooldown(user)
-    export = Export(user_id=user.id, format=fmt, filename=FORMATS[fmt].filename)
-    _launch(user, export)
-    log.info("Export %s (%s) started for user %s", export.id, fmt, user.id)
-    return export
+    return Export(user_id=user.id, format=fmt, filename=FORMATS[fmt].filename)
 
 
-def retry(export: Export) -> Export:
-    """Run a failed or cancelled export again (a new attempt, a new task)."""
+def attach(export: Export) -> Callable[[Task], None]:
+    """For lifecycle.launch: make `export` the new task's export (its current attempt)."""
+    def attach_to(task: Task) -> None:
+        export.task_id = task.id
+        db.session.add(export)
+
+    return attach_to
+
+
+def prepare_retry(export: Export) -> None:
+    """Make a failed or cancelled export ready to run again (a new attempt: the route then
+    launches a new task): its earlier attempt's file goes. Commits nothing itself; the launch
+    does."""
     if export.status not in (TaskStatus.FAILED, TaskStatus.CANCELLED):
         raise ExportRefused(_("Only a failed or cancelled export can be tried again."))
     _check_cooldown(export.user)
@@ -95,23 +139,20 @@ def retry(export: Export) -> Export:
         _remove_file(export)  # a file an earlier attempt wrote before it failed
     export.posts_count = export.size = None
     export.finished_at = export.expires_at = None
-    _launch(export.user, export)
-    return export
 
 
-def cancel(export: Export) -> None:
-    """Cancel a queued export (it never starts) or a running one (it stops within a batch,
-    removes its partial file and sends no mail)."""
+def cancellable_task(export: Export) -> Task:
+    """The export's task, if a cancel can still stop it; refused when it has ended."""
     task = export.task
     if task is None or task.complete:
         raise ExportRefused(_("This export has already ended; there is nothing to cancel."))
-    running = task.status == TaskStatus.RUNNING
-    try:
-        lifecycle.cancel(task, _("Cancelled by you."))
-    except lifecycle.TaskNotActive:
-        raise ExportRefused(
-            _("This export has already ended; there is nothing to cancel.")) from None
-    if not running:  # waiting for a retry after its mail failed: its file may be there
+    return task
+
+
+def after_cancel(export: Export, was_running: bool) -> None:
+    """Tidy up after the export's task was cancelled: one that was waiting (for a retry after
+    its mail failed) may have left its file; a running one removes its own."""
+    if not was_running:
         try:
             _remove_file(export)
             db.session.commit()
@@ -122,15 +163,9 @@ def cancel(export: Export) -> None:
     log.info("Export %s cancelled by its user", export.id)
 
 
-def delete(export: Export) -> None:
-    """Remove the export from the history and its file from storage, at once. A queued or
-    running export is cancelled first."""
-    task = export.task
-    if task is not None and not task.complete:
-        try:
-            lifecycle.cancel(task, _("Cancelled by you."))
-        except lifecycle.TaskNotActive:
-            pass
+def remove(export: Export) -> None:
+    """Remove the export from the history and its file from storage, at once (the route has
+    cancelled its task first, if it was in progress)."""
     with _refused_while_storage_is_down():
         _remove_file(export)
     db.session.delete(export)
@@ -155,8 +190,8 @@ def expire_due(now: datetime | None = None) -> int:
 
 def record_file(export: Export, attempt: str | None, storage_key: str, posts_count: int,
                 size: int) -> None:
-    """The worker's record of a finished file (before lifecycle.finish ends the task). Raises
-    lifecycle.TaskNotActive, recording nothing, when `attempt` (the task that wrote it) is no
+    """The worker's record of a finished file (before the task finishes). Raises
+    AttemptSuperseded, recording nothing, when `attempt` (the task that wrote it) is no
     longer the export's current attempt: the export was tried again while it wrote, and the
     row is the newer attempt's. One UPDATE that checks and records at once."""
     now = utcnow()
@@ -168,22 +203,18 @@ def record_file(export: Export, attempt: str | None, storage_key: str, posts_cou
         .execution_options(synchronize_session=False)).rowcount
     if not recorded:
         db.session.rollback()
-        raise lifecycle.TaskNotActive(f"export {export.id} was tried again while task {attempt} "
-                                 "wrote its file")
+        raise AttemptSuperseded(f"export {export.id} was tried again while task {attempt} "
+                                "wrote its file")
     db.session.commit()
 
 
-def export_for_job(user: User, task: Task | None, export_id: str | None) -> Export:
-    """The export a worker's job builds: the export centre's (`export_id`), or for a job
-    launched without one (the seed's `user.launch_task("export_posts", ...)`, or a job
-    enqueued by hand) a JSON export recorded now, so that it too has a download page.
-    A retry of that job finds the export its first attempt recorded."""
+def export_for_job(user: User, task: Task | None, export_id: str | None) -> Export | None:
+    """The export a worker's job builds: the export centre's (`export_id`; None when it was
+    deleted), or for a job launched without one (the seed's `user.launch_task("export_posts",
+    ...)`, or a job enqueued by hand) a JSON export recorded now, so that it too has a
+    download page. A retry of that job finds the export its first attempt recorded."""
     if export_id is not None:
-        export = db.session.get(Export, export_id)
-        lifecycle.end_if_superseded(task, export, export_id)
-        if export is None:
-            raise LookupError(f"export {export_id} does not exist")
-        return export
+        return db.session.get(Export, export_id)
     if task is not None:
         export = db.session.scalar(sa.select(Export).where(Export.task_id == task.id))
         if export is not None:
@@ -201,7 +232,7 @@ def discard_file(export: Export, attempt: str | None) -> None:
     since) leaves the row and the newer attempt's file alone."""
     db.session.rollback()  # the row as it is now, not as the attempt first read it
     own_key = storage_key(export, attempt)
-    if lifecycle.attempt_superseded(attempt, db.session.get(Export, export.id), export.id):
+    if attempt_superseded(attempt, db.session.get(Export, export.id), export.id):
         get_storage().delete(own_key)
         return
     if export.storage_key != own_key:  # written, not yet recorded
@@ -227,20 +258,6 @@ def _check_cooldown(user: User) -> None:
     if at is not None:
         raise ExportRefused(_("You can start your next export at %(time)s UTC.",
                               time=at.strftime("%Y-%m-%d %H:%M")))
-
-
-def _launch(user: User, export: Export) -> None:
-    def attach(task: Task) -> None:
-        export.task_id = task.id
-        db.session.add(export)
-
-    try:
-        lifecycle.launch(user, TASK_NAME, _("Exporting posts..."), export.id, attach=attach)
-    except lifecycle.TaskAlreadyRunning:
-        raise ExportRefused(_("An export task is currently in progress")) from None
-    except lifecycle.JobsUnavailable:
-        raise ExportRefused(
-            _("Background jobs are unavailable right now. Please try again later.")) from None
 
 
 def replace_oldest(user: User) -> int:

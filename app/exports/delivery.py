@@ -18,7 +18,6 @@ from flask_babel import gettext as _
 from app.email import send_email_once
 from app.exports import centre, formats
 from app.exports.storage import get_storage
-from app.jobs import metrics
 from app.models import Export
 from app.urls import public_url
 
@@ -26,20 +25,21 @@ SUBJECT = "[Microblog] Your blog posts"  # the seed's, in every language (mail f
 
 
 def write_file(export: Export, attempt: str | None,
-               on_progress: Callable[[int], None] | None = None) -> None:
+               on_progress: Callable[[int], None] | None = None) -> int | None:
     """Write the export's file to storage in its format as `attempt` (the task's id) and
     record it on the row (centre.record_file refuses an old attempt). The file appears only
     when complete; whatever on_progress raises (a cancel) discards it. A file this attempt
-    already recorded (RQ retrying it after its mail failed) is not rewritten."""
+    already recorded (RQ retrying it after its mail failed) is not rewritten. Returns the
+    size written (None: nothing was)."""
     storage = get_storage()
     key = centre.storage_key(export, attempt)
     if export.storage_key == key and export.finished_at and storage.exists(key):
-        return
+        return None
     with storage.writer(key) as out:
         posts = formats.write_export(export.format, export.user, out, on_progress)
     size = storage.size(key)
-    metrics.export_written(current_app.redis, export.format, size)
     centre.record_file(export, attempt, key, posts, size)
+    return size
 
 
 def links(export: Export) -> dict[str, str]:

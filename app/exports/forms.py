@@ -33,7 +33,7 @@ class StartExportForm(FlaskForm):
     format = RadioField(
         _l("Format"), choices=[(c.value, c.label) for c in FORMAT_CHOICES], default="json",
         validators=[InputRequired(message=_l("Choose an export format."))],
-        validate_choice=False)  # an unknown one is refused by centre.start, with its reason
+        validate_choice=False)  # an unknown one is refused by centre.new_export, with its reason
     submit = SubmitField(_l("Start export"))
 
 

@@ -1,5 +1,11 @@
 """The export centre's pages: /exports (the start form and the history), download, cancel,
-retry, delete. Thin: what may be done to an export, and what it does, is app/exports/centre.py.
+retry, delete, and the seed's POST /export_posts.
+
+What happens when a user clicks Export: `start_export` below asks app/exports/centre.py
+whether it may (format, cooldown) and launches the task through app/jobs/lifecycle.py (the
+Task row and the Export committed together, then the job enqueued); a worker runs
+`export_posts` in app/tasks.py, which writes the file and mails it through app/exports/.
+Progress comes back through lifecycle.Progress to the page.
 
 Another user's export is a 404 on every route, exactly like an id that never existed. Each
 action answers with a flash and a redirect back to /exports, or with JSON when asked for it
@@ -8,8 +14,11 @@ there)."""
 
 from __future__ import annotations
 
+import logging
+
 from flask import Blueprint, abort, flash, jsonify, redirect, render_template, request, url_for
 from flask_babel import _
+from flask_babel import lazy_gettext as _l
 from flask_login import current_user, login_required
 from werkzeug.exceptions import NotFound
 
@@ -18,14 +27,77 @@ from app.exports.download import RETRY_AFTER, TooManyDownloads, counted_download
 from app.exports.formats import FORMATS
 from app.exports.forms import FORMAT_CHOICES, ExportActionForm, StartExportForm
 from app.exports.storage import StorageUnavailable, get_storage
+from app.forms import EmptyForm
+from app.jobs import lifecycle
 from app.limits import by_user, configured, limiter
-from app.models import Export, TaskStatus, utcnow
+from app.models import Export, TaskStatus, User, utcnow
 
 bp = Blueprint("exports", __name__)
+log = logging.getLogger(__name__)
 
 ACTIVE = (TaskStatus.QUEUED, TaskStatus.RUNNING)
 FORMAT_LABELS = {choice.value: choice.label for choice in FORMAT_CHOICES}
 
+
+# --------------------------------------------------------------------------- a user's actions
+# Each refuses with centre.ExportRefused, the reason a user reads, having changed nothing.
+
+UNAVAILABLE = _l("Background jobs are unavailable right now. Please try again later.")
+
+
+def start_export(user: User, fmt: str) -> Export:
+    """Start an export of the user's posts in format `fmt`. Refused for an unknown format,
+    during the cooldown, while another export is queued or running, or when the job queue
+    is down (the export is then recorded as failed, saying so)."""
+    export = centre.new_export(user, fmt)
+    _launch(user, export)
+    log.info("Export %s (%s) started for user %s", export.id, fmt, user.id)
+    return export
+
+
+def retry_export(export: Export) -> Export:
+    """Run a failed or cancelled export again: a new attempt, as a new task."""
+    centre.prepare_retry(export)
+    _launch(export.user, export)
+    return export
+
+
+def cancel_export(export: Export) -> None:
+    """Cancel a queued export (it never starts) or a running one (it stops within a batch,
+    removes its partial file and sends no mail)."""
+    task = centre.cancellable_task(export)
+    running = task.status == TaskStatus.RUNNING
+    try:
+        lifecycle.cancel(task, _("Cancelled by you."))
+    except lifecycle.TaskNotActive:
+        raise centre.ExportRefused(
+            _("This export has already ended; there is nothing to cancel.")) from None
+    centre.after_cancel(export, running)
+
+
+def delete_export(export: Export) -> None:
+    """Remove the export from the history and its file from storage, at once. A queued or
+    running export is cancelled first."""
+    task = export.task
+    if task is not None and not task.complete:
+        try:
+            lifecycle.cancel(task, _("Cancelled by you."))
+        except lifecycle.TaskNotActive:
+            pass
+    centre.remove(export)
+
+
+def _launch(user: User, export: Export) -> None:
+    try:
+        lifecycle.launch(user, centre.TASK_NAME, _("Exporting posts..."), export.id,
+                         attach=centre.attach(export))
+    except lifecycle.TaskAlreadyRunning:
+        raise centre.ExportRefused(_("An export task is currently in progress")) from None
+    except lifecycle.JobsUnavailable:
+        raise centre.ExportRefused(str(UNAVAILABLE)) from None
+
+
+# --------------------------------------------------------------------------- pages
 
 def _own_export_or_404(export_id: str) -> Export:
     export = centre.own_export(current_user, export_id)
@@ -91,7 +163,7 @@ def index():
             return _answer(errors[0] if errors else _("Choose an export format."), "danger",
                            status=400)
         try:
-            export = centre.start(current_user, form.format.data)
+            export = start_export(current_user, form.format.data)
         except centre.ExportRefused as exc:
             return _answer(str(exc), "warning", status=409)
         return _answer(_("Your export has started. It appears below; you can download it "
@@ -167,7 +239,7 @@ def cancel(export_id):
     export = _own_export_or_404(export_id)
     _action_form_or_400()
     try:
-        centre.cancel(export)
+        cancel_export(export)
     except centre.ExportRefused as exc:
         return _answer(str(exc), "warning", export, status=409)
     return _answer(_("The export was cancelled."), "success", export)
@@ -180,7 +252,7 @@ def retry(export_id):
     export = _own_export_or_404(export_id)
     _action_form_or_400()
     try:
-        centre.retry(export)
+        retry_export(export)
     except centre.ExportRefused as exc:
         return _answer(str(exc), "warning", export, status=409)
     return _answer(_("The export is being tried again."), "success", export)
@@ -196,7 +268,21 @@ def delete(export_id):
                                format_label=FORMAT_LABELS.get(export.format, export.format))
     _action_form_or_400()
     try:
-        centre.delete(export)
+        delete_export(export)
     except centre.ExportRefused as exc:
         return _answer(str(exc), "danger", export, status=503)
     return _answer(_("The export was deleted."), "success")
+
+
+@bp.route("/export_posts", methods=["POST"])
+@login_required
+@limiter.limit(configured("RATELIMIT_EXPORT"), key_func=by_user)
+def export_posts():
+    """The seed's button on the user's own profile page: a JSON export, back to the profile."""
+    if not EmptyForm().validate_on_submit():
+        abort(400)
+    try:
+        start_export(current_user, "json")
+    except centre.ExportRefused as exc:
+        flash(str(exc), "warning")
+    return redirect(url_for("main.user", username=current_user.username))

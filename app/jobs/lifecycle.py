@@ -28,6 +28,7 @@ from sqlalchemy.exc import IntegrityError
 
 from app import db, logs
 from app.email import release_claim
+from app.exports.centre import Superseded, attempt_superseded
 from app.jobs import metrics
 from app.jobs.bootstrap import get_worker_app
 from app.jobs.failures import WorkHorseKilled, describe_failure, is_transient
@@ -120,35 +121,6 @@ def launch(user: User, name: str, description: str, *args,
 
 EXPORT_TASK = "export_posts"
 SUPERSEDED_REASON = "Replaced by a newer attempt at the same export."
-
-
-@dataclass(frozen=True)
-class Superseded:
-    """Why a task is no longer the current attempt at the export it works on: the export was
-    tried again as a newer task (`newer_task_id`), or it was deleted (None)."""
-
-    task_id: str
-    export_id: str
-    newer_task_id: str | None
-
-    def __str__(self) -> str:
-        if self.newer_task_id is None:
-            return f"task {self.task_id} worked on export {self.export_id}, which was deleted"
-        return (f"task {self.task_id} is no longer its export's current attempt: export "
-                f"{self.export_id} was tried again as task {self.newer_task_id}")
-
-
-def attempt_superseded(task_id: str | None, export: Export | None,
-                       export_id: str | None = None) -> Superseded | None:
-    """The rule, for a task and the export it works on (None: that export is gone): an
-    export's current attempt is the task its row points at (Export.task_id); every other
-    task that worked on it is an old attempt, and must neither be run again nor change the
-    export (its file is a newer attempt's). No query."""
-    if export is None:
-        return Superseded(task_id or "-", export_id or "-", None)
-    if export.task_id != task_id:
-        return Superseded(task_id or "-", export.id, export.task_id)
-    return None
 
 
 def superseded(task: Task, job: Job | None = None) -> Superseded | None:

@@ -22,7 +22,6 @@ from flask_babel import lazy_gettext as _l
 from flask_login import current_user, login_required
 
 from app import avatars, db
-from app.exports import centre
 from app.forms import EmptyForm
 from app.jobs import lifecycle, reconcile
 from app.limits import by_user, configured, limiter
@@ -243,20 +242,6 @@ def notifications():
     reconcile.reconcile_user_tasks(current_user)  # one query when nothing is in progress
     return jsonify([{"name": n.name, "data": n.get_data(), "timestamp": n.timestamp}
                     for n in current_user.notifications_since(since)])
-
-
-@bp.route("/export_posts", methods=["POST"])
-@login_required
-@limiter.limit(configured("RATELIMIT_EXPORT"), key_func=by_user)
-def export_posts():
-    form = EmptyForm()
-    if not form.validate_on_submit():
-        abort(400)
-    try:
-        centre.start(current_user, "json")
-    except centre.ExportRefused as exc:
-        flash(str(exc), "warning")
-    return redirect(url_for("main.user", username=current_user.username))
 
 
 def _own_task_or_404(task_id: str) -> Task:
