@@ -66,6 +66,8 @@ test: install
 test-under-load: install
 	bash tests/under_load.sh
 
+# ruff with pyproject.toml's [tool.ruff] over every Python file here (app, tests, bench,
+# migrations, config.py, microblog.py, gunicorn.conf.py); a finding fails it. .ci/run runs it.
 lint: install
 	$(BIN)/ruff check .
 

@@ -10,6 +10,7 @@ from datetime import timedelta
 
 import redis
 from flask import abort, flash, redirect, render_template, request, url_for
+from flask.typing import ResponseReturnValue
 from flask_babel import _, format_decimal
 from flask_babel import lazy_gettext as _l
 from flask_login import current_user
@@ -42,12 +43,12 @@ def _filters() -> operations.TaskFilter:
 
 
 @bp.route("/")
-def index():
+def index() -> ResponseReturnValue:
     return redirect(url_for("admin.jobs_page"))
 
 
 @bp.route("/jobs")
-def jobs_page():
+def jobs_page() -> str:
     filters = _filters()
     tasks = db.paginate(filters.query(), page=page_number(),
                         per_page=TASKS_PER_PAGE, error_out=False)
@@ -75,7 +76,7 @@ def _task_or_404(task_id: str) -> Task:
 
 
 @bp.route("/jobs/<task_id>")
-def task(task_id):
+def task(task_id: str) -> str:
     detail = stats.task_detail(_task_or_404(task_id))
     superseded = _superseded_if_it_matters(detail.task)
     return render_template("admin/task.html", title=_("Task %(id)s", id=task_id[:8]),
@@ -138,7 +139,7 @@ def _superseded_if_it_matters(task: Task) -> lifecycle.Superseded | None:
 
 
 @bp.route("/jobs/<task_id>/<action>", methods=["GET", "POST"])
-def task_action(task_id, action):
+def task_action(task_id: str, action: str) -> ResponseReturnValue:
     """GET: the confirmation page; POST (from it): the action, then back to the task."""
     chosen = ACTIONS.get(action)
     if chosen is None:
@@ -177,7 +178,7 @@ def _purge_days() -> int | None:
 
 
 @bp.route("/purge", methods=["GET", "POST"])
-def purge():
+def purge() -> ResponseReturnValue:
     """GET ?days=N: how many tasks would go, and the form that purges them (POST)."""
     days = _purge_days()
     if days is None:

@@ -2,6 +2,7 @@ from urllib.parse import urlsplit
 
 import sqlalchemy as sa
 from flask import current_app, flash, redirect, render_template, request, url_for
+from flask.typing import ResponseReturnValue
 from flask_babel import _
 from flask_login import current_user, login_required, login_user, logout_user
 
@@ -42,7 +43,7 @@ def safe_next(target: str | None) -> str:
 @bp.route("/login", methods=["GET", "POST"])
 @limiter.limit(configured("RATELIMIT_LOGIN"), methods=["POST"],
                deduct_when=counts_failed_logins)
-def login():
+def login() -> ResponseReturnValue:
     if current_user.is_authenticated:
         return redirect(url_for("main.index"))
     form = LoginForm()
@@ -62,7 +63,7 @@ def login():
 
 
 @bp.route("/logout", methods=["GET", "POST"])
-def logout():
+def logout() -> ResponseReturnValue:
     """Logging out changes state, so it is a POST with CSRF; GET asks for confirmation."""
     form = EmptyForm()
     if request.method == "GET" and current_user.is_authenticated:
@@ -78,7 +79,7 @@ def logout():
 
 @bp.route("/register", methods=["GET", "POST"])
 @limiter.limit(configured("RATELIMIT_REGISTER"), methods=["POST"])
-def register():
+def register() -> ResponseReturnValue:
     if current_user.is_authenticated:
         return redirect(url_for("main.index"))
     form = RegistrationForm()
@@ -96,7 +97,7 @@ def register():
 @limiter.limit(configured("RATELIMIT_RESET_PASSWORD"), methods=["POST"])
 @limiter.limit(configured("RATELIMIT_RESET_PASSWORD"), methods=["POST"],
                key_func=by_form_field("email"))
-def reset_password_request():
+def reset_password_request() -> ResponseReturnValue:
     if current_user.is_authenticated:
         return redirect(url_for("main.index"))
     form = ResetPasswordRequestForm()
@@ -117,7 +118,7 @@ def reset_password_request():
 
 
 @bp.route("/reset_password/<token>", methods=["GET", "POST"])
-def reset_password(token):
+def reset_password(token: str) -> ResponseReturnValue:
     if current_user.is_authenticated:
         return redirect(url_for("main.index"))
     user = User.verify_reset_password_token(token)
@@ -140,7 +141,7 @@ def reset_password(token):
 # logins of that user.
 @limiter.limit(configured("RATELIMIT_LOGIN"), methods=["POST"], key_func=by_user,
                deduct_when=counts_failed_logins)
-def change_password():
+def change_password() -> ResponseReturnValue:
     """A new password logs out the user's other browsers; this one stays logged in."""
     form = ChangePasswordForm()
     if form.validate_on_submit():

@@ -15,12 +15,25 @@ there)."""
 from __future__ import annotations
 
 import logging
+from datetime import datetime
 
-from flask import Blueprint, abort, flash, jsonify, redirect, render_template, request, url_for
+from flask import (
+    Blueprint,
+    Response,
+    abort,
+    flash,
+    jsonify,
+    redirect,
+    render_template,
+    request,
+    url_for,
+)
+from flask.typing import ResponseReturnValue
 from flask_babel import _
 from flask_babel import lazy_gettext as _l
 from flask_login import current_user, login_required
 from werkzeug.exceptions import NotFound
+from werkzeug.wrappers import Response as WerkzeugResponse
 
 from app.exports import centre
 from app.exports.download import RETRY_AFTER, TooManyDownloads, counted_download, download_response
@@ -110,7 +123,8 @@ def _wants_json() -> bool:
     return request.accept_mimetypes.best == "application/json"
 
 
-def _answer(message: str, category: str, export: Export | None = None, status: int = 200):
+def _answer(message: str, category: str, export: Export | None = None,
+            status: int = 200) -> tuple[Response, int] | WerkzeugResponse:
     """The end of every action: a flash and back to /exports, or the same as JSON (with
     `status`: 409 when the action was refused)."""
     if _wants_json():
@@ -137,7 +151,7 @@ def export_dict(export: Export) -> dict:
     }
 
 
-def _iso(value) -> str | None:
+def _iso(value: datetime | None) -> str | None:
     return value.isoformat(timespec="seconds") + "Z" if value else None
 
 
@@ -155,7 +169,7 @@ def _downloadable(export: Export) -> bool:
 @bp.route("/exports", methods=["GET", "POST"])
 @login_required
 @limiter.limit(configured("RATELIMIT_EXPORT"), methods=["POST"], key_func=by_user)
-def index():
+def index() -> ResponseReturnValue:
     form = StartExportForm()
     if request.method == "POST":
         if not form.validate_on_submit():
@@ -184,7 +198,7 @@ def index():
 
 @bp.route("/exports/<export_id>/download")
 @login_required
-def download(export_id):
+def download(export_id: str) -> ResponseReturnValue:
     """The file of a finished export. Anything else goes back to /exports with what happened
     to it (a link from an old mail to an expired export says that it expired)."""
     export = _own_export_or_404(export_id)
@@ -235,7 +249,7 @@ def _action_form_or_400() -> None:
 
 @bp.route("/exports/<export_id>/cancel", methods=["POST"])
 @login_required
-def cancel(export_id):
+def cancel(export_id: str) -> ResponseReturnValue:
     export = _own_export_or_404(export_id)
     _action_form_or_400()
     try:
@@ -248,7 +262,7 @@ def cancel(export_id):
 @bp.route("/exports/<export_id>/retry", methods=["POST"])
 @login_required
 @limiter.limit(configured("RATELIMIT_EXPORT"), key_func=by_user)
-def retry(export_id):
+def retry(export_id: str) -> ResponseReturnValue:
     export = _own_export_or_404(export_id)
     _action_form_or_400()
     try:
@@ -260,7 +274,7 @@ def retry(export_id):
 
 @bp.route("/exports/<export_id>/delete", methods=["GET", "POST"])
 @login_required
-def delete(export_id):
+def delete(export_id: str) -> ResponseReturnValue:
     """GET: the confirmation page (no script needed to ask); POST (from it): the deletion."""
     export = _own_export_or_404(export_id)
     if request.method == "GET":
@@ -277,7 +291,7 @@ def delete(export_id):
 @bp.route("/export_posts", methods=["POST"])
 @login_required
 @limiter.limit(configured("RATELIMIT_EXPORT"), key_func=by_user)
-def export_posts():
+def export_posts() -> ResponseReturnValue:
     """The seed's button on the user's own profile page: a JSON export, back to the profile."""
     if not EmptyForm().validate_on_submit():
         abort(400)

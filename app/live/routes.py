@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import queue
 import time
+from collections.abc import Iterator
 
 import redis
 from flask import Response, current_app, request, stream_with_context
@@ -22,7 +23,7 @@ from app import db, events, slots
 from app.jobs import reconcile
 from app.limits import client_address
 from app.live import bp, caps
-from app.live.hub import HubUnavailable, Listener, hub_for
+from app.live.hub import Hub, HubUnavailable, Listener, hub_for
 from app.models import Notification, UserSession
 
 # The browser waits this long before reconnecting to a stream that ended.
@@ -33,7 +34,7 @@ RETRY_AFTER = 60
 
 
 @bp.route("/events")
-def stream():
+def stream() -> Response:
     if not current_user.is_authenticated:
         # No redirect to the login page: EventSource would read it as a broken stream.
         return _plain(_("Log in to receive live updates."), 401)
@@ -82,7 +83,7 @@ def stream():
     return response
 
 
-def _refused(refused: caps.StreamRefused):
+def _refused(refused: caps.StreamRefused) -> Response:
     """A cap is full: an error status, so that the page polls instead (and tries the stream
     again after RETRY_AFTER seconds, as Retry-After says)."""
     if refused.which == caps.PROCESS_FULL:
@@ -121,8 +122,9 @@ def _current_state(head: str) -> list[tuple[str, str, str]]:
     return [(head, item["name"], json.dumps(item)) for item in state]
 
 
-def _events(hub, listener: Listener, slot: slots.Slot, backlog, covered: tuple[int, int],
-            session_id: str, heartbeat: float, max_age: float):
+def _events(hub: Hub, listener: Listener, slot: slots.Slot, backlog: list[tuple[str, str, str]],
+            covered: tuple[int, int], session_id: str, heartbeat: float,
+            max_age: float) -> Iterator[str]:
     try:
         yield f"retry: {RETRY_MS}\n\n"
         for item in backlog:

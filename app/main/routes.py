@@ -17,6 +17,7 @@ from flask import (
     send_from_directory,
     url_for,
 )
+from flask.typing import ResponseReturnValue
 from flask_babel import _, get_locale
 from flask_babel import lazy_gettext as _l
 from flask_login import current_user, login_required
@@ -32,7 +33,7 @@ from app.pagination import paginate
 
 
 @bp.before_app_request
-def before_request():
+def before_request() -> None:
     if current_user.is_authenticated:
         now = utcnow()
         # One write a minute at most, not one per request.
@@ -43,7 +44,7 @@ def before_request():
 
 
 @bp.app_context_processor
-def inject_page_globals():
+def inject_page_globals() -> dict[str, object]:
     from app.email import outbox_pages_enabled
 
     return {"outbox_enabled": outbox_pages_enabled(), "task_alerts": _task_alerts,
@@ -81,7 +82,7 @@ def _task_alerts() -> list[Task]:
 
 
 @bp.after_app_request
-def mark_task_alerts_seen(response):
+def mark_task_alerts_seen(response: Response) -> Response:
     shown = g.pop("ended_task_alerts", None)
     if shown and response.status_code < 400 and current_user.is_authenticated:
         lifecycle.mark_seen(current_user.id, shown)
@@ -97,7 +98,7 @@ def _with_authors(query: sa.Select, model: type[Post] | type[Message] = Post) ->
 @bp.route("/", methods=["GET", "POST"])
 @bp.route("/index", methods=["GET", "POST"])
 @login_required
-def index():
+def index() -> ResponseReturnValue:
     form = PostForm()
     if form.validate_on_submit():
         post = Post(body=form.post.data.strip(), author=current_user,
@@ -115,7 +116,7 @@ def index():
 
 @bp.route("/explore")
 @login_required
-def explore():
+def explore() -> str:
     posts = paginate(_with_authors(
         sa.select(Post).order_by(Post.timestamp.desc(), Post.id.desc())))
     next_url = url_for("main.explore", page=posts.next_num) if posts.has_next else None
@@ -126,7 +127,7 @@ def explore():
 
 @bp.route("/user/<username>")
 @login_required
-def user(username):
+def user(username: str) -> str:
     user = db.first_or_404(sa.select(User).where(User.username == username))
     # Every post's author is `user`, already loaded: _post.html finds it without a query.
     posts = paginate(user.posts.select().order_by(Post.timestamp.desc(), Post.id.desc()))
@@ -140,14 +141,14 @@ def user(username):
 
 @bp.route("/user/<username>/popup")
 @login_required
-def user_popup(username):
+def user_popup(username: str) -> str:
     user = db.first_or_404(sa.select(User).where(User.username == username))
     return render_template("user_popup.html", user=user, form=EmptyForm())
 
 
 @bp.route("/edit_profile", methods=["GET", "POST"])
 @login_required
-def edit_profile():
+def edit_profile() -> ResponseReturnValue:
     form = EditProfileForm(current_user.username)
     if form.validate_on_submit():
         current_user.username = form.username.data
@@ -163,7 +164,7 @@ def edit_profile():
 
 @bp.route("/follow/<username>", methods=["POST"])
 @login_required
-def follow(username):
+def follow(username: str) -> ResponseReturnValue:
     form = EmptyForm()
     if not form.validate_on_submit():
         abort(400)
@@ -182,7 +183,7 @@ def follow(username):
 
 @bp.route("/unfollow/<username>", methods=["POST"])
 @login_required
-def unfollow(username):
+def unfollow(username: str) -> ResponseReturnValue:
     form = EmptyForm()
     if not form.validate_on_submit():
         abort(400)
@@ -202,7 +203,7 @@ def unfollow(username):
 @bp.route("/send_message/<recipient>", methods=["GET", "POST"])
 @login_required
 @limiter.limit(configured("RATELIMIT_SEND_MESSAGE"), methods=["POST"], key_func=by_user)
-def send_message(recipient):
+def send_message(recipient: str) -> ResponseReturnValue:
     user = db.first_or_404(sa.select(User).where(User.username == recipient))
     form = MessageForm()
     if form.validate_on_submit():
@@ -219,7 +220,7 @@ def send_message(recipient):
 
 @bp.route("/messages")
 @login_required
-def messages():
+def messages() -> str:
     current_user.last_message_read_time = utcnow()
     current_user.add_notification("unread_message_count", 0)
     db.session.commit()
@@ -234,7 +235,7 @@ def messages():
 
 @bp.route("/notifications")
 @login_required
-def notifications():
+def notifications() -> Response:
     """The JSON the page polls: [{name, data, timestamp}] newer than `since`."""
     since = request.args.get("since", 0.0, type=float)
     if not math.isfinite(since):  # MariaDB's driver cannot send nan/inf: a 500 there
@@ -253,14 +254,14 @@ def _own_task_or_404(task_id: str) -> Task:
 
 @bp.route("/tasks/<task_id>")
 @login_required
-def task_status(task_id):
+def task_status(task_id: str) -> Response:
     task = reconcile.reconcile(_own_task_or_404(task_id))
     return jsonify(task.to_dict())
 
 
 @bp.route("/tasks/<task_id>/dismiss", methods=["POST"])
 @login_required
-def dismiss_task(task_id):
+def dismiss_task(task_id: str) -> ResponseReturnValue:
     form = EmptyForm()
     if not form.validate_on_submit():
         abort(400)
@@ -273,7 +274,7 @@ def dismiss_task(task_id):
 
 
 @bp.route("/avatar/<digest>.svg")
-def avatar(digest):
+def avatar(digest: str) -> Response:
     size = max(16, min(request.args.get("size", 80, type=int), 512))
     if len(digest) != 32 or any(c not in "0123456789abcdef" for c in digest):
         abort(404)
@@ -284,7 +285,7 @@ def avatar(digest):
 
 
 @bp.route("/favicon.ico")
-def favicon():
+def favicon() -> Response:
     """Browsers ask for /favicon.ico on a site's first page whatever the page links (base.html
     links it and the SVG in static/)."""
     return send_from_directory(current_app.static_folder, "favicon.ico",
@@ -292,7 +293,7 @@ def favicon():
 
 
 @bp.route("/health")
-def health():
+def health() -> tuple[Response, int]:
     """Database, Redis and worker status for load balancers; 503 when a dependency is down.
     Reports no URLs or credentials."""
     import rq

@@ -9,7 +9,8 @@ import re
 from email.message import EmailMessage
 from email.utils import getaddresses
 
-from flask import abort, make_response, render_template
+from flask import Response, abort, make_response, render_template
+from flask.typing import ResponseReturnValue
 from flask_babel import _
 from flask_login import current_user
 
@@ -25,7 +26,7 @@ HTML_BODY_POLICY = "sandbox; default-src 'none'; style-src 'unsafe-inline'; fram
 
 
 @bp.before_request
-def only_in_outbox_mode_and_signed_in():
+def only_in_outbox_mode_and_signed_in() -> ResponseReturnValue | None:
     if not outbox_pages_enabled():
         abort(404)
     if not current_user.is_authenticated:
@@ -70,7 +71,7 @@ def _summary(name: str, msg: EmailMessage) -> dict:
 
 
 @bp.route("/")
-def index():
+def index() -> str:
     names = sorted((p.name for p in outbox_dir().glob("*.eml") if NAME.fullmatch(p.name)),
                    reverse=True)
     readable = []
@@ -84,7 +85,7 @@ def index():
 
 
 @bp.route("/<name>")
-def message(name):
+def message(name: str) -> str:
     msg = _load(name)
     text = msg.get_body(preferencelist=("plain",))
     html = msg.get_body(preferencelist=("html",))
@@ -94,7 +95,7 @@ def message(name):
 
 
 @bp.route("/<name>/html")
-def message_html(name):
+def message_html(name: str) -> Response:
     """The HTML body on its own, shown in a sandboxed iframe (no scripts, no same origin)."""
     html = _load(name).get_body(preferencelist=("html",))
     if html is None:
@@ -107,7 +108,7 @@ def message_html(name):
 
 
 @bp.route("/<name>/attachments/<int:index>")
-def attachment(name, index):
+def attachment(name: str, index: int) -> Response:
     parts = list(_load(name).iter_attachments())
     if not 0 <= index < len(parts):
         abort(404)
