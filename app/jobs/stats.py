@@ -26,7 +26,6 @@ from rq.results import Result
 from app import db
 from app.models import Task, TaskStatus, utcnow
 from app.redis_connection import redis_from_url
-from app.template_filters import scaled_bytes
 
 WINDOW = timedelta(hours=24)
 
@@ -70,34 +69,6 @@ def as_json(value: object) -> object:
     if isinstance(value, datetime):
         return value.isoformat() + "Z"
     return value
-
-
-def format_seconds(value: float | None) -> str:
-    """A duration for people: 0.04 s, 12.0 s, 3 min 4 s, 2 h 5 min; "-" for none."""
-    if value is None:
-        return "-"
-    if value < 1:
-        return f"{value:.2f} s"
-    if value < 60:
-        return f"{value:.1f} s"
-    minutes, seconds = divmod(int(value), 60)
-    if minutes < 60:
-        return f"{minutes} min {seconds} s"
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours} h {minutes} min"
-
-
-def format_bytes(value: int | None) -> str:
-    """A size for the CLI's tables ("1.5 KiB"); pages use the `bytes` filter, in the reader's
-    locale (app/template_filters.py)."""
-    if value is None:
-        return "-"
-    size, unit = scaled_bytes(value)
-    return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-
-
-def format_rate(value: float | None) -> str:
-    return "-" if value is None else f"{100 * value:.0f}%"
 
 
 # --------------------------------------------------------------------------- summary
