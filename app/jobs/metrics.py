@@ -14,15 +14,11 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Iterator
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 import redis
 import rq
 import sqlalchemy as sa
-from rq.exceptions import NoSuchJobError
-from rq.job import Job
-from rq.registry import FailedJobRegistry, ScheduledJobRegistry, StartedJobRegistry
 
 from app import db
 from app.models import Task, TaskStatus
@@ -114,40 +110,21 @@ class MetricsCollector:
                      "running.", ["type", "status"], sorted(counts.items()))
 
     def _queues(self) -> list[Metric]:
-        names = sorted(set(self.queue_names) | {
-            q.name for q in rq.Queue.all(connection=self.connection)})
-        depth, latency, registries = [], [], []
-        for name in names:
-            queue = rq.Queue(name, connection=self.connection)
-            depth.append(((name,), queue.count))
-            latency.append(((name,), self._latency(queue)))
-            for label, registry_class in (("started", StartedJobRegistry),
-                                          ("scheduled", ScheduledJobRegistry),
-                                          ("failed", FailedJobRegistry)):
-                # zcard, not registry.count: that one cleans up, which runs failure
-                # callbacks under SIGALRM (not possible in a web server's thread).
-                key = registry_class(queue=queue).key
-                registries.append(((name, label), self.connection.zcard(key)))
+        from app.jobs import stats
+
+        figures = stats.queues(self.connection, self.queue_names)
         return [
-            _gauge("microblog_queue_depth", "Jobs waiting in the queue.", ["queue"], depth),
+            _gauge("microblog_queue_depth", "Jobs waiting in the queue.", ["queue"],
+                   [((q.name,), q.depth) for q in figures]),
+            # A gauge needs a number: "nobody waits" is 0 here, "-" on the admin page.
             _gauge("microblog_queue_latency_seconds", "Age of the oldest job waiting in the "
-                   "queue (0 when it is empty).", ["queue"], latency),
+                   "queue (0 when it is empty).", ["queue"],
+                   [((q.name,), q.latency_seconds or 0.0) for q in figures]),
             _gauge("microblog_queue_registry_jobs", "Jobs of the queue in RQ's started, "
                    "scheduled (retries waiting) and failed registries.", ["queue", "registry"],
-                   registries),
+                   [((q.name, registry), getattr(q, registry)) for q in figures
+                    for registry in ("started", "scheduled", "failed")]),
         ]
-
-    def _latency(self, queue: rq.Queue) -> float:
-        for job_id in queue.get_job_ids(0, 10):  # the head; a vanished job is skipped
-            try:
-                enqueued_at = Job.fetch(job_id, connection=self.connection).enqueued_at
-            except NoSuchJobError:
-                continue
-            if enqueued_at is not None:
-                if enqueued_at.tzinfo is None:
-                    enqueued_at = enqueued_at.replace(tzinfo=UTC)
-                return max(0.0, (datetime.now(UTC) - enqueued_at).total_seconds())
-        return 0.0
 
     def _workers(self) -> list[Metric]:
         states: dict[str, int] = dict.fromkeys(WORKER_STATES, 0)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import socket
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -28,6 +29,8 @@ from app.models import Task, TaskStatus, utcnow
 from app.redis_connection import redis_from_url
 
 WINDOW = timedelta(hours=24)
+# Job ids read from the head of a queue to find the oldest job still there (see oldest_wait).
+LATENCY_PROBE = 10
 
 
 def _naive_utc(value: datetime | None) -> datetime | None:
@@ -172,20 +175,31 @@ def type_figures(window: timedelta = WINDOW) -> list[TypeFigures]:
 
 
 def queue_figures(queue: rq.Queue) -> QueueFigures:
-    connection = queue.connection
-    oldest = queue.get_job_ids(0, 1)
-    latency = None
-    if oldest:
-        job = Job.fetch_many(oldest, connection=connection)[0]
-        if job is not None and job.enqueued_at is not None:
-            latency = seconds_between(_naive_utc(job.enqueued_at), utcnow())
     started = StartedJobRegistry(queue=queue)
     return QueueFigures(
-        name=queue.name, depth=queue.count, latency_seconds=latency,
+        name=queue.name, depth=queue.count, latency_seconds=oldest_wait(queue),
         scheduled=ScheduledJobRegistry(queue=queue).get_job_count(cleanup=False),
         started=started.get_job_count(cleanup=False),
         failed=FailedJobRegistry(queue=queue).get_job_count(cleanup=False),
         abandoned=len(started.get_expired_job_ids()))
+
+
+def oldest_wait(queue: rq.Queue) -> float | None:
+    """Seconds the oldest job waiting in `queue` has waited; None when none waits. Ids at the
+    head whose job data is gone (deleted, expired) are skipped, as RQ's dequeue skips them:
+    they must not hide the wait of the jobs behind them. One round trip for the ids, one for
+    up to LATENCY_PROBE jobs."""
+    ids = queue.get_job_ids(0, LATENCY_PROBE)
+    for job in Job.fetch_many(ids, connection=queue.connection):
+        if job is not None and job.enqueued_at is not None:
+            return seconds_between(_naive_utc(job.enqueued_at), utcnow())
+    return None
+
+
+def queues(connection: redis.Redis, configured: Iterable[str]) -> list[QueueFigures]:
+    """Every queue RQ knows of, and the `configured` ones even before their first job."""
+    names = {q.name for q in rq.Queue.all(connection=connection)} | set(configured)
+    return [queue_figures(rq.Queue(name, connection=connection)) for name in sorted(names)]
 
 
 def summary(window: timedelta = WINDOW) -> Summary:
@@ -193,15 +207,12 @@ def summary(window: timedelta = WINDOW) -> Summary:
     types = type_figures(window)
     retrying = db.session.scalar(sa.select(sa.func.count()).select_from(Task).where(
         Task.status == TaskStatus.QUEUED, Task.attempts > 0)) or 0
-    names = {q.name for q in rq.Queue.all(connection=current_app.redis)}
-    names.add(current_app.task_queue.name)
-    queues = [queue_figures(rq.Queue(name, connection=current_app.redis))
-              for name in sorted(names)]
     return Summary(
         since=utcnow() - window, queued=sum(t.queued for t in types),
         running=sum(t.running for t in types), retrying=retrying,
         finished=sum(t.finished for t in types), failed=sum(t.failed for t in types),
-        cancelled=sum(t.cancelled for t in types), queues=queues, types=types)
+        cancelled=sum(t.cancelled for t in types),
+        queues=queues(current_app.redis, [current_app.task_queue.name]), types=types)
 
 
 # --------------------------------------------------------------------------- workers
