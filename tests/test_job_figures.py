@@ -7,14 +7,18 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from datetime import UTC
 
 import pytest
+import rq
 from rq.job import Job
 
 from app import db
+from app.redis_connection import redis_from_url
 from tests.conftest import login, make_user
 from tests.test_metrics import samples, scrape, value
 
@@ -139,3 +143,19 @@ def test_a_waiting_job_whose_data_is_gone_does_not_hide_the_wait_of_those_behind
     for source, (_, figures, _) in readings.items():
         assert figures["queue_latency"] is not None, source
     _assert_the_age_of(oldest_left, readings)
+
+
+def test_a_worker_whose_process_is_gone_is_dead_on_the_page_in_the_cli_and_in_metrics(
+        app, admin, runner):
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    connection = redis_from_url(app.config["REDIS_URL"])
+    worker = rq.Worker([app.task_queue.name], connection=connection)
+    worker.register_birth()
+    try:
+        connection.hset(worker.key, "pid", gone.pid)  # as if it had been killed -9
+        page, cli, metrics = from_admin_page(admin), from_cli(runner), from_metrics(admin)
+    finally:
+        worker.register_death()
+        connection.close()
+    assert page["workers"] == cli["workers"] == metrics["workers"] == ["dead"]

@@ -17,7 +17,6 @@ from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING
 
 import redis
-import rq
 import sqlalchemy as sa
 
 from app import db
@@ -36,7 +35,7 @@ EXPORT_BYTES_KEY = "microblog:metrics:export_bytes"  # field: the export's forma
 OUTCOMES = ("finished", "failed", "retried", "cancelled")
 # Upper bounds (seconds) of the duration histogram: from a no-op job to a big export.
 BUCKETS = (0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0)
-WORKER_STATES = ("started", "idle", "busy", "suspended")
+WORKER_STATES = ("started", "idle", "busy", "suspended", "dead")
 
 
 # --------------------------------------------------------------------------- recording
@@ -78,8 +77,8 @@ def _safely(write) -> None:
 class MetricsCollector:
     """A prometheus_client collector that reads every figure when scraped.
 
-    `connection` should be a Redis client of its own: RQ's Worker objects raise the socket
-    timeout of the connection they are given to their dequeue timeout (minutes)."""
+    `connection` should be a Redis client of its own (app.jobs.stats.own_connection: RQ's
+    Worker objects raise the socket timeout of the connection they are given)."""
 
     def __init__(self, connection: redis.Redis, queue_names: Iterable[str],
                  task_types: Iterable[str]) -> None:
@@ -127,12 +126,14 @@ class MetricsCollector:
         ]
 
     def _workers(self) -> list[Metric]:
+        from app.jobs import stats
+
         states: dict[str, int] = dict.fromkeys(WORKER_STATES, 0)
-        for worker in rq.Worker.all(connection=self.connection):
-            state = str(getattr(worker.get_state(), "value", worker.get_state()))
-            states[state] = states.get(state, 0) + 1
-        return [_gauge("microblog_workers", "RQ workers alive (registered and not expired), "
-                       "by state.", ["state"], [((s,), n) for s, n in sorted(states.items())])]
+        for worker in stats.workers(self.connection):
+            states[worker.state] = states.get(worker.state, 0) + 1
+        return [_gauge("microblog_workers", "RQ workers registered (key not expired), by state; "
+                       "dead: its process is gone or its job's heartbeat lapsed, until RQ "
+                       "forgets it.", ["state"], [((s,), n) for s, n in sorted(states.items())])]
 
     def _jobs(self) -> list[Metric]:
         from prometheus_client.core import CounterMetricFamily

@@ -262,30 +262,38 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def workers() -> list[WorkerFigures]:
+def own_connection() -> redis.Redis:
+    """A Redis client of its own, with short timeouts, for reading workers: RQ's Worker objects
+    raise the socket timeout of the connection they are given to their dequeue timeout
+    (minutes), which must not happen to app.redis (a hung Redis must fail a request in
+    seconds). The caller closes it."""
+    return redis_from_url(current_app.config["REDIS_URL"], socket_connect_timeout=2,
+                          socket_timeout=5)
+
+
+def workers(connection: redis.Redis | None = None) -> list[WorkerFigures]:
     """Every worker RQ knows. One on this host whose process is gone, or whose job's
-    heartbeat has lapsed, shows as dead until RQ's cleanup forgets it and recovers its job."""
+    heartbeat has lapsed, shows as dead until RQ's cleanup forgets it and recovers its job.
+    `connection` is one from own_connection(); without it one is opened for the call."""
+    if connection is None:
+        connection = own_connection()
+        try:
+            return workers(connection)
+        finally:
+            connection.close()
     here = socket.gethostname()
-    figures = []
-    # A connection of its own: RQ's Worker objects raise the socket timeout of the connection
-    # they are given to their dequeue timeout (minutes), which must not happen to app.redis.
-    connection = redis_from_url(current_app.config["REDIS_URL"], socket_connect_timeout=2,
-                                socket_timeout=5)
-    try:
-        for worker in rq.Worker.all(connection=connection):
-            figures.append(_worker_figures(worker, here))
-    finally:
-        connection.close()
+    figures = [_worker_figures(worker, here, connection)
+               for worker in rq.Worker.all(connection=connection)]
     return sorted(figures, key=lambda w: w.name)
 
 
-def _worker_figures(worker: rq.Worker, here: str) -> WorkerFigures:
+def _worker_figures(worker: rq.Worker, here: str, connection: redis.Redis) -> WorkerFigures:
     local = worker.hostname == here and worker.pid is not None
     job_id = worker.get_current_job_id()
     job = None
     if job_id:
         try:
-            job = Job.fetch(job_id, connection=current_app.redis)
+            job = Job.fetch(job_id, connection=connection)
         except NoSuchJobError:
             job = None
     state = worker.get_state()
