@@ -137,6 +137,14 @@ class Summary:
         return max(latencies) if latencies else None
 
 
+def active_tasks() -> dict[tuple[str, str], int]:
+    """How many tasks of each (type, status) are queued or running now, from the database."""
+    rows = db.session.execute(
+        sa.select(Task.name, Task.status, sa.func.count()).where(Task.complete.is_(False))
+        .group_by(Task.name, Task.status))
+    return {(name, status): count for name, status, count in rows}
+
+
 def type_figures(window: timedelta = WINDOW) -> list[TypeFigures]:
     """Per task type: queued and running now; finished/failed/cancelled in the window, and the
     p50/p95 of their run time (started_at -> finished_at, the last attempt's)."""
@@ -145,10 +153,7 @@ def type_figures(window: timedelta = WINDOW) -> list[TypeFigures]:
     def of(name: str) -> TypeFigures:
         return figures.setdefault(name, TypeFigures(name))
 
-    active = db.session.execute(
-        sa.select(Task.name, Task.status, sa.func.count()).where(Task.complete.is_(False))
-        .group_by(Task.name, Task.status))
-    for name, status, count in active:
+    for (name, status), count in active_tasks().items():
         if status == TaskStatus.RUNNING:
             of(name).running += count
         else:
