@@ -1,6 +1,8 @@
-"""Jinja helpers: times are rendered as <time> elements that static/js/microblog.js shows in
-the reader's locale and time zone (Intl API, no CDN); counts and sizes are written in the
-reader's locale on the server ("300,003", Spanish "300.003")."""
+"""Display text for figures, in one place: every Jinja filter, and the plain-text forms that
+`flask ...` commands print. Times are rendered as <time> elements that static/js/microblog.js
+shows in the reader's locale and time zone (Intl API, no CDN); counts and sizes on pages are
+written in the reader's locale on the server ("300,003", Spanish "300.003"); durations and
+rates read the same on a page and in a terminal ("2.0 s", "50%")."""
 
 from datetime import datetime
 
@@ -45,7 +47,38 @@ def file_size(value: int | None) -> str:
     return f"{format_decimal(size, format='#,##0' if unit == 'B' else '#,##0.0')} {unit}"
 
 
+def format_bytes(value: int | None) -> str:
+    """A size for the CLI's tables ("1.5 KiB"); pages use `file_size` (the `bytes` filter), in
+    the reader's locale."""
+    if value is None:
+        return "-"
+    size, unit = scaled_bytes(value)
+    return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+
+
+def format_seconds(value: float | None) -> str:
+    """A duration for people: 0.04 s, 12.0 s, 3 min 4 s, 2 h 5 min; "-" for none."""
+    if value is None:
+        return "-"
+    if value < 1:
+        return f"{value:.2f} s"
+    if value < 60:
+        return f"{value:.1f} s"
+    minutes, seconds = divmod(int(value), 60)
+    if minutes < 60:
+        return f"{minutes} min {seconds} s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes} min"
+
+
+def format_rate(value: float | None) -> str:
+    """A fraction as a whole percentage ("50%"); "-" for none."""
+    return "-" if value is None else f"{100 * value:.0f}%"
+
+
 def register(app) -> None:
     app.jinja_env.filters["local_time"] = local_time
     app.jinja_env.filters["number"] = number
     app.jinja_env.filters["bytes"] = file_size
+    app.jinja_env.filters["seconds"] = format_seconds
+    app.jinja_env.filters["rate"] = format_rate

@@ -25,10 +25,6 @@ TASKS_PER_PAGE = 50
 MAX_PURGE_DAYS = 36500
 
 
-bp.add_app_template_filter(stats.format_seconds, "seconds")
-bp.add_app_template_filter(stats.format_rate, "rate")
-
-
 def _actor() -> str:
     return f"admin:{current_user.username}"
 

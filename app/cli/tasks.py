@@ -19,6 +19,7 @@ from app.jobs import lifecycle, operations
 from app.jobs import stats as job_stats
 from app.jobs.reconcile import reconcile_all
 from app.models import Task, TaskStatus, User
+from app.template_filters import format_bytes, format_rate, format_seconds
 
 STATUSES = [*TaskStatus.ACTIVE, *TaskStatus.TERMINAL]
 DURATION = re.compile(r"\s*([0-9]+)\s*([dhm]?)\s*")
@@ -87,8 +88,7 @@ def register(app) -> None:
         echo_table(["ID", "TYPE", "USER", "STATUS", "ATTEMPTS", "QUEUED", "RUN TIME", "REASON"],
                    [[r["id"], r["type"], r["user"], r["status"], r["attempts"],
                      f"{r['created_at']:%Y-%m-%d %H:%M:%S}",
-                     job_stats.format_seconds(job_stats.seconds_between(r["started_at"],
-                                                                 r["finished_at"])),
+                     format_seconds(job_stats.seconds_between(r["started_at"], r["finished_at"])),
                      r["reason"] or ""] for r in rows])
 
     @tasks.command()
@@ -172,20 +172,20 @@ def register(app) -> None:
             return
         click.echo(f"queued {summary.queued}  running {summary.running}  retrying "
                    f"{summary.retrying}  scheduled {summary.scheduled}  depth {summary.depth}  "
-                   f"latency {job_stats.format_seconds(summary.latency_seconds)}")
+                   f"latency {format_seconds(summary.latency_seconds)}")
         click.echo(f"last 24 h: finished {summary.finished}  failed {summary.failed}  "
                    f"cancelled {summary.cancelled}\n")
         echo_table(["TYPE", "QUEUED", "RUNNING", "FINISHED", "FAILED", "CANCELLED", "SUCCESS",
                     "P50", "P95"],
                    [[t.name, t.queued, t.running, t.finished, t.failed, t.cancelled,
-                     job_stats.format_rate(t.success_rate),
-                     job_stats.format_seconds(t.p50_seconds),
-                     job_stats.format_seconds(t.p95_seconds)] for t in summary.types])
+                     format_rate(t.success_rate),
+                     format_seconds(t.p50_seconds),
+                     format_seconds(t.p95_seconds)] for t in summary.types])
         click.echo("")
         echo_table(["WORKER", "HOST", "PID", "STATE", "JOB", "HEARTBEAT", "DONE", "FAILED",
                     "RSS"],
                    [[w.name, w.hostname or "-", w.pid or "-", w.state,
                      (w.current_job_id or "-")[:8],
                      f"{w.last_heartbeat:%H:%M:%S}" if w.last_heartbeat else "-",
-                     w.successful_jobs, w.failed_jobs, job_stats.format_bytes(w.rss_bytes)]
+                     w.successful_jobs, w.failed_jobs, format_bytes(w.rss_bytes)]
                     for w in workers])

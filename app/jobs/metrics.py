@@ -3,7 +3,8 @@
 Nothing is counted in a process's memory: job counters and duration histograms live in Redis
 hashes that every worker increments atomically when a job starts or ends (app/jobs/lifecycle.py
 calls `job_started` / `job_ended`), and queue depth, latency, workers and active tasks are read from
-Redis and the database at scrape time (MetricsCollector). So any number of gunicorn processes
+Redis and the database at scrape time (MetricsCollector) by app/jobs/stats.py, which computes
+the same figures for /admin/jobs and `flask tasks stats`. So any number of gunicorn processes
 and workers on any number of hosts give one set of totals, and a restart loses nothing.
 
 A worker only records: prometheus_client is imported where a scrape reads (the web), not by
@@ -14,21 +15,16 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Iterator
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 import redis
-import rq
-import sqlalchemy as sa
-from rq.exceptions import NoSuchJobError
-from rq.job import Job
-from rq.registry import FailedJobRegistry, ScheduledJobRegistry, StartedJobRegistry
 
-from app import db
-from app.models import Task, TaskStatus
+from app.models import TaskStatus
 
 if TYPE_CHECKING:
     from prometheus_client.core import GaugeMetricFamily, Metric
+
+    from app.jobs.stats import QueueFigures, WorkerFigures
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +36,7 @@ EXPORT_BYTES_KEY = "microblog:metrics:export_bytes"  # field: the export's forma
 OUTCOMES = ("finished", "failed", "retried", "cancelled")
 # Upper bounds (seconds) of the duration histogram: from a no-op job to a big export.
 BUCKETS = (0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0)
-WORKER_STATES = ("started", "idle", "busy", "suspended")
+WORKER_STATES = ("started", "idle", "busy", "suspended", "dead")
 
 
 # --------------------------------------------------------------------------- recording
@@ -82,8 +78,8 @@ def _safely(write) -> None:
 class MetricsCollector:
     """A prometheus_client collector that reads every figure when scraped.
 
-    `connection` should be a Redis client of its own: RQ's Worker objects raise the socket
-    timeout of the connection they are given to their dequeue timeout (minutes)."""
+    `connection` should be a Redis client of its own (app.jobs.stats.own_connection: RQ's
+    Worker objects raise the socket timeout of the connection they are given)."""
 
     def __init__(self, connection: redis.Redis, queue_names: Iterable[str],
                  task_types: Iterable[str]) -> None:
@@ -92,70 +88,21 @@ class MetricsCollector:
         self.task_types = list(task_types)
 
     def collect(self) -> Iterator[Metric]:
-        yield from self._tasks()
+        # The figures operators also read on /admin/jobs and in `flask tasks stats`, computed
+        # once, there. Imported here, where a scrape reads: a worker records only.
+        from app.jobs import stats
+
+        yield _tasks(stats.active_tasks(), self.task_types)
         try:
-            families = [*self._queues(), *self._workers(), *self._jobs(), *self._exports()]
+            families = [*_queues(stats.queues(self.connection, self.queue_names)),
+                        _workers(stats.workers(self.connection)), *self._jobs(),
+                        *self._exports()]
         except redis.exceptions.RedisError as exc:
             log.warning("Metrics without Redis: %s", exc)
             yield _gauge("microblog_redis_up", "1 when Redis answered this scrape.", [], [((), 0)])
             return
         yield _gauge("microblog_redis_up", "1 when Redis answered this scrape.", [], [((), 1)])
         yield from families
-
-    def _tasks(self) -> Iterator[Metric]:
-        rows = db.session.execute(
-            sa.select(Task.name, Task.status, sa.func.count())
-            .where(Task.complete.is_(False)).group_by(Task.name, Task.status)).all()
-        counts = {(name, status): n for name, status, n in rows}
-        for name in self.task_types:
-            for status in TaskStatus.ACTIVE:
-                counts.setdefault((name, status), 0)
-        yield _gauge("microblog_tasks", "Tasks (the users' jobs in the database) queued or "
-                     "running.", ["type", "status"], sorted(counts.items()))
-
-    def _queues(self) -> list[Metric]:
-        names = sorted(set(self.queue_names) | {
-            q.name for q in rq.Queue.all(connection=self.connection)})
-        depth, latency, registries = [], [], []
-        for name in names:
-            queue = rq.Queue(name, connection=self.connection)
-            depth.append(((name,), queue.count))
-            latency.append(((name,), self._latency(queue)))
-            for label, registry_class in (("started", StartedJobRegistry),
-                                          ("scheduled", ScheduledJobRegistry),
-                                          ("failed", FailedJobRegistry)):
-                # zcard, not registry.count: that one cleans up, which runs failure
-                # callbacks under SIGALRM (not possible in a web server's thread).
-                key = registry_class(queue=queue).key
-                registries.append(((name, label), self.connection.zcard(key)))
-        return [
-            _gauge("microblog_queue_depth", "Jobs waiting in the queue.", ["queue"], depth),
-            _gauge("microblog_queue_latency_seconds", "Age of the oldest job waiting in the "
-                   "queue (0 when it is empty).", ["queue"], latency),
-            _gauge("microblog_queue_registry_jobs", "Jobs of the queue in RQ's started, "
-                   "scheduled (retries waiting) and failed registries.", ["queue", "registry"],
-                   registries),
-        ]
-
-    def _latency(self, queue: rq.Queue) -> float:
-        for job_id in queue.get_job_ids(0, 10):  # the head; a vanished job is skipped
-            try:
-                enqueued_at = Job.fetch(job_id, connection=self.connection).enqueued_at
-            except NoSuchJobError:
-                continue
-            if enqueued_at is not None:
-                if enqueued_at.tzinfo is None:
-                    enqueued_at = enqueued_at.replace(tzinfo=UTC)
-                return max(0.0, (datetime.now(UTC) - enqueued_at).total_seconds())
-        return 0.0
-
-    def _workers(self) -> list[Metric]:
-        states: dict[str, int] = dict.fromkeys(WORKER_STATES, 0)
-        for worker in rq.Worker.all(connection=self.connection):
-            state = str(getattr(worker.get_state(), "value", worker.get_state()))
-            states[state] = states.get(state, 0) + 1
-        return [_gauge("microblog_workers", "RQ workers alive (registered and not expired), "
-                       "by state.", ["state"], [((s,), n) for s, n in sorted(states.items())])]
 
     def _jobs(self) -> list[Metric]:
         from prometheus_client.core import CounterMetricFamily
@@ -198,6 +145,38 @@ class MetricsCollector:
         for export_format, size in sorted(sizes.items()):
             written.add_metric([export_format], size)
         return [written]
+
+
+def _tasks(counts: dict[tuple[str, str], int], task_types: list[str]) -> Metric:
+    for name in task_types:
+        for status in TaskStatus.ACTIVE:
+            counts.setdefault((name, status), 0)
+    return _gauge("microblog_tasks", "Tasks (the users' jobs in the database) queued or "
+                  "running.", ["type", "status"], sorted(counts.items()))
+
+
+def _queues(figures: list[QueueFigures]) -> list[Metric]:
+    return [
+        _gauge("microblog_queue_depth", "Jobs waiting in the queue.", ["queue"],
+               [((q.name,), q.depth) for q in figures]),
+        # A gauge needs a number: "nobody waits" is 0 here, "-" on the admin page.
+        _gauge("microblog_queue_latency_seconds", "Age of the oldest job waiting in the "
+               "queue (0 when it is empty).", ["queue"],
+               [((q.name,), q.latency_seconds or 0.0) for q in figures]),
+        _gauge("microblog_queue_registry_jobs", "Jobs of the queue in RQ's started, "
+               "scheduled (retries waiting) and failed registries.", ["queue", "registry"],
+               [((q.name, registry), getattr(q, registry)) for q in figures
+                for registry in ("started", "scheduled", "failed")]),
+    ]
+
+
+def _workers(figures: list[WorkerFigures]) -> Metric:
+    states: dict[str, int] = dict.fromkeys(WORKER_STATES, 0)
+    for worker in figures:
+        states[worker.state] = states.get(worker.state, 0) + 1
+    return _gauge("microblog_workers", "RQ workers registered (key not expired), by state; "
+                  "dead: its process is gone or its job's heartbeat lapsed, until RQ "
+                  "forgets it.", ["state"], [((s,), n) for s, n in sorted(states.items())])
 
 
 def _hash(connection: redis.Redis, key: str) -> dict[str, float]:

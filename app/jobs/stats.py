@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import socket
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -26,9 +27,10 @@ from rq.results import Result
 from app import db
 from app.models import Task, TaskStatus, utcnow
 from app.redis_connection import redis_from_url
-from app.template_filters import scaled_bytes
 
 WINDOW = timedelta(hours=24)
+# Job ids read from the head of a queue to find the oldest job still there (see oldest_wait).
+LATENCY_PROBE = 10
 
 
 def _naive_utc(value: datetime | None) -> datetime | None:
@@ -70,34 +72,6 @@ def as_json(value: object) -> object:
     if isinstance(value, datetime):
         return value.isoformat() + "Z"
     return value
-
-
-def format_seconds(value: float | None) -> str:
-    """A duration for people: 0.04 s, 12.0 s, 3 min 4 s, 2 h 5 min; "-" for none."""
-    if value is None:
-        return "-"
-    if value < 1:
-        return f"{value:.2f} s"
-    if value < 60:
-        return f"{value:.1f} s"
-    minutes, seconds = divmod(int(value), 60)
-    if minutes < 60:
-        return f"{minutes} min {seconds} s"
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours} h {minutes} min"
-
-
-def format_bytes(value: int | None) -> str:
-    """A size for the CLI's tables ("1.5 KiB"); pages use the `bytes` filter, in the reader's
-    locale (app/template_filters.py)."""
-    if value is None:
-        return "-"
-    size, unit = scaled_bytes(value)
-    return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-
-
-def format_rate(value: float | None) -> str:
-    return "-" if value is None else f"{100 * value:.0f}%"
 
 
 # --------------------------------------------------------------------------- summary
@@ -163,6 +137,14 @@ class Summary:
         return max(latencies) if latencies else None
 
 
+def active_tasks() -> dict[tuple[str, str], int]:
+    """How many tasks of each (type, status) are queued or running now, from the database."""
+    rows = db.session.execute(
+        sa.select(Task.name, Task.status, sa.func.count()).where(Task.complete.is_(False))
+        .group_by(Task.name, Task.status))
+    return {(name, status): count for name, status, count in rows}
+
+
 def type_figures(window: timedelta = WINDOW) -> list[TypeFigures]:
     """Per task type: queued and running now; finished/failed/cancelled in the window, and the
     p50/p95 of their run time (started_at -> finished_at, the last attempt's)."""
@@ -171,10 +153,7 @@ def type_figures(window: timedelta = WINDOW) -> list[TypeFigures]:
     def of(name: str) -> TypeFigures:
         return figures.setdefault(name, TypeFigures(name))
 
-    active = db.session.execute(
-        sa.select(Task.name, Task.status, sa.func.count()).where(Task.complete.is_(False))
-        .group_by(Task.name, Task.status))
-    for name, status, count in active:
+    for (name, status), count in active_tasks().items():
         if status == TaskStatus.RUNNING:
             of(name).running += count
         else:
@@ -201,20 +180,31 @@ def type_figures(window: timedelta = WINDOW) -> list[TypeFigures]:
 
 
 def queue_figures(queue: rq.Queue) -> QueueFigures:
-    connection = queue.connection
-    oldest = queue.get_job_ids(0, 1)
-    latency = None
-    if oldest:
-        job = Job.fetch_many(oldest, connection=connection)[0]
-        if job is not None and job.enqueued_at is not None:
-            latency = seconds_between(_naive_utc(job.enqueued_at), utcnow())
     started = StartedJobRegistry(queue=queue)
     return QueueFigures(
-        name=queue.name, depth=queue.count, latency_seconds=latency,
+        name=queue.name, depth=queue.count, latency_seconds=oldest_wait(queue),
         scheduled=ScheduledJobRegistry(queue=queue).get_job_count(cleanup=False),
         started=started.get_job_count(cleanup=False),
         failed=FailedJobRegistry(queue=queue).get_job_count(cleanup=False),
         abandoned=len(started.get_expired_job_ids()))
+
+
+def oldest_wait(queue: rq.Queue) -> float | None:
+    """Seconds the oldest job waiting in `queue` has waited; None when none waits. Ids at the
+    head whose job data is gone (deleted, expired) are skipped, as RQ's dequeue skips them:
+    they must not hide the wait of the jobs behind them. One round trip for the ids, one for
+    up to LATENCY_PROBE jobs."""
+    ids = queue.get_job_ids(0, LATENCY_PROBE)
+    for job in Job.fetch_many(ids, connection=queue.connection):
+        if job is not None and job.enqueued_at is not None:
+            return seconds_between(_naive_utc(job.enqueued_at), utcnow())
+    return None
+
+
+def queues(connection: redis.Redis, configured: Iterable[str]) -> list[QueueFigures]:
+    """Every queue RQ knows of, and the `configured` ones even before their first job."""
+    names = {q.name for q in rq.Queue.all(connection=connection)} | set(configured)
+    return [queue_figures(rq.Queue(name, connection=connection)) for name in sorted(names)]
 
 
 def summary(window: timedelta = WINDOW) -> Summary:
@@ -222,15 +212,12 @@ def summary(window: timedelta = WINDOW) -> Summary:
     types = type_figures(window)
     retrying = db.session.scalar(sa.select(sa.func.count()).select_from(Task).where(
         Task.status == TaskStatus.QUEUED, Task.attempts > 0)) or 0
-    names = {q.name for q in rq.Queue.all(connection=current_app.redis)}
-    names.add(current_app.task_queue.name)
-    queues = [queue_figures(rq.Queue(name, connection=current_app.redis))
-              for name in sorted(names)]
     return Summary(
         since=utcnow() - window, queued=sum(t.queued for t in types),
         running=sum(t.running for t in types), retrying=retrying,
         finished=sum(t.finished for t in types), failed=sum(t.failed for t in types),
-        cancelled=sum(t.cancelled for t in types), queues=queues, types=types)
+        cancelled=sum(t.cancelled for t in types),
+        queues=queues(current_app.redis, [current_app.task_queue.name]), types=types)
 
 
 # --------------------------------------------------------------------------- workers
@@ -280,30 +267,38 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def workers() -> list[WorkerFigures]:
+def own_connection() -> redis.Redis:
+    """A Redis client of its own, with short timeouts, for reading workers: RQ's Worker objects
+    raise the socket timeout of the connection they are given to their dequeue timeout
+    (minutes), which must not happen to app.redis (a hung Redis must fail a request in
+    seconds). The caller closes it."""
+    return redis_from_url(current_app.config["REDIS_URL"], socket_connect_timeout=2,
+                          socket_timeout=5)
+
+
+def workers(connection: redis.Redis | None = None) -> list[WorkerFigures]:
     """Every worker RQ knows. One on this host whose process is gone, or whose job's
-    heartbeat has lapsed, shows as dead until RQ's cleanup forgets it and recovers its job."""
+    heartbeat has lapsed, shows as dead until RQ's cleanup forgets it and recovers its job.
+    `connection` is one from own_connection(); without it one is opened for the call."""
+    if connection is None:
+        connection = own_connection()
+        try:
+            return workers(connection)
+        finally:
+            connection.close()
     here = socket.gethostname()
-    figures = []
-    # A connection of its own: RQ's Worker objects raise the socket timeout of the connection
-    # they are given to their dequeue timeout (minutes), which must not happen to app.redis.
-    connection = redis_from_url(current_app.config["REDIS_URL"], socket_connect_timeout=2,
-                                socket_timeout=5)
-    try:
-        for worker in rq.Worker.all(connection=connection):
-            figures.append(_worker_figures(worker, here))
-    finally:
-        connection.close()
+    figures = [_worker_figures(worker, here, connection)
+               for worker in rq.Worker.all(connection=connection)]
     return sorted(figures, key=lambda w: w.name)
 
 
-def _worker_figures(worker: rq.Worker, here: str) -> WorkerFigures:
+def _worker_figures(worker: rq.Worker, here: str, connection: redis.Redis) -> WorkerFigures:
     local = worker.hostname == here and worker.pid is not None
     job_id = worker.get_current_job_id()
     job = None
     if job_id:
         try:
-            job = Job.fetch(job_id, connection=current_app.redis)
+            job = Job.fetch(job_id, connection=connection)
         except NoSuchJobError:
             job = None
     state = worker.get_state()

@@ -19,11 +19,11 @@ from flask_login import current_user
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder
 
+from app.jobs import stats
 from app.jobs.lifecycle import TASK_TYPES
 from app.jobs.metrics import MetricsCollector
 from app.limits import client_address
 from app.monitoring import bp
-from app.redis_connection import redis_from_url
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -64,9 +64,7 @@ def may_read_metrics() -> bool:
 @bp.route("/metrics")
 def metrics() -> Response:
     registry = CollectorRegistry(auto_describe=False)
-    # A connection of its own per scrape, with a short timeout: see MetricsCollector.
-    connection = redis_from_url(current_app.config["REDIS_URL"], socket_connect_timeout=2,
-                                socket_timeout=5)
+    connection = stats.own_connection()  # per scrape: see MetricsCollector
     try:
         registry.register(MetricsCollector(connection, [current_app.config["TASK_QUEUE"]],
                                            TASK_TYPES))
