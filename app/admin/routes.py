@@ -124,7 +124,7 @@ def _actions_for(task: Task, superseded: lifecycle.Superseded | None) -> list[tu
 
 
 def _superseded_if_it_matters(task: Task) -> lifecycle.Superseded | None:
-    """jobs.superseded, asked only when an action it forbids would otherwise be offered.
+    """lifecycle.superseded, asked only when an action it forbids would otherwise be offered.
     Redis down: not known here; the action itself refuses (app/jobs/operations.py)."""
     if any(a.current_attempt_only and a.applies(task) for a in ACTIONS.values()):
         try:
