@@ -50,11 +50,22 @@ class JobsUnavailable(Exception):
 
 @dataclass(frozen=True)
 class TaskType:
-    """How a kind of task is run: its time limit (which may depend on the user's data)
-    and how often a transient failure is retried."""
+    """How a kind of task is run: its time limit (which may depend on the user's data), and
+    its retry policy: how often a transient failure is retried, and the setting that holds
+    the seconds between those retries."""
 
     job_timeout: Callable[[User], int]
     max_retries: int = 0
+    # An export's transient failures are mostly the mail server's: it waits as mail does.
+    retry_intervals_setting: str = "MAIL_RETRY_INTERVALS"
+
+    def retry(self) -> rq.Retry | None:
+        """The retry policy, as RQ takes it (launch) and as operations.retry restores it;
+        None when the type is never retried."""
+        if not self.max_retries:
+            return None
+        return rq.Retry(max=self.max_retries,
+                        interval=current_app.config[self.retry_intervals_setting] or [0])
 
 
 def _export_timeout(user: User) -> int:
@@ -67,6 +78,12 @@ TASK_TYPES: dict[str, TaskType] = {
     "export_posts": TaskType(job_timeout=_export_timeout, max_retries=3),
     "noop": TaskType(job_timeout=lambda user: 60),
 }
+DEFAULT_TASK_TYPE = TaskType(job_timeout=lambda user: 600)
+
+
+def task_type(name: str) -> TaskType:
+    """How a task of this name is run (a type not in TASK_TYPES: ten minutes, no retries)."""
+    return TASK_TYPES.get(name, DEFAULT_TASK_TYPE)
 
 
 # --------------------------------------------------------------------------- launch
@@ -83,7 +100,7 @@ def launch(user: User, name: str, description: str, *args,
     so two simultaneous requests cannot both win), and JobsUnavailable when Redis is down
     (the task is then recorded as failed with that reason).
     """
-    task_type = TASK_TYPES.get(name, TaskType(job_timeout=lambda u: 600))
+    kind = task_type(name)
     task = Task(id=str(uuid.uuid4()), name=name, description=description, user_id=user.id,
                 status=TaskStatus.QUEUED, active_name=name, progress=0, created_at=utcnow())
     db.session.add(task)
@@ -96,10 +113,9 @@ def launch(user: User, name: str, description: str, *args,
         db.session.rollback()
         raise TaskAlreadyRunning(name) from exc
 
-    kwargs.setdefault("job_timeout", task_type.job_timeout(user))
-    if task_type.max_retries:
-        intervals = current_app.config["MAIL_RETRY_INTERVALS"] or [0]
-        kwargs.setdefault("retry", rq.Retry(max=task_type.max_retries, interval=intervals))
+    kwargs.setdefault("job_timeout", kind.job_timeout(user))
+    if (retry := kind.retry()) is not None:
+        kwargs.setdefault("retry", retry)
     try:
         current_app.task_queue.enqueue(
             # For operators (worker log, dashboards): what runs for whom, in English, and

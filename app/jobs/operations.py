@@ -174,10 +174,8 @@ def retry(task: Task, actor: str) -> Task:
         raise NotApplicable(f"the job of task {task.id} is still {status} in RQ; "
                             "try again when it has stopped.")
     lifecycle.reopen(task)  # commits the row first, as launch does, then the job goes back
-    task_type = lifecycle.TASK_TYPES.get(task.name)
-    if task_type is not None and task_type.max_retries:
-        job.retries_left = task_type.max_retries
-        job.retry_intervals = current_app.config["MAIL_RETRY_INTERVALS"] or [0]
+    if (policy := lifecycle.task_type(task.name).retry()) is not None:
+        job.retries_left, job.retry_intervals = policy.max, policy.intervals
     job.meta["progress"] = 0
     try:
         release_claim(task.id)  # a stopped attempt's unfinished mail (see app.email)
