@@ -239,8 +239,7 @@ def _launch(user: User, export: Export) -> None:
     except lifecycle.TaskAlreadyRunning:
         raise ExportRefused(_("An export task is currently in progress")) from None
     except lifecycle.JobsUnavailable:
-        raise ExportRefused(
-            _("Background jobs are unavailable right now. Please try again later.")) from None
+        raise ExportRefused(str(lifecycle.JOBS_UNAVAILABLE)) from None
 
 
 def replace_oldest(user: User) -> int:

@@ -22,6 +22,7 @@ import rq
 import sqlalchemy as sa
 import sqlalchemy.orm as so
 from flask import current_app, has_app_context
+from flask_babel import lazy_gettext as _l
 from rq.exceptions import AbandonedJobError, NoSuchJobError
 from rq.job import Callback, Job, JobStatus
 from sqlalchemy.exc import IntegrityError
@@ -36,6 +37,8 @@ from app.models import Export, Notification, Task, TaskStatus, User, utcnow
 log = logging.getLogger(__name__)
 
 RETRY_NOTE = " Retrying automatically."
+# Said wherever a task cannot be queued because Redis is down: its reason, and the refusal.
+JOBS_UNAVAILABLE = _l("Background jobs are unavailable right now. Please try again later.")
 # Results and failures stay in Redis this long, for reconcile and operators.
 RESULT_TTL = 24 * 3600
 
@@ -126,8 +129,7 @@ def launch(user: User, name: str, description: str, *args,
             meta={"progress": 0}, **kwargs)
     except redis.exceptions.RedisError as exc:
         log.error("Could not enqueue task %s: %s", task.id, exc)
-        end(task, TaskStatus.FAILED,
-             error="Background jobs are unavailable right now. Please try again later.")
+        end(task, TaskStatus.FAILED, error=str(JOBS_UNAVAILABLE))
         raise JobsUnavailable(str(exc)) from exc
     return task
 
