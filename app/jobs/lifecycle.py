@@ -8,6 +8,7 @@ what went wrong. Tasks RQ could not report on are brought in line by app/jobs/re
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 import uuid
@@ -23,6 +24,7 @@ import sqlalchemy as sa
 import sqlalchemy.orm as so
 from flask import current_app, has_app_context
 from flask_babel import lazy_gettext as _l
+from rq.command import send_command
 from rq.exceptions import AbandonedJobError, NoSuchJobError
 from rq.job import Callback, Job, JobStatus
 from sqlalchemy.exc import IntegrityError
@@ -204,41 +206,68 @@ def end_if_superseded(task: Task | None, export: Export | None, export_id: str) 
 # --------------------------------------------------------------------------- cancel
 
 CANCEL_FLAG_TTL = RESULT_TTL
+# The cancel request, sent to the worker running the job over RQ's own channel to it (as
+# RQ's stop-job command is), so that a stop with no grace is not left to that worker's next
+# heartbeat. The worker decides, from the request (AppWorker.stop_if_cancelled).
+CANCEL_COMMAND = "microblog-cancel"
 
 
 def _cancel_flag(task_id: str) -> str:
     return f"microblog:task:{task_id}:cancel"
 
 
-def cancel(task: Task, reason: str) -> None:
-    """Cancel a task on its user's request: the row ends `cancelled` at once; a queued job
-    never starts (jobs.start refuses an ended task, and RQ cancels the job); a running one
-    stops itself at its next progress report (Progress.update checks cancel_requested),
-    cleaning up after itself. Raises TaskNotActive when the task has already ended.
+def cancel(task: Task, reason: str, grace: float | None = None) -> None:
+    """Cancel a task, for its user (app/exports/centre.py) and for an operator
+    (app/jobs/operations.py, and so /admin/jobs and `flask tasks cancel`) alike. The row ends
+    `cancelled` at once, with `reason`. A queued job never starts (start refuses an ended
+    task, and RQ cancels the job). A running one is asked to stop first: it sees the request
+    at its next progress report (Progress.update, ensure_active), cleans up after itself (no
+    partial file, no mail) and returns. If it is still running `grace` seconds later
+    (TASK_CANCEL_GRACE when None; 0 stops it now), the worker running it kills its work
+    horse (AppWorker.stop_if_cancelled): RQ files the job as stopped, not failed, and never
+    retries it; the row stays `cancelled`. A plain `rq worker` does not take that last step:
+    a job it runs that never reports progress ends at its job_timeout.
 
-    Cooperative only, on purpose: RQ's send_stop_job_command would SIGKILL the work horse,
-    so nothing cleans up (a half-written temporary file, an open multipart upload) and RQ
-    files the job under failed. The task checks the flag on every batch (a fraction of a
-    second apart) and once more before any effect it cannot take back (a mail); a job hung
-    elsewhere is ended by its job_timeout."""
+    The request carries when it was made and the grace, on Redis's clock, so that a worker on
+    any host reads the same deadline. Raises TaskNotActive when the task has already ended.
+    With Redis down the row still decides (start and set_progress refuse an ended task)."""
     if task.complete:
         raise TaskNotActive(f"task {task.id} is already {task.status}")
-    running = task.status == TaskStatus.RUNNING
+    if grace is None:
+        grace = current_app.config["TASK_CANCEL_GRACE"]
     try:
-        current_app.redis.set(_cancel_flag(task.id), "1", ex=CANCEL_FLAG_TTL)
-    except redis.exceptions.RedisError as exc:  # the row still decides: set_progress refuses
+        job = _ask_to_stop(task.id, grace)
+    except redis.exceptions.RedisError as exc:
         log.warning("Could not flag task %s as cancelled: %s", task.id, exc)
+        job = None
     end(task, TaskStatus.CANCELLED, error=reason)
-    if not running:
+    if job is not None and job.get_status(refresh=False) in (
+            JobStatus.QUEUED, JobStatus.SCHEDULED, JobStatus.DEFERRED):
         try:
-            job = Job.fetch(task.id, connection=current_app.redis)
-            if job.get_status(refresh=False) in (JobStatus.QUEUED, JobStatus.SCHEDULED,
-                                                  JobStatus.DEFERRED):
-                job.cancel()
-        except (NoSuchJobError, rq.exceptions.InvalidJobOperation):
+            job.cancel()
+        except rq.exceptions.InvalidJobOperation:  # taken by a worker meanwhile: start refuses
             pass
         except redis.exceptions.RedisError as exc:
             log.warning("Could not cancel job %s: %s", task.id, exc)
+
+
+def _ask_to_stop(task_id: str, grace: float) -> Job | None:
+    """The cancel request: the flag that the task reads at each progress report and its
+    worker at each heartbeat, and the same request sent to the worker running the job, if
+    one is. Returns the task's job (None: RQ has none). Raises RedisError."""
+    seconds, microseconds = current_app.redis.time()
+    request = json.dumps({"at": seconds + microseconds / 1e6, "grace": grace})
+    try:
+        job = Job.fetch(task_id, connection=current_app.redis)
+    except NoSuchJobError:
+        job = None
+    if job is not None and job.get_status(refresh=False) == JobStatus.STARTED and job.worker_name:
+        # Before the flag and the row: with no grace, the attempt is killed before it can
+        # see either and stop on its own (RQ would then file it as failed, or finished).
+        send_command(current_app.redis, job.worker_name, CANCEL_COMMAND, job_id=task_id,
+                     request=request)
+    current_app.redis.set(_cancel_flag(task_id), request, ex=CANCEL_FLAG_TTL)
+    return job
 
 
 def cancel_requested(task_id: str) -> bool:
@@ -249,8 +278,26 @@ def cancel_requested(task_id: str) -> bool:
         return False  # set_progress still reads the row
 
 
-def clear_cancel_request(task_id: str) -> None:
-    current_app.redis.delete(_cancel_flag(task_id))
+def hard_stop_due(connection: redis.Redis, task_id: str,
+                  request: str | bytes | None = None) -> bool:
+    """Whether the task's cancel request is older than the grace it gave, by Redis's clock:
+    the worker running the task then kills its work horse. `request` is the copy a cancel
+    sent to the worker (its flag is read when None). One round trip; needs no app, so that
+    AppWorker can ask from its own process."""
+    with connection.pipeline(transaction=False) as pipeline:
+        if request is None:
+            pipeline.get(_cancel_flag(task_id))
+        pipeline.time()
+        *flag, (seconds, microseconds) = pipeline.execute()
+    request = flag[0] if flag else request
+    if request is None:
+        return False
+    try:
+        asked = json.loads(request)
+        deadline = float(asked["at"]) + float(asked["grace"])
+    except (ValueError, TypeError, KeyError):
+        return False  # not a request cancel made: the task is only asked to stop
+    return seconds + microseconds / 1e6 >= deadline
 
 
 # --------------------------------------------------------------------------- worker side
@@ -565,8 +612,11 @@ def _attempt_duration(task: Task) -> float | None:
 
 def reopen(task: Task) -> None:
     """Put an ended task back in the queue for another attempt (an operator's retry; the
-    caller requeues its job afterwards, as launch enqueues after the commit). Raises
-    TaskAlreadyRunning when its user has another of that name in progress."""
+    caller requeues its job afterwards, as launch enqueues after the commit). Its cancel
+    flag goes first: it would stop the new attempt at its first progress report. Raises
+    TaskAlreadyRunning when its user has another of that name in progress, and RedisError
+    (having changed nothing) when Redis cannot be reached."""
+    current_app.redis.delete(_cancel_flag(task.id))
     task.status = TaskStatus.QUEUED
     task.complete = False
     task.active_name = task.name
