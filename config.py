@@ -124,6 +124,9 @@ class Config:
     # database commit, so at most one every this many seconds (and one per whole percent).
     TASK_PROGRESS_INTERVAL = float(os.environ.get("TASK_PROGRESS_INTERVAL") or 0.25)
     TASK_HEARTBEAT_GRACE = int(os.environ.get("TASK_HEARTBEAT_GRACE") or 30)
+    # A cancelled task stops itself at its next progress report; one still running this many
+    # seconds later has its work horse killed by its worker (app/jobs/lifecycle.py, cancel).
+    TASK_CANCEL_GRACE = float(os.environ.get("TASK_CANCEL_GRACE") or 30)
     # The CPU priority of jobs under AppWorker (app/jobs/priority.py): "idle" (jobs get only
     # the CPU nothing else wants: pages before jobs), "batch" (nice 19) or "normal". Idle by
     # default: on a quiet 2-core host, two exports running left the pages' p99 within 1.2 x

@@ -30,7 +30,6 @@ from flask import (
 )
 from flask.typing import ResponseReturnValue
 from flask_babel import _
-from flask_babel import lazy_gettext as _l
 from flask_login import current_user, login_required
 from werkzeug.exceptions import NotFound
 from werkzeug.wrappers import Response as WerkzeugResponse
@@ -54,9 +53,6 @@ FORMAT_LABELS = {choice.value: choice.label for choice in FORMAT_CHOICES}
 
 # --------------------------------------------------------------------------- a user's actions
 # Each refuses with centre.ExportRefused, the reason a user reads, having changed nothing.
-
-UNAVAILABLE = _l("Background jobs are unavailable right now. Please try again later.")
-
 
 def start_export(user: User, fmt: str) -> Export:
     """Start an export of the user's posts in format `fmt`. Refused for an unknown format,
@@ -107,7 +103,7 @@ def _launch(user: User, export: Export) -> None:
     except lifecycle.TaskAlreadyRunning:
         raise centre.ExportRefused(_("An export task is currently in progress")) from None
     except lifecycle.JobsUnavailable:
-        raise centre.ExportRefused(str(UNAVAILABLE)) from None
+        raise centre.ExportRefused(str(lifecycle.JOBS_UNAVAILABLE)) from None
 
 
 # --------------------------------------------------------------------------- pages

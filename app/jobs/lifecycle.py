@@ -8,6 +8,7 @@ what went wrong. Tasks RQ could not report on are brought in line by app/jobs/re
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 import uuid
@@ -22,6 +23,8 @@ import rq
 import sqlalchemy as sa
 import sqlalchemy.orm as so
 from flask import current_app, has_app_context
+from flask_babel import lazy_gettext as _l
+from rq.command import send_command
 from rq.exceptions import AbandonedJobError, NoSuchJobError
 from rq.job import Callback, Job, JobStatus
 from sqlalchemy.exc import IntegrityError
@@ -37,6 +40,8 @@ from app.models import Export, Notification, Task, TaskStatus, User, utcnow
 log = logging.getLogger(__name__)
 
 RETRY_NOTE = " Retrying automatically."
+# Said wherever a task cannot be queued because Redis is down: its reason, and the refusal.
+JOBS_UNAVAILABLE = _l("Background jobs are unavailable right now. Please try again later.")
 # Results and failures stay in Redis this long, for reconcile and operators.
 RESULT_TTL = 24 * 3600
 
@@ -51,11 +56,22 @@ class JobsUnavailable(Exception):
 
 @dataclass(frozen=True)
 class TaskType:
-    """How a kind of task is run: its time limit (which may depend on the user's data)
-    and how often a transient failure is retried."""
+    """How a kind of task is run: its time limit (which may depend on the user's data), and
+    its retry policy: how often a transient failure is retried, and the setting that holds
+    the seconds between those retries."""
 
     job_timeout: Callable[[User], int]
     max_retries: int = 0
+    # An export's transient failures are mostly the mail server's: it waits as mail does.
+    retry_intervals_setting: str = "MAIL_RETRY_INTERVALS"
+
+    def retry(self) -> rq.Retry | None:
+        """The retry policy, as RQ takes it (launch) and as operations.retry restores it;
+        None when the type is never retried."""
+        if not self.max_retries:
+            return None
+        return rq.Retry(max=self.max_retries,
+                        interval=current_app.config[self.retry_intervals_setting] or [0])
 
 
 def _export_timeout(user: User) -> int:
@@ -68,6 +84,12 @@ TASK_TYPES: dict[str, TaskType] = {
     "export_posts": TaskType(job_timeout=_export_timeout, max_retries=3),
     "noop": TaskType(job_timeout=lambda user: 60),
 }
+DEFAULT_TASK_TYPE = TaskType(job_timeout=lambda user: 600)
+
+
+def task_type(name: str) -> TaskType:
+    """How a task of this name is run (a type not in TASK_TYPES: ten minutes, no retries)."""
+    return TASK_TYPES.get(name, DEFAULT_TASK_TYPE)
 
 
 # --------------------------------------------------------------------------- launch
@@ -84,7 +106,7 @@ def launch(user: User, name: str, description: str, *args,
     so two simultaneous requests cannot both win), and JobsUnavailable when Redis is down
     (the task is then recorded as failed with that reason).
     """
-    task_type = TASK_TYPES.get(name, TaskType(job_timeout=lambda u: 600))
+    kind = task_type(name)
     task = Task(id=str(uuid.uuid4()), name=name, description=description, user_id=user.id,
                 status=TaskStatus.QUEUED, active_name=name, progress=0, created_at=utcnow())
     db.session.add(task)
@@ -97,10 +119,9 @@ def launch(user: User, name: str, description: str, *args,
         db.session.rollback()
         raise TaskAlreadyRunning(name) from exc
 
-    kwargs.setdefault("job_timeout", task_type.job_timeout(user))
-    if task_type.max_retries:
-        intervals = current_app.config["MAIL_RETRY_INTERVALS"] or [0]
-        kwargs.setdefault("retry", rq.Retry(max=task_type.max_retries, interval=intervals))
+    kwargs.setdefault("job_timeout", kind.job_timeout(user))
+    if (retry := kind.retry()) is not None:
+        kwargs.setdefault("retry", retry)
     try:
         current_app.task_queue.enqueue(
             # For operators (worker log, dashboards): what runs for whom, in English, and
@@ -111,8 +132,7 @@ def launch(user: User, name: str, description: str, *args,
             meta={"progress": 0}, **kwargs)
     except redis.exceptions.RedisError as exc:
         log.error("Could not enqueue task %s: %s", task.id, exc)
-        end(task, TaskStatus.FAILED,
-             error="Background jobs are unavailable right now. Please try again later.")
+        end(task, TaskStatus.FAILED, error=str(JOBS_UNAVAILABLE))
         raise JobsUnavailable(str(exc)) from exc
     return task
 
@@ -158,41 +178,68 @@ def end_if_superseded(task: Task | None, export: Export | None, export_id: str) 
 # --------------------------------------------------------------------------- cancel
 
 CANCEL_FLAG_TTL = RESULT_TTL
+# The cancel request, sent to the worker running the job over RQ's own channel to it (as
+# RQ's stop-job command is), so that a stop with no grace is not left to that worker's next
+# heartbeat. The worker decides, from the request (AppWorker.stop_if_cancelled).
+CANCEL_COMMAND = "microblog-cancel"
 
 
 def _cancel_flag(task_id: str) -> str:
     return f"microblog:task:{task_id}:cancel"
 
 
-def cancel(task: Task, reason: str) -> None:
-    """Cancel a task on its user's request: the row ends `cancelled` at once; a queued job
-    never starts (jobs.start refuses an ended task, and RQ cancels the job); a running one
-    stops itself at its next progress report (Progress.update checks cancel_requested),
-    cleaning up after itself. Raises TaskNotActive when the task has already ended.
+def cancel(task: Task, reason: str, grace: float | None = None) -> None:
+    """Cancel a task, for its user (app/exports/centre.py) and for an operator
+    (app/jobs/operations.py, and so /admin/jobs and `flask tasks cancel`) alike. The row ends
+    `cancelled` at once, with `reason`. A queued job never starts (start refuses an ended
+    task, and RQ cancels the job). A running one is asked to stop first: it sees the request
+    at its next progress report (Progress.update, ensure_active), cleans up after itself (no
+    partial file, no mail) and returns. If it is still running `grace` seconds later
+    (TASK_CANCEL_GRACE when None; 0 stops it now), the worker running it kills its work
+    horse (AppWorker.stop_if_cancelled): RQ files the job as stopped, not failed, and never
+    retries it; the row stays `cancelled`. A plain `rq worker` does not take that last step:
+    a job it runs that never reports progress ends at its job_timeout.
 
-    Cooperative only, on purpose: RQ's send_stop_job_command would SIGKILL the work horse,
-    so nothing cleans up (a half-written temporary file, an open multipart upload) and RQ
-    files the job under failed. The task checks the flag on every batch (a fraction of a
-    second apart) and once more before any effect it cannot take back (a mail); a job hung
-    elsewhere is ended by its job_timeout."""
+    The request carries when it was made and the grace, on Redis's clock, so that a worker on
+    any host reads the same deadline. Raises TaskNotActive when the task has already ended.
+    With Redis down the row still decides (start and set_progress refuse an ended task)."""
     if task.complete:
         raise TaskNotActive(f"task {task.id} is already {task.status}")
-    running = task.status == TaskStatus.RUNNING
+    if grace is None:
+        grace = current_app.config["TASK_CANCEL_GRACE"]
     try:
-        current_app.redis.set(_cancel_flag(task.id), "1", ex=CANCEL_FLAG_TTL)
-    except redis.exceptions.RedisError as exc:  # the row still decides: set_progress refuses
+        job = _ask_to_stop(task.id, grace)
+    except redis.exceptions.RedisError as exc:
         log.warning("Could not flag task %s as cancelled: %s", task.id, exc)
+        job = None
     end(task, TaskStatus.CANCELLED, error=reason)
-    if not running:
+    if job is not None and job.get_status(refresh=False) in (
+            JobStatus.QUEUED, JobStatus.SCHEDULED, JobStatus.DEFERRED):
         try:
-            job = Job.fetch(task.id, connection=current_app.redis)
-            if job.get_status(refresh=False) in (JobStatus.QUEUED, JobStatus.SCHEDULED,
-                                                  JobStatus.DEFERRED):
-                job.cancel()
-        except (NoSuchJobError, rq.exceptions.InvalidJobOperation):
+            job.cancel()
+        except rq.exceptions.InvalidJobOperation:  # taken by a worker meanwhile: start refuses
             pass
         except redis.exceptions.RedisError as exc:
             log.warning("Could not cancel job %s: %s", task.id, exc)
+
+
+def _ask_to_stop(task_id: str, grace: float) -> Job | None:
+    """The cancel request: the flag that the task reads at each progress report and its
+    worker at each heartbeat, and the same request sent to the worker running the job, if
+    one is. Returns the task's job (None: RQ has none). Raises RedisError."""
+    seconds, microseconds = current_app.redis.time()
+    request = json.dumps({"at": seconds + microseconds / 1e6, "grace": grace})
+    try:
+        job = Job.fetch(task_id, connection=current_app.redis)
+    except NoSuchJobError:
+        job = None
+    if job is not None and job.get_status(refresh=False) == JobStatus.STARTED and job.worker_name:
+        # Before the flag and the row: with no grace, the attempt is killed before it can
+        # see either and stop on its own (RQ would then file it as failed, or finished).
+        send_command(current_app.redis, job.worker_name, CANCEL_COMMAND, job_id=task_id,
+                     request=request)
+    current_app.redis.set(_cancel_flag(task_id), request, ex=CANCEL_FLAG_TTL)
+    return job
 
 
 def cancel_requested(task_id: str) -> bool:
@@ -203,8 +250,26 @@ def cancel_requested(task_id: str) -> bool:
         return False  # set_progress still reads the row
 
 
-def clear_cancel_request(task_id: str) -> None:
-    current_app.redis.delete(_cancel_flag(task_id))
+def hard_stop_due(connection: redis.Redis, task_id: str,
+                  request: str | bytes | None = None) -> bool:
+    """Whether the task's cancel request is older than the grace it gave, by Redis's clock:
+    the worker running the task then kills its work horse. `request` is the copy a cancel
+    sent to the worker (its flag is read when None). One round trip; needs no app, so that
+    AppWorker can ask from its own process."""
+    with connection.pipeline(transaction=False) as pipeline:
+        if request is None:
+            pipeline.get(_cancel_flag(task_id))
+        pipeline.time()
+        *flag, (seconds, microseconds) = pipeline.execute()
+    request = flag[0] if flag else request
+    if request is None:
+        return False
+    try:
+        asked = json.loads(request)
+        deadline = float(asked["at"]) + float(asked["grace"])
+    except (ValueError, TypeError, KeyError):
+        return False  # not a request cancel made: the task is only asked to stop
+    return seconds + microseconds / 1e6 >= deadline
 
 
 # --------------------------------------------------------------------------- worker side
@@ -519,8 +584,11 @@ def _attempt_duration(task: Task) -> float | None:
 
 def reopen(task: Task) -> None:
     """Put an ended task back in the queue for another attempt (an operator's retry; the
-    caller requeues its job afterwards, as launch enqueues after the commit). Raises
-    TaskAlreadyRunning when its user has another of that name in progress."""
+    caller requeues its job afterwards, as launch enqueues after the commit). Its cancel
+    flag goes first: it would stop the new attempt at its first progress report. Raises
+    TaskAlreadyRunning when its user has another of that name in progress, and RedisError
+    (having changed nothing) when Redis cannot be reached."""
+    current_app.redis.delete(_cancel_flag(task.id))
     task.status = TaskStatus.QUEUED
     task.complete = False
     task.active_name = task.name

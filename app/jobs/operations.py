@@ -17,7 +17,6 @@ import redis
 import sqlalchemy as sa
 import sqlalchemy.orm as so
 from flask import current_app
-from rq.command import send_stop_job_command
 from rq.exceptions import InvalidJobOperation, NoSuchJobError
 from rq.job import Job, JobStatus
 from rq.registry import BaseRegistry, CanceledJobRegistry, FinishedJobRegistry
@@ -91,49 +90,18 @@ def _fetch_job(task: Task) -> Job | None:
 
 
 def cancel(task: Task, actor: str) -> str:
-    """Cancel a queued task (its job never starts) or stop a running one (RQ kills its work
-    horse). Returns "cancelled" or "stopped". Raises NotApplicable when the task has ended.
-
-    Running: RQ is told first, then the row ends `cancelled`, so that RQ records the job as
-    stopped rather than failed (the attempt is killed before it can notice). Queued: the row
-    ends first, so that a worker taking the job at this instant finds it ended and does
-    nothing (lifecycle.start refuses an ended task); then RQ cancels the job. Either way an attempt
-    still alive stops at its next progress report (lifecycle.set_progress refuses too). A mail an
-    export hands to the server in the instant before the stop still goes out."""
-    if task.complete:
-        raise NotApplicable(f"task {task.id} has already ended ({task.status}).")
+    """Cancel a queued task (its job never starts) or stop a running one: lifecycle.cancel,
+    the users' cancel, with no grace, so that a running attempt is killed now (a mail an
+    export hands to the server in that instant still goes out). Returns "cancelled" or
+    "stopped". Raises NotApplicable when the task has ended."""
     running = task.status == TaskStatus.RUNNING
-    if running:
-        _tell_rq(task, stop=True)
-        db.session.refresh(task)
-        if task.complete:
-            raise NotApplicable(f"task {task.id} ended ({task.status}) before it could be "
-                                "stopped.")
-    lifecycle.end(task, TaskStatus.CANCELLED, error=STOPPED_REASON if running else CANCELLED_REASON)
-    if not running:
-        _tell_rq(task, stop=False)
+    try:
+        lifecycle.cancel(task, STOPPED_REASON if running else CANCELLED_REASON, grace=0)
+    except lifecycle.TaskNotActive:
+        raise NotApplicable(f"task {task.id} has already ended ({task.status}).") from None
     outcome = "stopped" if running else "cancelled"
     log.info("%s %s task %s (%s of user %s)", actor, outcome, task.id, task.name, task.user_id)
     return outcome
-
-
-def _tell_rq(task: Task, stop: bool) -> None:
-    """Stop the task's job if it runs, or cancel it if it waits. A job RQ cannot find, or
-    that ended meanwhile, needs nothing; Redis down is logged (the row decides anyway)."""
-    try:
-        job = _fetch_job(task)
-        if job is None:
-            return
-        status = job.get_status(refresh=False)
-        if stop and status == JobStatus.STARTED:
-            send_stop_job_command(current_app.redis, job.id)
-        elif not stop and status in (JobStatus.QUEUED, JobStatus.SCHEDULED, JobStatus.DEFERRED):
-            job.cancel()
-    except InvalidJobOperation:
-        pass
-    except redis.exceptions.RedisError as exc:
-        log.warning("Could not tell RQ to %s job %s: %s", "stop" if stop else "cancel",
-                    task.id, exc)
 
 
 # The RQ registry an ended job sits in, by its status: where retry takes it out of.
@@ -174,23 +142,18 @@ def retry(task: Task, actor: str) -> Task:
         raise NotApplicable(f"the job of task {task.id} is still {status} in RQ; "
                             "try again when it has stopped.")
     lifecycle.reopen(task)  # commits the row first, as launch does, then the job goes back
-    task_type = lifecycle.TASK_TYPES.get(task.name)
-    if task_type is not None and task_type.max_retries:
-        job.retries_left = task_type.max_retries
-        job.retry_intervals = current_app.config["MAIL_RETRY_INTERVALS"] or [0]
+    if (policy := lifecycle.task_type(task.name).retry()) is not None:
+        job.retries_left, job.retry_intervals = policy.max, policy.intervals
     job.meta["progress"] = 0
     try:
         release_claim(task.id)  # a stopped attempt's unfinished mail (see app.email)
-        # A cancelled attempt's flag would stop the new one at its first progress report.
-        lifecycle.clear_cancel_request(task.id)
         try:
             registry.requeue(job)  # saves the job, then enqueues it
         except InvalidJobOperation:  # its registry entry had already expired
             job.save()
             current_app.task_queue.enqueue_job(job)
     except redis.exceptions.RedisError as exc:
-        lifecycle.end(task, TaskStatus.FAILED,
-                  error="Background jobs are unavailable right now. Please try again later.")
+        lifecycle.end(task, TaskStatus.FAILED, error=str(lifecycle.JOBS_UNAVAILABLE))
         raise lifecycle.JobsUnavailable(str(exc)) from exc
     log.info("%s retried task %s (%s of user %s), attempt %d next", actor, task.id, task.name,
              task.user_id, task.attempts + 1)

@@ -22,6 +22,7 @@ import sys
 import time
 
 import sqlalchemy as sa
+from rq.command import parse_payload
 from rq.exceptions import InvalidJobOperation
 from rq.executions import Execution
 from rq.job import JobStatus
@@ -62,8 +63,9 @@ class PromptExit:
 
 
 class AppWorker(PromptExit, Worker):
-    """RQ's forking Worker with the app preloaded, a configurable heartbeat grace and the
-    task lifecycle told when a work horse is killed (RQ has no callback for that)."""
+    """RQ's forking Worker with the app preloaded, a configurable heartbeat grace, the
+    task lifecycle told when a work horse is killed (RQ has no callback for that), and the
+    hard stop of a cancelled task that did not stop itself within its grace."""
 
     def __init__(self, *args, **kwargs):
         import app.tasks  # noqa: F401  -- builds the app once, in the parent
@@ -145,20 +147,60 @@ class AppWorker(PromptExit, Worker):
         if self._horse_pid:
             try:
                 if os.waitpid(self._horse_pid, os.WNOHANG)[0] == 0:
-                    if os.getpgid(self._horse_pid) == self._horse_pid:
-                        self.kill_horse()  # its process group: what it started, too
-                    else:  # just forked, not yet in a group of its own: RQ's killpg would
-                        os.kill(self._horse_pid, signal.SIGKILL)  # kill this worker
+                    self.kill_horse()
                     os.waitpid(self._horse_pid, 0)
             except ChildProcessError:
                 pass  # already reaped
             self._horse_pid = 0
 
+    def kill_horse(self, sig: signal.Signals = signal.SIGKILL) -> None:
+        """RQ's, made safe when called from RQ's command thread (as stop_if_cancelled and
+        RQ's stop-job are): a horse that has just ended (RQ would then kill this worker's
+        own process group), or that was just forked, not yet in a group of its own."""
+        pid = self._horse_pid
+        if not pid:
+            return
+        try:
+            if os.getpgid(pid) == pid:
+                os.killpg(pid, sig)  # the horse and what it started
+            else:
+                os.kill(pid, sig)
+        except ProcessLookupError:
+            return
+        self.log.info("Worker %s: killed horse pid %s", self.name, pid)
+
+    # The hard stop of a cancelled task (app.jobs.lifecycle.cancel): asked at every heartbeat
+    # of the job, and when the canceller's request arrives over this worker's channel.
+
     def maintain_heartbeats(self, job, execution) -> None:
         try:
             super().maintain_heartbeats(job, execution)
+            self.stop_if_cancelled(job.id)
         except REDIS_LOST as exc:  # the horse runs on; its next Redis call will tell
             self.log.warning("Worker %s: heartbeat lost: %s", self.name, exc)
+
+    def handle_payload(self, message) -> None:
+        payload = parse_payload(message)
+        if payload.get("command") != lifecycle.CANCEL_COMMAND:
+            super().handle_payload(message)
+            return
+        try:
+            self.stop_if_cancelled(payload.get("job_id"), payload.get("request"))
+        except REDIS_LOST as exc:  # the next heartbeat asks again
+            self.log.warning("Worker %s: cancel of job %s not checked: %s", self.name,
+                             payload.get("job_id"), exc)
+
+    def stop_if_cancelled(self, job_id: str | None, request: str | None = None) -> None:
+        """Kill the work horse if its job's task was cancelled longer ago than the grace
+        its canceller gave (`request`: the canceller's copy, else the flag in Redis). RQ
+        then files the job as stopped, and does not retry it: the row stays cancelled."""
+        if job_id is None or job_id != self.get_current_job_id():
+            return
+        if lifecycle.hard_stop_due(self.connection, job_id, request):
+            self.log.warning("Worker %s: job %s was cancelled and its grace is over: killing "
+                             "its work horse", self.name, job_id)
+            self._stopped_job_id = job_id  # what RQ's stop-job command sets
+            self.kill_horse()
 
     def heartbeat(self, *args, **kwargs) -> None:
         try:
