@@ -179,19 +179,10 @@ class SmtpSink:
 def die_with_parent(sig: int = signal.SIGTERM) -> Callable[[], None]:
     """A Popen preexec_fn: the child gets `sig` when the process that started it dies, so
     that nothing outlives a benchmark that was killed (Linux; elsewhere a no-op)."""
+    from app.jobs.process import die_with_parent as arrange
+
     parent = os.getpid()
-
-    def preexec() -> None:
-        try:
-            import ctypes
-
-            ctypes.CDLL(None, use_errno=True).prctl(1, sig)  # PR_SET_PDEATHSIG
-        except (OSError, AttributeError):
-            return
-        if os.getppid() != parent:  # it died before prctl took effect
-            os._exit(1)
-
-    return preexec
+    return lambda: arrange(sig, parent)
 
 
 def proc_stats() -> Iterable[tuple[int, list[str]]]:
