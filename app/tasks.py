@@ -58,15 +58,11 @@ def export_posts(user_id, export_id=None):
     """Export the user's posts to export storage, in the export's format (JSON for a job
     launched without an export, as in the tutorial), and mail the user a link to download
     it, with posts.json attached when small enough. Cancelled, it stops at its next batch
-    and ends cleanly: no file, no mail, the task left `cancelled`. The time each phase
-    ended is left in job.meta["phases"] (bench/export.py's breakdown)."""
-    job = get_current_job()
-    phase = _phase_recorder(job)
+    and ends cleanly: no file, no mail, the task left `cancelled`."""
     try:
         task = lifecycle.start()
     except lifecycle.TaskNotActive:
         return
-    phase("started")
     user = db.session.get(User, user_id)
     if user is None:
         raise LookupError(f"user {user_id} does not exist")
@@ -77,39 +73,17 @@ def export_posts(user_id, export_id=None):
         return
     try:
         progress = lifecycle.Progress(total=exports.count_posts(user), unit="posts")
-        phase("counted")
-
-        def on_progress(done: int) -> None:
-            phase("first_batch", first=True)
-            progress.update(done)
-
-        delivery.write_file(export, attempt, on_progress)
-        phase("written")
+        delivery.write_file(export, attempt, progress.update)
         lifecycle.ensure_active()  # cancelled after the last batch: still no mail
         composed = delivery.compose_mail(export)
-        phase("mail_built")
         # one mail per job, whatever its retries: its id is the key
+        job = get_current_job()
         attached = delivery.send_mail(export, job.id if job else export.id, composed)
-        phase("mail_sent")
     except lifecycle.TaskNotActive:
         centre.discard_file(export, attempt)
         return
-    lifecycle.finish(delivery.finished_message(attached))  # saves the meta, phases included
+    lifecycle.finish(delivery.finished_message(attached))
     centre.replace_oldest(user)  # only now: a cancelled or failed export replaces nothing
-
-
-def _phase_recorder(job):
-    """mark(name): the wall-clock time a phase of the job ended, in job.meta["phases"]
-    (saved with the job's next progress or its finish; nothing is written to Redis for it)."""
-    phases = {"task": time.time()}
-    if job is not None:
-        job.meta["phases"] = phases
-
-    def mark(name: str, first: bool = False) -> None:
-        if not (first and name in phases):
-            phases[name] = time.time()
-
-    return mark
 
 
 # A temporary export file nobody wrote to for this long was left by a killed worker.
