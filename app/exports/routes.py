@@ -24,7 +24,7 @@ from app.models import Export, TaskStatus, utcnow
 bp = Blueprint("exports", __name__)
 
 ACTIVE = (TaskStatus.QUEUED, TaskStatus.RUNNING)
-FORMAT_LABELS = {choice.value: choice.label for choice in FORMAT_CHOICES}
+FORMAT_LABELS = {choice.name: choice.label for choice in FORMAT_CHOICES}
 
 
 def _own_export_or_404(export_id: str) -> Export:
