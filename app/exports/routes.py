@@ -18,6 +18,7 @@ from app.exports.download import RETRY_AFTER, TooManyDownloads, counted_download
 from app.exports.formats import FORMATS
 from app.exports.forms import FORMAT_CHOICES, ExportActionForm, StartExportForm
 from app.exports.storage import StorageUnavailable, get_storage
+from app.jobs import failures
 from app.limits import by_user, configured, limiter
 from app.models import Export, TaskStatus, utcnow
 
@@ -55,7 +56,8 @@ def export_dict(export: Export) -> dict:
         "format": export.format,
         "status": export.status,
         "progress": task.to_dict()["progress"] if task else 0,
-        "error": task.error if task and export.status != TaskStatus.FINISHED else None,
+        "error": (failures.reason_for_reader(task.error)
+                  if task and export.status != TaskStatus.FINISHED else None),
         "posts_count": export.posts_count,
         "size": export.size,
         "created_at": _iso(export.created_at),
