@@ -1,31 +1,25 @@
 """The application factory: extensions, app.redis, app.task_queue and the blueprints."""
 
-import gc
+from app.jobs.process import collector_paused
 
-# The cyclic garbage collector is off while this module imports Flask, SQLAlchemy, the other
-# extensions and our models (on again at its end), and app/tasks.py does the same for the
-# rest of a worker's imports: they make hundreds of thousands of objects and no garbage, and
-# the collector's passes over them were 10-20 % of the import, which plain `rq worker` pays
-# in every job's work horse (docs/performance.md §1). Only during the import: the web and
-# the jobs run with it on.
-_collecting = gc.isenabled()
-gc.disable()
+# No cyclic garbage collection while Flask, SQLAlchemy and the other extensions are imported
+# (the web's and a worker's work horse's first cost: app/jobs/process.py says why).
+with collector_paused():
+    import logging
+    import os
+    import sys
+    from logging.handlers import RotatingFileHandler
 
-import logging  # noqa: E402
-import os  # noqa: E402
-import sys  # noqa: E402
-from logging.handlers import RotatingFileHandler  # noqa: E402
+    import rq
+    from flask import Flask, request
+    from flask_babel import Babel
+    from flask_babel import lazy_gettext as _l
+    from flask_login import LoginManager
+    from flask_mail import Mail
+    from flask_sqlalchemy import SQLAlchemy
+    from sqlalchemy import MetaData
 
-import rq  # noqa: E402
-from flask import Flask, request  # noqa: E402
-from flask_babel import Babel  # noqa: E402
-from flask_babel import lazy_gettext as _l  # noqa: E402
-from flask_login import LoginManager  # noqa: E402
-from flask_mail import Mail  # noqa: E402
-from flask_sqlalchemy import SQLAlchemy  # noqa: E402
-from sqlalchemy import MetaData  # noqa: E402
-
-from config import DEV_SECRET_KEY, Config  # noqa: E402
+    from config import DEV_SECRET_KEY, Config
 
 # Stable constraint names, so that migrations behave alike on SQLite, PostgreSQL and MariaDB.
 naming_convention = {
@@ -213,8 +207,3 @@ def _configure_logging(app: Flask) -> None:
     # root (app/logs.py) that would print each line twice.
     app.logger.propagate = False
 
-
-from app import models  # noqa: E402,F401
-
-if _collecting:
-    gc.enable()

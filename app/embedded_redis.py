@@ -18,6 +18,7 @@ import subprocess
 import sys
 import time
 
+from app.jobs.process import die_with_parent
 from config import embedded_redis_url, instance_dir
 
 # Seconds Redis outlives a Ctrl-C while others are still connected (the worker's cold
@@ -63,7 +64,8 @@ def serve() -> None:
     # Its own process group, so the signal sent to ours does not stop it at once; and it dies
     # with this process whatever happens (even SIGKILL), so it can never be left behind.
     parent = os.getpid()
-    proc = subprocess.Popen(args, process_group=0, preexec_fn=lambda: _die_with_parent(parent))
+    proc = subprocess.Popen(args, process_group=0,
+                            preexec_fn=lambda: die_with_parent(signal.SIGTERM, parent))
     while proc.poll() is None:
         if stopping and (time.monotonic() - stopping[0] > STOP_GRACE
                          or _clients(socket_path) <= 1):
@@ -76,16 +78,6 @@ def serve() -> None:
             return
         time.sleep(0.1)
     sys.exit(proc.returncode if proc.returncode >= 0 else 128 - proc.returncode)
-
-
-def _die_with_parent(parent: int) -> None:
-    """In the redis-server child, before exec: SIGTERM when the parent dies (Linux)."""
-    import ctypes
-
-    pr_set_pdeathsig = 1
-    ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
-    if os.getppid() != parent:  # the parent died before prctl took effect
-        os._exit(1)
 
 
 def _clients(socket_path: str) -> int:

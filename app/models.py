@@ -451,13 +451,6 @@ _NOTIFICATIONS_SINCE = sa.select(Notification).where(
     Notification.timestamp > sa.bindparam("since")).order_by(Notification.timestamp.asc())
 
 
-class ExportFormat:
-    JSON = "json"
-    CSV = "csv"
-    ACTIVITYSTREAMS = "activitystreams"
-    ALL = (JSON, CSV, ACTIVITYSTREAMS)
-
-
 class Export(db.Model):
     """One archive of a user's posts in the export centre (/exports). Its lifecycle is its
     current Task's (queued, running, finished, failed, cancelled: a retry starts a new task);

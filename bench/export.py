@@ -53,7 +53,8 @@ from bench.harness import (
 )
 
 NAME = "export"
-FORMATS = ("json", "csv", "activitystreams")
+# The job class of the workers that run real_export: it times the export's phases (PHASES).
+PHASED_JOB = "bench.phases.PhasedJob"
 
 
 def limit_export(services: Services, user_id: int, username: str, out_path: Path,
@@ -116,7 +117,7 @@ def real_export(services: Services, user_id: int, timeout: float, plain: bool = 
     from app import db
     from app.models import Task, TaskStatus, User
 
-    worker = services.start_worker(plain=plain)
+    worker = services.start_worker(plain=plain, job_class=PHASED_JOB)
     try:
         idle_rss_kb = worker.status_kb("VmRSS") or 0
         user = db.session.get(User, user_id)
@@ -168,8 +169,8 @@ def real_export(services: Services, user_id: int, timeout: float, plain: bool = 
 
 # Where an export's time goes, from the enqueue to the finished job: (name, what it covers,
 # the mark that ends it). Marks: "enqueued" (by the benchmark, just before launch_task),
-# "horse" (the job's started_at, set by RQ in the work horse), the task's own marks in
-# job.meta["phases"] (app/tasks.py: export_posts), "ended" (the job's ended_at).
+# "horse" (the job's started_at, set by RQ in the work horse), the marks PHASED_JOB leaves in
+# job.meta["phases"] (bench/phases.py), "ended" (the job's ended_at).
 PHASES = (
     ("launch -> horse", "launch_task (commit, enqueue), dequeue, fork of the work horse",
      "horse"),
@@ -307,6 +308,8 @@ def run_formats(services: Services, users: dict, sizes: list[int], repeat: int,
                 limit_file: Path, plain: bool = False) -> dict:
     """Every format at every size: write_export alone and the centre's export, each against
     the limit measured right before it."""
+    from app.exports.formats import FORMATS
+
     results: dict[str, list[dict]] = {fmt: [] for fmt in FORMATS}
     written = services.tmp / "written"
     for size in sizes:

@@ -179,19 +179,10 @@ class SmtpSink:
 def die_with_parent(sig: int = signal.SIGTERM) -> Callable[[], None]:
     """A Popen preexec_fn: the child gets `sig` when the process that started it dies, so
     that nothing outlives a benchmark that was killed (Linux; elsewhere a no-op)."""
+    from app.jobs.process import die_with_parent as arrange
+
     parent = os.getpid()
-
-    def preexec() -> None:
-        try:
-            import ctypes
-
-            ctypes.CDLL(None, use_errno=True).prctl(1, sig)  # PR_SET_PDEATHSIG
-        except (OSError, AttributeError):
-            return
-        if os.getppid() != parent:  # it died before prctl took effect
-            os._exit(1)
-
-    return preexec
+    return lambda: arrange(sig, parent)
 
 
 def proc_stats() -> Iterable[tuple[int, list[str]]]:
@@ -331,11 +322,14 @@ class WorkerProcess(Process):
     run through bench.rusage so that its peak RSS (and its work horses') can be read."""
 
     def __init__(self, env: dict, log: Path, nice: int | None = None,
-                 worker_class: str | None = None, args: list[str] | None = None) -> None:
+                 worker_class: str | None = None, args: list[str] | None = None,
+                 job_class: str | None = None) -> None:
         args = args or worker_command()
         args = [str(BIN / args[0]), *args[1:]]
         if worker_class:
             args[args.index("-w") + 1] = worker_class
+        if job_class:
+            args[-1:-1] = ["--job-class", job_class]  # before the queue's name
         if nice:
             args = ["nice", "-n", str(nice), *args]
         self.rusage_file = log.with_suffix(".rusage.json")
@@ -525,15 +519,18 @@ class Services:
 
     def start_worker(self, nice: int | None = None, wait: bool = True,
                      worker_class: str | None = None, plain: bool = False,
-                     **env: str) -> WorkerProcess:
-        """A worker as `make run` starts it; `plain`: started with the tutorial's command."""
+                     job_class: str | None = None, **env: str) -> WorkerProcess:
+        """A worker as `make run` starts it; `plain`: started with the tutorial's command;
+        `job_class`: its jobs of that class (bench.phases.PhasedJob)."""
         log = self.tmp / f"worker-{len(self.processes)}.log"
         if plain:
             worker = WorkerProcess(self.env(**env), log, nice=nice,
-                                   args=plain_worker_command(self.redis_url))
+                                   args=plain_worker_command(self.redis_url),
+                                   job_class=job_class)
         else:
             worker_class = worker_class or (PROPOSED_WORKER if self.proposed else None)
-            worker = WorkerProcess(self.env(**env), log, nice=nice, worker_class=worker_class)
+            worker = WorkerProcess(self.env(**env), log, nice=nice, worker_class=worker_class,
+                                   job_class=job_class)
         self.processes.append(worker)
         if wait:
             worker.wait_ready(self.redis)

@@ -11,6 +11,7 @@ import shutil
 import tracemalloc
 import zipfile
 from datetime import datetime, timedelta
+from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
@@ -161,7 +162,7 @@ def storage_folder(app):
     """Export storage, emptied afterwards (its files are in folders, which the app fixture
     does not remove)."""
     yield get_storage()
-    for entry in formats.export_dir().iterdir():
+    for entry in Path(app.config["EXPORT_FOLDER"]).glob("*"):
         if entry.is_dir():
             shutil.rmtree(entry)
 

@@ -3,17 +3,30 @@
 import json
 import re
 from datetime import datetime, timedelta
+from pathlib import Path
 
 import pytest
 
 from app import db
-from app.exports import formats as exports
+from app.exports.formats import write_export
+from app.exports.storage import get_storage
 from app.models import Post
 from tests.conftest import make_user
 
+KEY = "1/export/attempt/posts.json"
 
-def _read(path):
-    return json.loads(path.read_text(encoding="utf-8"))
+
+def _write(user, on_progress=None, batch_size=None) -> bytes:
+    """posts.json as a worker writes it (app/exports/delivery.py): write_export into export
+    storage, which publishes the file only once it is complete."""
+    storage = get_storage()
+    with storage.writer(KEY) as out:
+        write_export("json", user, out, on_progress, batch_size)
+    return b"".join(storage.read(KEY))
+
+
+def _read(data: bytes):
+    return json.loads(data.decode("utf-8"))
 
 
 @pytest.mark.parametrize("batch_size", [1, 2, 3, 1000])
@@ -25,7 +38,7 @@ def test_posts_come_out_oldest_first_whatever_the_batch_size(app, batch_size):
     for i, ts in enumerate(stamps):
         db.session.add(Post(body=f"post {i}", timestamp=ts, author=user))
     db.session.commit()
-    data = _read(exports.write_posts_json(user, batch_size=batch_size))
+    data = _read(_write(user, batch_size=batch_size))
     times = [p["timestamp"] for p in data["posts"]]
     assert times == sorted(times)
     assert sorted(p["body"] for p in data["posts"]) == sorted(f"post {i}" for i in range(7))
@@ -35,7 +48,7 @@ def test_posts_come_out_oldest_first_whatever_the_batch_size(app, batch_size):
 def test_bodies_round_trip_exactly(app):
     bodies = ['<a href="x">&amp;</a>', "\"'\\", "😀 한국어 ñ", "a\nb\r\nc\t", "\u2028\u2029"]
     user = make_user(posts=bodies)
-    data = _read(exports.write_posts_json(user))
+    data = _read(_write(user))
     assert [p["body"] for p in data["posts"]] == bodies
     assert data["format"] == "microblog-posts" and data["exported_at"].endswith("Z")
 
@@ -43,14 +56,14 @@ def test_bodies_round_trip_exactly(app):
 def test_only_the_users_own_posts_are_exported(app):
     make_user("other", posts=["not mine"])
     user = make_user(posts=["mine"])
-    data = _read(exports.write_posts_json(user))
+    data = _read(_write(user))
     assert [p["body"] for p in data["posts"]] == ["mine"]
 
 
 def test_progress_is_reported_after_each_batch_written(app):
     user = make_user(posts=[f"p{i}" for i in range(5)])
     seen = []
-    exports.write_posts_json(user, on_progress=seen.append, batch_size=2)
+    _write(user, on_progress=seen.append, batch_size=2)
     assert seen == [2, 4, 5]
 
 
@@ -61,8 +74,8 @@ def test_a_failed_export_leaves_no_partial_file(app):
         raise RuntimeError("disk full")
 
     with pytest.raises(RuntimeError):
-        exports.write_posts_json(user, on_progress=explode)
-    assert list(exports.export_dir().iterdir()) == []
+        _write(user, on_progress=explode)
+    assert [p for p in Path(app.config["EXPORT_FOLDER"]).rglob("*") if p.is_file()] == []
 
 
 def test_posts_json_is_byte_for_byte_the_seeds_format(app):
@@ -72,7 +85,7 @@ def test_posts_json_is_byte_for_byte_the_seeds_format(app):
     second = Post(body="한국어", timestamp=datetime(2024, 1, 2, 3, 4, 6), author=user)
     db.session.add_all([first, second])
     db.session.commit()
-    data = exports.write_posts_json(user).read_bytes()
+    data = _write(user)
     stamp = re.search(rb'"exported_at": "(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{6})?Z)"', data)
     assert stamp, data
     assert data == (

@@ -39,8 +39,8 @@ def test_a_work_horse_imports_nothing_only_the_web_needs():
 
 
 def test_the_garbage_collector_is_off_only_while_the_app_is_imported():
-    """Off while app/__init__.py and app/tasks.py import (the work horse's cost), on again
-    after, for the web as for the jobs; a worker's objects frozen out of its passes."""
+    """Off while app/__init__.py imports (the work horse's cost: app/jobs/process.py), on
+    again after, for the web as for the jobs; a worker's objects frozen out of its passes."""
     state = "print(json.dumps([gc.isenabled(), gc.get_freeze_count() > 0]))"
     assert _in_a_fresh_work_horse(f"import gc\n{state}") == [True, True]
     web = subprocess.run(

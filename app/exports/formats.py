@@ -23,14 +23,12 @@ import codecs
 import csv
 import io
 import json
-import os
-import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import BinaryIO
 
 from flask import current_app
+from flask_babel import lazy_gettext as _l
 
 from app.exports.activitystreams import write_activitystreams
 from app.exports.posts import (  # noqa: F401 (count_posts, iter_post_rows: used through here)
@@ -45,23 +43,21 @@ from app.models import User, utcnow
 FORMAT_VERSION = 1
 
 
-def export_dir() -> Path:
-    path = Path(current_app.config["EXPORT_FOLDER"])
-    path.mkdir(parents=True, exist_ok=True)
-    return path
-
-
 @dataclass(frozen=True)
 class Format:
-    """An export format: the file's name in downloads and mail, its media type, and its
-    writer: write(user, out, on_progress, batch_size) -> posts written, where `out` is a
-    seekable binary file and on_progress(posts_written_so_far) is called after each batch
-    (it may raise to stop the export: the caller then discards the file)."""
+    """An export format: its name (the Export row's `format`, the form's value), the file's
+    name in downloads and mail, its media type, its writer, and how the export centre's form
+    offers it (lazy strings: translated when shown). write(user, out, on_progress,
+    batch_size) -> posts written, where `out` is a seekable binary file and
+    on_progress(posts_written_so_far) is called after each batch (it may raise to stop the
+    export: the caller then discards the file)."""
 
     name: str
     filename: str
     content_type: str
     write: Callable[[User, BinaryIO, Callable[[int], None] | None, int], int]
+    label: object
+    description: object
 
 
 def write_json(user: User, out: BinaryIO, on_progress: Callable[[int], None] | None,
@@ -166,12 +162,18 @@ def read_posts_csv(stream: BinaryIO) -> Iterator[dict]:
         text.detach()
 
 
-FORMATS: dict[str, Format] = {
-    "json": Format("json", "posts.json", "application/json", write_json),
-    "csv": Format("csv", "posts.csv", "text/csv; charset=utf-8", write_csv),
-    "activitystreams": Format("activitystreams", "archive.zip", "application/zip",
-                              write_activitystreams),
-}
+# The export formats, the one list of them: the form offers them in this order.
+FORMATS: dict[str, Format] = {fmt.name: fmt for fmt in (
+    Format("json", "posts.json", "application/json", write_json, _l("JSON"),
+           _l("One file with every post, its date and language: for programs and for "
+              "importing elsewhere.")),
+    Format("csv", "posts.csv", "text/csv; charset=utf-8", write_csv, _l("CSV"),
+           _l("A table with one post per row: opens in any spreadsheet.")),
+    Format("activitystreams", "archive.zip", "application/zip", write_activitystreams,
+           _l("ActivityStreams archive"),
+           _l("A zip in the fediverse's format (ActivityPub outbox), for moving to "
+              "Mastodon-like services.")),
+)}
 
 
 def write_export(fmt: str, user: User, out: BinaryIO,
@@ -181,23 +183,3 @@ def write_export(fmt: str, user: User, out: BinaryIO,
     of posts written."""
     batch_size = batch_size or current_app.config["EXPORT_BATCH_SIZE"]
     return FORMATS[fmt].write(user, out, on_progress, batch_size)
-
-
-def write_posts_json(user: User, on_progress: Callable[[int], None] | None = None,
-                     batch_size: int | None = None) -> Path:
-    """Write the user's posts as posts.json (write_json) to a new file in EXPORT_FOLDER and
-    return its path (the tutorial's export, attached to its mail). Calls
-    on_progress(posts_written) after each batch. The file is written under a temporary name
-    (.part) and renamed when complete, and removed if anything fails (a full disk included:
-    OSError), so no reader ever sees half an export."""
-    fd, tmp = tempfile.mkstemp(prefix=f"posts-{user.id}-", suffix=".json.part",
-                               dir=export_dir())
-    try:
-        with os.fdopen(fd, "wb") as out:
-            write_export("json", user, out, on_progress, batch_size)
-    except BaseException:
-        os.unlink(tmp)
-        raise
-    final = Path(tmp[: -len(".part")])
-    os.replace(tmp, final)
-    return final

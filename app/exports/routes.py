@@ -40,7 +40,7 @@ from app.exports.formats import FORMATS
 from app.exports.forms import FORMAT_CHOICES, ExportActionForm, StartExportForm
 from app.exports.storage import StorageUnavailable, get_storage
 from app.forms import EmptyForm
-from app.jobs import lifecycle
+from app.jobs import failures, lifecycle
 from app.limits import by_user, configured, limiter
 from app.models import Export, TaskStatus, User, utcnow
 
@@ -48,11 +48,14 @@ bp = Blueprint("exports", __name__)
 log = logging.getLogger(__name__)
 
 ACTIVE = (TaskStatus.QUEUED, TaskStatus.RUNNING)
-FORMAT_LABELS = {choice.value: choice.label for choice in FORMAT_CHOICES}
+FORMAT_LABELS = {choice.name: choice.label for choice in FORMAT_CHOICES}
 
 
 # --------------------------------------------------------------------------- a user's actions
 # Each refuses with centre.ExportRefused, the reason a user reads, having changed nothing.
+
+# Recorded in English, shown translated (app/jobs/failures.py).
+CANCELLED_BY_YOU = "Cancelled by you."
 
 def start_export(user: User, fmt: str) -> Export:
     """Start an export of the user's posts in format `fmt`. Refused for an unknown format,
@@ -77,7 +80,7 @@ def cancel_export(export: Export) -> None:
     task = centre.cancellable_task(export)
     running = task.status == TaskStatus.RUNNING
     try:
-        lifecycle.cancel(task, _("Cancelled by you."))
+        lifecycle.cancel(task, CANCELLED_BY_YOU)
     except lifecycle.TaskNotActive:
         raise centre.ExportRefused(
             _("This export has already ended; there is nothing to cancel.")) from None
@@ -90,7 +93,7 @@ def delete_export(export: Export) -> None:
     task = export.task
     if task is not None and not task.complete:
         try:
-            lifecycle.cancel(task, _("Cancelled by you."))
+            lifecycle.cancel(task, CANCELLED_BY_YOU)
         except lifecycle.TaskNotActive:
             pass
     centre.remove(export)
@@ -103,7 +106,7 @@ def _launch(user: User, export: Export) -> None:
     except lifecycle.TaskAlreadyRunning:
         raise centre.ExportRefused(_("An export task is currently in progress")) from None
     except lifecycle.JobsUnavailable:
-        raise centre.ExportRefused(str(lifecycle.JOBS_UNAVAILABLE)) from None
+        raise centre.ExportRefused(_(lifecycle.JOBS_UNAVAILABLE)) from None
 
 
 # --------------------------------------------------------------------------- pages
@@ -137,7 +140,8 @@ def export_dict(export: Export) -> dict:
         "format": export.format,
         "status": export.status,
         "progress": task.to_dict()["progress"] if task else 0,
-        "error": task.error if task and export.status != TaskStatus.FINISHED else None,
+        "error": (failures.reason_for_reader(task.error)
+                  if task and export.status != TaskStatus.FINISHED else None),
         "posts_count": export.posts_count,
         "size": export.size,
         "created_at": _iso(export.created_at),

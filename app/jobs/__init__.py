@@ -7,7 +7,8 @@
     operations.py  what an operator does to a task (retry, cancel, purge)
     stats.py       the figures /admin/jobs and `flask tasks stats` read
     metrics.py     the counters workers keep, and /metrics' collector
-    bootstrap.py   what a worker process needs first: its Flask app
+    bootstrap.py   what a worker process needs first: its Flask app; process.py, the
+                   process tuning it and the embedded Redis share
     worker.py      AppWorker, the worker class; priority.py, its CPU priority
     cron.py        the schedule (`rq cron app.jobs.cron`)
 

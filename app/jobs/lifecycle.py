@@ -23,7 +23,6 @@ import rq
 import sqlalchemy as sa
 import sqlalchemy.orm as so
 from flask import current_app, has_app_context
-from flask_babel import lazy_gettext as _l
 from rq.command import send_command
 from rq.exceptions import AbandonedJobError, NoSuchJobError
 from rq.job import Callback, Job, JobStatus
@@ -41,7 +40,9 @@ log = logging.getLogger(__name__)
 
 RETRY_NOTE = " Retrying automatically."
 # Said wherever a task cannot be queued because Redis is down: its reason, and the refusal.
-JOBS_UNAVAILABLE = _l("Background jobs are unavailable right now. Please try again later.")
+# Reasons are recorded in English, as operators and logs read them; the user reads them in
+# their language (failures.reason_for_reader, whose table lists these).
+JOBS_UNAVAILABLE = "Background jobs are unavailable right now. Please try again later."
 # Results and failures stay in Redis this long, for reconcile and operators.
 RESULT_TTL = 24 * 3600
 
@@ -132,7 +133,7 @@ def launch(user: User, name: str, description: str, *args,
             meta={"progress": 0}, **kwargs)
     except redis.exceptions.RedisError as exc:
         log.error("Could not enqueue task %s: %s", task.id, exc)
-        end(task, TaskStatus.FAILED, error=str(JOBS_UNAVAILABLE))
+        end(task, TaskStatus.FAILED, error=JOBS_UNAVAILABLE)
         raise JobsUnavailable(str(exc)) from exc
     return task
 

@@ -153,7 +153,7 @@ def retry(task: Task, actor: str) -> Task:
             job.save()
             current_app.task_queue.enqueue_job(job)
     except redis.exceptions.RedisError as exc:
-        lifecycle.end(task, TaskStatus.FAILED, error=str(lifecycle.JOBS_UNAVAILABLE))
+        lifecycle.end(task, TaskStatus.FAILED, error=lifecycle.JOBS_UNAVAILABLE)
         raise lifecycle.JobsUnavailable(str(exc)) from exc
     log.info("%s retried task %s (%s of user %s), attempt %d next", actor, task.id, task.name,
              task.user_id, task.attempts + 1)

@@ -15,10 +15,8 @@ forked child inherits it ready-made.
 
 from __future__ import annotations
 
-import ctypes
 import os
 import signal
-import sys
 import time
 
 import sqlalchemy as sa
@@ -32,19 +30,8 @@ from app import logs
 from app.email import release_claim
 from app.jobs import failures, lifecycle, priority
 from app.jobs.bootstrap import REDIS_LOST, get_worker_app
+from app.jobs.process import die_with_parent
 from app.redis_connection import ride_out_outages
-
-
-def _die_with_parent() -> None:
-    """Linux: SIGKILL this process when its parent exits (no-op elsewhere)."""
-    if not sys.platform.startswith("linux"):
-        return
-    parent = os.getppid()
-    libc = ctypes.CDLL(None, use_errno=True)
-    PR_SET_PDEATHSIG = 1
-    libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-    if os.getppid() != parent:  # the parent died before prctl took effect
-        os._exit(1)
 
 
 class PromptExit:
@@ -99,7 +86,7 @@ class AppWorker(PromptExit, Worker):
         # The work horse runs in a process group of its own, so killing the worker (SIGKILL,
         # a lost container) would leave it running, unwatched: its job would be requeued as
         # abandoned while it still runs. Have the kernel kill it when its worker dies.
-        _die_with_parent()
+        die_with_parent()
         priority.apply(self.cpu_priority)  # the job only, not the worker's heartbeat
         super().main_work_horse(job, queue)
 

@@ -20,7 +20,7 @@ from flask_babel import _
 from flask_login import current_user
 
 from app import db, events, slots
-from app.jobs import reconcile
+from app.jobs import failures, reconcile
 from app.limits import client_address
 from app.live import bp, caps
 from app.live.hub import Hub, HubUnavailable, Listener, hub_for
@@ -156,12 +156,17 @@ def _events(hub: Hub, listener: Listener, slot: slots.Slot, backlog: list[tuple[
 
 
 def _forward(item: tuple[str, str, str], session_id: str) -> str | None:
-    """The text sent for one event: None for a control event that changes nothing here."""
+    """The text sent for one event: None for a control event that changes nothing here. A
+    task's event, written by a worker with its reason in English, gets it in the reader's
+    language."""
     event_id, name, text = item
     if name == events.SESSIONS_CHANGED:
         if _session_alive(session_id):
             return None
         return f"event: logout\nid: {event_id}\ndata: {{}}\n\n"
+    if name == "task_progress":
+        event = json.loads(text)
+        text = json.dumps(dict(event, data=failures.notification_for_reader(name, event["data"])))
     return f"id: {event_id}\ndata: {text}\n\n"
 
 

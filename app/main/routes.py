@@ -24,7 +24,7 @@ from flask_login import current_user, login_required
 
 from app import avatars, db
 from app.forms import EmptyForm
-from app.jobs import lifecycle, reconcile
+from app.jobs import failures, lifecycle, reconcile
 from app.limits import by_user, configured, limiter
 from app.main import bp
 from app.main.forms import EditProfileForm, MessageForm, PostForm
@@ -48,7 +48,8 @@ def inject_page_globals() -> dict[str, object]:
     from app.email import outbox_pages_enabled
 
     return {"outbox_enabled": outbox_pages_enabled(), "task_alerts": _task_alerts,
-            "task_outcomes": TASK_OUTCOMES, "task_outcomes_for_script": _outcomes_for_script}
+            "task_outcomes": TASK_OUTCOMES, "task_outcomes_for_script": _outcomes_for_script,
+            "reason_for_reader": failures.reason_for_reader}
 
 
 # What a task's alert says once the task has ended, by kind of task, and where its result is
@@ -241,8 +242,8 @@ def notifications() -> Response:
     if not math.isfinite(since):  # MariaDB's driver cannot send nan/inf: a 500 there
         since = 0.0
     reconcile.reconcile_user_tasks(current_user)  # one query when nothing is in progress
-    return jsonify([{"name": n.name, "data": n.get_data(), "timestamp": n.timestamp}
-                    for n in current_user.notifications_since(since)])
+    return jsonify([{"name": n.name, "data": failures.notification_for_reader(n.name, n.get_data()),
+                     "timestamp": n.timestamp} for n in current_user.notifications_since(since)])
 
 
 def _own_task_or_404(task_id: str) -> Task:
@@ -256,7 +257,7 @@ def _own_task_or_404(task_id: str) -> Task:
 @login_required
 def task_status(task_id: str) -> Response:
     task = reconcile.reconcile(_own_task_or_404(task_id))
-    return jsonify(task.to_dict())
+    return jsonify(failures.task_for_reader(task.to_dict()))
 
 
 @bp.route("/tasks/<task_id>/dismiss", methods=["POST"])
@@ -269,7 +270,7 @@ def dismiss_task(task_id: str) -> ResponseReturnValue:
     if task.complete:
         lifecycle.dismiss(task)
     if request.accept_mimetypes.best == "application/json":
-        return jsonify(task.to_dict())
+        return jsonify(failures.task_for_reader(task.to_dict()))
     return redirect(request.referrer or url_for("main.index"))
 
 
