@@ -97,7 +97,7 @@ class Config:
     EXPORT_RETENTION_DAYS = float(os.environ.get("EXPORT_RETENTION_DAYS") or 7)
     EXPORT_KEEP = int(os.environ.get("EXPORT_KEEP") or 3)
     EXPORT_COOLDOWN = int(os.environ.get("EXPORT_COOLDOWN") or 600)
-    # Downloads of export files one user may have running at once (app/slots.py; 0: no cap).
+    # Downloads of export files one user may have running at once (app/security/slots.py; 0: no cap).
     EXPORT_DOWNLOADS_PER_USER = int(os.environ.get("EXPORT_DOWNLOADS_PER_USER") or 4)
     # Where finished exports live: "local" (EXPORT_FOLDER, one machine or a shared volume) or
     # "s3" (any S3-compatible object store: AWS S3, MinIO, R2, ...; credentials from the usual
@@ -149,16 +149,16 @@ class Config:
     EVENTS_MAX_PER_PROCESS = int(os.environ.get("EVENTS_MAX_PER_PROCESS")
                                  or int(os.environ.get("GUNICORN_WORKER_CONNECTIONS") or 1000) // 2)
 
-    # Request bodies (bytes), refused with 413 before they are read (app/body_limits.py): a
+    # Request bodies (bytes), refused with 413 before they are read (app/security/body_limits.py): a
     # whole body, one multipart field held in memory, the number of multipart fields. The
     # largest form (a 280-character post) is a few KB; an upload route sets its own limit.
     MAX_CONTENT_LENGTH = int(os.environ.get("MAX_CONTENT_LENGTH") or 1024 * 1024)
     MAX_FORM_MEMORY_SIZE = int(os.environ.get("MAX_FORM_MEMORY_SIZE") or 64 * 1024)
     MAX_FORM_PARTS = int(os.environ.get("MAX_FORM_PARTS") or 100)
 
-    # Rate limits (app/limits.py), counted in Redis: "N per second|minute|hour|day", several
+    # Rate limits (app/security/limits.py), counted in Redis: "N per second|minute|hour|day", several
     # separated by ";". Login counts failed attempts only: per address, per account and address,
-    # and per account (which refuses only addresses that failed for it, app/limits.py).
+    # and per account (which refuses only addresses that failed for it, app/security/limits.py).
     RATELIMIT_ENABLED = _bool("RATELIMIT_ENABLED", True)
     RATELIMIT_LOGIN = os.environ.get("RATELIMIT_LOGIN") or "10 per minute;50 per hour"
     RATELIMIT_REGISTER = os.environ.get("RATELIMIT_REGISTER") or "10 per minute;50 per hour"

@@ -115,13 +115,13 @@ def create_app(config_class=Config, commands: bool = True, web: bool = True) -> 
 
 def _init_web(app: Flask) -> None:
     """What only serving requests needs: the request-side extensions and the blueprints."""
-    from app import body_limits, bootstrap, csrf
+    from app import bootstrap, csrf, security
+    from app.security import body_limits
+    from app.security.limits import init_limiter
 
     body_limits.init_app(app)  # first: every before-request function after it may read the body
     bootstrap.init_app(app)
     csrf.init_app(app)
-    from app import security
-    from app.limits import init_limiter
 
     security.init_app(app)
     init_limiter(app)  # after the config is final: it reads REDIS_URL and RATELIMIT_*

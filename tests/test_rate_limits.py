@@ -1,5 +1,5 @@
-"""Rate limits (app/limits.py): what a hammering client sees (a 429 page or JSON saying when to
-try again), who shares a budget (an address for anonymous forms, an account for logged-in
+"""Rate limits (app/security/limits.py): what a hammering client sees (a 429 page or JSON saying
+when to try again), who shares a budget (an address for anonymous forms, an account for logged-in
 actions), a reset request that tells nothing about which addresses exist, a Redis that goes
 away, and one budget across gunicorn's worker processes."""
 
@@ -334,7 +334,7 @@ def test_limits_can_be_turned_off(client, user):
 def test_the_redis_url_becomes_a_storage_the_limits_library_accepts(redis_url, uri, options):
     from limits.storage import storage_from_string
 
-    from app.limits import limits_storage
+    from app.security.limits import limits_storage
 
     got_uri, got_options = limits_storage(redis_url)
     assert got_uri == uri

@@ -163,7 +163,7 @@ def test_login_fields_longer_than_any_account_can_have_are_form_errors(client, u
 
 def test_the_import_route_can_take_a_larger_body_than_the_rest(app):
     """The decorator a future upload route uses: its own limit, the others' stays."""
-    from app.body_limits import max_body_size
+    from app.security.body_limits import max_body_size
 
     app.config.update(MAX_CONTENT_LENGTH=1024, WTF_CSRF_ENABLED=False)
 

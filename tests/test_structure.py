@@ -171,6 +171,13 @@ def test_the_worker_bootstrap_imports_nothing_of_ours_above_the_app_factory():
                                       "app.jobs.worker", "app.jobs.bootstrap"}
 
 
+def test_app_keeps_a_short_list_of_top_level_modules():
+    """A reader scans app/ at a glance: its concepts live in packages (app/jobs/, app/exports/,
+    app/security/, the blueprints), and the top level holds only what every part shares."""
+    top_level = sorted(path.stem for path in (ROOT / PACKAGE).glob("*.py"))
+    assert len(top_level) <= 14, top_level
+
+
 def test_the_export_walk_runs_one_way():
     """What happens when a user clicks Export is read in three files (README.md, "The code"):
     the route, the lifecycle, the task; the export's own modules below them never call back up

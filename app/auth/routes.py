@@ -17,7 +17,8 @@ from app.auth.forms import (
     ResetPasswordRequestForm,
 )
 from app.forms import EmptyForm
-from app.limits import (
+from app.models import User
+from app.security.limits import (
     by_form_field,
     by_user,
     configured,
@@ -27,7 +28,6 @@ from app.limits import (
     login_failed,
     refuse_login_attempt,
 )
-from app.models import User
 
 
 def safe_next(target: str | None) -> str:
@@ -48,7 +48,8 @@ def login() -> ResponseReturnValue:
         return redirect(url_for("main.index"))
     form = LoginForm()
     if form.validate_on_submit():
-        refuse_login_attempt(form.username.data)  # the account's own limits (app/limits.py)
+        # The account's own limits (app/security/limits.py).
+        refuse_login_attempt(form.username.data)
         user = db.session.scalar(sa.select(User).where(
             sa.func.lower(User.username) == form.username.data.strip().lower()))
         if user is None or not user.check_password(form.password.data):

@@ -7,7 +7,7 @@ from werkzeug.exceptions import HTTPException
 
 from app import db
 from app.errors import bp
-from app.limits import retry_after
+from app.security.limits import retry_after
 
 # Routes that only ever answer JSON (the page polls them), whatever the request accepts.
 JSON_ENDPOINTS = {"main.notifications", "main.task_status"}
@@ -35,7 +35,7 @@ def csrf_error(error):
 
 @bp.app_errorhandler(429)
 def too_many_requests(error):
-    """A rate limit was hit (app/limits.py): say when to try again, in words and in
+    """A rate limit was hit (app/security/limits.py): say when to try again, in words and in
     Retry-After."""
     seconds = retry_after(error)
     message = _("You have made too many requests. Please try again %(when)s.",
@@ -48,7 +48,7 @@ def too_many_requests(error):
 
 @bp.app_errorhandler(413)
 def request_too_large(error):
-    """A body past its limit (app/body_limits.py), refused before it was read."""
+    """A body past its limit (app/security/body_limits.py), refused before it was read."""
     limit = request.max_content_length
     size = format_decimal(limit / 1024, format="#,##0") if limit else "?"
     return _error(413, _("Request Too Large"),

@@ -15,8 +15,8 @@ from collections.abc import Iterator
 import redis
 from flask import Response, abort, current_app, redirect, request
 
-from app import slots
 from app.exports.storage import Storage, attachment_disposition
+from app.security import slots
 
 DOWNLOADS_KEY = "microblog:downloads:user:"  # + user id: the user's downloads in progress
 # A download renews its place this often while it sends; a place not renewed for the lease
@@ -106,10 +106,10 @@ def _if_range_matches(etag: str | None) -> bool:
 
 
 def counted_download(response: Response, user_id: int) -> Response:
-    """`response`, holding one of the user's EXPORT_DOWNLOADS_PER_USER places (app/slots.py)
-    while this process streams it: like an open /events stream each holds a connection, and
-    a slow reader holds it long. A redirect to the object store or a HEAD costs none. Raises
-    TooManyDownloads when the user's places are all taken."""
+    """`response`, holding one of the user's EXPORT_DOWNLOADS_PER_USER places
+    (app/security/slots.py) while this process streams it: like an open /events stream each
+    holds a connection, and a slow reader holds it long. A redirect to the object store or a
+    HEAD costs none. Raises TooManyDownloads when the user's places are all taken."""
     if not response.direct_passthrough or request.method == "HEAD":
         return response
     cap = current_app.config["EXPORT_DOWNLOADS_PER_USER"]

@@ -41,8 +41,8 @@ from app.exports.forms import FORMAT_CHOICES, ExportActionForm, StartExportForm
 from app.exports.storage import StorageUnavailable, get_storage
 from app.forms import EmptyForm
 from app.jobs import failures, lifecycle
-from app.limits import by_user, configured, limiter
 from app.models import Export, TaskStatus, User, utcnow
+from app.security.limits import by_user, configured, limiter
 
 bp = Blueprint("exports", __name__)
 log = logging.getLogger(__name__)

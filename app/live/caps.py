@@ -1,6 +1,6 @@
 """How many /events streams may be open at once: per user and per client address, counted in
-Redis (app/slots.py: every web process on every host shares the count, and a killed process's
-streams free their places one lease later), and per web process, counted here.
+Redis (app/security/slots.py: every web process on every host shares the count, and a killed
+process's streams free their places one lease later), and per web process, counted here.
 
 A stream holds a connection of its web process for up to EVENTS_MAX_AGE, and reconnects by
 itself: without a cap one account can hold every connection gunicorn will accept, and other
@@ -17,7 +17,7 @@ import threading
 
 import redis
 
-from app import slots
+from app.security import slots
 
 USER_KEY = "microblog:streams:user:"  # + user id
 ADDRESS_KEY = "microblog:streams:address:"  # + client address

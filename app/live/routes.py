@@ -19,12 +19,13 @@ from flask import Response, current_app, request, stream_with_context
 from flask_babel import _
 from flask_login import current_user
 
-from app import db, events, slots
+from app import db, events
 from app.jobs import failures, reconcile
-from app.limits import client_address
 from app.live import bp, caps
 from app.live.hub import Hub, HubUnavailable, Listener, hub_for
 from app.models import Notification, UserSession
+from app.security import slots
+from app.security.limits import client_address
 
 # The browser waits this long before reconnecting to a stream that ended.
 RETRY_MS = 1000

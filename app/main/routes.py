@@ -22,14 +22,14 @@ from flask_babel import _, get_locale
 from flask_babel import lazy_gettext as _l
 from flask_login import current_user, login_required
 
-from app import avatars, db
+from app import db
 from app.forms import EmptyForm
 from app.jobs import failures, lifecycle, reconcile
-from app.limits import by_user, configured, limiter
-from app.main import bp
+from app.main import avatars, bp
 from app.main.forms import EditProfileForm, MessageForm, PostForm
 from app.models import Message, Post, Task, TaskStatus, User, utcnow
 from app.pagination import paginate
+from app.security.limits import by_user, configured, limiter
 
 
 @bp.before_app_request

@@ -3,7 +3,7 @@ every method, so that the endpoint is not advertised: app/monitoring/__init__.py
 
 - requests from an address in METRICS_ALLOW (addresses or networks; default loopback only),
   the address being the one the rate limits count (X-Forwarded-For only behind
-  TRUSTED_PROXY_COUNT proxies, see app/limits.py);
+  TRUSTED_PROXY_COUNT proxies, see app/security/limits.py);
 - requests with `Authorization: Bearer <METRICS_TOKEN>` when that is set;
 - a signed-in admin.
 """
@@ -22,8 +22,8 @@ from prometheus_client.exposition import choose_encoder
 from app.jobs import stats
 from app.jobs.lifecycle import TASK_TYPES
 from app.jobs.metrics import MetricsCollector
-from app.limits import client_address
 from app.monitoring import bp
+from app.security.limits import client_address
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 

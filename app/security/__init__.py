@@ -1,5 +1,7 @@
-"""Security headers on every response, the cookie flags that go with them, and the areas of
-the site that answer 404 to everyone not allowed in (hide_area).
+"""What protects the site from its visitors. Here: security headers on every response, the
+cookie flags that go with them, and the areas of the site that answer 404 to everyone not
+allowed in (hide_area). Beside it: limits.py (rate limits and failed logins), body_limits.py
+(request bodies), slots.py (caps on things open at once, counted in Redis).
 
 A small after-request hook rather than Flask-Talisman: what we need is a handful of fixed
 headers, Talisman would bring its own redirect-to-HTTPS and cookie handling to switch off, and
