@@ -71,7 +71,7 @@ def test_the_default_format_is_unchanged_and_a_jobs_lines_end_with_its_task(app)
 
     suffix = re.escape(f"[task {good.id} noop]")
     end = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} INFO: Task " + re.escape(good.id)
-                     + r" \(noop\) finished after \d+\.\d{3} s \[in \S+jobs\.py:\d+\] "
+                     + r" \(noop\) finished after \d+\.\d{3} s \[in \S+jobs/lifecycle\.py:\d+\] "
                      + suffix + "$")
     assert [line for line in lines if end.match(line)], result.stdout
     # RQ's lines keep RQ's format (time and message), with the job's task after them.
