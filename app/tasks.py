@@ -39,12 +39,12 @@ def countdown(user_id, seconds):
     """The example as a tracked task of a user: `seconds` steps of one second."""
     try:
         lifecycle.start()
-    except lifecycle.TaskNotActive:
+        progress = lifecycle.Progress(total=seconds, unit="seconds")
+        for i in range(seconds):
+            time.sleep(1)
+            progress.update(i + 1)
+    except lifecycle.TaskNotActive:  # cancelled: it stops here, and RQ files it as done
         return
-    progress = lifecycle.Progress(total=seconds, unit="seconds")
-    for i in range(seconds):
-        time.sleep(1)
-        progress.update(i + 1)
     lifecycle.finish("Countdown complete.")
 
 

@@ -15,7 +15,7 @@ from rq.job import Job, JobStatus
 from rq.registry import ScheduledJobRegistry
 
 from app import db
-from app.exports import centre
+from app.exports.routes import cancel_export, start_export
 from app.jobs import lifecycle
 from app.models import Export, Task, TaskStatus, User
 from tests.conftest import (
@@ -145,11 +145,11 @@ def test_a_task_that_stops_itself_within_the_grace_cleans_up_and_is_not_killed(
     add_posts(user, 30_000)
     worker = start_worker(env=worker_env(EXPORT_BATCH_SIZE=3, TASK_PROGRESS_INTERVAL=0))
     try:
-        export = centre.start(user, "json")
+        export = start_export(user, "json")
         job = Job.fetch(export.task_id, connection=app.redis)
         wait_for(lambda: _task(export.task_id).progress >= 1, interval=0.02,
                  message="the export to run")
-        centre.cancel(fresh(export))
+        cancel_export(fresh(export))
         wait_for(lambda: job.get_status() in (JobStatus.FINISHED, JobStatus.FAILED,
                                               JobStatus.STOPPED),
                  interval=0.05, message="the job to end")

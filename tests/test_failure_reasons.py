@@ -17,7 +17,7 @@ from rq.timeouts import JobTimeoutException
 import tests.test_browser as browser_tests
 from app import db
 from app.email import MailAlreadySending
-from app.exports import centre
+from app.exports.routes import start_export
 from app.exports.storage import StorageUnavailable
 from app.jobs import lifecycle, operations, reconcile
 from app.jobs.failures import WorkHorseKilled, describe_failure, reason_for_reader
@@ -50,7 +50,7 @@ def config_overrides(tmp_path):
 def _failed_export(app, username: str = "ana") -> Task:
     """An export of a new user's posts, run by an RQ worker, that failed writing its file."""
     user = make_user(username, posts=["hello"])
-    task_id = centre.start(user, "json").task_id
+    task_id = start_export(user, "json").task_id
     run_jobs_in_process(app)
     db.session.expire_all()
     task = db.session.get(Task, task_id)
@@ -88,7 +88,7 @@ def test_a_failure_pushed_live_reaches_the_stream_in_the_language_of_its_reader(
     stream = EventStream(session, f"{live_server}/events")
     try:
         stream.until(lambda event: event["data"]["name"] == "unread_message_count")
-        task_id = centre.start(user, "json").task_id
+        task_id = start_export(user, "json").task_id
         run_jobs_in_process(app)  # its events are published as they are committed
         [*_, failed] = stream.until(lambda event: event["data"]["name"] == "task_progress"
                                     and event["data"]["data"]["status"] == "failed")
