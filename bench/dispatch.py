@@ -25,7 +25,7 @@ import statistics
 import time
 
 from bench import harness
-from bench.export import _cpu_seconds, _job_cpu_seconds
+from bench.export import job_cpu_seconds, process_cpu_seconds
 from bench.harness import Services, create_users, emit, fmt, say, summary, table, wait_until
 
 NAME = "dispatch"
@@ -56,7 +56,7 @@ def _function_ms(services: Services, ids: list[str]) -> float:
 def bare(services: Services, worker, count: int) -> dict:
     queue = services.app.task_queue
     before = queue.finished_job_registry.count
-    cpu_before = _cpu_seconds(worker.worker_pid)
+    cpu_before = process_cpu_seconds(worker.worker_pid)
     started = time.perf_counter()
     ids = [queue.enqueue("bench.noop.noop").id for _ in range(count)]
     enqueued = time.perf_counter() - started
@@ -68,7 +68,7 @@ def bare(services: Services, worker, count: int) -> dict:
 
 def _worker_cpu_ms(services: Services, worker, cpu_before: float, count: int) -> float:
     """CPU milliseconds per job of the worker and its (reaped) work horses."""
-    return 1000 * _job_cpu_seconds(services, worker, cpu_before) / count
+    return 1000 * job_cpu_seconds(services, worker, cpu_before) / count
 
 
 def lifecycle(services: Services, worker, users: list) -> dict:
@@ -79,7 +79,7 @@ def lifecycle(services: Services, worker, users: list) -> dict:
 
     queue = services.app.task_queue
     before = queue.finished_job_registry.count
-    cpu_before = _cpu_seconds(worker.worker_pid)
+    cpu_before = process_cpu_seconds(worker.worker_pid)
     started = time.perf_counter()
     ids = [user.launch_task("noop", "Benchmark no-op").id for user in users]
     enqueued = time.perf_counter() - started

@@ -38,13 +38,13 @@ from bench.harness import (
     Process,
     Services,
     WebServer,
-    _status_kb,
     add_posts,
     create_user,
     emit,
     fmt,
     free_port,
     say,
+    status_kb,
     summary,
     table,
     wait_until,
@@ -211,8 +211,8 @@ def measure(services: Services, backend: str, path: Path, repeat: int) -> dict:
         if sha256_of_download(web.port) != sha256_of_file(path):  # also warms the worker up
             raise RuntimeError(f"{backend}: the download differs from the file")
         worker = web.worker_pid()
-        rss_before_kb = _status_kb(worker, "VmRSS") or 0
-        hwm_before_kb = _status_kb(worker, "VmHWM") or 0
+        rss_before_kb = status_kb(worker, "VmRSS") or 0
+        hwm_before_kb = status_kb(worker, "VmHWM") or 0
         runs = []
         for rep in range(repeat):
             cat_bytes, cat_s = read_cat(path)
@@ -223,7 +223,7 @@ def measure(services: Services, backend: str, path: Path, repeat: int) -> dict:
             runs.append({"http_s": http_s, "cat_s": cat_s})
             say(f"download: {backend}, run {rep + 1}/{repeat}: HTTP {size / http_s / 2**20:.0f}"
                 f" MB/s, cat {size / cat_s / 2**20:.0f} MB/s")
-        hwm_after_kb = _status_kb(worker, "VmHWM") or 0
+        hwm_after_kb = status_kb(worker, "VmHWM") or 0
     finally:
         web.stop()
         services.processes.remove(web)

@@ -123,7 +123,7 @@ def real_export(services: Services, user_id: int, timeout: float, plain: bool = 
         user = db.session.get(User, user_id)
         seen = len(services.smtp.messages)
         memory = worker.memory().__enter__()
-        cpu_before = _cpu_seconds(worker.worker_pid)
+        cpu_before = process_cpu_seconds(worker.worker_pid)
         started = time.perf_counter()
         enqueued_at = time.time()
         task = user.launch_task("export_posts", "Exporting posts...")
@@ -157,7 +157,7 @@ def real_export(services: Services, user_id: int, timeout: float, plain: bool = 
         job = Job.fetch(task_id, connection=services.redis)  # the task's id is its job's
         job_seconds = ((job.ended_at - job.started_at).total_seconds()
                        if job.started_at and job.ended_at else float("nan"))
-        cpu_seconds = _job_cpu_seconds(services, worker, cpu_before)
+        cpu_seconds = job_cpu_seconds(services, worker, cpu_before)
         phases = phase_breakdown(job, enqueued_at, enqueued_at + seconds)
     finally:
         worker.stop()
@@ -208,7 +208,7 @@ def phase_breakdown(job, enqueued_at: float, mail_received: float) -> dict:
     return result
 
 
-def _cpu_seconds(pid: int | None) -> float:
+def process_cpu_seconds(pid: int | None) -> float:
     """CPU time of a process and of the children it has reaped (/proc/<pid>/stat)."""
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
@@ -218,7 +218,7 @@ def _cpu_seconds(pid: int | None) -> float:
     return sum(int(tick) for tick in fields[11:15]) / os.sysconf("SC_CLK_TCK")
 
 
-def _job_cpu_seconds(services: Services, worker, before: float) -> float:
+def job_cpu_seconds(services: Services, worker, before: float) -> float:
     """The CPU the worker spent on its job since `before`, its work horse's included: read
     once the worker is idle again, which it is only after reaping the horse. Unlike the job's
     wall time, this hardly depends on what else the machine is running."""
@@ -229,7 +229,7 @@ def _job_cpu_seconds(services: Services, worker, before: float) -> float:
                    for w in Worker.all(connection=services.redis))
 
     wait_until(idle, 120, "the worker to be idle again", interval=0.02)
-    return _cpu_seconds(worker.worker_pid) - before
+    return process_cpu_seconds(worker.worker_pid) - before
 
 
 def verify_same_posts(mail_content: bytes, limit_file: Path) -> bool:

@@ -198,7 +198,7 @@ def proc_stats() -> Iterable[tuple[int, list[str]]]:
         yield int(entry.name), stat[stat.rindex(")") + 2:].split()
 
 
-def _status_kb(pid: int, field_name: str) -> int | None:
+def status_kb(pid: int, field_name: str) -> int | None:
     """A `VmRSS`/`VmHWM`-style field of /proc/<pid>/status, in kB."""
     try:
         text = Path(f"/proc/{pid}/status").read_text()
@@ -236,7 +236,7 @@ class Process:
             raise RuntimeError(f"{self.name} exited early; its log ends:\n{self.log_tail()}")
 
     def status_kb(self, field_name: str) -> int | None:
-        return _status_kb(self.pid, field_name)
+        return status_kb(self.pid, field_name)
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 20.0) -> None:
         """Signal the process group, reap the leader with wait4 (self.rusage holds the
@@ -364,7 +364,7 @@ class WorkerProcess(Process):
         self.sample_peak()
 
     def status_kb(self, field_name: str) -> int | None:
-        return _status_kb(self.worker_pid or self.pid, field_name)
+        return status_kb(self.worker_pid or self.pid, field_name)
 
     def memory(self, interval: float = 0.01) -> SessionMemory:
         return SessionMemory(self.pid, self.worker_pid, interval)
@@ -1071,7 +1071,7 @@ def process_group(pgid: int, port: int) -> list[ProcessFigures]:
         except OSError:
             continue
         found.append(ProcessFigures(
-            pid=pid, rss_kb=_status_kb(pid, "VmRSS") or 0,
+            pid=pid, rss_kb=status_kb(pid, "VmRSS") or 0,
             pss_kb=int(re.search(r"^Pss:\s+(\d+) kB", rollup, re.M).group(1)),
             cpu_s=(int(fields[11]) + int(fields[12])) / ticks,  # utime, stime
             connections=connections))

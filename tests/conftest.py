@@ -90,7 +90,7 @@ def database(redis_server):
     """The schema, built by running the migrations from an empty database."""
     from app import create_app, db
 
-    app = create_app(_test_config())
+    app = create_app(config_for_tests())
     with app.app_context():
         db.drop_all()
         with db.engine.begin() as conn:
@@ -101,7 +101,7 @@ def database(redis_server):
     yield os.environ["DATABASE_URL"]
 
 
-def _test_config(**overrides):
+def config_for_tests(**overrides):
     attrs = dict(
         TESTING=True,
         SERVER_NAME="localhost.localdomain",
@@ -132,7 +132,7 @@ def config_overrides():
 def app(database, redis_server, config_overrides):
     from app import create_app, db
 
-    app = create_app(_test_config(**config_overrides))
+    app = create_app(config_for_tests(**config_overrides))
     with app.app_context():
         _empty_database(db)
         app.redis.flushdb()
@@ -339,7 +339,7 @@ def pytest_configure(config):
 
 # --------------------------------------------------------------------------- SMTP
 
-class _Collector:
+class MailCollector:
     def __init__(self):
         self.messages = []
         self.fail_with = None  # e.g. "451 Try again later"
@@ -374,7 +374,7 @@ def serve_smtp(handler, config_overrides, monkeypatch):
 def smtp_server(config_overrides, monkeypatch):
     """A real SMTP server (aiosmtpd) on a free local port; the app and worker processes are
     pointed at it. `.handler.messages` holds what it received."""
-    handler = _Collector()
+    handler = MailCollector()
     controller = serve_smtp(handler, config_overrides, monkeypatch)
     controller.handler_ref = handler
     yield controller

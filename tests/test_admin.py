@@ -32,7 +32,7 @@ from tests.conftest import (
     start_worker,
     wait_for,
 )
-from tests.test_tasks import _stop
+from tests.conftest import stop_process as _stop
 
 PASSWORD = "correct horse battery"
 

@@ -30,7 +30,7 @@ EXPECTED_KEYS = {
 }
 
 
-def _environment() -> dict:
+def bench_environment() -> dict:
     # Each benchmark sets its own configuration; none of the test run's may leak in.
     env = {k: v for k, v in os.environ.items()
            if k not in {"DATABASE_URL", "REDIS_URL", "MICROBLOG_INSTANCE", "MAIL_SERVER",
@@ -40,7 +40,7 @@ def _environment() -> dict:
     return env
 
 
-def _bench_json(stdout: str) -> dict:
+def bench_json(stdout: str) -> dict:
     lines = [line for line in stdout.splitlines() if line.startswith("BENCH_JSON ")]
     assert len(lines) == 1, stdout
     return json.loads(lines[0][len("BENCH_JSON "):])
@@ -51,7 +51,7 @@ def test_every_benchmark_runs_quick_and_prints_its_figures():
     # All at once: each alone takes 5-20 s (the soak about 45 s: 15 s of traffic), mostly waiting
     # on its own processes; on a machine busy with other work, minutes.
     procs = {name: subprocess.Popen([sys.executable, "-m", "bench", name, "--quick"],
-                                    cwd=ROOT, env=_environment(), stdout=subprocess.PIPE,
+                                    cwd=ROOT, env=bench_environment(), stdout=subprocess.PIPE,
                                     stderr=subprocess.PIPE, text=True)
              for name in EXPECTED_KEYS}
     outputs = {}
@@ -68,12 +68,12 @@ def test_every_benchmark_runs_quick_and_prints_its_figures():
 
     for name, (returncode, stdout, stderr) in outputs.items():
         assert returncode == 0, f"{name} failed:\n{stdout}\n{stderr[-3000:]}"
-        data = _bench_json(stdout)
+        data = bench_json(stdout)
         assert data["bench"] == name
         assert EXPECTED_KEYS[name] <= data.keys(), (name, sorted(data))
         assert data["machine"]["nproc"] >= 1
     # A look inside each: the figures the docs quote are there and are numbers.
-    export = _bench_json(outputs["export"][1])
+    export = bench_json(outputs["export"][1])
     [size] = export["sizes"]
     assert size["posts"] == 200
     assert size["export_posts_per_s"]["median"] > 0 and size["peak_rss_mb"]["median"] > 0
@@ -81,9 +81,9 @@ def test_every_benchmark_runs_quick_and_prints_its_figures():
     for fmt_name, figures in export["formats"].items():
         [fmt_size] = figures["sizes"]
         assert fmt_size["task_s"]["median"] > 0 and fmt_size["file_mb"] > 0, fmt_name
-    dispatch = _bench_json(outputs["dispatch"][1])
+    dispatch = bench_json(outputs["dispatch"][1])
     assert dispatch["tasks"] == 50 and dispatch["ratio"]["median"] > 0
-    pages = _bench_json(outputs["pages"][1])
+    pages = bench_json(outputs["pages"][1])
     busy = pages["variants"]["priority_idle"]  # WORKER_CPU_PRIORITY's default, --quick's one
     assert busy["idle"]["home"]["rps"]["median"] > 0
     assert busy["busy"]["notifications"]["p99_ms"]["median"] > 0
@@ -96,14 +96,14 @@ def test_every_benchmark_runs_quick_and_prints_its_figures():
     assert 0 < streams["streams"] <= sum(streams["streams_per_web_process"])
     assert streams["ended_by_server"] == 0 and streams["home"]["open"]["p99_ms"]["median"] > 0
     assert streams["rss_mb"]["open"] > 0 and streams["pss_mb"]["open"] > 0
-    latency = _bench_json(outputs["latency"][1])
+    latency = bench_json(outputs["latency"][1])
     # both exports' events reached every stream, none lost or out of order
     assert latency["push"]["from_publish"]["n"] >= 2 * latency["streams_per_user"]
     assert latency["lost"] == latency["duplicated"] == latency["out_of_order"] == 0
-    [burst] = _bench_json(outputs["burst"][1])["rounds"]
+    [burst] = bench_json(outputs["burst"][1])["rounds"]
     assert burst["tasks"] == burst["mails"] == burst["users_with_one_mail"] == 10
     assert burst["status_5xx"] == 0 and burst["page"]["p99_ms"] > 0
-    soak = _bench_json(outputs["soak"][1])
+    soak = bench_json(outputs["soak"][1])
     # every kind of request was sent, none failed, no task was left behind, and the soak
     # checked its memory bound (its exit status, asserted above, says it held)
     assert set(soak["by_kind"]) == {"home", "explore", "profile", "messages",
@@ -121,9 +121,9 @@ def test_peers_benchmark_compares_with_the_tutorial_app_or_says_why_not():
     from bench.peers import PEER, peers_dir
 
     proc = subprocess.run([sys.executable, "-m", "bench", "peers", "--quick"], cwd=ROOT,
-                          env=_environment(), capture_output=True, text=True, timeout=780)
+                          env=bench_environment(), capture_output=True, text=True, timeout=780)
     assert proc.returncode == 0, f"peers failed:\n{proc.stdout}\n{proc.stderr[-3000:]}"
-    data = _bench_json(proc.stdout)
+    data = bench_json(proc.stdout)
     assert data["bench"] == "peers"
     if not (peers_dir() / PEER).is_dir():
         assert "peers: skipped:" in proc.stdout and "is absent" in data["skipped"]

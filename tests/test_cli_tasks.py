@@ -17,7 +17,7 @@ from app import db
 from app.jobs import lifecycle
 from app.models import Task, TaskStatus, User, utcnow
 from tests.conftest import ROOT, make_user, start_worker, wait_for, worker_env
-from tests.test_tasks import _stop
+from tests.conftest import stop_process as _stop
 
 
 def _task(task_id: str) -> Task:

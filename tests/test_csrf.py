@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 
 from app import create_app
-from tests.conftest import _test_config, csrf_token
+from tests.conftest import config_for_tests, csrf_token
 from tests.endpoints import (
     ADMIN,
     ENDPOINTS,
@@ -27,7 +27,7 @@ from tests.endpoints import (
 pytestmark = pytest.mark.once
 
 RULES = [(rule.endpoint, rule.rule, sorted(rule.methods & STATE_CHANGING))
-         for rule in sorted(create_app(_test_config()).url_map.iter_rules(),
+         for rule in sorted(create_app(config_for_tests()).url_map.iter_rules(),
                             key=lambda r: r.rule)
          if rule.methods & STATE_CHANGING]
 IDS = [f"{endpoint}:{path}" for endpoint, path, _ in RULES]

@@ -12,7 +12,7 @@ import tests.test_browser as browser_tests
 from app.exports.storage import get_storage
 from tests.conftest import wait_for
 from tests.test_events import logged_in_session
-from tests.test_export_pages import _finished_export, susan  # noqa: F401 -- a fixture
+from tests.test_export_pages import finished_export, susan  # noqa: F401 -- a fixture
 
 live_server = browser_tests.live_server
 FILE_SIZE = 32 * 1024 * 1024  # more than the socket buffers hold: the sender waits
@@ -33,7 +33,7 @@ def test_downloads_past_the_per_user_cap_are_refused_until_one_ends(app, client,
     from tests.conftest import login
 
     login(client)
-    export = _finished_export(client)
+    export = finished_export(client)
     with open(get_storage().path(export.storage_key), "wb") as f:
         f.truncate(FILE_SIZE)
     url = f"{live_server}/exports/{export.id}/download"

@@ -70,7 +70,7 @@ def _start_button(html: str) -> str:
     return re.search(r'<button[^>]*id="export-start-button"[^>]*>', html).group(0)
 
 
-def _finished_export(client) -> Export:
+def finished_export(client) -> Export:
     """susan's JSON export, run to the end by an in-process worker."""
     assert _start(client).status_code == 302
     run_jobs_in_process(client.application)
@@ -89,7 +89,7 @@ def _routes(export_id: str) -> list[tuple[str, str]]:
 
 def test_an_anonymous_visitor_is_sent_to_the_login_page_from_every_route(app, client, susan):
     login(client)
-    export = _finished_export(client)
+    export = finished_export(client)
     token = _token(client)
     client.post("/auth/logout", data={"csrf_token": token})
     forget_request_globals()
@@ -103,7 +103,7 @@ def test_an_anonymous_visitor_is_sent_to_the_login_page_from_every_route(app, cl
 
 def test_another_members_export_is_a_404_like_one_that_never_existed(app, client, susan):
     login(client)
-    export = _finished_export(client)
+    export = finished_export(client)
     fast_user("mallory")
     client.post("/auth/logout", data={"csrf_token": _token(client)})
     forget_request_globals()
@@ -123,7 +123,7 @@ def test_another_members_export_is_a_404_like_one_that_never_existed(app, client
 
 def test_a_post_without_the_csrf_token_is_refused_and_changes_nothing(app, client, susan):
     login(client)
-    export = _finished_export(client)
+    export = finished_export(client)
     before = snapshot()
     for url in ["/exports", *(url for method, url in _routes(export.id) if method == "POST")]:
         response = client.post(url, data={"format": "csv"})
@@ -177,7 +177,7 @@ def test_a_second_export_while_one_runs_is_refused(app, client, susan):
 
 def test_during_the_cooldown_the_button_is_disabled_and_says_when(app, client, susan):
     login(client)
-    export = _finished_export(client)
+    export = finished_export(client)
     html = client.get("/exports").get_data(as_text=True)
     assert "disabled" in _start_button(html)
     available = export.task.finished_at + timedelta(seconds=app.config["EXPORT_COOLDOWN"])
@@ -252,7 +252,7 @@ def test_cancel_then_retry_and_the_history_newest_first(app, client, susan):
 
 def test_delete_asks_first_then_removes_the_export_and_its_file(app, client, susan):
     login(client)
-    export = _finished_export(client)
+    export = finished_export(client)
     key = export.storage_key
     page = client.get(f"/exports/{export.id}/delete")
     assert page.status_code == 200
@@ -272,7 +272,7 @@ def test_delete_asks_first_then_removes_the_export_and_its_file(app, client, sus
 
 def test_a_finished_export_downloads_as_a_file(app, client, susan):
     login(client)
-    export = _finished_export(client)
+    export = finished_export(client)
     html = client.get("/exports").get_data(as_text=True)
     row = _row(html, export)
     assert "Ready" in row and f'href="/exports/{export.id}/download"' in row
@@ -290,7 +290,7 @@ def test_a_finished_export_downloads_as_a_file(app, client, susan):
 
 def test_an_expired_export_says_so_instead_of_downloading(app, client, susan):
     login(client)
-    export = _finished_export(client)
+    export = finished_export(client)
     # Past its expiry, before the scheduled job has removed it ...
     export.expires_at = utcnow() - timedelta(minutes=1)
     db.session.commit()

@@ -14,11 +14,11 @@ import sqlalchemy as sa
 from app import db
 from app.models import TaskStatus
 from tests.conftest import csrf_token, login, make_user, start_worker, wait_for, worker_env
+from tests.conftest import stop_process as _stop
 from tests.faults import (
     assert_tasks_truthful,
     tasks_by_user,
 )
-from tests.test_tasks import _stop
 
 # Its own private PostgreSQL cluster whatever the matrix says: once per CI run
 # is enough.
@@ -96,12 +96,12 @@ def private_postgres(config_overrides, monkeypatch):
     try:
         server.create()
         from config import database_url
-        from tests.conftest import ROOT, _test_config
+        from tests.conftest import ROOT, config_for_tests
 
         uri = database_url(server.url)
         from app import create_app
 
-        with create_app(_test_config(SQLALCHEMY_DATABASE_URI=uri)).app_context():
+        with create_app(config_for_tests(SQLALCHEMY_DATABASE_URI=uri)).app_context():
             from flask_migrate import upgrade
 
             upgrade(directory=str(ROOT / "migrations"))
@@ -157,6 +157,6 @@ def test_postgres_restarted_mid_export_retries_it_and_the_web_recovers(
     [mail] = smtp_server.handler_ref.messages
     import json
 
-    from tests.test_tasks import _attachment
+    from tests.test_tasks import attachment_of
 
-    assert len(json.loads(_attachment(mail).get_content())["posts"]) == 50_000
+    assert len(json.loads(attachment_of(mail).get_content())["posts"]) == 50_000

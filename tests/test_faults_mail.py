@@ -8,22 +8,22 @@ import pytest
 
 from app.models import TaskStatus
 from tests.conftest import csrf_token, make_user, start_worker, wait_for
+from tests.conftest import stop_process as _stop
 from tests.faults import (
     assert_tasks_truthful,
     mails_by_recipient,
     tasks_by_user,
 )
-from tests.test_tasks import _stop
 
 
 class RestartableSMTP:
     """An aiosmtpd server on a fixed port that can go away and come back on it."""
 
     def __init__(self) -> None:
-        from tests.conftest import _Collector
+        from tests.conftest import MailCollector
         from tests.test_deployment import free_port
 
-        self.handler = _Collector()
+        self.handler = MailCollector()
         self.port = free_port()
         self.controller = None
 

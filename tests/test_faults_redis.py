@@ -13,6 +13,7 @@ import pytest
 
 from app.models import TaskStatus
 from tests.conftest import csrf_token, login, make_user, start_worker, wait_for, worker_env
+from tests.conftest import stop_process as _stop
 from tests.faults import (
     assert_tasks_truthful,
     bulk_posts,
@@ -20,7 +21,6 @@ from tests.faults import (
     mails_by_recipient,
     tasks_by_user,
 )
-from tests.test_tasks import _stop
 
 # A Redis outage (its own Redis server); the database only records the tasks: CI
 # runs it once (SQLite).

@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from app import db
 from app.models import Post, User
 from tests.conftest import make_user, worker_env
-from tests.test_tasks import _children
+from tests.test_tasks import children_of
 
 LOAD_USERS = 6
 LOAD_ROUNDS = 25  # per user: read the home page, post, read explore
@@ -97,8 +97,8 @@ def test_a_web_worker_killed_under_load_others_serve_and_no_row_is_half_written(
         arbiter = processes.start("web", "exec gunicorn -c gunicorn.conf.py microblog:app")
         wait_until(lambda: processes.running("web") and healthy(port), 120,
                    lambda: f"gunicorn's /health\n{processes.logs()}")
-        web_workers = wait_until(lambda: len(_children(arbiter.pid)) == 2 and
-                                 _children(arbiter.pid), 120, "two gunicorn workers")
+        web_workers = wait_until(lambda: len(children_of(arbiter.pid)) == 2 and
+                                 children_of(arbiter.pid), 120, "two gunicorn workers")
         users = [LoadUser(f"http://127.0.0.1:{port}", name) for name in names]
         for user in users:
             user.log_in()
@@ -122,8 +122,8 @@ def test_a_web_worker_killed_under_load_others_serve_and_no_row_is_half_written(
         assert not any(thread.is_alive() for thread in threads)
         assert [u.crashed for u in users] == [None] * LOAD_USERS
         # The arbiter replaced the dead worker.
-        replaced = wait_until(lambda: len(_children(arbiter.pid)) == 2
-                              and victim not in _children(arbiter.pid), 120, "a new worker")
+        replaced = wait_until(lambda: len(children_of(arbiter.pid)) == 2
+                              and victim not in children_of(arbiter.pid), 120, "a new worker")
         assert replaced and processes.running("web")
         after = [u.request("GET", "/explore") for u in users]
         assert all(r is not None and r.status_code == 200 for r in after)

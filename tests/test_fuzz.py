@@ -27,7 +27,7 @@ from wtforms.validators import Email, EqualTo, Length, Regexp
 
 import app as app_package
 from app import create_app
-from tests.conftest import CSRF, _test_config, csrf_token
+from tests.conftest import CSRF, config_for_tests, csrf_token
 from tests.endpoints import (
     ADMIN,
     ENDPOINTS,
@@ -43,7 +43,7 @@ FUZZ = settings(max_examples=30, deadline=None, derandomize=False,
                 suppress_health_check=[HealthCheck.function_scoped_fixture,
                                        HealthCheck.too_slow, HealthCheck.data_too_large])
 
-_APP = create_app(_test_config())
+_APP = create_app(config_for_tests())
 GET_RULES = sorted((r for r in _APP.url_map.iter_rules() if "GET" in r.methods),
                    key=lambda r: r.rule)
 POST_RULES = sorted((r for r in _APP.url_map.iter_rules() if r.methods & STATE_CHANGING),

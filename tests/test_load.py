@@ -12,7 +12,7 @@ import sys
 import pytest
 
 from tests.conftest import ROOT
-from tests.test_bench_smoke import _bench_json, _environment
+from tests.test_bench_smoke import bench_environment, bench_json
 
 USERS = 50
 
@@ -30,9 +30,9 @@ def test_fifty_users_pressing_export_twice_at_once_get_one_export_and_one_mail_e
     proc = subprocess.run(
         [sys.executable, "-m", "bench", "burst", "--users", str(USERS), "--repeat", "1",
          *_database_option()],
-        cwd=ROOT, env=_environment(), capture_output=True, text=True, timeout=840)
+        cwd=ROOT, env=bench_environment(), capture_output=True, text=True, timeout=840)
     assert "BENCH_JSON " in proc.stdout, proc.stderr[-3000:]
-    [burst] = _bench_json(proc.stdout)["rounds"]
+    [burst] = bench_json(proc.stdout)["rounds"]
     print(f"\nexport burst, {USERS} users x 2 presses, 2 workers: page p99 "
           f"{burst['page']['p99_ms']} ms over {burst['page']['count']} pages, press p99 "
           f"{burst['press']['p99_ms']} ms, last mail after {burst['last_mail_s']} s")

@@ -11,7 +11,7 @@ from datetime import datetime
 
 import pytest
 
-from tests.conftest import _test_config, make_user, run_worker_burst, worker_env
+from tests.conftest import config_for_tests, make_user, run_worker_burst, worker_env
 
 # Log lines and their format, whatever the database: CI runs it once (SQLite).
 pytestmark = pytest.mark.once
@@ -97,7 +97,7 @@ def app_logger():
 def test_the_web_app_logs_json_with_the_exception(database, redis_server, app_logger, capsys):
     from app import create_app
 
-    app = create_app(_test_config(TESTING=False, LOG_FORMAT="json", LOG_TO_STDOUT=True))
+    app = create_app(config_for_tests(TESTING=False, LOG_FORMAT="json", LOG_TO_STDOUT=True))
 
     @app.route("/boom")
     def boom():
@@ -117,4 +117,4 @@ def test_an_unknown_log_format_stops_the_app_with_a_clear_error(database, app_lo
     from app import create_app
 
     with pytest.raises(ValueError, match="LOG_FORMAT must be 'text' or 'json', not 'xml'"):
-        create_app(_test_config(TESTING=False, LOG_FORMAT="xml", LOG_TO_STDOUT=True))
+        create_app(config_for_tests(TESTING=False, LOG_FORMAT="xml", LOG_TO_STDOUT=True))

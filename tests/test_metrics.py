@@ -145,10 +145,10 @@ def test_a_signed_in_admin_may_read_it_from_anywhere(client):
 
 def test_a_mistyped_allow_list_stops_the_app_at_start(database):
     from app import create_app
-    from tests.conftest import _test_config
+    from tests.conftest import config_for_tests
 
     with pytest.raises(ValueError, match="METRICS_ALLOW"):
-        create_app(_test_config(METRICS_ALLOW="10.0.0.0/8, not-an-address"))
+        create_app(config_for_tests(METRICS_ALLOW="10.0.0.0/8, not-an-address"))
 
 
 # --------------------------------------------------------------------------- figures
@@ -211,9 +211,9 @@ def test_a_task_cancelled_while_queued_counts_as_cancelled_without_a_duration(ap
 
 def test_without_redis_it_still_answers_and_says_redis_is_down(database, redis_server):
     from app import create_app
-    from tests.conftest import _test_config
+    from tests.conftest import config_for_tests
 
-    app = create_app(_test_config(REDIS_URL=f"redis://127.0.0.1:{free_port()}"))
+    app = create_app(config_for_tests(REDIS_URL=f"redis://127.0.0.1:{free_port()}"))
     with app.app_context():
         response = scrape(app.test_client())
     assert response.status_code == 200

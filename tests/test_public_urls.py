@@ -96,9 +96,9 @@ def test_every_mail_template_links_only_to_the_configured_base(app):
 ])
 def test_production_answers_only_its_own_host_names(database, redis_server, host, status):
     from app import create_app
-    from tests.conftest import _test_config
+    from tests.conftest import config_for_tests
 
-    app = create_app(_test_config(
+    app = create_app(config_for_tests(
         MICROBLOG_ENV="production", SECRET_KEY="a production secret", PUBLIC_BASE_URL=BASE,
         EXTRA_TRUSTED_HOSTS=["www.microblog.example.org"]))
     client = app.test_client()

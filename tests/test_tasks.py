@@ -58,7 +58,7 @@ def _task(task_id=None) -> Task:
     return db.session.scalars(sa.select(Task)).one()
 
 
-def _attachment(message, filename="posts.json"):
+def attachment_of(message, filename="posts.json"):
     for part in message.iter_attachments():
         if part.get_filename() == filename:
             return part
@@ -81,7 +81,7 @@ def test_export_of_n_posts_arrives_at_the_smtp_server_with_exactly_those_posts(
     assert message["To"] == "susan@example.com"
     assert "Please find attached" in message.get_body(("plain",)).get_content()
     assert "Please find attached" in message.get_body(("html",)).get_content()
-    part = _attachment(message)
+    part = attachment_of(message)
     assert part.get_content_type() == "application/json"
     data = json.loads(part.get_content())
     assert [p["body"] for p in data["posts"]] == TRICKY_BODIES  # oldest first, exact
@@ -105,7 +105,7 @@ def test_an_export_of_zero_posts_is_an_empty_list(app, client, smtp_server):
     _export(client)
     assert run_worker_burst().returncode == 0
     [message] = smtp_server.handler_ref.messages
-    assert json.loads(_attachment(message).get_content())["posts"] == []
+    assert json.loads(attachment_of(message).get_content())["posts"] == []
     assert _task().status == TaskStatus.FINISHED
 
 
@@ -347,7 +347,7 @@ def test_a_sigkilled_worker_leaves_no_task_in_progress(app, client, smtp_server)
         _export(client)
         wait_for(lambda: _task().status == TaskStatus.RUNNING and _task().progress > 0,
                  interval=0.05, message="export to be running")
-        horses = _children(victim.pid)  # the work horse has a process group of its own
+        horses = children_of(victim.pid)  # the work horse has a process group of its own
         os.killpg(victim.pid, signal.SIGKILL)
         victim.wait(timeout=10)
         killed_at = time.monotonic()
@@ -530,7 +530,7 @@ def _proc_state(pid: int) -> str:
         return "X"
 
 
-def _children(pid: int) -> list[int]:
+def children_of(pid: int) -> list[int]:
     path = Path(f"/proc/{pid}/task/{pid}/children")
     return [int(x) for x in path.read_text().split()] if path.exists() else []
 
@@ -549,7 +549,7 @@ def test_a_killed_work_horse_is_recorded_and_retried_by_its_worker(app, client, 
         _export(client)
         wait_for(lambda: _task().status == TaskStatus.RUNNING and _task().progress > 0,
                  interval=0.05, message="export to be running")
-        [horse] = wait_for(lambda: _children(worker.pid), message="work horse")
+        [horse] = wait_for(lambda: children_of(worker.pid), message="work horse")
         os.kill(horse, signal.SIGKILL)
         wait_for(lambda: _task().attempts >= 2, message="the retry to start")
         wait_for(lambda: _task().complete, timeout=120, message="retry to finish")
