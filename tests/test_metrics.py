@@ -360,7 +360,7 @@ def _lines(path: Path) -> list[str]:
 def test_every_task_type_has_its_counters_from_the_start(client):
     """Zeros, not missing series: an alert on rate(...failed...) works before the first job."""
     figures = samples(scrape(client).get_data(as_text=True))
-    from app.jobs.lifecycle import TASK_TYPES
+    from app.jobs.types import TASK_TYPES
 
     for task_type in TASK_TYPES:
         assert value(figures, "microblog_jobs_started_total", type=task_type) == 0

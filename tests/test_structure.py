@@ -30,8 +30,8 @@ PACKAGE = "app"
 # imports went round in a circle (issue 12). Among these, even an import inside a function
 # must point downwards.
 JOB_MODULES = {"app.models", "app.email", "app.jobs.lifecycle", "app.jobs.failures",
-               "app.jobs.reconcile", "app.jobs.bootstrap", "app.tasks", "app.jobs.worker",
-               "app.exports.centre", "app.exports.delivery",
+               "app.jobs.stop", "app.jobs.types", "app.jobs.reconcile", "app.jobs.bootstrap",
+               "app.tasks", "app.jobs.worker", "app.exports.centre", "app.exports.delivery",
                "app.exports.formats", "app.exports.posts", "app.exports.activitystreams",
                "app.exports.storage"}
 

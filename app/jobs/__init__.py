@@ -2,6 +2,8 @@
 
     lifecycle.py   launch (commit, then enqueue), progress, finish, fail, cancel, `end`: the one
                    place that knows both the Task row and the RQ job
+    types.py       the kinds of task: time limit and retry policy of each
+    stop.py        how a request to stop reaches a running job, on any host
     failures.py    what went wrong, in words a user reads; whether a retry could help
     reconcile.py   tasks whose job vanished or whose worker died
     operations.py  what an operator does to a task (retry, cancel, purge)

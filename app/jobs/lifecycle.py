@@ -8,7 +8,6 @@ what went wrong. Tasks RQ could not report on are brought in line by app/jobs/re
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 import uuid
@@ -23,7 +22,6 @@ import rq
 import sqlalchemy as sa
 import sqlalchemy.orm as so
 from flask import current_app, has_app_context
-from rq.command import send_command
 from rq.exceptions import AbandonedJobError, NoSuchJobError
 from rq.job import Callback, Job, JobStatus
 from sqlalchemy.exc import IntegrityError
@@ -31,7 +29,7 @@ from sqlalchemy.exc import IntegrityError
 from app import db, logs
 from app.email import release_claim
 from app.exports.centre import Superseded, attempt_superseded
-from app.jobs import metrics
+from app.jobs import metrics, stop, types
 from app.jobs.bootstrap import get_worker_app
 from app.jobs.failures import WorkHorseKilled, describe_failure, is_transient
 from app.models import Export, Notification, Task, TaskStatus, User, utcnow
@@ -43,8 +41,6 @@ RETRY_NOTE = " Retrying automatically."
 # Reasons are recorded in English, as operators and logs read them; the user reads them in
 # their language (failures.reason_for_reader, whose table lists these).
 JOBS_UNAVAILABLE = "Background jobs are unavailable right now. Please try again later."
-# Results and failures stay in Redis this long, for reconcile and operators.
-RESULT_TTL = 24 * 3600
 
 
 class TaskAlreadyRunning(Exception):
@@ -53,44 +49,6 @@ class TaskAlreadyRunning(Exception):
 
 class JobsUnavailable(Exception):
     """Redis could not be reached; the task was recorded as failed."""
-
-
-@dataclass(frozen=True)
-class TaskType:
-    """How a kind of task is run: its time limit (which may depend on the user's data), and
-    its retry policy: how often a transient failure is retried, and the setting that holds
-    the seconds between those retries."""
-
-    job_timeout: Callable[[User], int]
-    max_retries: int = 0
-    # An export's transient failures are mostly the mail server's: it waits as mail does.
-    retry_intervals_setting: str = "MAIL_RETRY_INTERVALS"
-
-    def retry(self) -> rq.Retry | None:
-        """The retry policy, as RQ takes it (launch) and as operations.retry restores it;
-        None when the type is never retried."""
-        if not self.max_retries:
-            return None
-        return rq.Retry(max=self.max_retries,
-                        interval=current_app.config[self.retry_intervals_setting] or [0])
-
-
-def _export_timeout(user: User) -> int:
-    # Generous: the export streams ~10^4 posts a second; mail may take a while.
-    return 300 + user.posts_count() // 1000
-
-
-TASK_TYPES: dict[str, TaskType] = {
-    "countdown": TaskType(job_timeout=lambda user: 600),
-    "export_posts": TaskType(job_timeout=_export_timeout, max_retries=3),
-    "noop": TaskType(job_timeout=lambda user: 60),
-}
-DEFAULT_TASK_TYPE = TaskType(job_timeout=lambda user: 600)
-
-
-def task_type(name: str) -> TaskType:
-    """How a task of this name is run (a type not in TASK_TYPES: ten minutes, no retries)."""
-    return TASK_TYPES.get(name, DEFAULT_TASK_TYPE)
 
 
 # --------------------------------------------------------------------------- launch
@@ -107,7 +65,7 @@ def launch(user: User, name: str, description: str, *args,
     so two simultaneous requests cannot both win), and JobsUnavailable when Redis is down
     (the task is then recorded as failed with that reason).
     """
-    kind = task_type(name)
+    kind = types.task_type(name)
     task = Task(id=str(uuid.uuid4()), name=name, description=description, user_id=user.id,
                 status=TaskStatus.QUEUED, active_name=name, progress=0, created_at=utcnow())
     db.session.add(task)
@@ -129,7 +87,8 @@ def launch(user: User, name: str, description: str, *args,
             # never the arguments (RQ's default description) or the user's own words.
             "app.tasks." + name, user.id, *args, job_id=task.id,
             description=f"{name} for user {user.id}",
-            on_failure=Callback(on_job_failure), result_ttl=RESULT_TTL, failure_ttl=RESULT_TTL,
+            on_failure=Callback(on_job_failure), result_ttl=types.RESULT_TTL,
+            failure_ttl=types.RESULT_TTL,
             meta={"progress": 0}, **kwargs)
     except redis.exceptions.RedisError as exc:
         log.error("Could not enqueue task %s: %s", task.id, exc)
@@ -178,17 +137,6 @@ def end_if_superseded(task: Task | None, export: Export | None, export_id: str) 
 
 # --------------------------------------------------------------------------- cancel
 
-CANCEL_FLAG_TTL = RESULT_TTL
-# The cancel request, sent to the worker running the job over RQ's own channel to it (as
-# RQ's stop-job command is), so that a stop with no grace is not left to that worker's next
-# heartbeat. The worker decides, from the request (AppWorker.stop_if_cancelled).
-CANCEL_COMMAND = "microblog-cancel"
-
-
-def _cancel_flag(task_id: str) -> str:
-    return f"microblog:task:{task_id}:cancel"
-
-
 def cancel(task: Task, reason: str, grace: float | None = None) -> None:
     """Cancel a task, for its user (app/exports/centre.py) and for an operator
     (app/jobs/operations.py, and so /admin/jobs and `flask tasks cancel`) alike. The row ends
@@ -209,7 +157,7 @@ def cancel(task: Task, reason: str, grace: float | None = None) -> None:
     if grace is None:
         grace = current_app.config["TASK_CANCEL_GRACE"]
     try:
-        job = _ask_to_stop(task.id, grace)
+        job = stop.ask_to_stop(current_app.redis, task.id, grace)
     except redis.exceptions.RedisError as exc:
         log.warning("Could not flag task %s as cancelled: %s", task.id, exc)
         job = None
@@ -222,55 +170,6 @@ def cancel(task: Task, reason: str, grace: float | None = None) -> None:
             pass
         except redis.exceptions.RedisError as exc:
             log.warning("Could not cancel job %s: %s", task.id, exc)
-
-
-def _ask_to_stop(task_id: str, grace: float) -> Job | None:
-    """The cancel request: the flag that the task reads at each progress report and its
-    worker at each heartbeat, and the same request sent to the worker running the job, if
-    one is. Returns the task's job (None: RQ has none). Raises RedisError."""
-    seconds, microseconds = current_app.redis.time()
-    request = json.dumps({"at": seconds + microseconds / 1e6, "grace": grace})
-    try:
-        job = Job.fetch(task_id, connection=current_app.redis)
-    except NoSuchJobError:
-        job = None
-    if job is not None and job.get_status(refresh=False) == JobStatus.STARTED and job.worker_name:
-        # Before the flag and the row: with no grace, the attempt is killed before it can
-        # see either and stop on its own (RQ would then file it as failed, or finished).
-        send_command(current_app.redis, job.worker_name, CANCEL_COMMAND, job_id=task_id,
-                     request=request)
-    current_app.redis.set(_cancel_flag(task_id), request, ex=CANCEL_FLAG_TTL)
-    return job
-
-
-def cancel_requested(task_id: str) -> bool:
-    """Whether the task was cancelled (one Redis read: cheap enough for every batch)."""
-    try:
-        return bool(current_app.redis.exists(_cancel_flag(task_id)))
-    except redis.exceptions.RedisError:
-        return False  # set_progress still reads the row
-
-
-def hard_stop_due(connection: redis.Redis, task_id: str,
-                  request: str | bytes | None = None) -> bool:
-    """Whether the task's cancel request is older than the grace it gave, by Redis's clock:
-    the worker running the task then kills its work horse. `request` is the copy a cancel
-    sent to the worker (its flag is read when None). One round trip; needs no app, so that
-    AppWorker can ask from its own process."""
-    with connection.pipeline(transaction=False) as pipeline:
-        if request is None:
-            pipeline.get(_cancel_flag(task_id))
-        pipeline.time()
-        *flag, (seconds, microseconds) = pipeline.execute()
-    request = flag[0] if flag else request
-    if request is None:
-        return False
-    try:
-        asked = json.loads(request)
-        deadline = float(asked["at"]) + float(asked["grace"])
-    except (ValueError, TypeError, KeyError):
-        return False  # not a request cancel made: the task is only asked to stop
-    return seconds + microseconds / 1e6 >= deadline
 
 
 # --------------------------------------------------------------------------- worker side
@@ -396,7 +295,7 @@ class Progress:
     def update(self, done: int) -> None:
         """Report `done` units of `total`. Raises TaskNotActive when the task was cancelled
         (checked on every call: callers report once per batch of work)."""
-        if self.job is not None and cancel_requested(self.job.id):
+        if self.job is not None and stop.requested(self.job.id):
             raise TaskNotActive(f"task {self.job.id} was cancelled")
         # 100 is reserved for `finish`: progress never claims success before it happened.
         percent = 99 if self.total == 0 else min(int(100 * done / self.total), 99)
@@ -424,7 +323,7 @@ def ensure_active() -> None:
     job = rq.get_current_job()
     if job is None:
         return
-    if cancel_requested(job.id):
+    if stop.requested(job.id):
         raise TaskNotActive(f"task {job.id} was cancelled")
     task = _current_task(job)
     if task is not None and task.complete:
@@ -589,7 +488,7 @@ def reopen(task: Task) -> None:
     flag goes first: it would stop the new attempt at its first progress report. Raises
     TaskAlreadyRunning when its user has another of that name in progress, and RedisError
     (having changed nothing) when Redis cannot be reached."""
-    current_app.redis.delete(_cancel_flag(task.id))
+    stop.forget(current_app.redis, task.id)
     task.status = TaskStatus.QUEUED
     task.complete = False
     task.active_name = task.name

@@ -24,7 +24,7 @@ from rq.results import Result
 
 from app import db
 from app.email import release_claim
-from app.jobs import lifecycle
+from app.jobs import lifecycle, types
 from app.models import Notification, Task, TaskStatus, User, utcnow
 
 log = logging.getLogger(__name__)
@@ -75,7 +75,7 @@ def find_task(task_id: str) -> Task | None:
 
 def task_names() -> list[str]:
     """Every task type that has a row, and every one the app knows, for filter menus."""
-    known = set(lifecycle.TASK_TYPES)
+    known = set(types.TASK_TYPES)
     known.update(db.session.scalars(sa.select(Task.name).distinct()))
     return sorted(known)
 
@@ -142,7 +142,7 @@ def retry(task: Task, actor: str) -> Task:
         raise NotApplicable(f"the job of task {task.id} is still {status} in RQ; "
                             "try again when it has stopped.")
     lifecycle.reopen(task)  # commits the row first, as launch does, then the job goes back
-    if (policy := lifecycle.task_type(task.name).retry()) is not None:
+    if (policy := types.task_type(task.name).retry()) is not None:
         job.retries_left, job.retry_intervals = policy.max, policy.intervals
     job.meta["progress"] = 0
     try:

@@ -28,7 +28,7 @@ from rq.worker import Worker, WorkerStatus
 
 from app import logs
 from app.email import release_claim
-from app.jobs import failures, lifecycle, priority
+from app.jobs import failures, lifecycle, priority, stop
 from app.jobs.bootstrap import REDIS_LOST, get_worker_app
 from app.jobs.process import die_with_parent
 from app.redis_connection import ride_out_outages
@@ -168,7 +168,7 @@ class AppWorker(PromptExit, Worker):
 
     def handle_payload(self, message) -> None:
         payload = parse_payload(message)
-        if payload.get("command") != lifecycle.CANCEL_COMMAND:
+        if payload.get("command") != stop.CANCEL_COMMAND:
             super().handle_payload(message)
             return
         try:
@@ -183,7 +183,7 @@ class AppWorker(PromptExit, Worker):
         then files the job as stopped, and does not retry it: the row stays cancelled."""
         if job_id is None or job_id != self.get_current_job_id():
             return
-        if lifecycle.hard_stop_due(self.connection, job_id, request):
+        if stop.hard_stop_due(self.connection, job_id, request):
             self.log.warning("Worker %s: job %s was cancelled and its grace is over: killing "
                              "its work horse", self.name, job_id)
             self._stopped_job_id = job_id  # what RQ's stop-job command sets

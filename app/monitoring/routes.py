@@ -20,8 +20,8 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder
 
 from app.jobs import stats
-from app.jobs.lifecycle import TASK_TYPES
 from app.jobs.metrics import MetricsCollector
+from app.jobs.types import TASK_TYPES
 from app.monitoring import bp
 from app.security.limits import client_address
 

@@ -1,0 +1,55 @@
+"""The kinds of task and how each is run: its time limit, which may depend on the user's
+data, and its retry policy. launch (app/jobs/lifecycle.py) and an operator's retry
+(app/jobs/operations.py) both read them here; /metrics lists every type from TASK_TYPES."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import rq
+from flask import current_app
+
+from app.models import User
+
+# Results and failures stay in Redis this long, for reconcile and operators.
+RESULT_TTL = 24 * 3600
+
+
+
+@dataclass(frozen=True)
+class TaskType:
+    """How a kind of task is run: its time limit (which may depend on the user's data), and
+    its retry policy: how often a transient failure is retried, and the setting that holds
+    the seconds between those retries."""
+
+    job_timeout: Callable[[User], int]
+    max_retries: int = 0
+    # An export's transient failures are mostly the mail server's: it waits as mail does.
+    retry_intervals_setting: str = "MAIL_RETRY_INTERVALS"
+
+    def retry(self) -> rq.Retry | None:
+        """The retry policy, as RQ takes it (launch) and as operations.retry restores it;
+        None when the type is never retried."""
+        if not self.max_retries:
+            return None
+        return rq.Retry(max=self.max_retries,
+                        interval=current_app.config[self.retry_intervals_setting] or [0])
+
+
+def _export_timeout(user: User) -> int:
+    # Generous: the export streams ~10^4 posts a second; mail may take a while.
+    return 300 + user.posts_count() // 1000
+
+
+TASK_TYPES: dict[str, TaskType] = {
+    "countdown": TaskType(job_timeout=lambda user: 600),
+    "export_posts": TaskType(job_timeout=_export_timeout, max_retries=3),
+    "noop": TaskType(job_timeout=lambda user: 60),
+}
+DEFAULT_TASK_TYPE = TaskType(job_timeout=lambda user: 600)
+
+
+def task_type(name: str) -> TaskType:
+    """How a task of this name is run (a type not in TASK_TYPES: ten minutes, no retries)."""
+    return TASK_TYPES.get(name, DEFAULT_TASK_TYPE)
