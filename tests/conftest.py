@@ -260,7 +260,11 @@ def start_worker(env=None, args=None) -> subprocess.Popen:
 
 def stop_process(proc: subprocess.Popen, grace: float = 20) -> str:
     """Stop a process started in its own session (start_worker, gunicorn ...): SIGTERM to its
-    group, SIGKILL after `grace` seconds. Returns what it printed."""
+    group, SIGKILL after `grace` seconds. Returns what it printed.
+
+    Even a killed process needs CPU time to exit (its memory is torn down in its own context),
+    and a worker at WORKER_CPU_PRIORITY=idle gives its session the lowest weight: beside busy
+    programs it may take many seconds to go, so the wait after the SIGKILL is EVENT_TIMEOUT."""
     import signal
 
     if proc.poll() is None:
@@ -269,7 +273,7 @@ def stop_process(proc: subprocess.Popen, grace: float = 20) -> str:
             proc.wait(timeout=grace)
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=5)
+            proc.wait(timeout=EVENT_TIMEOUT)
     return proc.stdout.read() if proc.stdout else ""
 
 
