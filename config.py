@@ -97,7 +97,8 @@ class Config:
     EXPORT_RETENTION_DAYS = float(os.environ.get("EXPORT_RETENTION_DAYS") or 7)
     EXPORT_KEEP = int(os.environ.get("EXPORT_KEEP") or 3)
     EXPORT_COOLDOWN = int(os.environ.get("EXPORT_COOLDOWN") or 600)
-    # Downloads of export files one user may have running at once (app/security/slots.py; 0: no cap).
+    # Downloads of export files one user may have running at once (app/security/slots.py; 0: no
+    # cap).
     EXPORT_DOWNLOADS_PER_USER = int(os.environ.get("EXPORT_DOWNLOADS_PER_USER") or 4)
     # Where finished exports live: "local" (EXPORT_FOLDER, one machine or a shared volume) or
     # "s3" (any S3-compatible object store: AWS S3, MinIO, R2, ...; credentials from the usual
@@ -156,8 +157,8 @@ class Config:
     MAX_FORM_MEMORY_SIZE = int(os.environ.get("MAX_FORM_MEMORY_SIZE") or 64 * 1024)
     MAX_FORM_PARTS = int(os.environ.get("MAX_FORM_PARTS") or 100)
 
-    # Rate limits (app/security/limits.py), counted in Redis: "N per second|minute|hour|day", several
-    # separated by ";". Login counts failed attempts only: per address, per account and address,
+    # Rate limits (app/security/limits.py), counted in Redis: "N per second|minute|hour|day",
+    # several separated by ";". Login counts failed attempts only: per address, per account and address,
     # and per account (which refuses only addresses that failed for it, app/security/limits.py).
     RATELIMIT_ENABLED = _bool("RATELIMIT_ENABLED", True)
     RATELIMIT_LOGIN = os.environ.get("RATELIMIT_LOGIN") or "10 per minute;50 per hour"
