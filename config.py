@@ -158,8 +158,8 @@ class Config:
     MAX_FORM_PARTS = int(os.environ.get("MAX_FORM_PARTS") or 100)
 
     # Rate limits (app/security/limits.py), counted in Redis: "N per second|minute|hour|day",
-    # several separated by ";". Login counts failed attempts only: per address, per account and address,
-    # and per account (which refuses only addresses that failed for it, app/security/limits.py).
+    # several separated by ";". Login counts failed attempts only: per address, per account and
+    # address, and per account (which refuses only addresses that failed for it).
     RATELIMIT_ENABLED = _bool("RATELIMIT_ENABLED", True)
     RATELIMIT_LOGIN = os.environ.get("RATELIMIT_LOGIN") or "10 per minute;50 per hour"
     RATELIMIT_REGISTER = os.environ.get("RATELIMIT_REGISTER") or "10 per minute;50 per hour"
