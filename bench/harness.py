@@ -404,7 +404,9 @@ class WebServer(Process):
             env["GUNICORN_CMD_ARGS"] = f"--bind 127.0.0.1:{self.port} {gunicorn_args}"
         super().__init__(command, env, log, "gunicorn", cwd)
 
-    def wait_ready(self, timeout: float = 60.0) -> None:
+    def wait_ready(self, timeout: float = 180.0) -> None:
+        # Generous: beside another test suite gunicorn has been seen to need more than 60 s to
+        # import the app and answer (tests/test_bench_smoke.py starts every benchmark at once).
         def answers() -> bool:
             self.check_alive()
             try:
