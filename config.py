@@ -112,6 +112,17 @@ class Config:
     # passing through the web process; only when browsers can reach the store's endpoint.
     EXPORT_S3_PRESIGNED_DOWNLOADS = _bool("EXPORT_S3_PRESIGNED_DOWNLOADS")
     EXPORT_S3_PRESIGN_SECONDS = int(os.environ.get("EXPORT_S3_PRESIGN_SECONDS") or 300)
+    # Imports (app/imports/): the largest archive accepted (bytes; refused with 413 while it
+    # streams in), minutes an uploaded archive waits for its user to press Import before it
+    # is deleted, and the limits on a zip archive: members, total uncompressed bytes, and
+    # the compression ratio past which a member is taken for a zip bomb.
+    IMPORT_MAX_BYTES = int(os.environ.get("IMPORT_MAX_BYTES") or 100 * 1024 * 1024)
+    IMPORT_CONFIRM_MINUTES = float(os.environ.get("IMPORT_CONFIRM_MINUTES") or 30)
+    IMPORT_MAX_MEMBERS = int(os.environ.get("IMPORT_MAX_MEMBERS") or 10_000)
+    IMPORT_MAX_UNCOMPRESSED = int(os.environ.get("IMPORT_MAX_UNCOMPRESSED")
+                                  or 4 * 1024 * 1024 * 1024)
+    IMPORT_MAX_RATIO = int(os.environ.get("IMPORT_MAX_RATIO") or 200)
+    IMPORT_BATCH_SIZE = int(os.environ.get("IMPORT_BATCH_SIZE") or 1000)
     # The address users reach the site at, for links in mail (workers have no request to
     # copy it from). `make run` sets it to its own address.
     PUBLIC_BASE_URL = (os.environ.get("PUBLIC_BASE_URL") or "http://127.0.0.1:5000").rstrip("/")
@@ -168,6 +179,7 @@ class Config:
     RATELIMIT_SEND_MESSAGE = (os.environ.get("RATELIMIT_SEND_MESSAGE")
                               or "20 per minute;200 per hour")
     RATELIMIT_EXPORT = os.environ.get("RATELIMIT_EXPORT") or "5 per minute;20 per hour"
+    RATELIMIT_IMPORT = os.environ.get("RATELIMIT_IMPORT") or "5 per minute;20 per hour"
     # Reverse proxies in front of the web processes that append to X-Forwarded-For (1 behind
     # the nginx of deployment/): the client address the per-address limits count.
     TRUSTED_PROXY_COUNT = int(os.environ.get("TRUSTED_PROXY_COUNT") or 0)

@@ -305,15 +305,40 @@ def load_user(id: str) -> User | None:
     return user
 
 
+# A post's body: the compose form allows 280 characters, but an imported post is kept whole
+# (a Mastodon or X post may be far longer), so the column has no length of its own. MariaDB's
+# TEXT holds 64 KiB; MEDIUMTEXT 16 MiB.
+POST_BODY = sa.Text().with_variant(mysql.MEDIUMTEXT(), "mysql", "mariadb")
+
+
+class PostOrigin:
+    """Where an imported post was first written (Post.origin); None for a post written here."""
+
+    MICROBLOG = "microblog"
+    MASTODON = "mastodon"
+    X = "x"
+
+
 class Post(db.Model):
-    # The export reads a user's posts in (timestamp, id) order, a batch at a time.
-    __table_args__ = (sa.Index("ix_post_user_timestamp", "user_id", "timestamp", "id"),)
+    __table_args__ = (
+        # The export reads a user's posts in (timestamp, id) order, a batch at a time.
+        sa.Index("ix_post_user_timestamp", "user_id", "timestamp", "id"),
+        # An imported post's identity on its account (app/imports/identity.py): importing
+        # the same archive twice, or an overlapping one, or a retried import, adds each post
+        # once, because the database refuses the second. NULL for posts written here: NULLs
+        # never collide in a unique constraint (SQLite, PostgreSQL, MariaDB).
+        sa.UniqueConstraint("user_id", "origin_key", name="uq_post_user_origin_key"),
+    )
 
     id: so.Mapped[int] = so.mapped_column(primary_key=True)
-    body: so.Mapped[str] = so.mapped_column(sa.String(280))
+    body: so.Mapped[str] = so.mapped_column(POST_BODY)
     timestamp: so.Mapped[datetime] = so.mapped_column(index=True, default=utcnow)
     user_id: so.Mapped[int] = so.mapped_column(sa.ForeignKey(User.id), index=True)
     language: so.Mapped[str | None] = so.mapped_column(sa.String(5))
+    # An imported post's origin (PostOrigin), its id or URL there, and its identity key.
+    origin: so.Mapped[str | None] = so.mapped_column(sa.String(16))
+    origin_id: so.Mapped[str | None] = so.mapped_column(sa.String(255))
+    origin_key: so.Mapped[str | None] = so.mapped_column(sa.String(64))
 
     author: so.Mapped[User] = so.relationship(back_populates="posts")
 
@@ -501,3 +526,95 @@ class Export(db.Model):
 
     def __repr__(self) -> str:
         return f"<Export {self.id} {self.format} {self.status}>"
+
+
+class Import(db.Model):
+    """One archive a user uploaded to bring posts in (/imports). Two stages, each a Task:
+    the preview (the archive read, nothing written to the account) and, once the user
+    confirms, the import. Its status (see `status`) follows its current task. The id is
+    random and goes in URLs. app/imports/centre.py is the only code that changes a row.
+
+    `position` is how many of the archive's items have been dealt with: it is committed in
+    the same transaction as the posts of each batch, with the counts, so a retried import
+    (its worker killed) goes on from there, and the counts stay true."""
+
+    PREVIEW = "preview"
+    IMPORT = "import"
+    # The statuses a page shows, beyond a task's (queued, running, failed, cancelled):
+    PREVIEWING = "previewing"
+    READY = "ready"           # previewed, waiting for the user to press Import
+    IMPORTING = "importing"
+    FINISHED = "finished"
+    EXPIRED = "expired"       # not confirmed within IMPORT_CONFIRM_MINUTES: its file is gone
+
+    id: so.Mapped[str] = so.mapped_column(sa.String(32), primary_key=True)
+    user_id: so.Mapped[int] = so.mapped_column(
+        sa.ForeignKey(User.id, ondelete="CASCADE"), index=True)
+    stage: so.Mapped[str] = so.mapped_column(sa.String(16), default=PREVIEW)
+    # What the archive is (app/imports/readers: microblog-json, mastodon, x, ...), once read.
+    kind: so.Mapped[str | None] = so.mapped_column(sa.String(32))
+    # The name the browser gave the file: shown, never used as a path.
+    filename: so.Mapped[str | None] = so.mapped_column(sa.String(255))
+    storage_key: so.Mapped[str | None] = so.mapped_column(sa.String(255))
+    size: so.Mapped[int | None] = so.mapped_column(sa.BigInteger)
+    # The current task: the preview's, then the import's. SET NULL: purging tasks keeps this.
+    task_id: so.Mapped[str | None] = so.mapped_column(
+        sa.ForeignKey(Task.id, ondelete="SET NULL"), index=True)
+    preview_json: so.Mapped[str | None] = so.mapped_column(sa.Text)
+    position: so.Mapped[int] = so.mapped_column(default=0)
+    imported: so.Mapped[int] = so.mapped_column(default=0)
+    failed: so.Mapped[int] = so.mapped_column(default=0)
+    # {"duplicate": 3, "boost": 120, ...}: items skipped, by reason.
+    skipped_json: so.Mapped[str | None] = so.mapped_column(sa.Text)
+    followed: so.Mapped[int] = so.mapped_column(default=0)
+    created_at: so.Mapped[datetime] = so.mapped_column(default=utcnow, index=True)
+    confirm_by: so.Mapped[datetime | None] = so.mapped_column(index=True)
+    confirmed_at: so.Mapped[datetime | None]
+    finished_at: so.Mapped[datetime | None]
+    expired_at: so.Mapped[datetime | None]
+
+    user: so.Mapped[User] = so.relationship()
+    task: so.Mapped[Task | None] = so.relationship()
+
+    def __init__(self, **kwargs) -> None:
+        kwargs.setdefault("id", secrets.token_urlsafe(16))
+        super().__init__(**kwargs)
+
+    @property
+    def status(self) -> str:
+        """previewing, ready, expired, importing, finished, failed or cancelled."""
+        if self.expired_at is not None:
+            return self.EXPIRED
+        task_status = self.task.status if self.task is not None else TaskStatus.FAILED
+        if task_status in TaskStatus.ACTIVE:
+            return self.PREVIEWING if self.stage == self.PREVIEW else self.IMPORTING
+        if task_status == TaskStatus.FINISHED:
+            return self.READY if self.stage == self.PREVIEW else self.FINISHED
+        return task_status
+
+    def preview(self) -> dict | None:
+        return json.loads(self.preview_json) if self.preview_json else None
+
+    def skipped(self) -> dict[str, int]:
+        return json.loads(self.skipped_json) if self.skipped_json else {}
+
+    def __repr__(self) -> str:
+        return f"<Import {self.id} {self.kind} {self.status}>"
+
+
+class ImportProblem(db.Model):
+    """One item of an import that was not imported for a reason its user should read item by
+    item: a post that failed (malformed), a followed account not found here. Written in the
+    transaction of its batch, so a retried import records each once."""
+
+    __tablename__ = "import_problem"
+    __table_args__ = (sa.UniqueConstraint("import_id", "outcome", "item",
+                                          name="uq_import_problem_item"),)
+
+    id: so.Mapped[int] = so.mapped_column(primary_key=True)
+    import_id: so.Mapped[str] = so.mapped_column(
+        sa.ForeignKey(Import.id, ondelete="CASCADE"), index=True)
+    outcome: so.Mapped[str] = so.mapped_column(sa.String(16))  # failed, not_found
+    item: so.Mapped[int]  # the item's number in the archive (1-based), or the follow's line
+    original_id: so.Mapped[str | None] = so.mapped_column(sa.String(255))
+    reason: so.Mapped[str] = so.mapped_column(sa.String(255))
