@@ -31,6 +31,7 @@ from app.models import PostOrigin
 from tests.archives import (
     ABSENT,
     HOSTILE_TEXTS,
+    encrypted_zip,
     hostile_mastodon_archive,
     hostile_x_archive,
     image_file,
@@ -42,6 +43,7 @@ from tests.archives import (
     posts_json,
     stamp,
     truncated_zip,
+    with_directory_count,
     write_zip,
     x_archive,
     zip_bomb,
@@ -433,6 +435,14 @@ def test_a_zip_with_too_many_members_is_refused(tmp_path):
     assert refusal(path, Limits(max_members=100)) == (
         "This zip archive holds 120 files, more than the 100 allowed.")
     assert read(path, Limits(max_members=120)) == []
+    # The end record may lie about the count: the directory's size tells.
+    with_directory_count(path, 3)
+    assert "more than the 10 allowed" in refusal(path, Limits(max_members=10))
+
+
+def test_an_encrypted_zip_is_refused_as_such(tmp_path):
+    assert refusal(encrypted_zip(tmp_path / "locked.zip")) == (
+        "This zip archive is encrypted (password-protected).")
 
 
 def test_the_bytes_unpacked_are_counted_across_the_files_read(tmp_path):
