@@ -18,6 +18,7 @@ import io
 import os
 import struct
 import zipfile
+import zlib
 from typing import BinaryIO
 
 from app.imports.readers.items import (
@@ -30,8 +31,9 @@ from app.imports.readers.items import (
     ArchiveRefused,
     Limits,
 )
-from app.imports.readers.streams import DAMAGED_DATA
 
+# Errors reading a zip member's data: its compressed bytes are damaged, or it is cut short.
+DAMAGED_DATA = (zipfile.BadZipFile, zlib.error, EOFError)
 ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06", b"PK\x07\x08")
 # A member this small cannot be a bomb whatever its ratio (a page of spaces deflates 500:1).
 RATIO_FLOOR = 1024 * 1024
@@ -63,7 +65,12 @@ class CountedMember(io.BufferedIOBase):
         return True
 
     def read(self, size: int | None = -1) -> bytes:
-        data = self.stream.read(-1 if size is None else size)
+        """Raises ArchiveRefused (DAMAGED_ZIP) when the data is damaged (a bad checksum, a
+        broken deflate stream, cut short), or past the budget."""
+        try:
+            data = self.stream.read(-1 if size is None else size)
+        except (*DAMAGED_DATA, OSError) as exc:
+            raise ArchiveRefused(DAMAGED_ZIP) from exc
         self.budget.spend(len(data))
         return data
 
@@ -84,6 +91,8 @@ class SafeZip:
         self.check_directory(path)
         try:
             self.zip = zipfile.ZipFile(path)
+        except NotImplementedError as exc:  # a zip of a version zipfile does not read
+            raise ArchiveRefused(UNSUPPORTED_COMPRESSION) from exc
         except (zipfile.BadZipFile, OSError, EOFError, ValueError) as exc:
             raise ArchiveRefused(DAMAGED_ZIP) from exc
         try:
@@ -162,7 +171,9 @@ class SafeZip:
             return CountedMember(self.zip.open(info), budget)
         except NotImplementedError as exc:
             raise ArchiveRefused(UNSUPPORTED_COMPRESSION) from exc
-        except (RuntimeError, *DAMAGED_DATA) as exc:  # zipfile: "File ... is encrypted"
+        # RuntimeError: zipfile's "File ... is encrypted" for a flag the directory hid;
+        # OSError: a member's header offset past the file's end.
+        except (RuntimeError, OSError, *DAMAGED_DATA) as exc:
             raise ArchiveRefused(DAMAGED_ZIP) from exc
 
     def read_small(self, name: str, budget: ReadBudget, limit: int = 1024 * 1024) -> bytes:
@@ -170,8 +181,6 @@ class SafeZip:
         member = self.open(name, budget)
         try:
             return member.read(limit)
-        except DAMAGED_DATA as exc:
-            raise ArchiveRefused(DAMAGED_ZIP) from exc
         finally:
             member.close()
 
@@ -203,6 +212,8 @@ def directory_of(path: str) -> tuple[int, int] | None:
         locator_at = at - ZIP64_LOCATOR.size
         if locator_at >= 0 and tail[locator_at:locator_at + 4] == b"PK\x06\x07":
             _, _, record_offset, _ = ZIP64_LOCATOR.unpack_from(tail, locator_at)
+            if record_offset >= length:
+                return None
             f.seek(record_offset)
             record = f.read(ZIP64_END_RECORD.size)
             if len(record) == ZIP64_END_RECORD.size and record[:4] == b"PK\x06\x06":
