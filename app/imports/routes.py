@@ -220,7 +220,8 @@ def _upload_too_large(limit: str) -> str:
 def _page_context() -> dict:
     """What the templates of these pages need besides the import(s) themselves."""
     return {"kind_labels": KIND_LABELS, "skip_labels": SKIP_LABELS, "when": _when,
-            "summary_of": report.summary_of, "max_size": _max_size()}
+            "summary_of": report.summary_of, "preview_warnings": centre.preview_warnings,
+            "max_size": _max_size()}
 
 
 # --------------------------------------------------------------------------- pages
