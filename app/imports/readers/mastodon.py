@@ -50,10 +50,14 @@ class TextOfHtml(HTMLParser):
 
     HIDDEN = {"script", "style", "template", "head", "title"}
 
-    def __init__(self) -> None:
+    def __init__(self, mentions: dict[str, str] | None = None) -> None:
         super().__init__(convert_charrefs=True)
         self.parts: list[str] = []
         self.hidden = 0
+        # A mention's link shows "@bob" only; the Note's tags say it is "@bob@elsewhere":
+        # the link's URL -> the name the person wrote.
+        self.mentions = mentions or {}
+        self.mention: tuple[int, str] | None = None
 
     def handle_starttag(self, tag: str, attrs: list) -> None:
         if tag in self.HIDDEN:
@@ -62,6 +66,8 @@ class TextOfHtml(HTMLParser):
             self.parts.append("\n")
         elif tag == "p" and self.parts:
             self.parts.append("\n\n")
+        elif tag == "a" and (name := self.mentions.get(dict(attrs).get("href") or "")):
+            self.mention = (len(self.parts), name)
 
     def handle_startendtag(self, tag: str, attrs: list) -> None:
         if tag == "br":
@@ -70,18 +76,34 @@ class TextOfHtml(HTMLParser):
     def handle_endtag(self, tag: str) -> None:
         if tag in self.HIDDEN and self.hidden:
             self.hidden -= 1
+        elif tag == "a" and self.mention is not None:
+            start, name = self.mention
+            self.mention = None
+            if "".join(self.parts[start:]).strip() and name.startswith("".join(
+                    self.parts[start:]).strip()):
+                self.parts[start:] = [name]
 
     def handle_data(self, data: str) -> None:
         if not self.hidden:
             self.parts.append(data)
 
 
-def html_to_text(content: str) -> str:
-    """The plain text a person wrote, from a post's HTML (TextOfHtml)."""
-    parser = TextOfHtml()
+def html_to_text(content: str, mentions: dict[str, str] | None = None) -> str:
+    """The plain text a person wrote, from a post's HTML (TextOfHtml); `mentions` the URL and
+    full name of each account mentioned (mentions_of)."""
+    parser = TextOfHtml(mentions)
     parser.feed(content)
     parser.close()
     return "".join(parser.parts).strip("\n")
+
+
+def mentions_of(note: dict) -> dict[str, str]:
+    """The accounts a Note mentions, from its tags: URL -> "@name@server"."""
+    tags = note.get("tag")
+    return {tag["href"]: tag["name"] for tag in tags if isinstance(tag, dict)
+            and tag.get("type") == "Mention" and isinstance(tag.get("href"), str)
+            and isinstance(tag.get("name"), str) and tag["name"].startswith("@")
+            } if isinstance(tags, list) else {}
 
 
 def addresses(value: object) -> list[str]:
@@ -196,7 +218,7 @@ class OutboxArchive(Archive):
             content = next(iter(note["contentMap"].values()), None)
         if not isinstance(content, str):
             return content
-        text = html_to_text(content)
+        text = html_to_text(content, mentions_of(note))
         summary = note.get("summary")
         if isinstance(summary, str) and summary.strip() and text.strip():
             return f"CW: {html_to_text(summary)}\n\n{text}"
