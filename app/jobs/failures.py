@@ -22,12 +22,16 @@ from rq.exceptions import AbandonedJobError
 from rq.timeouts import JobTimeoutException
 
 from app.email import MailAlreadySending
+from app.imports.readers import ArchiveRefused
 from app.jobs.bootstrap import REDIS_LOST
 
 
 def is_transient(exc: BaseException | None) -> bool:
     """Errors worth retrying: the mail server or network was briefly unavailable, or the
-    worker died under the job. A bug or a timeout would only fail again."""
+    worker died under the job. A bug or a timeout would only fail again, and so would an
+    archive refused for what it is."""
+    if isinstance(exc, ArchiveRefused):
+        return False
     if isinstance(exc, (AbandonedJobError, WorkHorseKilled, MailAlreadySending, *REDIS_LOST)):
         return True
     if is_database_lost(exc):
@@ -81,6 +85,8 @@ def describe_failure(exc: BaseException | None) -> str:
     reason = getattr(exc, "user_reason", None)  # an error that says it for itself
     if isinstance(reason, str):
         return reason
+    if isinstance(exc, ArchiveRefused):  # what the file looked like, what is accepted
+        return str(exc)[:255] or FAILED
     if isinstance(exc, JobTimeoutException):
         return TIMED_OUT
     if isinstance(exc, AbandonedJobError | WorkHorseKilled):
@@ -118,6 +124,9 @@ RECORDED_ELSEWHERE = (
     N_("Stopped by an administrator."),  # operations.STOPPED_REASON
     N_("Cancelled by you."),  # exports.routes.CANCELLED_BY_YOU
     N_("The export storage could not be reached."),  # exports.storage.StorageUnavailable
+    N_("Replaced by a newer step of the same import."),  # tasks.NOT_THE_CURRENT_STEP
+    # imports.centre.ArchiveMissing
+    N_("The uploaded archive is no longer available. Please upload it again."),
 )
 _PARAMETER = re.compile(r"%\((\w+)\)s")
 # What a parameter's value may be, in a reason: a reason within it any text, a code or a name
