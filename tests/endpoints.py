@@ -196,14 +196,15 @@ def _finished_import(user, marker: str):
     from app.models import Import, ImportProblem, Task, TaskStatus, utcnow
 
     task = Task(id="0f8e4a1c-import-of-alice-00000000000", name="import_posts",
-                description="Importing posts...", user=user, complete=True,
+                description="Importing posts...", user_id=user.id, complete=True,
                 status=TaskStatus.FINISHED, progress=100)
+    db.session.add(task)
     imp = Import(user_id=user.id, stage=Import.IMPORT, kind="mastodon",
-                 filename=f"archive-{marker}.zip", size=1234, task=task, position=2,
+                 filename=f"archive-{marker}.zip", size=1234, task_id=task.id, position=2,
                  imported=1, failed=1, skipped_json=json.dumps({"boost": 1}),
                  preview_json=json.dumps({"kind": "mastodon", "posts": 2, "samples": []}),
                  confirmed_at=utcnow(), finished_at=utcnow())
-    db.session.add_all([task, imp])
+    db.session.add(imp)
     db.session.flush()
     db.session.add(ImportProblem(import_id=imp.id, outcome="failed", item=2,
                                  original_id=f"https://social.example/{marker}",
