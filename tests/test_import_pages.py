@@ -256,13 +256,14 @@ def test_uploads_are_rate_limited(app, client, susan, config_overrides):
 
 @pytest.mark.timeout(300)
 def test_an_upload_larger_than_the_limit_gets_a_page_that_says_so_before_it_is_sent(app):
-    """A real server and a body that only says how large it is: the 413 page comes back
-    before the body is sent, and says the limit."""
+    """A real server: a body that says it is too large is refused before it is read, and a
+    chunked one (no length said) as soon as reading it passes the limit; either way with a
+    page that says the limit, and nothing stored."""
     from tests.web_server import gunicorn, repeated, send_body
 
     fast_user("susan")
-    limit = app.config["IMPORT_MAX_BYTES"]
-    with gunicorn() as server:
+    limit = 2 * 1024 * 1024
+    with gunicorn(IMPORT_MAX_BYTES=limit) as server:
         session = requests.Session()
         page = session.get(f"{server.base}/auth/login", timeout=30).text
         match = CSRF.search(page)
@@ -277,25 +278,42 @@ def test_an_upload_larger_than_the_limit_gets_a_page_that_says_so_before_it_is_s
                 f"{match.group(1) or match.group(2)}\r\n--{boundary}\r\nContent-Disposition: "
                 f"form-data; name=\"file\"; filename=\"big.zip\"\r\n"
                 "Content-Type: application/zip\r\n\r\n").encode()
-        size = limit + 1024 * 1024
-        status, text = send_body(server.port, "/imports", {
-            "Content-Type": f"multipart/form-data; boundary={boundary}",
-            "Content-Length": str(len(head) + size), "Accept": "text/html", "Cookie": cookie},
-            iter([head, *repeated(b"z", size)]), chunked=False)
-    assert status == 413, text[:500]
-    text = re.sub(r"\s+", " ", text)
-    assert "The file is larger than 100 MiB, the most an import accepts." in text, text[:2000]
+        tail = f"\r\n--{boundary}--\r\n".encode()
+        size = 2 * limit
+        for chunked in (False, True):
+            headers = {"Content-Type": f"multipart/form-data; boundary={boundary}",
+                       "Accept": "text/html", "Cookie": cookie}
+            if not chunked:
+                headers["Content-Length"] = str(len(head) + size + len(tail))
+            status, text = send_body(server.port, "/imports", headers,
+                                     iter([head, *repeated(b"z", size), tail]), chunked)
+            assert status == 413, (chunked, text[:500])
+            text = re.sub(r"\s+", " ", text)
+            assert "The file is larger than 2 MiB, the most an import accepts." in text, (
+                chunked, text[:2000])
     db.session.remove()
-    assert _imports() == []
+    assert _imports() == [] and _stored_files(app) == []
 
 
-def test_a_json_client_gets_the_413_as_json(app, client, susan):
-    app.config["IMPORT_MAX_BYTES"] = 1024
+@pytest.mark.parametrize("accept", ["text/html", "application/json"])
+def test_the_413_says_the_limit_an_import_has(app, client, susan, accept):
+    """The default limit, in words, for a body that says it is larger (refused unread)."""
     login(client)
-    response = _upload(client, b"x" * 4096, headers={"Accept": "application/json"})
+    too_large = app.config["IMPORT_MAX_BYTES"] + 1
+    response = client.post("/imports", data=b"--x--", headers={"Accept": accept},
+                           content_type="multipart/form-data; boundary=x",
+                           environ_overrides={"CONTENT_LENGTH": str(too_large)})
     assert response.status_code == 413
-    assert response.get_json()["message"] == (
-        "The file is larger than 1 KiB, the most an import accepts.")
+    message = "The file is larger than 100 MiB, the most an import accepts."
+    if accept == "application/json":
+        assert response.get_json()["message"] == message
+    else:
+        assert message in response.get_data(as_text=True)
+    # Every other page keeps the general limit and its words.
+    response = client.post("/index", data=b"x" * (app.config["MAX_CONTENT_LENGTH"] + 1),
+                           content_type="application/octet-stream")
+    assert response.status_code == 413
+    assert "What you sent is too large for this page" in response.get_data(as_text=True)
     assert _imports() == []
 
 
