@@ -408,6 +408,9 @@ def test_every_state_is_shown_with_its_actions_and_no_inline_code(app, client, s
                                finished_at=utcnow()),
         "expired": _import_in(susan, TaskStatus.FINISHED, Import.PREVIEW, "expired",
                               preview_json=preview, expired_at=utcnow()),
+        # Past its time, before the scheduled job has deleted its file.
+        "late": _import_in(susan, TaskStatus.FINISHED, Import.PREVIEW, "late",
+                           preview_json=preview, confirm_by=utcnow() - timedelta(minutes=1)),
     }
     db.session.add(ImportProblem(import_id=imports["finished"].id, outcome="not_found", item=3,
                                  original_id="@nobody@elsewhere.example",
@@ -428,10 +431,12 @@ def test_every_state_is_shown_with_its_actions_and_no_inline_code(app, client, s
                       "Already on your account", report],
         "finished": ["The import is done.", "1,193", "Accounts not found here", report],
         "expired": ["was not imported in time"],
+        "late": ["was not imported in time"],
     }
     absent = {"previewing": [confirm, report], "ready": [report],
               "unreadable": [confirm, cancel, report], "cancelled": [confirm, cancel],
-              "finished": [confirm, cancel], "expired": [confirm, cancel, report]}
+              "finished": [confirm, cancel], "expired": [confirm, cancel, report],
+              "late": [confirm, cancel, report]}
     for name, imp in imports.items():
         assert f'id="import-{imp.id}"' in listing
         html = client.get(f"/imports/{imp.id}").get_data(as_text=True)

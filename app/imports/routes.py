@@ -41,11 +41,11 @@ from flask_login import current_user, login_required
 from werkzeug.datastructures import FileStorage
 from werkzeug.wrappers import Response as WerkzeugResponse
 
-from app.exports.storage import attachment_disposition
+from app.exports.storage import StorageUnavailable, attachment_disposition
 from app.imports import centre, report
 from app.imports.forms import ImportActionForm, UploadForm
 from app.jobs import failures, lifecycle
-from app.models import Import, TaskStatus, User
+from app.models import Import, TaskStatus, User, utcnow
 from app.security.body_limits import max_body_size
 from app.security.limits import by_user, configured, limiter
 from app.template_filters import file_size
@@ -89,10 +89,18 @@ def start_import(user: User, upload: FileStorage) -> Import:
         _launch(user, imp, centre.TASK_PREVIEW, _("Reading your archive..."))
     except centre.ImportRefused:
         if imp.task_id is None:  # never committed: its file would be nobody's
-            centre.remove_file(imp)
+            _remove_orphan(imp)
         raise
     log.info("Import %s uploaded by user %s (%s bytes)", imp.id, user.id, imp.size)
     return imp
+
+
+def _remove_orphan(imp: Import) -> None:
+    try:
+        centre.remove_file(imp)
+    except StorageUnavailable as exc:  # the refusal stands; the file is left behind
+        log.warning("Upload of user %s refused; its file %s stays: %s", imp.user_id,
+                    imp.storage_key, exc)
 
 
 def confirm_import(imp: Import) -> None:
@@ -106,7 +114,7 @@ def confirm_import(imp: Import) -> None:
 def cancel_import(imp: Import) -> None:
     """Stop reading or importing the archive (posts already imported stay), or drop an
     upload that was previewed and not confirmed. Either way its file goes."""
-    if imp.status == Import.READY:
+    if shown_status(imp) in (Import.READY, Import.EXPIRED) and imp.expired_at is None:
         centre.discard(imp)
         return
     task = centre.cancellable_task(imp)
@@ -145,6 +153,15 @@ def display_name(filename: str | None) -> str:
 
 # --------------------------------------------------------------------------- answers
 
+def shown_status(imp: Import) -> str:
+    """The import's status as its pages show it: a preview past its confirm_by is expired,
+    before the scheduled job has deleted its file (Import.status: once it has)."""
+    status = imp.status
+    if status == Import.READY and imp.confirm_by is not None and imp.confirm_by <= utcnow():
+        return Import.EXPIRED
+    return status
+
+
 def _own_import_or_404(import_id: str) -> Import:
     imp = centre.own_import(current_user, import_id)
     if imp is None:
@@ -170,7 +187,7 @@ def _answer(message: str, category: str, imp: Import | None = None,
 
 def import_dict(imp: Import) -> dict:
     task = imp.task
-    status = imp.status
+    status = shown_status(imp)
     summary = report.summary_of(imp) if imp.stage == Import.IMPORT else None
     return {
         "id": imp.id,
@@ -221,6 +238,7 @@ def _page_context() -> dict:
     """What the templates of these pages need besides the import(s) themselves."""
     return {"kind_labels": KIND_LABELS, "skip_labels": SKIP_LABELS, "when": _when,
             "summary_of": report.summary_of, "preview_warnings": centre.preview_warnings,
+            "shown_status": shown_status,
             "max_size": _max_size()}
 
 
