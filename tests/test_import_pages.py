@@ -344,6 +344,22 @@ def test_cancel_while_the_archive_is_read_then_discard_a_preview(app, client, su
     assert _bodies(susan) == []
 
 
+def test_cancelling_a_running_import_keeps_what_it_imported_and_says_how_many(
+        app, client, susan):
+    imp = _import_in(susan, TaskStatus.RUNNING, imported=5, position=5,
+                     storage_key="imports/x/archive")
+    login(client)
+    response = _post(client, f"/imports/{imp.id}/cancel", follow_redirects=True)
+    assert "The posts imported before it stopped stay on your account." in _flash(response)
+    state = _state(response.get_data(as_text=True))
+    assert "The import was cancelled." in state and "Cancelled by you." in state
+    assert "5 posts were imported before it stopped; they stay on your account." in state
+    db.session.expire_all()
+    assert imp.task.status == TaskStatus.CANCELLED and imp.storage_key is None
+    response = _post(client, f"/imports/{imp.id}/cancel", follow_redirects=True)
+    assert "This import has already ended; there is nothing to cancel." in _flash(response)
+
+
 # --------------------------------------------------------------------------- who may
 
 def test_another_members_import_is_a_404_on_every_route(app, client, susan):

@@ -114,16 +114,22 @@ def confirm_import(imp: Import) -> None:
 def cancel_import(imp: Import) -> None:
     """Stop reading or importing the archive (posts already imported stay), or drop an
     upload that was previewed and not confirmed. Either way its file goes."""
-    if shown_status(imp) in (Import.READY, Import.EXPIRED) and imp.expired_at is None:
+    status = shown_status(imp)
+    if status in (Import.READY, Import.EXPIRED) and imp.expired_at is None:
         centre.discard(imp)
         return
+    if status == Import.FINISHED:  # every post is in; its task may still be sending the mail
+        raise centre.ImportRefused(_already_ended())
     task = centre.cancellable_task(imp)
     try:
         lifecycle.cancel(task, CANCELLED_BY_YOU)
     except lifecycle.TaskNotActive:
-        raise centre.ImportRefused(
-            _("This import has already ended; there is nothing to cancel.")) from None
+        raise centre.ImportRefused(_already_ended()) from None
     centre.after_cancel(imp)
+
+
+def _already_ended() -> str:
+    return _("This import has already ended; there is nothing to cancel.")
 
 
 def _launch(user: User, imp: Import, name: str, description: str) -> None:
