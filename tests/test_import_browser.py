@@ -5,15 +5,18 @@ javascript: links from a hostile server) is uploaded from /imports; its preview 
 without a reload and shows the typed markup as text; Import; the progress moves live ("1,200
 of 1,504 posts"), the summary replaces it, and the timeline shows the same text as text. No
 dialog opens, no element comes from the archive, the page breaks no Content-Security-Policy
-rule. The browser, server and worker fixtures are tests/test_browser.py's."""
+rule. And on a phone, the pages of an import in each state scroll no table sideways. The
+browser, server and worker fixtures are tests/test_browser.py's."""
 
 from __future__ import annotations
 
+import json
 from datetime import timedelta
 
 import pytest
 
 import tests.test_browser as browser_tests
+import tests.test_responsive_browser as responsive_tests
 from app.imports.readers.mastodon import html_to_text
 from tests.archives import BASE, HOSTILE_TEXTS, mastodon_archive
 from tests.conftest import make_user
@@ -28,6 +31,7 @@ config_overrides = browser_tests.config_overrides
 live_server = browser_tests.live_server
 context = browser_tests.context
 worker_factory = browser_tests.worker_factory
+phone = responsive_tests.phone
 
 # Raw markup in `content`, as a hostile server could send it: none of it may reach a page.
 RAW = [{"html": f"<p>raw {HOSTILE_TEXTS[0]} and {HOSTILE_TEXTS[1]} markup</p>"},
@@ -151,3 +155,62 @@ def _describe(page, watcher) -> str:
     return ("\nimport progress seen: " + repr(page.evaluate("window.__importProgress"))
             + "\nimport texts seen: " + repr(page.evaluate("window.__importTexts")[-10:])
             + "\nconsole: " + repr(watcher.console[-20:]))
+
+
+def _imports_of_every_state(user) -> list:
+    """An import in each state, with a long file name, account and sample, and large counts."""
+    from app import db
+    from app.models import Import, Task, TaskStatus, utcnow
+
+    now = utcnow()
+    long_word = "x" * 120
+    preview = json.dumps({
+        "kind": "mastodon", "account": f"{long_word}@{long_word}.example", "posts": 1_234_567,
+        "already": 300_003, "first": "2019-03-01T08:00:00Z", "last": "2024-12-31T23:59:59Z",
+        "skipped": {"boost": 300_003, "reply": 300_003, "direct": 3, "private": 3},
+        "broken": 300_003, "follows": 300_003, "warnings": [],
+        "samples": [{"body": long_word * 4, "timestamp": "2020-01-01T00:00:00Z"}]})
+    states = [("previewing", Import.PREVIEW, TaskStatus.RUNNING, {}),
+              ("ready", Import.PREVIEW, TaskStatus.FINISHED,
+               {"confirm_by": now + timedelta(minutes=30)}),
+              ("importing", Import.IMPORT, TaskStatus.RUNNING, {"imported": 300_003}),
+              ("finished", Import.IMPORT, TaskStatus.FINISHED,
+               {"imported": 1_234_567, "finished_at": now,
+                "skipped_json": json.dumps({"duplicate": 300_003, "reply": 300_003})}),
+              ("failed", Import.PREVIEW, TaskStatus.FAILED, {}),
+              ("cancelled", Import.IMPORT, TaskStatus.CANCELLED, {"imported": 300_003})]
+    imports = []
+    for i, (name, stage, status, fields) in enumerate(states):
+        active = status in TaskStatus.ACTIVE
+        task = Task(id=f"phone-import-{i}", user_id=user.id, description="Importing posts...",
+                    name="import_posts" if stage == Import.IMPORT else "preview_import",
+                    status=status, complete=not active, progress=40, dismissed=True,
+                    active_name=(("import_posts" if stage == Import.IMPORT else
+                                  "preview_import") if active else None),
+                    error=("This file looks like a zip archive, but it is damaged or "
+                           "truncated." if status == TaskStatus.FAILED else None))
+        imp = Import(user_id=user.id, stage=stage, kind="mastodon", size=123_456_789,
+                     filename=f"{name}-{long_word}.zip", task=task, preview_json=preview,
+                     created_at=now - timedelta(hours=i), **fields)
+        db.session.add_all([task, imp])
+        imports.append(imp)
+    db.session.commit()
+    return [imp.id for imp in imports]
+
+
+@pytest.mark.parametrize("phone", ["en-US", "es-ES", "ko-KR"], indirect=True)
+def test_the_import_pages_fit_a_phone_without_sideways_scrolling(app, phone):
+    from tests.test_responsive_browser import OVERFLOW
+
+    ids = _imports_of_every_state(make_user("susan"))
+    page = phone.new_page()
+    watcher = PageWatcher(page)
+    log_in(page)
+    page.goto("/imports")
+    assert page.locator("#import-history tr.import-row").count() == len(ids)
+    assert page.evaluate(OVERFLOW) == []
+    for import_id in ids:
+        page.goto(f"/imports/{import_id}")
+        assert page.evaluate(OVERFLOW) == [], import_id
+    assert page.evaluate("window.__cspViolations") == []
+    assert watcher.errors == [], watcher.errors
