@@ -301,9 +301,11 @@ def follow_accounts(imp: Import, following: Iterable[tuple[int, str]],
     followed: set[int] = set()
     for chunk in batches(following, FOLLOWS_BATCH):
         names = {centre.account_name(address).lower() for _, address in chunk} - {""}
-        found = dict(db.session.execute(
-            sa.select(sa.func.lower(User.username), User.id)
-            .where(sa.func.lower(User.username).in_(names)))) if names else {}
+        found: dict[str, int] = {}
+        if names:
+            found = {name: other for name, other in db.session.execute(
+                sa.select(sa.func.lower(User.username), User.id)
+                .where(sa.func.lower(User.username).in_(names)))}
         new, missing = set(), []
         for line, address in chunk:
             other = found.get(centre.account_name(address).lower())
