@@ -89,9 +89,11 @@ def preview_warnings(imp: Import) -> list[str]:
     preview but its refusal: Import.preview() is {"refused": ...}; see refusal().)"""
     preview = imp.preview() or {}
     shown = []
+    params = _other_account_params(imp, preview)
     for warning in preview.get("warnings", []):
-        if warning == OTHER_ACCOUNT % _other_account_params(imp, preview):
-            shown.append(_(OTHER_ACCOUNT, **_other_account_params(imp, preview)))
+        if warning == OTHER_ACCOUNT % params:
+            shown.append(_("This is an archive of @%(account)s, not of you (@%(username)s).",
+                           **params))
         else:
             shown.append(warning)
     return shown
