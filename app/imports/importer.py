@@ -337,16 +337,10 @@ def summary(imp: Import) -> dict:
 
 
 def skip_reason_label(reason: str) -> str:
-    """A skip reason in the reader's language."""
-    labels = {
-        DUPLICATE: _("already on your account"),
-        "boost": _("boosts and retweets"),
-        "reply": _("replies to other people's posts"),
-        "direct": _("direct messages"),
-        "private": _("followers-only posts"),
-        "empty": _("empty posts"),
-    }
-    return labels.get(reason, SKIP_REASONS.get(reason, reason))
+    """A skip reason in the reader's language (the readers' SKIP_REASONS, and DUPLICATE)."""
+    if reason == DUPLICATE:
+        return _("already on your account")
+    return _(SKIP_REASONS[reason]) if reason in SKIP_REASONS else reason
 
 
 def preview_message(preview: dict) -> str:
