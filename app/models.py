@@ -591,7 +591,7 @@ class Import(db.Model):
         if self.stage == self.IMPORT and self.finished_at is not None:
             return self.FINISHED  # every item dealt with (its task may be sending the mail)
         if self.task is None:  # its task purged, or previewed by `flask posts import`
-            ready = self.stage == self.PREVIEW and self.preview_json is not None
+            ready = self.stage == self.PREVIEW and self.confirm_by is not None
             return self.READY if ready else TaskStatus.FAILED
         task_status = self.task.status
         if task_status in TaskStatus.ACTIVE:

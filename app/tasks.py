@@ -142,10 +142,8 @@ def preview_import(user_id, import_id):
         lifecycle.ensure_active()
     except lifecycle.TaskNotActive:  # cancelled: the cancel removed the file
         return
-    except ArchiveRefused:
-        db.session.rollback()
-        imports.remove_file(imp)
-        db.session.commit()
+    except ArchiveRefused as exc:
+        imports.record_refusal(imp, exc)
         raise
     imports.record_preview(imp, preview, kind)
     lifecycle.finish(importer.preview_message(preview))

@@ -85,12 +85,15 @@ def problems_of(imp: Import) -> Iterator[ImportProblem]:
 
 
 def preview_warnings(imp: Import) -> list[str]:
-    """The preview's warnings in the reader's language."""
+    """The preview's warnings in the reader's language. (A refused archive's row has no
+    preview but its refusal: Import.preview() is {"refused": ...}; see refusal().)"""
     preview = imp.preview() or {}
     shown = []
+    params = _other_account_params(imp, preview)
     for warning in preview.get("warnings", []):
-        if warning == OTHER_ACCOUNT % _other_account_params(imp, preview):
-            shown.append(_(OTHER_ACCOUNT, **_other_account_params(imp, preview)))
+        if warning == OTHER_ACCOUNT % params:
+            shown.append(_("This is an archive of @%(account)s, not of you (@%(username)s).",
+                           **params))
         else:
             shown.append(warning)
     return shown
@@ -218,6 +221,34 @@ def record_preview(imp: Import, preview: dict, kind: str) -> None:
     minutes = current_app.config["IMPORT_CONFIRM_MINUTES"]
     imp.confirm_by = utcnow() + timedelta(minutes=minutes)
     db.session.commit()
+
+
+def record_refusal(imp: Import, exc: Exception) -> None:
+    """The archive was refused (readers.ArchiveRefused): the whole reason is kept on the row
+    (preview_json {"refused": {"template", "params"}}: a task's reason is cut at 255
+    characters; refusal() reads it back translated) and the archive goes at once. Commits."""
+    db.session.rollback()
+    imp.preview_json = json.dumps({"refused": {
+        "template": getattr(exc, "template", str(exc)), "params": getattr(exc, "params", {})}})
+    try:
+        remove_file(imp)
+    except StorageUnavailable as err:  # the scheduled expiry removes it
+        log.warning("Import %s refused; its archive stays until the expiry: %s", imp.id, err)
+    db.session.commit()
+
+
+def refusal(imp: Import) -> str | None:
+    """Why the archive was refused, whole, in the reader's language (None: it was not)."""
+    refused = (imp.preview() or {}).get("refused")
+    if not refused:
+        return None
+    params = dict(refused.get("params") or {})
+    if "reason" in params:
+        params["reason"] = _(params["reason"])
+    try:
+        return _(refused["template"], **params) if params else _(refused["template"])
+    except (KeyError, ValueError, TypeError):
+        return refused["template"]
 
 
 def record_finished(imp: Import) -> None:

@@ -301,9 +301,11 @@ def follow_accounts(imp: Import, following: Iterable[tuple[int, str]],
     followed: set[int] = set()
     for chunk in batches(following, FOLLOWS_BATCH):
         names = {centre.account_name(address).lower() for _, address in chunk} - {""}
-        found = dict(db.session.execute(
-            sa.select(sa.func.lower(User.username), User.id)
-            .where(sa.func.lower(User.username).in_(names)))) if names else {}
+        found: dict[str, int] = {}
+        if names:
+            found = {name: other for name, other in db.session.execute(
+                sa.select(sa.func.lower(User.username), User.id)
+                .where(sa.func.lower(User.username).in_(names)))}
         new, missing = set(), []
         for line, address in chunk:
             other = found.get(centre.account_name(address).lower())
@@ -335,16 +337,10 @@ def summary(imp: Import) -> dict:
 
 
 def skip_reason_label(reason: str) -> str:
-    """A skip reason in the reader's language."""
-    labels = {
-        DUPLICATE: _("already on your account"),
-        "boost": _("boosts and retweets"),
-        "reply": _("replies to other people's posts"),
-        "direct": _("direct messages"),
-        "private": _("followers-only posts"),
-        "empty": _("empty posts"),
-    }
-    return labels.get(reason, SKIP_REASONS.get(reason, reason))
+    """A skip reason in the reader's language (the readers' SKIP_REASONS, and DUPLICATE)."""
+    if reason == DUPLICATE:
+        return _("already on your account")
+    return _(SKIP_REASONS[reason]) if reason in SKIP_REASONS else reason
 
 
 def preview_message(preview: dict) -> str:

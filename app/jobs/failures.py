@@ -22,7 +22,7 @@ from rq.exceptions import AbandonedJobError
 from rq.timeouts import JobTimeoutException
 
 from app.email import MailAlreadySending
-from app.imports.readers import ArchiveRefused
+from app.imports.readers import REFUSALS, ArchiveRefused
 from app.jobs.bootstrap import REDIS_LOST
 
 
@@ -86,7 +86,7 @@ def describe_failure(exc: BaseException | None) -> str:
     if isinstance(reason, str):
         return reason
     if isinstance(exc, ArchiveRefused):  # what the file looked like, what is accepted
-        return str(exc)[:255] or FAILED
+        return refusal_reason(exc)
     if isinstance(exc, JobTimeoutException):
         return TIMED_OUT
     if isinstance(exc, AbandonedJobError | WorkHorseKilled):
@@ -128,6 +128,17 @@ RECORDED_ELSEWHERE = (
     # imports.centre.ArchiveMissing
     N_("The uploaded archive is no longer available. Please upload it again."),
 )
+
+
+def refusal_reason(exc: ArchiveRefused) -> str:
+    """An archive's refusal as a task's reason: whole when it fits the column (255), else
+    what the file looked like (the whole refusal is on the import: centre.record_refusal)."""
+    reason = str(exc)
+    if len(reason) > 255 and "reason" in exc.params:
+        return exc.params["reason"][:255]
+    return reason[:255] or FAILED
+
+
 _PARAMETER = re.compile(r"%\((\w+)\)s")
 # What a parameter's value may be, in a reason: a reason within it any text, a code or a name
 # (any other parameter) one word.
@@ -144,7 +155,7 @@ def _as_pattern(msgid: str) -> re.Pattern[str]:
 
 _REASONS = (RETRYING, TIMED_OUT, WORKER_STOPPED, MAIL_ALREADY_SENDING, QUEUE_UNAVAILABLE,
             DATABASE_UNAVAILABLE, OUT_OF_DISK, FILE_UNWRITABLE, MAIL_REFUSED, MAIL_UNREACHABLE,
-            FAILED, FAILED_WITH, *RECORDED_ELSEWHERE)
+            FAILED, FAILED_WITH, *RECORDED_ELSEWHERE, *REFUSALS)
 _FIXED = frozenset(reason for reason in _REASONS if not _PARAMETER.search(reason))
 _PARAMETERISED = [(_as_pattern(reason), reason) for reason in _REASONS
                   if _PARAMETER.search(reason)]
