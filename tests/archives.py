@@ -48,6 +48,8 @@ X_OTHER_ID = "987654321"
 HOSTILE_TEXTS = ["<script>alert(1)</script>", "<img src=x onerror=alert(1)>"]
 
 PathLike = str | os.PathLike
+# A field a builder leaves out of an item: posts_json(path, [{"body": ABSENT}]).
+ABSENT = object()
 
 
 def stamp(index: int) -> datetime:
@@ -105,7 +107,8 @@ def mastodon_archive(path: PathLike, posts: Iterable[str | dict] = (), boosts: i
 
     posts: public toots, oldest first: plain text, or a dict with "text" (or "html": the
     content as it is), "published" (datetime), "language" ("en"; None for none),
-    "summary" (a content warning), "in_reply_to" (a URL), "to"/"cc" (lists).
+    "summary" (a content warning), "in_reply_to" (a URL), "to"/"cc" (lists), "no_published"
+    or "no_content" (True: the toot without its `published` or its `content`).
     Then, in this order after them: `boosts` Announces of someone else's post,
     `replies_to_others` public replies to someone else, `direct` direct messages,
     `followers_only` followers-only toots, `self_replies` public replies to the account's own
@@ -148,11 +151,14 @@ def mastodon_archive(path: PathLike, posts: Iterable[str | dict] = (), boosts: i
                 "&page=true", "partOf": f"{note_id}/replies", "items": []}},
             "likes": {"id": f"{note_id}/likes", "type": "Collection", "totalItems": 0},
             "shares": {"id": f"{note_id}/shares", "type": "Collection", "totalItems": 0}})
-        for absent in ("published", "content"):
-            if spec.get(f"no_{absent}"):
-                del note[absent]
-        return {"id": f"{note_id}/activity", "type": "Create", "actor": actor,
-                "published": published_text, "to": to, "cc": cc, "object": note}
+        activity = {"id": f"{note_id}/activity", "type": "Create", "actor": actor,
+                    "published": published_text, "to": to, "cc": cc, "object": note}
+        if spec.get("no_published"):
+            del note["published"], activity["published"]
+        if spec.get("no_content"):
+            del note["content"]
+            note.pop("contentMap", None)
+        return activity
 
     index = 0
     for spec in posts:
@@ -358,8 +364,9 @@ def posts_json(path: PathLike, posts: Iterable[str | dict] = (), user: str = "al
             spec = {"body": spec} if isinstance(spec, str) else dict(spec)
             moment = spec.get("timestamp") or stamp(index)
             post = {"id": index + 1, "body": "", "language": "en", **spec,
-                    "timestamp": moment if isinstance(moment, str)
-                    else moment.isoformat() + "Z"}
+                    "timestamp": moment.isoformat() + "Z" if isinstance(moment, datetime)
+                    else moment}
+            post = {key: value for key, value in post.items() if value is not ABSENT}
             out.write(("\n" if index == 0 else ",\n") + json.dumps(post, ensure_ascii=False))
         out.write("\n]}\n")
     return str(path)
