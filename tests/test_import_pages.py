@@ -210,13 +210,13 @@ def test_a_file_that_is_not_an_archive_fails_its_preview_saying_what_it_is(app, 
     state = _page(client, imp)
     assert "This archive could not be read." in state
     reason = re.search(r'<span class="import-error">(.*?)</span>', state).group(1)
-    assert reason.strip(), state
+    # What the file looked like, and what is accepted, whole.
+    assert "This file looks like plain text, not an archive." in reason, reason
+    assert "Mastodon" in reason and reason.endswith("."), reason
     assert "confirm" not in state and "Nothing was imported." in state
-    assert _bodies(susan) == []
-    # Its file goes with the scheduled expiry, once an operator had time to look.
-    later = utcnow() + timedelta(minutes=app.config["IMPORT_CONFIRM_MINUTES"] + 1)
-    centre.expire_unconfirmed(later)
-    assert _stored_files(app) == []
+    assert _bodies(susan) == [] and _stored_files(app) == []
+    shown = client.get(f"/imports/{imp.id}", headers={"Accept": "application/json"}).get_json()
+    assert shown["status"] == "failed" and shown["error"] == reason
 
 
 def test_a_second_upload_while_an_archive_is_read_is_refused_and_stores_nothing(

@@ -203,7 +203,7 @@ def import_dict(imp: Import) -> dict:
         "stage": imp.stage,
         "status": status,
         "progress": task.to_dict()["progress"] if task else 0,
-        "error": (failures.reason_for_reader(task.error)
+        "error": (centre.refusal(imp) or failures.reason_for_reader(task.error)
                   if task and status in (TaskStatus.FAILED, TaskStatus.CANCELLED) else None),
         "preview": imp.preview(),
         "summary": asdict(summary) if summary else None,
@@ -244,7 +244,7 @@ def _page_context() -> dict:
     """What the templates of these pages need besides the import(s) themselves."""
     return {"kind_labels": KIND_LABELS, "skip_labels": SKIP_LABELS, "when": _when,
             "summary_of": report.summary_of, "preview_warnings": centre.preview_warnings,
-            "shown_status": shown_status,
+            "shown_status": shown_status, "refusal": centre.refusal,
             "max_size": _max_size()}
 
 
