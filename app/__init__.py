@@ -142,6 +142,10 @@ def _init_web(app: Flask) -> None:
 
     app.register_blueprint(exports_bp)
 
+    from app.imports.routes import bp as imports_bp
+
+    app.register_blueprint(imports_bp)
+
     from app.live import bp as live_bp
 
     app.register_blueprint(live_bp)

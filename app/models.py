@@ -584,8 +584,16 @@ class Import(db.Model):
     def status(self) -> str:
         """previewing, ready, expired, importing, finished, failed or cancelled."""
         if self.expired_at is not None:
+            # Dropped by its user while it waited (app/imports/centre.discard), or expired.
+            if self.confirm_by is not None and self.expired_at < self.confirm_by:
+                return TaskStatus.CANCELLED
             return self.EXPIRED
-        task_status = self.task.status if self.task is not None else TaskStatus.FAILED
+        if self.stage == self.IMPORT and self.finished_at is not None:
+            return self.FINISHED  # every item dealt with (its task may be sending the mail)
+        if self.task is None:  # its task purged, or previewed by `flask posts import`
+            ready = self.stage == self.PREVIEW and self.confirm_by is not None
+            return self.READY if ready else TaskStatus.FAILED
+        task_status = self.task.status
         if task_status in TaskStatus.ACTIVE:
             return self.PREVIEWING if self.stage == self.PREVIEW else self.IMPORTING
         if task_status == TaskStatus.FINISHED:

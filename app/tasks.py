@@ -10,9 +10,12 @@ from app import db
 from app.exports import centre, delivery
 from app.exports import formats as exports
 from app.exports.storage import cleanup_stale_temp_files
+from app.imports import centre as imports
+from app.imports import importer
+from app.imports.readers import ArchiveRefused, Limits, open_archive
 from app.jobs import lifecycle, metrics
 from app.jobs.bootstrap import get_worker_app
-from app.models import User
+from app.models import Import, Task, TaskStatus, User
 
 app = get_worker_app()
 if not has_app_context():  # in a worker process; in-process test workers bring their own
@@ -102,6 +105,80 @@ def expire_exports():
     expired = centre.expire_due()
     cleanup_stale_temp_files(STALE_TEMP_FILE_AGE)
     return expired
+
+
+# Recorded in English, shown translated (app/jobs/failures.py).
+NOT_THE_CURRENT_STEP = "Replaced by a newer step of the same import."
+
+
+def _import_for_job(import_id: str) -> tuple[Task | None, Import]:
+    """Start the job's task and find its import. Raises TaskNotActive when the task has
+    ended, or is no longer its import's current step (an operator ran an old preview
+    again): it is then ended, cancelled, saying so."""
+    task = lifecycle.start()
+    imp = db.session.get(Import, import_id)
+    if imp is None:
+        raise LookupError(f"import {import_id} does not exist")
+    if task is not None and imp.task_id != task.id:
+        lifecycle.end(task, TaskStatus.CANCELLED, error=NOT_THE_CURRENT_STEP)
+        raise lifecycle.TaskNotActive(f"task {task.id} is not import {imp.id}'s current step")
+    return task, imp
+
+
+def preview_import(user_id, import_id):
+    """Read an uploaded archive and record what importing it would do (nothing is written
+    to the account): the user then confirms, or not. An archive that is not one we read, or
+    breaks a limit, fails the task with the reason (ArchiveRefused, never retried) and its
+    file goes at once."""
+    try:
+        task, imp = _import_for_job(import_id)
+    except lifecycle.TaskNotActive:
+        return
+    limits = Limits.from_config(app.config)
+    try:
+        with imports.local_archive(imp) as path, open_archive(path, limits) as archive:
+            preview = importer.build_preview(imp, archive, lambda read: lifecycle.ensure_active())
+            kind = archive.kind
+        lifecycle.ensure_active()
+    except lifecycle.TaskNotActive:  # cancelled: the cancel removed the file
+        return
+    except ArchiveRefused as exc:
+        imports.record_refusal(imp, exc)
+        raise
+    imports.record_preview(imp, preview, kind)
+    lifecycle.finish(importer.preview_message(preview))
+
+
+def import_posts(user_id, import_id):
+    """Import a confirmed archive's posts into the user's account, in batches, each
+    committed with its place in the archive: killed, the task is retried by RQ and goes on
+    where it stopped, each post imported once. Cancelled, it stops after the batch it is
+    in; the posts imported stay. Done: the archive goes, one mail, the task finished."""
+    try:
+        task, imp = _import_for_job(import_id)
+    except lifecycle.TaskNotActive:
+        return
+    if imp.finished_at is None:  # else: a retry after the mail failed
+        preview = imp.preview() or {}
+        progress = lifecycle.Progress(total=preview.get("items") or 0, unit="posts")
+        limits = Limits.from_config(app.config)
+        try:
+            with imports.local_archive(imp) as path, open_archive(path, limits) as archive:
+                importer.run_import(imp, archive, progress.update)
+            lifecycle.ensure_active()  # cancelled after the last batch: no mail
+        except lifecycle.TaskNotActive:
+            return
+        imports.record_finished(imp)
+    job = get_current_job()
+    importer.send_done_mail(imp, job.id if job else imp.id)
+    lifecycle.finish(importer.finished_message(imp))
+
+
+def expire_imports():
+    """Scheduled (app/jobs/cron.py): uploads not confirmed within IMPORT_CONFIRM_MINUTES
+    expire and their archives go; so do archives left by imports that ended without
+    removing theirs."""
+    return imports.expire_unconfirmed()
 
 
 def send_email_job(mail):

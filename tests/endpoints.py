@@ -33,6 +33,7 @@ class World:
     message: object
     task: object
     export: object     # a finished export of alice's, its file in export storage
+    imp: object        # a finished import of alice's, with a problem item in its report
     mail: str          # file name of a mail to alice in the local outbox
     marker: str        # text that appears only in alice's private objects
 
@@ -58,6 +59,10 @@ def _alice(w: World) -> str:
 
 def _export(w: World) -> str:
     return w.export.id
+
+
+def _import(w: World) -> str:
+    return w.imp.id
 
 
 ENDPOINTS: dict[str, Endpoint] = {
@@ -102,6 +107,7 @@ ENDPOINTS: dict[str, Endpoint] = {
     "main.send_message": Endpoint(MEMBERS, _url("main.send_message", recipient=_alice)),
     "outbox.index": Endpoint(MEMBERS, _url("outbox.index"), "lists only the visitor's mail"),
     "exports.index": Endpoint(MEMBERS, _url("exports.index"), "lists only the visitor's exports"),
+    "imports.index": Endpoint(MEMBERS, _url("imports.index"), "lists only the visitor's imports"),
     "main.task_status": Endpoint(OWNER, _url("main.task_status", task_id=lambda w: w.task.id)),
     "main.dismiss_task": Endpoint(OWNER,
                                   _url("main.dismiss_task", task_id=lambda w: w.task.id)),
@@ -109,6 +115,10 @@ ENDPOINTS: dict[str, Endpoint] = {
     "exports.cancel": Endpoint(OWNER, _url("exports.cancel", export_id=_export)),
     "exports.retry": Endpoint(OWNER, _url("exports.retry", export_id=_export)),
     "exports.delete": Endpoint(OWNER, _url("exports.delete", export_id=_export)),
+    "imports.show": Endpoint(OWNER, _url("imports.show", import_id=_import)),
+    "imports.confirm": Endpoint(OWNER, _url("imports.confirm", import_id=_import)),
+    "imports.cancel": Endpoint(OWNER, _url("imports.cancel", import_id=_import)),
+    "imports.report_csv": Endpoint(OWNER, _url("imports.report_csv", import_id=_import)),
     "outbox.message": Endpoint(OWNER, _url("outbox.message", name=lambda w: w.mail)),
     "outbox.message_html": Endpoint(OWNER, _url("outbox.message_html", name=lambda w: w.mail)),
     "outbox.attachment": Endpoint(
@@ -130,7 +140,7 @@ def fast_user(username: str, password: str = PASSWORD):
 
 def build_world(app) -> World:
     """alice and bob; alice has a post, a message from bob, a finished task, the finished
-    export it made (its file in export storage) and a mail."""
+    export it made (its file in export storage), a finished import and a mail."""
     from app import db
     from app.email import send_email
     from app.models import Message, Post, Task, TaskStatus
@@ -145,13 +155,14 @@ def build_world(app) -> World:
     db.session.add_all([post, message, task])
     db.session.commit()
     export = _finished_export(alice, task, marker)
+    imp = _finished_import(alice, marker)
     send_email(f"Subject {marker}", sender="admin@microblog.example", recipients=[alice.email],
                text_body=f"text {marker}", html_body=f"<p>html {marker}</p>",
                attachments=[("posts.json", "application/json",
                              f'{{"posts": ["{marker}"]}}'.encode())], sync=True)
     mails = sorted((Path(app.instance_path) / "outbox").glob("*.eml"))
     return World(alice=alice, bob=bob, post=post, message=message, task=task, export=export,
-                 mail=mails[-1].name, marker=marker)
+                 imp=imp, mail=mails[-1].name, marker=marker)
 
 
 def _finished_export(user, task, marker: str):
@@ -173,6 +184,33 @@ def _finished_export(user, task, marker: str):
     db.session.add(export)
     db.session.commit()
     return export
+
+
+def _finished_import(user, marker: str):
+    """A finished import of `user`'s, made by a task of its own, whose file name (on its
+    page) and one failed item (in its report) hold `marker`. Its file is already deleted,
+    as a finished import's is."""
+    import json
+
+    from app import db
+    from app.models import Import, ImportProblem, Task, TaskStatus, utcnow
+
+    task = Task(id="0f8e4a1c-import-of-alice-00000000000", name="import_posts",
+                description="Importing posts...", user_id=user.id, complete=True,
+                status=TaskStatus.FINISHED, progress=100)
+    db.session.add(task)
+    imp = Import(user_id=user.id, stage=Import.IMPORT, kind="mastodon",
+                 filename=f"archive-{marker}.zip", size=1234, task_id=task.id, position=2,
+                 imported=1, failed=1, skipped_json=json.dumps({"boost": 1}),
+                 preview_json=json.dumps({"kind": "mastodon", "posts": 2, "samples": []}),
+                 confirmed_at=utcnow(), finished_at=utcnow())
+    db.session.add(imp)
+    db.session.flush()
+    db.session.add(ImportProblem(import_id=imp.id, outcome="failed", item=2,
+                                 original_id=f"https://social.example/{marker}",
+                                 reason="no `published`"))
+    db.session.commit()
+    return imp
 
 
 def login_as(client, username: str, password: str = PASSWORD) -> None:

@@ -19,7 +19,8 @@ pytestmark = pytest.mark.once
 # metrics, Flask-WTF and Flask-Bootstrap (app.csrf and app.bootstrap are made on first use).
 WEB_ONLY = ("flask_limiter", "flask_migrate", "alembic", "prometheus_client", "flask_wtf",
             "wtforms", "flask_bootstrap",
-            "app.main.routes", "app.auth.routes", "app.exports.routes", "app.admin",
+            "app.main.routes", "app.auth.routes", "app.exports.routes", "app.imports.routes",
+            "app.imports.forms", "app.admin",
             "app.live", "app.outbox", "app.monitoring", "app.errors")
 
 

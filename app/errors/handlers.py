@@ -7,7 +7,9 @@ from werkzeug.exceptions import HTTPException
 
 from app import db
 from app.errors import bp
+from app.security.body_limits import too_large_message
 from app.security.limits import retry_after
+from app.template_filters import scaled_bytes
 
 # Routes that only ever answer JSON (the page polls them), whatever the request accepts.
 JSON_ENDPOINTS = {"main.notifications", "main.task_status"}
@@ -50,10 +52,18 @@ def too_many_requests(error):
 def request_too_large(error):
     """A body past its limit (app/security/body_limits.py), refused before it was read."""
     limit = request.max_content_length
+    if limit and (own := too_large_message(_in_words(limit))):
+        return _error(413, _("Request Too Large"), own)
     size = format_decimal(limit / 1024, format="#,##0") if limit else "?"
     return _error(413, _("Request Too Large"),
                   _("What you sent is too large for this page: the limit is %(size)s KiB. "
                     "Shorten it and try again.", size=size))
+
+
+def _in_words(size: int) -> str:
+    """100 MiB, 1.5 KiB: a limit as a person reads it, in the reader's locale."""
+    amount, unit = scaled_bytes(size)
+    return f"{format_decimal(amount, format='#,##0.#')} {unit}"
 
 
 @bp.app_errorhandler(HTTPException)

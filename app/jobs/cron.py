@@ -14,10 +14,13 @@ itself, and one lost run would end the schedule for good.
 
 from rq import cron
 
-from app.tasks import expire_exports
+from app.tasks import expire_exports, expire_imports
 
 QUEUE = "microblog-tasks"
 EXPIRE_EVERY = 300  # seconds: an export outlives its EXPORT_RETENTION_DAYS by at most this
+# and an unconfirmed upload its IMPORT_CONFIRM_MINUTES.
 
 cron.register(expire_exports, QUEUE, interval=EXPIRE_EVERY, job_timeout=600, result_ttl=3600,
+              failure_ttl=7 * 24 * 3600)
+cron.register(expire_imports, QUEUE, interval=EXPIRE_EVERY, job_timeout=600, result_ttl=3600,
               failure_ttl=7 * 24 * 3600)

@@ -22,12 +22,16 @@ from rq.exceptions import AbandonedJobError
 from rq.timeouts import JobTimeoutException
 
 from app.email import MailAlreadySending
+from app.imports.readers import REFUSALS, ArchiveRefused
 from app.jobs.bootstrap import REDIS_LOST
 
 
 def is_transient(exc: BaseException | None) -> bool:
     """Errors worth retrying: the mail server or network was briefly unavailable, or the
-    worker died under the job. A bug or a timeout would only fail again."""
+    worker died under the job. A bug or a timeout would only fail again, and so would an
+    archive refused for what it is."""
+    if isinstance(exc, ArchiveRefused):
+        return False
     if isinstance(exc, (AbandonedJobError, WorkHorseKilled, MailAlreadySending, *REDIS_LOST)):
         return True
     if is_database_lost(exc):
@@ -81,6 +85,8 @@ def describe_failure(exc: BaseException | None) -> str:
     reason = getattr(exc, "user_reason", None)  # an error that says it for itself
     if isinstance(reason, str):
         return reason
+    if isinstance(exc, ArchiveRefused):  # what the file looked like, what is accepted
+        return refusal_reason(exc)
     if isinstance(exc, JobTimeoutException):
         return TIMED_OUT
     if isinstance(exc, AbandonedJobError | WorkHorseKilled):
@@ -118,7 +124,21 @@ RECORDED_ELSEWHERE = (
     N_("Stopped by an administrator."),  # operations.STOPPED_REASON
     N_("Cancelled by you."),  # exports.routes.CANCELLED_BY_YOU
     N_("The export storage could not be reached."),  # exports.storage.StorageUnavailable
+    N_("Replaced by a newer step of the same import."),  # tasks.NOT_THE_CURRENT_STEP
+    # imports.centre.ArchiveMissing
+    N_("The uploaded archive is no longer available. Please upload it again."),
 )
+
+
+def refusal_reason(exc: ArchiveRefused) -> str:
+    """An archive's refusal as a task's reason: whole when it fits the column (255), else
+    what the file looked like (the whole refusal is on the import: centre.record_refusal)."""
+    reason = str(exc)
+    if len(reason) > 255 and "reason" in exc.params:
+        return exc.params["reason"][:255]
+    return reason[:255] or FAILED
+
+
 _PARAMETER = re.compile(r"%\((\w+)\)s")
 # What a parameter's value may be, in a reason: a reason within it any text, a code or a name
 # (any other parameter) one word.
@@ -135,7 +155,7 @@ def _as_pattern(msgid: str) -> re.Pattern[str]:
 
 _REASONS = (RETRYING, TIMED_OUT, WORKER_STOPPED, MAIL_ALREADY_SENDING, QUEUE_UNAVAILABLE,
             DATABASE_UNAVAILABLE, OUT_OF_DISK, FILE_UNWRITABLE, MAIL_REFUSED, MAIL_UNREACHABLE,
-            FAILED, FAILED_WITH, *RECORDED_ELSEWHERE)
+            FAILED, FAILED_WITH, *RECORDED_ELSEWHERE, *REFUSALS)
 _FIXED = frozenset(reason for reason in _REASONS if not _PARAMETER.search(reason))
 _PARAMETERISED = [(_as_pattern(reason), reason) for reason in _REASONS
                   if _PARAMETER.search(reason)]

@@ -42,9 +42,25 @@ def _export_timeout(user: User) -> int:
     return 300 + user.posts_count() // 1000
 
 
+def import_timeout(archive_bytes: int | None) -> int:
+    """The time limit of an import's preview or import, for an archive of this size (the
+    routes pass it to launch): generous, as for exports. Reading and importing go at
+    several MB a second; this allows 50 KB a second, on top of ten minutes."""
+    return 600 + (archive_bytes or 0) // 50_000
+
+
+def _import_timeout(user: User) -> int:
+    # Launched without a size (by hand): the largest archive accepted.
+    return import_timeout(current_app.config["IMPORT_MAX_BYTES"])
+
+
 TASK_TYPES: dict[str, TaskType] = {
     "countdown": TaskType(job_timeout=lambda user: 600),
     "export_posts": TaskType(job_timeout=_export_timeout, max_retries=3),
+    # Retried like exports: a killed worker's import goes on where it stopped
+    # (app/imports/importer.py); an archive refused is never retried (failures.py).
+    "preview_import": TaskType(job_timeout=_import_timeout, max_retries=3),
+    "import_posts": TaskType(job_timeout=_import_timeout, max_retries=3),
     "noop": TaskType(job_timeout=lambda user: 60),
 }
 DEFAULT_TASK_TYPE = TaskType(job_timeout=lambda user: 600)

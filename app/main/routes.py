@@ -62,6 +62,20 @@ TASK_OUTCOMES: dict[str, dict[str, object]] = {
         "link": _l("Go to your exports"),
         "endpoint": "exports.index",
     },
+    "preview_import": {
+        TaskStatus.FINISHED: _l("Your archive has been read: see what it holds, then import it."),
+        TaskStatus.FAILED: _l("Your archive could not be read."),
+        TaskStatus.CANCELLED: _l("Reading your archive was cancelled."),
+        "link": _l("Go to your imports"),
+        "endpoint": "imports.index",
+    },
+    "import_posts": {
+        TaskStatus.FINISHED: _l("Your import is done."),
+        TaskStatus.FAILED: _l("Your import failed."),
+        TaskStatus.CANCELLED: _l("Your import was cancelled."),
+        "link": _l("Go to your imports"),
+        "endpoint": "imports.index",
+    },
 }
 
 

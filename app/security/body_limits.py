@@ -10,6 +10,8 @@ input as terminated, so Werkzeug bounds it).
 The one route that needs more (an upload) says so with `max_body_size("ITS_SETTING")`, and gets
 that limit for itself only; it must stream what it reads to storage rather than hold it, and
 (its chunked bodies not being buffered here) treat a body of exactly the limit as too large.
+It may also say what its 413 page tells the user (`too_large`): a file too large for an import
+is not "what you sent", and its limit reads in MiB.
 """
 
 from __future__ import annotations
@@ -23,18 +25,32 @@ from flask_babel import _
 
 View = TypeVar("View", bound=Callable)
 _ATTRIBUTE = "max_body_size_setting"
+_MESSAGE = "max_body_size_message"
 
 
-def max_body_size(setting: str) -> Callable[[View], View]:
+def max_body_size(setting: str,
+                  too_large: Callable[[str], str] | None = None) -> Callable[[View], View]:
     """Give a view a body limit of its own: the config key `setting`, in bytes (None: no
     limit). It also applies to each multipart field held in memory, so a file part can be
-    read in one piece; it is applied before any before-request function reads the body."""
+    read in one piece; it is applied before any before-request function reads the body.
+    `too_large(limit)`, given the limit in words ("100 MiB"), is what its 413 page says
+    (too_large_message); without it, the general message."""
 
     def mark(view: View) -> View:
         setattr(view, _ATTRIBUTE, setting)
+        if too_large is not None:
+            setattr(view, _MESSAGE, too_large)
         return view
 
     return mark
+
+
+def too_large_message(limit: str) -> str | None:
+    """The current view's own words for a body past its limit (`limit`, in words), or None
+    when it has none."""
+    view = current_app.view_functions.get(request.endpoint or "")
+    say = getattr(view, _MESSAGE, None)
+    return say(limit) if say is not None else None
 
 
 def _apply_limit() -> None:

@@ -200,14 +200,19 @@
     }
   }
 
-  // --- the export centre (/exports): each row follows its task's events in place; when an
-  // export changes state its sections are fetched again (?sections=1) and swapped in, so
-  // Download, Retry and the start button appear without a reload.
-  var exportHistory = document.getElementById('export-history');
+  // --- pages that follow tasks in place: the export centre (/exports), the imports (/imports)
+  // and an import's page. Each .live-task element (a history row, an import's state) follows
+  // the events of its task (data-task-id) in place; when the task changes status, the page's
+  // [data-live-section] parts are fetched again (?sections=1) and swapped in, so Download,
+  // Retry, an import's preview or its summary appear without a reload. A section that names
+  // task kinds (data-live-tasks) is also fetched again when a task of one of them starts
+  // elsewhere (another tab, the profile page).
   var refreshing = false, refreshAgain = false;
-  var lastExportEvent = {};  // task id -> its newest event, shown again on swapped-in rows
+  var lastLiveEvent = {};  // task id -> its newest event, shown again on swapped-in parts
 
-  function refreshExports() {
+  function hasLiveSections() { return document.querySelector('[data-live-section]') !== null; }
+
+  function refreshSections() {
     if (refreshing) { refreshAgain = true; return; }
     refreshing = true;
     fetch(window.location.pathname + '?sections=1', {
@@ -224,53 +229,59 @@
         renderTimes(replacement);
         renderBars(replacement);
       });
-      exportHistory = document.getElementById('export-history');
       // The sections were rendered when asked for: an event that came meanwhile is newer
       // (shown in the same turn, so the older bar is never painted).
-      Object.keys(lastExportEvent).forEach(function (taskId) {
-        var row = exportRow(taskId), data = lastExportEvent[taskId];
-        if (row && row.dataset.taskStatus === data.status) { showExportProgress(row, data); }
+      Object.keys(lastLiveEvent).forEach(function (taskId) {
+        var row = liveRow(taskId), data = lastLiveEvent[taskId];
+        if (row && row.dataset.taskStatus === data.status) { showLiveProgress(row, data); }
       });
     }).catch(function () { /* network hiccup: the next event tries again */ })
       .then(function () {
         refreshing = false;
-        if (refreshAgain) { refreshAgain = false; refreshExports(); }
+        if (refreshAgain) { refreshAgain = false; refreshSections(); }
       });
   }
 
-  function exportRow(taskId) {
+  function liveRow(taskId) {
     var row = null;
-    if (!exportHistory) { return null; }
-    exportHistory.querySelectorAll('tr.export-row').forEach(function (tr) {
-      if (tr.dataset.taskId === taskId) { row = tr; }
+    document.querySelectorAll('.live-task').forEach(function (el) {
+      if (el.dataset.taskId === taskId) { row = el; }
     });
     return row;
   }
 
-  function updateExportRow(data) {
-    if (!exportHistory) { return; }
-    lastExportEvent[data.task_id] = data;
-    var row = exportRow(data.task_id);
+  function followsNewTasks(name) {
+    var follows = false;
+    document.querySelectorAll('[data-live-tasks]').forEach(function (section) {
+      if (section.dataset.liveTasks.split(' ').indexOf(name) !== -1) { follows = true; }
+    });
+    return follows;
+  }
+
+  function updateLiveRow(data) {
+    if (!hasLiveSections()) { return; }
+    lastLiveEvent[data.task_id] = data;
+    var row = liveRow(data.task_id);
     if (!row) {
-      // An export started elsewhere (another tab, the profile page): show it.
-      if (data.name === 'export_posts' && ACTIVE[data.status]) { refreshExports(); }
+      if (ACTIVE[data.status] && followsNewTasks(data.name)) { refreshSections(); }
       return;
     }
     if (row.dataset.taskStatus !== data.status) {
-      refreshExports();
+      refreshSections();
       return;
     }
-    showExportProgress(row, data);
+    showLiveProgress(row, data);
   }
 
-  function showExportProgress(row, data) {
+  function showLiveProgress(row, data) {
     var progress = row.querySelector('.progress');
     if (progress && Math.min(percent(data), 99) < Number(progress.getAttribute('aria-valuenow'))) {
       return;  // older than what is shown (see updateTask)
     }
     if (progress) { setBar(progress, Math.min(percent(data), 99)); }
-    var label = row.querySelector('.export-progress-text');
-    if (label) { label.textContent = progressText(data); }
+    var label = row.querySelector('.live-progress-text');
+    var counted = progressText(data);
+    if (label && counted) { label.textContent = counted; }
   }
 
   function setMessageCount(n) {
@@ -306,7 +317,7 @@
   function handle(n) {
     since = Math.max(since, n.timestamp || 0);
     if (n.name === 'unread_message_count') { setMessageCount(n.data); }
-    else if (n.name === 'task_progress') { updateTask(n.data); updateExportRow(n.data); }
+    else if (n.name === 'task_progress') { updateTask(n.data); updateLiveRow(n.data); }
   }
 
   // The stream: the server sends the current state, then each event as it happens; after a
