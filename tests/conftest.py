@@ -134,7 +134,7 @@ def app(database, redis_server, config_overrides):
 
     app = create_app(config_for_tests(**config_overrides))
     with app.app_context():
-        _empty_database(db)
+        empty_database(db)
         app.redis.flushdb()
         for folder in ("outbox", "exports"):
             path = Path(app.instance_path) / folder
@@ -145,7 +145,7 @@ def app(database, redis_server, config_overrides):
         db.session.remove()
 
 
-def _empty_database(db):
+def empty_database(db):
     db.session.remove()
     with db.engine.begin() as conn:
         for table in reversed(db.metadata.sorted_tables):

@@ -20,6 +20,7 @@ pytestmark = pytest.mark.once
 
 EXPECTED_KEYS = {
     "export": {"machine", "repeat", "sizes", "rss_growth_mb", "formats", "targets"},
+    "imports": {"machine", "sizes", "rss_growth_mb", "ratio", "pages"},
     "download": {"machine", "posts", "file_mb", "results", "targets"},
     "dispatch": {"machine", "tasks", "bare_jobs_per_s", "app_jobs_per_s", "ratio", "target"},
     "pages": {"machine", "connections", "duration_s", "variants", "targets", "streams"},
@@ -81,6 +82,11 @@ def test_every_benchmark_runs_quick_and_prints_its_figures():
     for fmt_name, figures in export["formats"].items():
         [fmt_size] = figures["sizes"]
         assert fmt_size["task_s"]["median"] > 0 and fmt_size["file_mb"] > 0, fmt_name
+    imports = bench_json(outputs["imports"][1])
+    assert {size["source"] for size in imports["sizes"]} == {"json", "mastodon"}
+    for size in imports["sizes"]:  # every post arrived, through the preview and the import
+        assert size["imported"] == size["posts"] == 200 and size["import_s"] > 0, size
+    assert imports["pages"]["importing"]["p99_ms"] > 0 and imports["pages"]["errors"] == 0
     dispatch = bench_json(outputs["dispatch"][1])
     assert dispatch["tasks"] == 50 and dispatch["ratio"]["median"] > 0
     pages = bench_json(outputs["pages"][1])
