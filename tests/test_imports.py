@@ -479,3 +479,13 @@ def test_read_ahead_stops_reading_when_its_caller_stops():
     so_far = len(read)
     assert so_far <= 10 * 4  # the batch given, `depth` waiting, the one being read
     assert len(read) == so_far  # and nothing is read after
+
+
+def test_the_schedule_expires_unconfirmed_uploads_every_five_minutes(app):
+    from rq.cron import CronScheduler
+
+    scheduler = CronScheduler(connection=app.redis)
+    scheduler.load_config_from_file("app.jobs.cron")
+    schedule = {job.func.__name__: job for job in scheduler.get_jobs()}
+    assert schedule["expire_imports"].interval == 300
+    assert schedule["expire_imports"].queue_name == "microblog-tasks"
