@@ -18,8 +18,9 @@ see each builder. Times default to BASE, one minute apart, in the order given.
   each item {"tweet": {...}}), data/account.js, and a few of the other data/*.js files.
 - posts_json, posts_csv: our own posts.json and posts.csv for posts given here (for a real
   export of a user's posts, use app.exports.formats.write_export).
-- Hostile: zip_bomb, zip_with_many_members, zip_with_traversal_names, truncated_zip,
-  pdf_file, image_file, malformed_posts_json, malformed_outbox_archive,
+- Hostile: zip_bomb, zip_with_many_members (with_directory_count: its end record lying
+  about it), zip_with_traversal_names, truncated_zip, encrypted_zip, pdf_file,
+  image_file, malformed_posts_json, malformed_outbox_archive,
   hostile_mastodon_archive and hostile_x_archive (HOSTILE_TEXTS as their posts' text).
 """
 
@@ -32,6 +33,7 @@ import io
 import json
 import os
 import re
+import struct
 import zipfile
 from collections.abc import Iterable
 from datetime import datetime, timedelta
@@ -48,6 +50,8 @@ X_OTHER_ID = "987654321"
 HOSTILE_TEXTS = ["<script>alert(1)</script>", "<img src=x onerror=alert(1)>"]
 
 PathLike = str | os.PathLike
+# A field a builder leaves out of an item: posts_json(path, [{"body": ABSENT}]).
+ABSENT = object()
 
 
 def stamp(index: int) -> datetime:
@@ -105,7 +109,8 @@ def mastodon_archive(path: PathLike, posts: Iterable[str | dict] = (), boosts: i
 
     posts: public toots, oldest first: plain text, or a dict with "text" (or "html": the
     content as it is), "published" (datetime), "language" ("en"; None for none),
-    "summary" (a content warning), "in_reply_to" (a URL), "to"/"cc" (lists).
+    "summary" (a content warning), "in_reply_to" (a URL), "to"/"cc" (lists), "no_published"
+    or "no_content" (True: the toot without its `published` or its `content`).
     Then, in this order after them: `boosts` Announces of someone else's post,
     `replies_to_others` public replies to someone else, `direct` direct messages,
     `followers_only` followers-only toots, `self_replies` public replies to the account's own
@@ -148,11 +153,14 @@ def mastodon_archive(path: PathLike, posts: Iterable[str | dict] = (), boosts: i
                 "&page=true", "partOf": f"{note_id}/replies", "items": []}},
             "likes": {"id": f"{note_id}/likes", "type": "Collection", "totalItems": 0},
             "shares": {"id": f"{note_id}/shares", "type": "Collection", "totalItems": 0}})
-        for absent in ("published", "content"):
-            if spec.get(f"no_{absent}"):
-                del note[absent]
-        return {"id": f"{note_id}/activity", "type": "Create", "actor": actor,
-                "published": published_text, "to": to, "cc": cc, "object": note}
+        activity = {"id": f"{note_id}/activity", "type": "Create", "actor": actor,
+                    "published": published_text, "to": to, "cc": cc, "object": note}
+        if spec.get("no_published"):
+            del note["published"], activity["published"]
+        if spec.get("no_content"):
+            del note["content"]
+            note.pop("contentMap", None)
+        return activity
 
     index = 0
     for spec in posts:
@@ -358,8 +366,9 @@ def posts_json(path: PathLike, posts: Iterable[str | dict] = (), user: str = "al
             spec = {"body": spec} if isinstance(spec, str) else dict(spec)
             moment = spec.get("timestamp") or stamp(index)
             post = {"id": index + 1, "body": "", "language": "en", **spec,
-                    "timestamp": moment if isinstance(moment, str)
-                    else moment.isoformat() + "Z"}
+                    "timestamp": moment.isoformat() + "Z" if isinstance(moment, datetime)
+                    else moment}
+            post = {key: value for key, value in post.items() if value is not ABSENT}
             out.write(("\n" if index == 0 else ",\n") + json.dumps(post, ensure_ascii=False))
         out.write("\n]}\n")
     return str(path)
@@ -427,6 +436,38 @@ def zip_with_traversal_names(path: PathLike, with_outbox: bool = True) -> str:
             info = zipfile.ZipInfo("placeholder")
             info.filename = name  # ZipInfo() would strip the leading "/" and ".."
             archive.writestr(info, data)
+    return str(path)
+
+
+def with_directory_count(path: PathLike, count: int) -> str:
+    """The zip at `path` with its end record saying it holds `count` members, whatever its
+    directory lists (a lie zipfile does not notice: it reads the directory by its size)."""
+    with open(path, "r+b") as f:
+        data = f.read()
+        at = data.rfind(b"PK\x05\x06")
+        f.seek(at + 8)
+        f.write(struct.pack("<2H", count, count))
+    return str(path)
+
+
+def encrypted_zip(path: PathLike) -> str:
+    """A Mastodon archive whose outbox.json is marked encrypted (traditional PKWARE
+    encryption's flag, in its local header and its directory entry)."""
+    mastodon_archive(path, posts=["secret"])
+    with zipfile.ZipFile(path) as archive:
+        offset = archive.getinfo("outbox.json").header_offset
+    with open(path, "r+b") as f:
+        data = bytearray(f.read())
+        data[offset + 6] |= 0x1  # local header: general purpose flags
+        entry = data.find(b"PK\x01\x02")
+        while entry >= 0:
+            name_length = struct.unpack_from("<H", data, entry + 28)[0]
+            if data[entry + 46:entry + 46 + name_length] == b"outbox.json":
+                data[entry + 8] |= 0x1  # directory entry: general purpose flags
+                break
+            entry = data.find(b"PK\x01\x02", entry + 4)
+        f.seek(0)
+        f.write(data)
     return str(path)
 
 

@@ -144,6 +144,7 @@ def looks_like(head: bytes) -> str:
         return LOOKS_LIKE_IMAGE
     if start.startswith("["):
         return LOOKS_LIKE_OTHER_JSON
-    if "," in start.split("\n", 1)[0]:
+    lines = start.splitlines()[:2]
+    if len(lines) == 2 and lines[0].count(",") == lines[1].count(",") > 0:
         return LOOKS_LIKE_OTHER_CSV
     return LOOKS_LIKE_TEXT

@@ -174,7 +174,8 @@ class Archive:
 
     def following(self) -> Iterator[tuple[int, str]]:
         """(line, account address) of each account the archive's owner follows
-        (following_accounts.csv: ours and Mastodon's); nothing for the other kinds."""
+        (following_accounts.csv: ours and Mastodon's; line 1 is its header); nothing for the
+        other kinds. Raises ArchiveRefused if the file is damaged."""
         return iter(())
 
     def close(self) -> None:

@@ -25,7 +25,6 @@ from app.imports.readers.items import (
 )
 from app.imports.readers.mastodon import OutboxArchive
 from app.imports.readers.streams import broken_at, json_items, parse_time, without_bom
-from app.imports.readers.zips import SafeZip
 from app.models import PostOrigin
 
 # A post kept whole may be far longer than the csv module's default cell (128 KiB).
@@ -128,9 +127,6 @@ class MicroblogActivityStreams(OutboxArchive):
 
     kind = "microblog-activitystreams"
     origin = PostOrigin.MICROBLOG
-
-    def __init__(self, archive: SafeZip) -> None:
-        super().__init__(archive)
 
     @staticmethod
     def language(note: dict) -> str | None:

@@ -1,22 +1,17 @@
-"""What every reader needs: JSON read as a stream of items (a syntax error named by the item it
-broke at), a zip member's read errors turned into a refusal, and an item's time and language
-as a post keeps them."""
+"""What every reader needs: JSON read as a stream of items (a syntax error, or a zip member's
+damaged data, named by the item it broke at), and an item's time and language as a post keeps
+them."""
 
 from __future__ import annotations
 
 import re
-import zipfile
-import zlib
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import BinaryIO
 
 import ijson
 
-from app.imports.readers.items import BROKEN_AT, MEMBER_BROKEN_AT, ArchiveRefused
-
-# Errors reading a zip member's data: its compressed bytes are damaged, or it is cut short.
-DAMAGED_DATA = (zipfile.BadZipFile, zlib.error, EOFError)
+from app.imports.readers.items import BROKEN_AT, DAMAGED_ZIP, MEMBER_BROKEN_AT, ArchiveRefused
 
 
 def broken_at(item: int, member: str | None) -> ArchiveRefused:
@@ -37,7 +32,11 @@ def json_items(stream: BinaryIO, prefix: str, member: str | None = None,
         for value in ijson.items(stream, prefix, use_float=True):
             number += 1
             yield number, value
-    except (ijson.JSONError, UnicodeDecodeError, *DAMAGED_DATA) as exc:
+    except (ijson.JSONError, UnicodeDecodeError) as exc:
+        raise broken_at(number + 1, member) from exc
+    except ArchiveRefused as exc:
+        if exc.template != DAMAGED_ZIP:  # a limit: said as it is
+            raise
         raise broken_at(number + 1, member) from exc
 
 

@@ -118,7 +118,11 @@ class XArchive(Archive):
         try:
             accounts = json.loads(after_assignment(member, ACCOUNT).read(1024 * 1024))
             return accounts[0]["account"] if isinstance(accounts[0]["account"], dict) else {}
-        except (ArchiveRefused, ValueError, LookupError, TypeError):
+        except ArchiveRefused as exc:
+            if exc.template != BAD_PREFIX:  # damaged: the archive is
+                raise
+            return {}
+        except (ValueError, LookupError, TypeError):
             return {}
         finally:
             member.close()

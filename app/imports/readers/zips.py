@@ -15,7 +15,10 @@
 from __future__ import annotations
 
 import io
+import os
+import struct
 import zipfile
+import zlib
 from typing import BinaryIO
 
 from app.imports.readers.items import (
@@ -28,8 +31,9 @@ from app.imports.readers.items import (
     ArchiveRefused,
     Limits,
 )
-from app.imports.readers.streams import DAMAGED_DATA
 
+# Errors reading a zip member's data: its compressed bytes are damaged, or it is cut short.
+DAMAGED_DATA = (zipfile.BadZipFile, zlib.error, EOFError)
 ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06", b"PK\x07\x08")
 # A member this small cannot be a bomb whatever its ratio (a page of spaces deflates 500:1).
 RATIO_FLOOR = 1024 * 1024
@@ -61,7 +65,12 @@ class CountedMember(io.BufferedIOBase):
         return True
 
     def read(self, size: int | None = -1) -> bytes:
-        data = self.stream.read(-1 if size is None else size)
+        """Raises ArchiveRefused (DAMAGED_ZIP) when the data is damaged (a bad checksum, a
+        broken deflate stream, cut short), or past the budget."""
+        try:
+            data = self.stream.read(-1 if size is None else size)
+        except (*DAMAGED_DATA, OSError) as exc:
+            raise ArchiveRefused(DAMAGED_ZIP) from exc
         self.budget.spend(len(data))
         return data
 
@@ -79,8 +88,11 @@ class SafeZip:
 
     def __init__(self, path: str, limits: Limits) -> None:
         self.limits = limits
+        self.check_directory(path)
         try:
             self.zip = zipfile.ZipFile(path)
+        except NotImplementedError as exc:  # a zip of a version zipfile does not read
+            raise ArchiveRefused(UNSUPPORTED_COMPRESSION) from exc
         except (zipfile.BadZipFile, OSError, EOFError, ValueError) as exc:
             raise ArchiveRefused(DAMAGED_ZIP) from exc
         try:
@@ -92,6 +104,23 @@ class SafeZip:
         # The folder the archive's files are in: "" (the zip's top), or the one folder a
         # re-zipped archive puts them in ("archive-20240101/"). See find_root.
         self.root = ""
+
+    def check_directory(self, path: str) -> None:
+        """Refuse a zip whose directory lists too many members before zipfile reads it: it
+        makes an object of every entry, and a 100 MB zip of empty files has a million. The
+        count in the end record may lie (zipfile reads the directory by its size), so the
+        directory's size is held to DIRECTORY_BYTES_PER_MEMBER a member too."""
+        found = directory_of(path)
+        if found is None:
+            return  # not a zip zipfile reads either: it says so
+        entries, size = found
+        if (entries > self.limits.max_members
+                or size > self.limits.max_members * DIRECTORY_BYTES_PER_MEMBER):
+            # A count that lies is replaced by what the directory's size implies at least.
+            count = (entries if entries > self.limits.max_members
+                     else size // DIRECTORY_BYTES_PER_MEMBER)
+            raise ArchiveRefused(TOO_MANY_MEMBERS, count=f"{count:,}",
+                                 limit=f"{self.limits.max_members:,}")
 
     def check(self, members: list[zipfile.ZipInfo]) -> None:
         if len(members) > self.limits.max_members:
@@ -142,7 +171,9 @@ class SafeZip:
             return CountedMember(self.zip.open(info), budget)
         except NotImplementedError as exc:
             raise ArchiveRefused(UNSUPPORTED_COMPRESSION) from exc
-        except (RuntimeError, *DAMAGED_DATA) as exc:  # zipfile: "File ... is encrypted"
+        # RuntimeError: zipfile's "File ... is encrypted" for a flag the directory hid;
+        # OSError: a member's header offset past the file's end.
+        except (RuntimeError, OSError, *DAMAGED_DATA) as exc:
             raise ArchiveRefused(DAMAGED_ZIP) from exc
 
     def read_small(self, name: str, budget: ReadBudget, limit: int = 1024 * 1024) -> bytes:
@@ -150,13 +181,45 @@ class SafeZip:
         member = self.open(name, budget)
         try:
             return member.read(limit)
-        except DAMAGED_DATA as exc:
-            raise ArchiveRefused(DAMAGED_ZIP) from exc
         finally:
             member.close()
 
     def close(self) -> None:
         self.zip.close()
+
+
+# An entry of a zip's directory is 46 bytes and its name and extra fields: a long media
+# path, ZIP64 sizes and timestamps come to about 200.
+DIRECTORY_BYTES_PER_MEMBER = 512
+END_RECORD = struct.Struct("<4s4H2LH")  # signature, disks, entries (disk, total), size, ...
+ZIP64_LOCATOR = struct.Struct("<4sLQL")
+ZIP64_END_RECORD = struct.Struct("<4sQ2H2L4Q")
+
+
+def directory_of(path: str) -> tuple[int, int] | None:
+    """(entries, size in bytes) of a zip's central directory, as its end record says, or
+    None when there is no end record to read."""
+    with open(path, "rb") as f:
+        f.seek(0, os.SEEK_END)
+        length = f.tell()
+        tail_start = max(0, length - END_RECORD.size - 0xFFFF)  # the record, then a comment
+        f.seek(tail_start)
+        tail = f.read()
+        at = tail.rfind(b"PK\x05\x06")
+        if at < 0 or len(tail) - at < END_RECORD.size:
+            return None
+        _, _, _, _, entries, size, _, _ = END_RECORD.unpack_from(tail, at)
+        locator_at = at - ZIP64_LOCATOR.size
+        if locator_at >= 0 and tail[locator_at:locator_at + 4] == b"PK\x06\x07":
+            _, _, record_offset, _ = ZIP64_LOCATOR.unpack_from(tail, locator_at)
+            if record_offset >= length:
+                return None
+            f.seek(record_offset)
+            record = f.read(ZIP64_END_RECORD.size)
+            if len(record) == ZIP64_END_RECORD.size and record[:4] == b"PK\x06\x06":
+                fields = ZIP64_END_RECORD.unpack(record)
+                entries, size = fields[7], fields[8]
+    return entries, size
 
 
 def safe_name(name: str) -> str:
