@@ -28,6 +28,8 @@ from tests.archives import (
 )
 from tests.conftest import make_user, run_jobs_in_process, run_worker_burst
 
+pytest_plugins = ("tests.s3",)  # the moto_server and s3 fixtures
+
 
 def upload(user: User, path: str) -> Import:
     """What POST /imports does: the archive stored, the preview task launched with it."""
@@ -307,6 +309,20 @@ def test_a_finished_imports_archive_is_deleted_at_once(app, tmp_path):
     imp = fresh(imp)
     assert imp.status == Import.FINISHED and imp.storage_key is None
     assert not get_storage().exists(key) and stored_files(app) == []
+
+
+def test_an_archive_in_s3_is_read_from_a_local_copy_and_deleted_once_imported(s3, app,
+                                                                            tmp_path):
+    susan = make_user("susan")
+    imp = previewed(app, susan, mastodon_archive(tmp_path / "archive.zip", account="susan",
+                                                 posts=["a", "b"]))
+    assert s3.keys() == [f"exports/imports/{susan.id}/{imp.id}/archive"]
+    confirm(imp)
+    run_jobs_in_process(app)
+    assert fresh(imp).status == Import.FINISHED
+    assert [p.body for p in posts_of(susan)] == ["a", "b"]
+    assert s3.keys() == []
+    assert [p for p in s3.temp_dir.rglob("*") if p.is_file()] == []  # no copy left behind
 
 
 def test_an_unconfirmed_upload_expires_and_its_archive_is_deleted(app, tmp_path,
