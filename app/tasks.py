@@ -1,5 +1,6 @@
-"""The functions an RQ worker runs. They stay short: the lifecycle is in app/jobs/lifecycle.py and
-the export itself in app/exports/. As in the tutorial, this module builds its own app."""
+"""The functions an RQ worker runs. They stay short: the lifecycle is in app/jobs/lifecycle.py,
+the export itself in app/exports/ and the import in app/imports/. As in the tutorial, this
+module builds its own app."""
 
 import time
 

@@ -28,6 +28,8 @@ from tests.archives import (
 )
 from tests.conftest import make_user, run_jobs_in_process, run_worker_burst
 
+pytest_plugins = ("tests.s3",)  # the moto_server and s3 fixtures
+
 
 def upload(user: User, path: str) -> Import:
     """What POST /imports does: the archive stored, the preview task launched with it."""
@@ -309,6 +311,20 @@ def test_a_finished_imports_archive_is_deleted_at_once(app, tmp_path):
     assert not get_storage().exists(key) and stored_files(app) == []
 
 
+def test_an_archive_in_s3_is_read_from_a_local_copy_and_deleted_once_imported(s3, app,
+                                                                            tmp_path):
+    susan = make_user("susan")
+    imp = previewed(app, susan, mastodon_archive(tmp_path / "archive.zip", account="susan",
+                                                 posts=["a", "b"]))
+    assert s3.keys() == [f"exports/imports/{susan.id}/{imp.id}/archive"]
+    confirm(imp)
+    run_jobs_in_process(app)
+    assert fresh(imp).status == Import.FINISHED
+    assert [p.body for p in posts_of(susan)] == ["a", "b"]
+    assert s3.keys() == []
+    assert [p for p in s3.temp_dir.rglob("*") if p.is_file()] == []  # no copy left behind
+
+
 def test_an_unconfirmed_upload_expires_and_its_archive_is_deleted(app, tmp_path,
                                                                   config_overrides):
     susan = make_user("susan")
@@ -438,3 +454,54 @@ def test_a_refusal_too_long_for_the_tasks_reason_is_kept_whole_on_the_import(app
     db.session.commit()
     centre.record_refusal(imp, refused)
     assert centre.refusal(fresh(imp)) == str(refused)
+
+
+# --------------------------------------------------------------------------- read ahead
+
+def test_read_ahead_gives_the_batches_in_order_and_raises_the_readers_error_in_place():
+    from app.imports.batches import read_ahead
+
+    assert list(read_ahead(range(7), 3)) == [[0, 1, 2], [3, 4, 5], [6]]
+
+    def breaks_at_five():
+        yield from range(5)
+        raise ValueError("item 5 is broken")
+
+    got = []
+    with pytest.raises(ValueError, match="item 5"):
+        for batch in read_ahead(breaks_at_five(), 2):
+            got.append(batch)
+    assert got == [[0, 1], [2, 3]]  # what came before the break, then the error
+
+
+def test_read_ahead_stops_reading_when_its_caller_stops():
+    import threading
+
+    from app.imports.batches import read_ahead
+
+    read = []
+
+    def endless():
+        n = 0
+        while True:
+            read.append(n)
+            yield n
+            n += 1
+
+    batches = read_ahead(endless(), 10, depth=2)
+    assert next(batches) == list(range(10))
+    batches.close()  # a cancel: the reading thread ends, and is waited for
+    assert not [t for t in threading.enumerate() if t.name == "import-read-ahead"]
+    so_far = len(read)
+    assert so_far <= 10 * 4  # the batch given, `depth` waiting, the one being read
+    assert len(read) == so_far  # and nothing is read after
+
+
+def test_the_schedule_expires_unconfirmed_uploads_every_five_minutes(app):
+    from rq.cron import CronScheduler
+
+    scheduler = CronScheduler(connection=app.redis)
+    scheduler.load_config_from_file("app.jobs.cron")
+    schedule = {job.func.__name__: job for job in scheduler.get_jobs()}
+    assert schedule["expire_imports"].interval == 300
+    assert schedule["expire_imports"].queue_name == "microblog-tasks"

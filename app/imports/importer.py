@@ -19,11 +19,9 @@ from __future__ import annotations
 import json
 import logging
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from itertools import islice
-from typing import TypeVar
 
 import sqlalchemy as sa
 from flask import current_app, render_template
@@ -33,6 +31,7 @@ from flask_babel import ngettext
 from app import db
 from app.email import send_email_once
 from app.imports import centre
+from app.imports.batches import batches, read_ahead
 from app.imports.identity import origin_key, to_the_second
 from app.imports.readers import SKIP_REASONS, Archive, ArchivePost, BrokenItem, Item, SkippedItem
 from app.models import Import, ImportProblem, Post, PostOrigin, User, followers
@@ -48,15 +47,6 @@ SAMPLES = 5
 SAMPLE_CHARS = 500  # a sample is for recognising the archive: a long post is cut, with "…"
 FOLLOWS_BATCH = 500
 
-T = TypeVar("T")
-
-
-def batches(items: Iterable[T], size: int) -> Iterator[list[T]]:
-    iterator = iter(items)
-    while batch := list(islice(iterator, max(size, 1))):
-        yield batch
-
-
 # --------------------------------------------------------------------------- the preview
 
 def build_preview(imp: Import, archive: Archive,
@@ -71,7 +61,7 @@ def build_preview(imp: Import, archive: Archive,
     first: datetime | None = None
     last: datetime | None = None
     samples: list[dict] = []
-    for batch in batches(archive.items(), batch_size):
+    for batch in read_ahead(archive.items(), batch_size):
         found = []
         for item in batch:
             if isinstance(item, ArchivePost):
@@ -198,7 +188,8 @@ def run_import(imp: Import, archive: Archive,
     batch_size = current_app.config["IMPORT_BATCH_SIZE"]
     statements = Statements.for_session()
     start = imp.position
-    for batch in batches((item for item in archive.items() if item.item > start), batch_size):
+    after_start = (item for item in archive.items() if item.item > start)
+    for batch in read_ahead(after_start, batch_size):
         position = import_batch(imp, archive.origin, batch, statements)
         if on_progress is not None:
             on_progress(position)
