@@ -15,7 +15,8 @@ from app import db
 from app import tasks as _worker_tasks  # noqa: F401  (see tests/test_email.py)
 from app.exports import delivery
 from app.exports.routes import start_export
-from app.models import Export, TaskStatus
+from app.imports import importer
+from app.models import Export, Import, TaskStatus
 from tests.conftest import CSRF, browser, make_user, run_jobs_in_process
 from tests.test_email import reset_with_link
 
@@ -64,8 +65,13 @@ def _every_mail_context(app) -> dict:
     run_jobs_in_process(app)
     export = db.session.get(Export, export.id)
     assert export.status == TaskStatus.FINISHED
+    imp = Import(user_id=user.id, stage=Import.IMPORT, imported=2,
+                 skipped_json='{"boost": 1}')
+    db.session.add(imp)
+    db.session.commit()
     return {"token": user.get_reset_password_token(),
-            **delivery.mail_context(export, attached=False)}
+            **delivery.mail_context(export, attached=False),
+            **importer.mail_context(imp, importer.summary(imp))}
 
 
 def test_every_mail_template_links_only_to_the_configured_base(app):

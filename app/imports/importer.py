@@ -348,13 +348,18 @@ def finished_message(imp: Import) -> str:
                     "Your import is done: %(num)d posts imported.", imp.imported)
 
 
-def compose_mail(imp: Import, result: dict) -> dict:
-    """The fields of send_email_once for the one mail about a finished import."""
-    context = dict(
+def mail_context(imp: Import, result: dict) -> dict:
+    """What the done mail's templates (email/import_done.*) are rendered with."""
+    return dict(
         user=imp.user, imp=imp, summary=result,
         skipped=[(skip_reason_label(reason), count)
                  for reason, count in sorted(result["skipped"].items())],
         import_url=public_url(f"/imports/{imp.id}"))
+
+
+def compose_mail(imp: Import, result: dict) -> dict:
+    """The fields of send_email_once for the one mail about a finished import."""
+    context = mail_context(imp, result)
     return dict(
         subject=_("[Microblog] Your import is done"),
         sender=current_app.config["ADMINS"][0], recipients=[imp.user.email],
