@@ -15,6 +15,7 @@ from sqlalchemy.exc import IntegrityError
 
 from app import db
 from app import tasks as worker_tasks
+from app.exports.formats import write_export
 from app.exports.storage import get_storage
 from app.imports import centre, importer
 from app.jobs import lifecycle, types
@@ -197,6 +198,28 @@ def test_importing_the_same_archive_twice_or_an_overlapping_one_adds_no_duplicat
     toots = mastodon_archive(tmp_path / "m.zip", account="susan", posts=["toot"])
     imported(app, susan, toots)
     assert imported(app, susan, toots).skipped() == {"duplicate": 1}
+    assert len(posts_of(susan)) == 5
+
+
+@pytest.mark.parametrize("fmt", ["json", "csv", "activitystreams"])
+def test_restoring_a_backup_brings_back_only_the_posts_the_account_lost(app, tmp_path, fmt):
+    susan = make_user("susan")
+    written = [Post(body=f"post {i}", timestamp=datetime(2024, 5, 1, 12, 0, i, 1000 * i),
+                    author=susan) for i in range(1, 6)]
+    db.session.add_all(written)
+    db.session.commit()
+    backup = tmp_path / f"backup.{fmt}"
+    with open(backup, "wb") as out:
+        write_export(fmt, susan, out)
+    for lost in written[1:3]:
+        db.session.delete(lost)
+    db.session.commit()
+
+    restored = imported(app, susan, str(backup))
+    assert (restored.imported, restored.skipped()) == (2, {"duplicate": 3})
+    assert [p.body for p in posts_of(susan)] == [f"post {i}" for i in range(1, 6)]
+    # and the same backup again adds nothing, now that every post is back
+    assert imported(app, susan, str(backup)).skipped() == {"duplicate": 5}
     assert len(posts_of(susan)) == 5
 
 

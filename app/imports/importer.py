@@ -107,11 +107,13 @@ class SortedOut:
     duplicates: int
 
 
-def sort_out(user_id: int, origin: str, posts: list[ArchivePost]) -> SortedOut:
+def sort_out(user_id: int, origin: str, posts: list[ArchivePost],
+             by_text: bool = True) -> SortedOut:
     """Which of a batch's posts the account does not have yet: not twice in the batch, no
-    post of the account with the same identity key, and for our own archives no post of
-    the account with the same text in the same second (a post written here, or brought from
-    elsewhere, then exported and brought back)."""
+    post of the account with the same identity key, and for our own archives (unless
+    `by_text` is False: see texts_to_compare) no post of the account with the same text in
+    the same second (a post written here, or brought from elsewhere, then exported and
+    brought back)."""
     keyed: dict[str, ArchivePost] = {}
     duplicates = 0
     for post in posts:
@@ -125,7 +127,7 @@ def sort_out(user_id: int, origin: str, posts: list[ArchivePost]) -> SortedOut:
                 Post.user_id == user_id, Post.origin_key.in_(list(keyed)))):
             if keyed.pop(key, None) is not None:
                 duplicates += 1
-    if keyed and origin == PostOrigin.MICROBLOG:
+    if keyed and by_text and origin == PostOrigin.MICROBLOG:
         here = _same_second_and_text(user_id, list(keyed.values()))
         for key, post in list(keyed.items()):
             if (to_the_second(post.timestamp), post.body) in here:
@@ -141,6 +143,26 @@ def _same_second_and_text(user_id: int, posts: list[ArchivePost]) -> set[tuple[d
         Post.timestamp < max(stamps) + timedelta(seconds=1),
         Post.body.in_({post.body for post in posts})))
     return {(to_the_second(timestamp), body) for timestamp, body in rows}
+
+
+def texts_to_compare(imp: Import, origin: str) -> bool:
+    """Whether an import of one of our own archives must compare texts (sort_out's by_text):
+    only when the account has, within the archive's dates (its preview's), a post that was
+    not brought from one of our archives. A post brought from one has the identity key the
+    import compares anyway; and one written here meanwhile is dated now, never in an
+    archive's past. For an import into a new account, one query instead of one a batch."""
+    if origin != PostOrigin.MICROBLOG:
+        return False
+    preview = imp.preview() or {}
+    try:
+        first = datetime.fromisoformat(preview["first"].removesuffix("Z"))
+        last = datetime.fromisoformat(preview["last"].removesuffix("Z"))
+    except (KeyError, AttributeError, ValueError):
+        return True  # no dates to go by: compare every batch
+    return db.session.scalar(sa.select(sa.exists().where(
+        Post.user_id == imp.user_id, Post.timestamp >= first,
+        Post.timestamp < last + timedelta(seconds=1),
+        sa.or_(Post.origin.is_(None), Post.origin != PostOrigin.MICROBLOG)))) is True
 
 
 # --------------------------------------------------------------------------- the import
@@ -187,22 +209,24 @@ def run_import(imp: Import, archive: Archive,
     archive follows. Returns the summary (summary())."""
     batch_size = current_app.config["IMPORT_BATCH_SIZE"]
     statements = Statements.for_session()
+    by_text = texts_to_compare(imp, archive.origin)
     start = imp.position
     after_start = (item for item in archive.items() if item.item > start)
     for batch in read_ahead(after_start, batch_size):
-        position = import_batch(imp, archive.origin, batch, statements)
+        position = import_batch(imp, archive.origin, batch, statements, by_text)
         if on_progress is not None:
             on_progress(position)
     follow_accounts(imp, archive.following(), statements)
     return summary(imp)
 
 
-def import_batch(imp: Import, origin: str, batch: list[Item], statements: Statements) -> int:
+def import_batch(imp: Import, origin: str, batch: list[Item], statements: Statements,
+                 by_text: bool = True) -> int:
     """Import one batch in one transaction (committed). When the database refuses a value
     (one item it cannot store), the batch goes again an item per transaction, so that item
     fails alone, recorded as a problem. Returns the position reached."""
     try:
-        return _commit_batch(imp, origin, batch, statements)
+        return _commit_batch(imp, origin, batch, statements, by_text)
     except sa.exc.DBAPIError as exc:
         db.session.rollback()
         if _database_lost(exc):
@@ -212,7 +236,7 @@ def import_batch(imp: Import, origin: str, batch: list[Item], statements: Statem
     position = imp.position
     for item in batch:
         try:
-            position = _commit_batch(imp, origin, [item], statements)
+            position = _commit_batch(imp, origin, [item], statements, by_text)
         except sa.exc.DBAPIError as exc:
             db.session.rollback()
             if _database_lost(exc):
@@ -229,12 +253,13 @@ def _database_lost(exc: sa.exc.DBAPIError) -> bool:
     return isinstance(exc, sa.exc.OperationalError) or exc.connection_invalidated
 
 
-def _commit_batch(imp: Import, origin: str, batch: list[Item], statements: Statements) -> int:
+def _commit_batch(imp: Import, origin: str, batch: list[Item], statements: Statements,
+                  by_text: bool = True) -> int:
     user_id = imp.user_id
     posts = [item for item in batch if isinstance(item, ArchivePost)]
     broken = [item for item in batch if isinstance(item, BrokenItem)]
     skipped = Counter(item.reason for item in batch if isinstance(item, SkippedItem))
-    sorted_out = sort_out(user_id, origin, posts)
+    sorted_out = sort_out(user_id, origin, posts, by_text)
     if sorted_out.duplicates:
         skipped[DUPLICATE] += sorted_out.duplicates
     if sorted_out.new:
