@@ -479,47 +479,6 @@ def test_a_refusal_too_long_for_the_tasks_reason_is_kept_whole_on_the_import(app
     assert centre.refusal(fresh(imp)) == str(refused)
 
 
-# --------------------------------------------------------------------------- read ahead
-
-def test_read_ahead_gives_the_batches_in_order_and_raises_the_readers_error_in_place():
-    from app.imports.batches import read_ahead
-
-    assert list(read_ahead(range(7), 3)) == [[0, 1, 2], [3, 4, 5], [6]]
-
-    def breaks_at_five():
-        yield from range(5)
-        raise ValueError("item 5 is broken")
-
-    got = []
-    with pytest.raises(ValueError, match="item 5"):
-        for batch in read_ahead(breaks_at_five(), 2):
-            got.append(batch)
-    assert got == [[0, 1], [2, 3]]  # what came before the break, then the error
-
-
-def test_read_ahead_stops_reading_when_its_caller_stops():
-    import threading
-
-    from app.imports.batches import read_ahead
-
-    read = []
-
-    def endless():
-        n = 0
-        while True:
-            read.append(n)
-            yield n
-            n += 1
-
-    batches = read_ahead(endless(), 10, depth=2)
-    assert next(batches) == list(range(10))
-    batches.close()  # a cancel: the reading thread ends, and is waited for
-    assert not [t for t in threading.enumerate() if t.name == "import-read-ahead"]
-    so_far = len(read)
-    assert so_far <= 10 * 4  # the batch given, `depth` waiting, the one being read
-    assert len(read) == so_far  # and nothing is read after
-
-
 def test_the_schedule_expires_unconfirmed_uploads_every_five_minutes(app):
     from rq.cron import CronScheduler
 

@@ -33,7 +33,7 @@ JOB_MODULES = {"app.models", "app.email", "app.jobs.lifecycle", "app.jobs.failur
                "app.jobs.stop", "app.jobs.types", "app.jobs.reconcile", "app.jobs.bootstrap",
                "app.tasks", "app.jobs.worker", "app.exports.centre", "app.exports.delivery",
                "app.exports.formats", "app.exports.posts", "app.exports.activitystreams",
-               "app.exports.storage", "app.imports", "app.imports.batches", "app.imports.centre",
+               "app.exports.storage", "app.imports", "app.imports.centre",
                "app.imports.identity", "app.imports.importer", "app.imports.readers"}
 
 

@@ -8,7 +8,7 @@ background, each post exactly once.
   code that changes them. Knows nothing of the job system, as app/exports/centre.py.
 - importer.py: the worker's part: the preview, and the import in batches, each committed
   with its place in the archive, so that a retried import goes on where it stopped; the
-  mail when it is done. batches.py: the archive's items in batches, read ahead by a thread.
+  mail when it is done.
 - report.py: the summary as CSV.
 - routes.py: the /imports pages (the blueprint is made there, as the export centre's).
 """
