@@ -229,6 +229,19 @@ def test_a_second_upload_while_an_archive_is_read_is_refused_and_stores_nothing(
     assert len(_imports()) == 1 and _stored_files(app) == files
 
 
+def test_the_time_limit_of_each_step_grows_with_the_archive(app, client, susan):
+    """An operator's bound on a stuck job: ten minutes, plus a second per 50 KB."""
+    login(client)
+    _upload(client, posts_json(["x" * 200_000]))
+    [imp] = _imports()
+    preview_job = imp.task.get_rq_job()
+    assert preview_job.timeout == 600 + imp.size // 50_000 > 600
+    run_jobs_in_process(app)
+    _post(client, f"/imports/{imp.id}/confirm")
+    [imp] = _imports()
+    assert imp.task.get_rq_job().timeout == preview_job.timeout
+
+
 def test_a_second_import_while_one_runs_is_refused(app, client, susan):
     login(client)
     _upload(client, posts_json(["one"]))

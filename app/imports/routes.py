@@ -44,7 +44,7 @@ from werkzeug.wrappers import Response as WerkzeugResponse
 from app.exports.storage import StorageUnavailable, attachment_disposition
 from app.imports import centre, report
 from app.imports.forms import ImportActionForm, UploadForm
-from app.jobs import failures, lifecycle
+from app.jobs import failures, lifecycle, types
 from app.models import Import, TaskStatus, User, utcnow
 from app.security.body_limits import max_body_size
 from app.security.limits import by_user, configured, limiter
@@ -134,7 +134,8 @@ def _already_ended() -> str:
 
 def _launch(user: User, imp: Import, name: str, description: str) -> None:
     try:
-        lifecycle.launch(user, name, description, imp.id, attach=centre.attach(imp))
+        lifecycle.launch(user, name, description, imp.id, attach=centre.attach(imp),
+                         job_timeout=types.import_timeout(imp.size))
     except lifecycle.TaskAlreadyRunning:
         raise centre.ImportRefused(
             _preview_running() if name == centre.TASK_PREVIEW
