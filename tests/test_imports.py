@@ -149,6 +149,19 @@ def test_an_empty_upload_is_refused_and_nothing_stored(app, tmp_path):
     assert stored_files(app) == []
 
 
+
+@pytest.mark.parametrize("config_overrides", [{"IMPORT_MAX_BYTES": 64 * 1024}])
+def test_an_upload_past_the_limit_is_refused_as_it_streams_in(app, tmp_path, config_overrides):
+    """A body without a length (chunked) is counted while it is stored: refused past the
+    limit, in the words of the 413 page, and nothing is left in storage."""
+    susan = make_user("susan")
+    big = posts_json(tmp_path / "posts.json", user="susan", posts=["x" * 1000] * 100)
+    with open(big, "rb") as stream, pytest.raises(centre.ImportRefused) as refused:
+        centre.store_upload(susan, "posts.json", stream)
+    assert str(refused.value) == "The file is larger than 64.0 KiB, the most an import accepts."
+    assert stored_files(app) == []
+
+
 # --------------------------------------------------------------------------- the import
 
 def test_the_import_writes_the_posts_with_their_origin_time_language_and_author(app,

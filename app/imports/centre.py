@@ -33,6 +33,7 @@ from flask_babel import gettext as _
 from app import db
 from app.exports.storage import CHUNK_SIZE, LocalStorage, StorageUnavailable, get_storage
 from app.models import Import, ImportProblem, Task, TaskStatus, User, utcnow
+from app.template_filters import file_size
 
 log = logging.getLogger(__name__)
 
@@ -140,8 +141,8 @@ def store_upload(user: User, filename: str | None, stream: BinaryIO) -> Import:
             while chunk := stream.read(CHUNK_SIZE):
                 size += len(chunk)
                 if size > limit:
-                    raise ImportRefused(_("The file is larger than the %(limit)s an import "
-                                          "may be.", limit=_megabytes(limit)))
+                    raise ImportRefused(_("The file is larger than %(size)s, the most an "
+                                          "import accepts.", size=file_size(limit)))
                 out.write(chunk)
             if size == 0:
                 raise ImportRefused(_("The file is empty. Choose the archive to import."))
@@ -357,10 +358,6 @@ def _shown_name(filename: str | None) -> str | None:
     if not filename:
         return None
     return filename.replace("\\", "/").rsplit("/", 1)[-1][:255] or None
-
-
-def _megabytes(size: int) -> str:
-    return f"{size / 1024 / 1024:g} MB"
 
 
 @contextmanager
