@@ -1,5 +1,5 @@
-"""What every `flask ...` command of app/cli/ prints and logs the same way: --json, aligned
-columns, logs kept off stdout, who ran it."""
+"""What every `flask ...` command of app/cli/ does the same way: --json, aligned columns, logs
+kept off stdout, who ran it, and the user a command names."""
 
 import getpass
 import json
@@ -7,9 +7,12 @@ import logging
 import sys
 
 import click
+import sqlalchemy as sa
 from flask import current_app
 
+from app import db
 from app.jobs.stats import as_json
+from app.models import User
 
 json_option = click.option("--json", "as_json", is_flag=True,
                            help="One JSON document on stdout, for scripts.")
@@ -44,3 +47,12 @@ def actor() -> str:
         return f"cli:{getpass.getuser()}"
     except (KeyError, OSError):
         return "cli"
+
+
+def user_or_fail(username: str) -> User:
+    """The user of that name; a ClickException (exit status 1, the reason on stderr) when
+    there is none."""
+    user = db.session.scalar(sa.select(User).where(User.username == username))
+    if user is None:
+        raise click.ClickException(f"no user {username!r}")
+    return user

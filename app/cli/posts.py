@@ -11,23 +11,15 @@ import os
 from collections.abc import Callable
 
 import click
-import sqlalchemy as sa
 from flask import current_app
 
 from app import db
-from app.cli.output import actor, logs_to_stderr
+from app.cli.output import actor, logs_to_stderr, user_or_fail
 from app.imports import centre, importer
 from app.imports.readers import ArchiveRefused, Limits, open_archive
 from app.models import Import, User
 
 log = logging.getLogger(__name__)
-
-
-def _user_or_fail(username: str) -> User:
-    user = db.session.scalar(sa.select(User).where(User.username == username))
-    if user is None:
-        raise click.ClickException(f"no user {username!r}")
-    return user
 
 
 def _echo_preview(preview: dict) -> None:
@@ -123,7 +115,7 @@ def register(app) -> None:
     def import_command(file, username, yes):
         """Import the archive FILE (ours, Mastodon's or X's) into the account NAME: the
         preview, then (once confirmed) every post not already there, exactly once."""
-        user = _user_or_fail(username)
+        user = user_or_fail(username)
         imp = import_archive(file, user, yes)
         if imp is not None:
             _echo_summary(imp)

@@ -9,17 +9,17 @@ import click
 import sqlalchemy as sa
 
 from app import db
-from app.cli.output import actor, echo_json, echo_table, json_option, logs_to_stderr
+from app.cli.output import (
+    actor,
+    echo_json,
+    echo_table,
+    json_option,
+    logs_to_stderr,
+    user_or_fail,
+)
 from app.models import User
 
 log = logging.getLogger(__name__)
-
-
-def _user_or_fail(username: str) -> User:
-    user = db.session.scalar(sa.select(User).where(User.username == username))
-    if user is None:
-        raise click.ClickException(f"no user {username!r}")
-    return user
 
 
 def _why(user: User) -> str:
@@ -31,7 +31,7 @@ def _why(user: User) -> str:
 
 
 def _set_admin(username: str, admin: bool, as_json: bool) -> None:
-    user = _user_or_fail(username)
+    user = user_or_fail(username)
     user.admin = admin
     db.session.commit()
     log.info("%s %s user %s", actor(), "promoted" if admin else "demoted", user.username)
