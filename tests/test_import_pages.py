@@ -14,7 +14,6 @@ import re
 from datetime import timedelta
 
 import pytest
-import requests
 import sqlalchemy as sa
 from markupsafe import escape
 
@@ -277,13 +276,7 @@ def test_an_upload_larger_than_the_limit_gets_a_page_that_says_so_before_it_is_s
     fast_user("susan")
     limit = 2 * 1024 * 1024
     with gunicorn(IMPORT_MAX_BYTES=limit) as server:
-        session = requests.Session()
-        page = session.get(f"{server.base}/auth/login", timeout=30).text
-        match = CSRF.search(page)
-        response = session.post(f"{server.base}/auth/login", allow_redirects=False, timeout=60,
-                                data={"username": "susan", "password": "correct horse battery",
-                                      "csrf_token": match.group(1) or match.group(2)})
-        assert response.status_code == 302
+        session = server.log_in("susan")
         match = CSRF.search(session.get(f"{server.base}/imports", timeout=30).text)
         cookie = "; ".join(f"{c.name}={c.value}" for c in session.cookies)
         boundary = "import-boundary"

@@ -82,13 +82,7 @@ def test_a_huge_post_from_a_logged_in_user_is_refused_413_and_not_stored(app):
 
     make_user("susan")
     with gunicorn() as server:
-        session = requests.Session()
-        page = session.get(f"{server.base}/auth/login", timeout=30).text
-        match = CSRF.search(page)
-        response = session.post(f"{server.base}/auth/login", allow_redirects=False, timeout=60,
-                                data={"username": "susan", "password": "correct horse battery",
-                                      "csrf_token": match.group(1) or match.group(2)})
-        assert response.status_code == 302
+        session = server.log_in("susan")
         match = CSRF.search(session.get(f"{server.base}/", timeout=30).text)
         cookie = "; ".join(f"{c.name}={c.value}" for c in session.cookies)
         _assert_refused_without_growing(

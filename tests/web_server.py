@@ -16,7 +16,7 @@ from pathlib import Path
 
 import requests
 
-from tests.conftest import ROOT, stop_process, wait_for, worker_env
+from tests.conftest import CSRF, ROOT, stop_process, wait_for, worker_env
 
 
 @dataclass
@@ -28,6 +28,18 @@ class Gunicorn:
     def worker_pids(self) -> list[int]:
         path = Path(f"/proc/{self.arbiter.pid}/task/{self.arbiter.pid}/children")
         return [int(x) for x in path.read_text().split()] if path.exists() else []
+
+    def log_in(self, username: str, password: str = "correct horse battery"
+               ) -> requests.Session:
+        """A session logged in through the server's own login form."""
+        session = requests.Session()
+        page = session.get(f"{self.base}/auth/login", timeout=30).text
+        match = CSRF.search(page)
+        response = session.post(f"{self.base}/auth/login", allow_redirects=False, timeout=60,
+                                data={"username": username, "password": password,
+                                      "csrf_token": match.group(1) or match.group(2)})
+        assert response.status_code == 302, response.text
+        return session
 
 
 def _free_port() -> int:
