@@ -81,8 +81,12 @@ class User(UserMixin, db.Model):
         return self.email.lower() in admins
 
     def set_password(self, password: str) -> None:
+        """A new password also ends every API token of the user (the caller commits): a token
+        taken along with the old password must not outlive it."""
         self.password_hash = generate_password_hash(password)
         self.token_salt = secrets.token_hex(8)
+        if self.id is not None:
+            db.session.execute(sa.delete(ApiToken).where(ApiToken.user_id == self.id))
 
     def check_password(self, password: str) -> bool:
         return self.password_hash is not None and check_password_hash(self.password_hash, password)
@@ -282,6 +286,77 @@ class UserSession(db.Model):
     def oldest_valid() -> datetime:
         """Sessions older than the remember-me cookie's life are over, used or not."""
         return utcnow() - current_app.config["REMEMBER_COOKIE_DURATION"]
+
+
+class ApiToken(db.Model):
+    """A personal access token for the API (app/api/): what `Authorization: Bearer` carries.
+
+    The token is shown once, when it is made; the table keeps only its SHA-256 (a token is
+    32 random bytes, so a fast hash is enough), so a copy of the database lets nobody in.
+    Deleting the row revokes it. `scope` is "read" or "read write"; a token with no
+    `expires_at` never expires. A new password deletes every token of the user.
+    """
+
+    __tablename__ = "api_token"
+
+    SCOPES = ("read", "read write")
+    PREFIX = "mbt_"  # makes a leaked token easy to recognise (and to scan for)
+    # last_used_at is written at most this often: a client polling every second must not
+    # cost a database write per poll.
+    LAST_USED_RESOLUTION = timedelta(minutes=1)
+
+    id: so.Mapped[int] = so.mapped_column(primary_key=True)
+    user_id: so.Mapped[int] = so.mapped_column(
+        sa.ForeignKey(User.id, ondelete="CASCADE"), index=True)
+    name: so.Mapped[str] = so.mapped_column(sa.String(64))
+    digest: so.Mapped[str] = so.mapped_column(sa.String(64), unique=True)
+    scope: so.Mapped[str] = so.mapped_column(sa.String(32))
+    created_at: so.Mapped[datetime] = so.mapped_column(default=utcnow)
+    expires_at: so.Mapped[datetime | None]
+    last_used_at: so.Mapped[datetime | None]
+
+    user: so.Mapped[User] = so.relationship()
+
+    def __repr__(self) -> str:
+        return f"<ApiToken {self.id} of user {self.user_id}>"
+
+    @staticmethod
+    def digest_of(secret: str) -> str:
+        return hashlib.sha256(secret.encode()).hexdigest()
+
+    @classmethod
+    def issue(cls, user: User, name: str, scope: str,
+              expires_in: timedelta | None) -> tuple[ApiToken, str]:
+        """A new token of `user` and its secret (to show once); the caller commits."""
+        if scope not in cls.SCOPES:
+            raise ValueError(f"unknown scope {scope!r}")
+        secret = cls.PREFIX + secrets.token_urlsafe(32)
+        now = utcnow()
+        token = cls(user_id=user.id, name=name, scope=scope, digest=cls.digest_of(secret),
+                    created_at=now, expires_at=now + expires_in if expires_in else None)
+        db.session.add(token)
+        return token, secret
+
+    @classmethod
+    def find(cls, secret: str) -> ApiToken | None:
+        """The live token whose secret this is (None if unknown, revoked or expired), with
+        last_used_at brought up to date (flushed, not committed)."""
+        if not secret.startswith(cls.PREFIX) or len(secret) > 128:
+            return None
+        token = db.session.scalar(sa.select(cls).where(cls.digest == cls.digest_of(secret)))
+        now = utcnow()
+        if token is None or (token.expires_at is not None and token.expires_at <= now):
+            return None
+        if token.last_used_at is None or now - token.last_used_at >= cls.LAST_USED_RESOLUTION:
+            token.last_used_at = now
+        return token
+
+    @property
+    def scopes(self) -> frozenset[str]:
+        return frozenset(self.scope.split())
+
+    def allows(self, scope: str) -> bool:
+        return scope in self.scopes
 
 
 # Built once: every request runs it (building a statement costs more than SQLite running it).
