@@ -84,8 +84,14 @@ class Config:
     # with it too.
     REMEMBER_COOKIE_DURATION = timedelta(days=365)
 
-    # Background jobs
+    # Background jobs. The queues, in the order every worker takes jobs from them: mail and
+    # other short jobs a user waits for, then the tutorial's queue (anything not said
+    # otherwise), then exports and imports. Each task type names its queue
+    # (app/jobs/types.py); docs/operations.md, "Queues", says which goes where and why.
+    MAIL_QUEUE = "microblog-mail"
     TASK_QUEUE = "microblog-tasks"
+    BULK_QUEUE = "microblog-bulk"
+    JOB_QUEUES = (MAIL_QUEUE, TASK_QUEUE, BULK_QUEUE)
     # An export bigger than this is not attached to the email (bytes).
     EXPORT_ATTACHMENT_LIMIT = int(os.environ.get("EXPORT_ATTACHMENT_LIMIT") or 10 * 1024 * 1024)
     EXPORT_BATCH_SIZE = int(os.environ.get("EXPORT_BATCH_SIZE") or 2000)

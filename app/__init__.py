@@ -1,4 +1,5 @@
-"""The application factory: extensions, app.redis, app.task_queue and the blueprints."""
+"""The application factory: extensions, app.redis, app.task_queue (and app.job_queues) and the
+blueprints."""
 
 from app.jobs.process import collector_paused
 
@@ -91,7 +92,10 @@ def create_app(config_class=Config, commands: bool = True, web: bool = True) -> 
         app.config["REDIS_URL"], socket_connect_timeout=2, socket_timeout=10,
         health_check_interval=30,
     )
-    app.task_queue = rq.Queue(app.config["TASK_QUEUE"], connection=app.redis)
+    # Every queue by name, in priority order; app.task_queue is the tutorial's (the default).
+    app.job_queues = {name: rq.Queue(name, connection=app.redis)
+                      for name in app.config["JOB_QUEUES"]}
+    app.task_queue = app.job_queues[app.config["TASK_QUEUE"]]
     from app.jobs import lifecycle
 
     app.extensions["launch_task"] = lifecycle.launch  # User.launch_task (see there)

@@ -216,7 +216,9 @@ def send_email(subject: str, sender: str, recipients: list[str], text_body: str,
     queued = QueuedMail(subject, sender, list(recipients), text_body, html_body, attachments)
     if not sync:
         try:
-            current_app.task_queue.enqueue(
+            # Its own queue, which every worker takes first: a password-reset mail never
+            # waits behind exports (docs/operations.md, "Queues").
+            current_app.job_queues[current_app.config["MAIL_QUEUE"]].enqueue(
                 "app.tasks.send_email_job", queued, job_timeout=120,
                 retry=rq.Retry(max=3, interval=current_app.config["MAIL_RETRY_INTERVALS"]),
                 result_ttl=600,

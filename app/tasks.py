@@ -184,9 +184,16 @@ def expire_imports():
 
 def send_email_job(mail):
     """Deliver one email queued by send_email(sync=False): a QueuedMail (or, queued by an
-    earlier version, a dict of send_email's fields)."""
-    from app.email import QueuedMail, deliver
+    earlier version, a dict of send_email's fields). Claimed by its job's id, so that a
+    retry after the mail went out (its worker killed before RQ heard) does not send it again."""
+    from app.email import QueuedMail, deliver, send_email_once
 
     if isinstance(mail, dict):
         mail = QueuedMail(**mail)
-    deliver(mail.message())
+    job = get_current_job()
+    if job is None:
+        deliver(mail.message())
+        return
+    send_email_once(job.id, subject=mail.subject, sender=mail.sender,
+                    recipients=mail.recipients, text_body=mail.text_body,
+                    html_body=mail.html_body, attachments=mail.attachments)

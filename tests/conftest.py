@@ -58,6 +58,8 @@ importlib.import_module("app.models").generate_password_hash = _fast_password_ha
 
 WORKER_ARGS = ["-w", "app.jobs.worker.AppWorker", "--connection-class",
                "app.redis_connection.Redis", "--with-scheduler"]
+# Every queue, in the order the shipped worker commands list them (config.JOB_QUEUES).
+QUEUES = list(Config.JOB_QUEUES)
 
 
 # How long to wait for something that is bound to happen (a mail, a row, a log line, a
@@ -230,7 +232,7 @@ def run_jobs_in_process(app) -> None:
     class InProcessWorker(PromptExit, SimpleWorker):
         pass
 
-    InProcessWorker([app.task_queue], connection=app.redis).work(burst=True)
+    InProcessWorker(list(app.job_queues.values()), connection=app.redis).work(burst=True)
 
 
 def worker_env(**extra) -> dict:
@@ -245,7 +247,7 @@ def run_worker_burst(timeout=60 + EVENT_TIMEOUT, env=None, args=None
                      ) -> subprocess.CompletedProcess:
     """Run a real `rq worker --burst` process from the repo root until the queue is empty."""
     cmd = [str(Path(sys.executable).parent / "rq"), "worker", "--burst", *(args or WORKER_ARGS),
-           "microblog-tasks"]
+           *(QUEUES if args is None else ["microblog-tasks"])]
     return subprocess.run(cmd, cwd=ROOT, env=env or worker_env(), timeout=timeout,
                           capture_output=True, text=True)
 
@@ -253,7 +255,7 @@ def run_worker_burst(timeout=60 + EVENT_TIMEOUT, env=None, args=None
 def start_worker(env=None, args=None) -> subprocess.Popen:
     """A long-running real worker process (stop it with .terminate())."""
     cmd = [str(Path(sys.executable).parent / "rq"), "worker", *(args or WORKER_ARGS),
-           "--job-monitoring-interval", "1", "microblog-tasks"]
+           "--job-monitoring-interval", "1", *QUEUES]
     return subprocess.Popen(cmd, cwd=ROOT, env=env or worker_env(), stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, start_new_session=True)
 

@@ -82,7 +82,7 @@ def launch(user: User, name: str, description: str, *args,
     if (retry := kind.retry()) is not None:
         kwargs.setdefault("retry", retry)
     try:
-        current_app.task_queue.enqueue(
+        kind.job_queue().enqueue(
             # For operators (worker log, dashboards): what runs for whom, in English, and
             # never the arguments (RQ's default description) or the user's own words.
             "app.tasks." + name, user.id, *args, job_id=task.id,
@@ -395,15 +395,19 @@ def on_job_failure(job: Job, connection, exc_type, exc_value, traceback) -> None
         record_failure(job.id, exc_value, will_retry=job.should_retry)
 
 
-def record_failure(task_id: str, exc: BaseException | None, will_retry: bool) -> None:
+def record_failure(task_id: str, exc: BaseException | None, will_retry: bool,
+                   process_dead: bool = False) -> None:
+    """Record on the task that its attempt failed with `exc` (RQ retries it, or not). When the
+    process that ran it died (`process_dead`, or what `exc` says), its unfinished mail claim
+    goes too, with a Task row or without (a mail job: app.tasks.send_email_job)."""
+    if process_dead or isinstance(exc, AbandonedJobError | WorkHorseKilled):
+        release_claim(task_id)  # the dead attempt's unfinished mail (see app.email)
     db.session.rollback()  # the failure may have broken the session's transaction
     task = db.session.get(Task, task_id)
     if task is None or task.complete:
         db.session.rollback()
         return
     reason = describe_failure(exc)
-    if isinstance(exc, AbandonedJobError | WorkHorseKilled):
-        release_claim(task_id)  # the dead attempt's unfinished mail (see app.tasks)
     if will_retry:
         was_running = task.status == TaskStatus.RUNNING
         task.status = TaskStatus.QUEUED

@@ -151,7 +151,7 @@ def retry(task: Task, actor: str) -> Task:
             registry.requeue(job)  # saves the job, then enqueues it
         except InvalidJobOperation:  # its registry entry had already expired
             job.save()
-            current_app.task_queue.enqueue_job(job)
+            types.task_type(task.name).job_queue().enqueue_job(job)
     except redis.exceptions.RedisError as exc:
         lifecycle.end(task, TaskStatus.FAILED, error=lifecycle.JOBS_UNAVAILABLE)
         raise lifecycle.JobsUnavailable(str(exc)) from exc

@@ -217,7 +217,7 @@ def summary(window: timedelta = WINDOW) -> Summary:
         running=sum(t.running for t in types), retrying=retrying,
         finished=sum(t.finished for t in types), failed=sum(t.failed for t in types),
         cancelled=sum(t.cancelled for t in types),
-        queues=queues(current_app.redis, [current_app.task_queue.name]), types=types)
+        queues=queues(current_app.redis, current_app.config["JOB_QUEUES"]), types=types)
 
 
 # --------------------------------------------------------------------------- workers

@@ -1,6 +1,7 @@
-"""The kinds of task and how each is run: its time limit, which may depend on the user's
-data, and its retry policy. launch (app/jobs/lifecycle.py) and an operator's retry
-(app/jobs/operations.py) both read them here; /metrics lists every type from TASK_TYPES."""
+"""The kinds of task and how each is run: the queue it waits in, its time limit, which may
+depend on the user's data, and its retry policy. launch (app/jobs/lifecycle.py) and an
+operator's retry (app/jobs/operations.py) both read them here; /metrics lists every type from
+TASK_TYPES."""
 
 from __future__ import annotations
 
@@ -15,15 +16,21 @@ from app.models import User
 # Results and failures stay in Redis this long, for reconcile and operators.
 RESULT_TTL = 24 * 3600
 
+# The queues a task may wait in, by the setting that names each (config.py, JOB_QUEUES: every
+# worker takes them in this order). Short tasks go to the default queue, which the pool of
+# non-forking workers serves (app/jobs/pool.py); long ones, which a forking worker runs best
+# (docs/performance.md §9), to the bulk queue. Mail has a queue of its own (app/email.py).
+MAIL_QUEUE, DEFAULT_QUEUE, BULK_QUEUE = "MAIL_QUEUE", "TASK_QUEUE", "BULK_QUEUE"
 
 
 @dataclass(frozen=True)
 class TaskType:
-    """How a kind of task is run: its time limit (which may depend on the user's data), and
-    its retry policy: how often a transient failure is retried, and the setting that holds
-    the seconds between those retries."""
+    """How a kind of task is run: the queue it waits in (the setting naming it), its time
+    limit (which may depend on the user's data), and its retry policy: how often a transient
+    failure is retried, and the setting that holds the seconds between those retries."""
 
     job_timeout: Callable[[User], int]
+    queue: str = DEFAULT_QUEUE
     max_retries: int = 0
     # An export's transient failures are mostly the mail server's: it waits as mail does.
     retry_intervals_setting: str = "MAIL_RETRY_INTERVALS"
@@ -35,6 +42,10 @@ class TaskType:
             return None
         return rq.Retry(max=self.max_retries,
                         interval=current_app.config[self.retry_intervals_setting] or [0])
+
+    def job_queue(self) -> rq.Queue:
+        """The RQ queue this kind of task is enqueued on (launch, an operator's retry)."""
+        return current_app.job_queues[current_app.config[self.queue]]
 
 
 def _export_timeout(user: User) -> int:
@@ -56,11 +67,11 @@ def _import_timeout(user: User) -> int:
 
 TASK_TYPES: dict[str, TaskType] = {
     "countdown": TaskType(job_timeout=lambda user: 600),
-    "export_posts": TaskType(job_timeout=_export_timeout, max_retries=3),
+    "export_posts": TaskType(job_timeout=_export_timeout, max_retries=3, queue=BULK_QUEUE),
     # Retried like exports: a killed worker's import goes on where it stopped
     # (app/imports/importer.py); an archive refused is never retried (failures.py).
-    "preview_import": TaskType(job_timeout=_import_timeout, max_retries=3),
-    "import_posts": TaskType(job_timeout=_import_timeout, max_retries=3),
+    "preview_import": TaskType(job_timeout=_import_timeout, max_retries=3, queue=BULK_QUEUE),
+    "import_posts": TaskType(job_timeout=_import_timeout, max_retries=3, queue=BULK_QUEUE),
     "noop": TaskType(job_timeout=lambda user: 60),
 }
 DEFAULT_TASK_TYPE = TaskType(job_timeout=lambda user: 600)

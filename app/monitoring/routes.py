@@ -66,7 +66,7 @@ def metrics() -> Response:
     registry = CollectorRegistry(auto_describe=False)
     connection = stats.own_connection()  # per scrape: see MetricsCollector
     try:
-        registry.register(MetricsCollector(connection, [current_app.config["TASK_QUEUE"]],
+        registry.register(MetricsCollector(connection, current_app.config["JOB_QUEUES"],
                                            TASK_TYPES))
         # The text format, or OpenMetrics when the scraper asks for it (Prometheus does).
         encode, content_type = choose_encoder(request.headers.get("Accept"))
