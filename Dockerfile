@@ -1,7 +1,8 @@
 # Microblog: one image for the web app and the RQ workers (see docs/deployment.md).
 #   docker build -t microblog .
 #   docker run ... microblog            # web: waits for the database, migrates, gunicorn on :5000
-#   docker run ... microblog worker     # an RQ worker on the microblog-tasks queue
+#   docker run ... microblog worker     # an RQ worker on every queue, mail first
+#   docker run ... microblog pool       # the pool of non-forking workers for mail and short jobs
 FROM python:3.11-slim
 
 ENV PYTHONDONTWRITEBYTECODE=1 \

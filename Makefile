@@ -48,9 +48,9 @@ run: install
 	@# honcho gives the Nth process PORT+100*N: web comes first so it gets PORT.
 	@if [ -z "$$REDIS_URL" ]; then \
 	  export REDIS_URL=$(EMBEDDED_REDIS_URL); \
-	  PATH=$(CURDIR)/$(BIN):$$PATH PORT=$(PORT) exec $(BIN)/honcho -f Procfile.dev start web redis worker cron; \
+	  PATH=$(CURDIR)/$(BIN):$$PATH PORT=$(PORT) exec $(BIN)/honcho -f Procfile.dev start web redis worker pool cron; \
 	else \
-	  PATH=$(CURDIR)/$(BIN):$$PATH PORT=$(PORT) exec $(BIN)/honcho -f Procfile.dev start web worker cron; \
+	  PATH=$(CURDIR)/$(BIN):$$PATH PORT=$(PORT) exec $(BIN)/honcho -f Procfile.dev start web worker pool cron; \
 	fi
 
 # Tests run in PYTEST_WORKERS pytest-xdist processes (0: in this one). Most of a test's time

@@ -5,8 +5,10 @@
 #   ./boot.sh           web: wait for the database, apply the migrations, exec gunicorn
 #                       on $MICROBLOG_HOST:$PORT (the image sets 0.0.0.0; elsewhere the
 #                       default is 127.0.0.1) (RUN_MIGRATIONS=0 skips the migrations)
-#   ./boot.sh worker    an RQ worker on the microblog-tasks queue (REDIS_URL); it waits for
-#                       Redis and the database, never migrates (the web does)
+#   ./boot.sh worker    an RQ worker on every queue, mail first, exports last (REDIS_URL); it
+#                       waits for Redis and the database, never migrates (the web does)
+#   ./boot.sh pool      the pool of non-forking workers for mail and short jobs
+#                       (app/jobs/pool.py); it waits as the worker does
 #   ./boot.sh cron      RQ's cron scheduler (app/jobs/cron.py: export expiry every 5 minutes);
 #                       it only enqueues, so it waits for Redis alone. One per deployment.
 #   ./boot.sh CMD ...   anything else, e.g. `./boot.sh flask shell`
@@ -67,7 +69,14 @@ worker)
     wait_for "the database" "$DATABASE_CHECK"
     exec rq worker -w app.jobs.worker.AppWorker --connection-class app.redis_connection.Redis \
         --with-scheduler --job-monitoring-interval 10 \
-        --maintenance-interval 30 "$@" microblog-tasks
+        --maintenance-interval 30 "$@" microblog-mail microblog-tasks microblog-bulk
+    ;;
+pool)
+    shift
+    wait_for "Redis" "$REDIS_CHECK"
+    wait_for "the database" "$DATABASE_CHECK"
+    exec python -m app.jobs.pool --num-workers 2 --job-monitoring-interval 10 \
+        --maintenance-interval 30 "$@" microblog-mail microblog-tasks
     ;;
 cron)
     wait_for "Redis" "$REDIS_CHECK"

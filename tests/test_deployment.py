@@ -341,12 +341,12 @@ def _compose() -> dict:
 def test_compose_file_describes_web_two_workers_redis_with_aof_and_postgres():
     compose = _compose()
     services = compose["services"]
-    assert {"web", "worker", "redis", "postgres"} <= set(services)
+    assert {"web", "worker", "pool", "redis", "postgres"} <= set(services)
 
     for name, service in services.items():
         assert service.get("healthcheck", {}).get("test"), f"{name} has no health check"
 
-    for name in ("web", "worker"):
+    for name in ("web", "worker", "pool"):
         service = services[name]
         for dependency in ("postgres", "redis"):
             assert service["depends_on"][dependency]["condition"] == "service_healthy", name
@@ -368,6 +368,9 @@ def test_compose_file_describes_web_two_workers_redis_with_aof_and_postgres():
     assert services["worker"]["cpu_shares"] == 2 and "cpu_shares" not in services["web"]
     assert services["web"]["command"] == ["web"]
     assert services["worker"]["depends_on"]["web"]["condition"] == "service_healthy"
+    # Mail and short jobs in the pool, at the default weight: someone waits for each.
+    assert services["pool"]["command"] == ["pool"] and "cpu_shares" not in services["pool"]
+    assert services["pool"]["depends_on"]["web"]["condition"] == "service_healthy"
 
     redis_command = services["redis"]["command"]
     assert "--appendonly" in redis_command
@@ -493,8 +496,8 @@ def _unit(name: str) -> configparser.ConfigParser:
 
 def test_systemd_units_run_the_procfile_commands_as_a_service_user():
     web, worker = _unit("microblog-web.service"), _unit("microblog-worker@.service")
-    cron = _unit("microblog-cron.service")
-    for unit in (web, worker, cron):
+    cron, pool = _unit("microblog-cron.service"), _unit("microblog-pool.service")
+    for unit in (web, worker, cron, pool):
         service = unit["Service"]
         assert service["User"] not in ("", "root")
         assert service["Restart"] in ("always", "on-failure")
@@ -517,6 +520,9 @@ def test_systemd_units_run_the_procfile_commands_as_a_service_user():
     # Pages before jobs: the workers' cgroups have the lowest CPU weight, the web the default.
     assert worker_service["CPUWeight"] == "1" and "CPUWeight" not in web["Service"]
     assert "%i" in (SYSTEMD / "microblog-worker@.service").read_text()
+    pool_start = pool["Service"]["ExecStart"].removeprefix("/opt/microblog/.venv/bin/")
+    assert pool_start == read_procfile()["pool"].removeprefix("exec ")
+    assert pool["Service"]["KillMode"] == "mixed"
     # The scheduled jobs (export expiry) as the Procfile's cron process.
     cron_start = cron["Service"]["ExecStart"].removeprefix("/opt/microblog/.venv/bin/")
     assert cron_start == read_procfile()["cron"].removeprefix("exec ")
@@ -540,7 +546,8 @@ def test_systemd_units_pass_systemd_analyze_verify(tmp_path):
         print(f"SKIP: {reason}")
         pytest.skip(reason)
     # The units name the paths of a real server; point them at this checkout and its venv.
-    for name in ("microblog-web.service", "microblog-worker@.service", "microblog-cron.service"):
+    for name in ("microblog-web.service", "microblog-worker@.service", "microblog-cron.service",
+                 "microblog-pool.service"):
         text = (SYSTEMD / name).read_text()
         text = text.replace("/opt/microblog/.venv/bin/", f"{VENV_BIN}/")
         text = text.replace("/opt/microblog", str(ROOT))
@@ -550,7 +557,8 @@ def test_systemd_units_pass_systemd_analyze_verify(tmp_path):
         [analyze, "verify", "--man=no", str(tmp_path / "microblog-web.service"),
          # Instances of the template, as `systemctl start microblog-worker@1` makes them.
          str(tmp_path / "microblog-worker@1.service"),
-         str(tmp_path / "microblog-worker@2.service"), str(tmp_path / "microblog-cron.service")],
+         str(tmp_path / "microblog-worker@2.service"), str(tmp_path / "microblog-cron.service"),
+         str(tmp_path / "microblog-pool.service")],
         capture_output=True, text=True, timeout=120)
     assert verified.returncode == 0, verified.stderr
     assert verified.stderr.strip() == "", verified.stderr
@@ -743,6 +751,7 @@ def test_deployment_guide_covers_each_platform_and_names_real_files():
     for path in set(re.findall(r"deployment/[\w/.@-]+\w", guide)):
         assert (ROOT / path).exists(), path
     assert read_procfile()["worker"].removeprefix("exec ") in guide
+    assert read_procfile()["pool"].removeprefix("exec ") in guide
 
 
 # --------------------------------------------------------------------------- boot.sh
@@ -805,7 +814,8 @@ def test_boot_sh_runs_the_procfile_commands():
              if line.strip().startswith("exec ")]
     procfile = read_procfile()
     assert "exec " + procfile["web"].split("exec ", 1)[1] in execs
-    assert procfile["worker"].replace(" microblog-tasks", ' "$@" microblog-tasks') in execs
+    for name in ("worker", "pool"):  # options an operator adds go before the queues
+        assert procfile[name].replace(" microblog-mail", ' "$@" microblog-mail') in execs
     assert procfile["cron"] in execs
     assert "flask db upgrade" in script
 
