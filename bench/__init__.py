@@ -15,5 +15,5 @@ worker and web commands of `make run`, and stops them all when it ends. See
 docs/performance.md for what each one measures and the latest figures.
 """
 
-BENCHMARKS = ("export", "imports", "download", "dispatch", "pages", "latency", "burst", "soak",
-              "peers")
+BENCHMARKS = ("export", "imports", "download", "dispatch", "queues", "pages", "latency", "burst",
+              "soak", "peers")

@@ -41,7 +41,8 @@ POSTGRES_URL = f"postgresql://postgres@127.0.0.1:5432/{POSTGRES_DB}"
 
 # The commands of Procfile.dev (what `make run` starts), used when Procfile.dev cannot be read.
 DEFAULT_WORKER_ARGS = ["rq", "worker", "-w", "app.jobs.worker.AppWorker", "--with-scheduler",
-                       "--job-monitoring-interval", "10", "--maintenance-interval", "30", QUEUE]
+                       "--job-monitoring-interval", "10", "--maintenance-interval", "30",
+                       "microblog-mail", QUEUE, "microblog-bulk"]
 DEFAULT_WEB_ARGS = ["gunicorn", "-c", "gunicorn.conf.py", "microblog:app"]
 PROPOSED_WORKER = "bench.proposed.ProposedWorker"
 
@@ -61,17 +62,21 @@ def procfile_command(process: str, pattern: str, default: list[str]) -> list[str
 
 
 def worker_command() -> list[str]:
-    return procfile_command("worker", r"rq worker [^&;|}]*?" + QUEUE, DEFAULT_WORKER_ARGS)
+    # Up to the last of its queues (mail first, the tutorial's, bulk last).
+    return procfile_command("worker", r"rq worker [^&;|}]*?" + QUEUE + r"(?: microblog-[\w-]+)*",
+                            DEFAULT_WORKER_ARGS)
 
 
-PLAIN_WORKER_LABEL = "plain rq worker (rq worker -u $REDIS_URL microblog-tasks)"
+PLAIN_WORKER_LABEL = ("plain rq worker (rq worker -u $REDIS_URL microblog-mail microblog-tasks "
+                      "microblog-bulk)")
 
 
 def plain_worker_command(redis_url: str) -> list[str]:
-    """The tutorial's command, `rq worker -u $REDIS_URL microblog-tasks`: RQ's own worker and
-    connection classes, so that nothing of ours is loaded before a job's work horse imports
-    app.tasks (our connection class would import the app package in the worker)."""
-    return ["rq", "worker", "-u", redis_url, QUEUE]
+    """The tutorial's command, `rq worker -u $REDIS_URL microblog-tasks`, on every queue (mail
+    and exports have their own): RQ's own worker and connection classes, so that nothing of
+    ours is loaded before a job's work horse imports app.tasks (our connection class would
+    import the app package in the worker)."""
+    return ["rq", "worker", "-u", redis_url, "microblog-mail", QUEUE, "microblog-bulk"]
 
 
 def web_command() -> list[str]:

@@ -235,6 +235,15 @@ def run_jobs_in_process(app) -> None:
     InProcessWorker(list(app.job_queues.values()), connection=app.redis).work(burst=True)
 
 
+def queues_on(app, connection) -> None:
+    """Every job queue of `app` (app.task_queue, the tutorial's, among them) on `connection`:
+    a Redis that is not there, for the web's view of an outage."""
+    import rq
+
+    app.job_queues = {name: rq.Queue(name, connection=connection) for name in app.job_queues}
+    app.task_queue = app.job_queues[app.config["TASK_QUEUE"]]
+
+
 def worker_env(**extra) -> dict:
     env = dict(os.environ)
     env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
@@ -243,11 +252,13 @@ def worker_env(**extra) -> dict:
 
 
 # Plain `rq worker` (RQ's own Worker) may spend 60 s on its way out: app.jobs.worker.PromptExit.
-def run_worker_burst(timeout=60 + EVENT_TIMEOUT, env=None, args=None
+def run_worker_burst(timeout=60 + EVENT_TIMEOUT, env=None, args=None, queues=None
                      ) -> subprocess.CompletedProcess:
-    """Run a real `rq worker --burst` process from the repo root until the queue is empty."""
+    """Run a real `rq worker --burst` process from the repo root until its queues are empty:
+    AppWorker on every queue, or with `args`, on the tutorial's queue unless `queues` says."""
+    queues = queues or (QUEUES if args is None else ["microblog-tasks"])
     cmd = [str(Path(sys.executable).parent / "rq"), "worker", "--burst", *(args or WORKER_ARGS),
-           *(QUEUES if args is None else ["microblog-tasks"])]
+           *queues]
     return subprocess.run(cmd, cwd=ROOT, env=env or worker_env(), timeout=timeout,
                           capture_output=True, text=True)
 

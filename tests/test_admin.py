@@ -28,6 +28,7 @@ from tests.conftest import (
     csrf_token,
     login,
     make_user,
+    queues_on,
     serve_smtp,
     start_worker,
     wait_for,
@@ -466,7 +467,7 @@ def test_with_redis_down_the_view_and_the_actions_answer_without_a_500(app, tmp_
     admin = browser(app)
     login(admin, "boss")
     app.redis = Redis.from_url(f"unix://{tmp_path}/nothing-here.sock", socket_connect_timeout=1)
-    app.task_queue = rq.Queue("microblog-tasks", connection=app.redis)
+    queues_on(app, app.redis)
 
     html = admin.get("/admin/jobs").get_data(as_text=True)
     assert "Redis cannot be reached: queue and worker figures are missing." in html

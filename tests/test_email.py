@@ -7,14 +7,17 @@ import re
 from pathlib import Path
 
 import pytest
-import rq
 from redis import Redis
 
 from app import db
 from app import tasks as _worker_tasks  # noqa: F401  (imported early: see the note below)
 from app.email import send_email
 from config import Config
-from tests.conftest import csrf_token, login, make_user, run_jobs_in_process
+from tests.conftest import csrf_token, login, make_user, queues_on, run_jobs_in_process
+
+
+def mail_queue(app):
+    return app.job_queues[app.config["MAIL_QUEUE"]]
 
 # app.tasks builds the worker's app and pushes its context when it is first imported. Importing
 # it with this module, before any test pushes its own context, keeps that context at the bottom
@@ -61,7 +64,7 @@ def test_password_reset_end_to_end_through_the_smtp_server(smtp_server, app, cli
         "/auth/login").get_data(as_text=True)
     # The request only queued the mail; a worker sends it.
     assert received == []
-    assert app.task_queue.count == 1
+    assert mail_queue(app).count == 1
 
     run_jobs_in_process(app)
     assert len(received) == 1
@@ -103,7 +106,7 @@ def test_no_mail_for_an_unknown_address_and_the_same_answer(smtp_server, app, cl
     assert response.location == "/auth/login"
     assert "Check your email for the instructions to reset your password" in client.get(
         "/auth/login").get_data(as_text=True)
-    assert app.task_queue.count == 0
+    assert mail_queue(app).count == 0
     run_jobs_in_process(app)
     assert smtp_server.handler_ref.messages == []
 
@@ -117,19 +120,18 @@ def test_reset_request_with_a_bad_address_is_refused(smtp_server, app, client, e
     response = request_reset(client, email)
     assert response.status_code == 200
     assert message in response.get_data(as_text=True)
-    assert app.task_queue.count == 0
+    assert mail_queue(app).count == 0
 
 
 def test_reset_request_without_csrf_sends_nothing(smtp_server, app, client):
     make_user()
     response = client.post("/auth/reset_password_request", data={"email": "susan@example.com"})
     assert response.status_code == 400
-    assert app.task_queue.count == 0
+    assert mail_queue(app).count == 0
 
 
 def test_mail_is_sent_right_away_when_the_job_queue_is_down(smtp_server, app):
-    app.task_queue = rq.Queue(app.config["TASK_QUEUE"], connection=Redis.from_url(
-        "unix://" + str(Path(app.instance_path) / "no-redis-here.sock")))
+    queues_on(app, Redis.from_url("unix://" + str(Path(app.instance_path) / "no-redis-here.sock")))
     send_email("Queue down", sender="admin@microblog.example", recipients=["a@example.com"],
                text_body="still delivered", html_body="<p>still delivered</p>")
     received = smtp_server.handler_ref.messages
@@ -139,7 +141,7 @@ def test_mail_is_sent_right_away_when_the_job_queue_is_down(smtp_server, app):
 def test_mail_with_sync_true_does_not_use_the_queue(smtp_server, app):
     send_email("Right now", sender="admin@microblog.example", recipients=["a@example.com"],
                text_body="body", html_body="<p>body</p>", sync=True)
-    assert app.task_queue.count == 0
+    assert mail_queue(app).count == 0
     assert [m["Subject"] for m in smtp_server.handler_ref.messages] == ["Right now"]
 
 
@@ -178,7 +180,7 @@ def test_a_logged_in_user_is_not_asked_for_a_reset(app, client):
     response = client.post("/auth/reset_password_request", data={
         "email": "susan@example.com", "csrf_token": csrf_token(client, "/index")})
     assert response.location == "/index"
-    assert app.task_queue.count == 0
+    assert mail_queue(app).count == 0
 
 
 def test_send_email_once_sends_once_and_refuses_a_concurrent_attempt(smtp_server, app):

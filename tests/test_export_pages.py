@@ -35,6 +35,11 @@ def susan(app):
     return user
 
 
+def bulk_queue(app):
+    """Where exports and imports wait (app/jobs/types.py)."""
+    return app.job_queues[app.config["BULK_QUEUE"]]
+
+
 def _token(client) -> str:
     return csrf_token(client, "/exports")
 
@@ -145,8 +150,8 @@ def test_starting_an_export_queues_it_and_shows_it_in_the_history(app, client, s
     assert "Your export has started" in _flash(response)
     (export,) = _exports()
     assert export.format == fmt and export.status == TaskStatus.QUEUED
-    assert app.task_queue.count == 1
-    assert app.task_queue.jobs[0].id == export.task_id
+    assert bulk_queue(app).count == 1
+    assert bulk_queue(app).jobs[0].id == export.task_id
 
     html = response.get_data(as_text=True)
     row = _row(html, export)
@@ -162,7 +167,7 @@ def test_an_unknown_or_missing_format_is_refused_with_a_clear_message(app, clien
     assert "Unknown export format." in _flash(response)
     response = _start(client, None, follow_redirects=True)
     assert "Choose an export format." in _flash(response)
-    assert _exports() == [] and app.task_queue.count == 0
+    assert _exports() == [] and bulk_queue(app).count == 0
     assert db.session.scalar(sa.select(sa.func.count(Task.id))) == 0
 
 
@@ -172,7 +177,7 @@ def test_a_second_export_while_one_runs_is_refused(app, client, susan):
     response = _start(client, "csv", follow_redirects=True)
     assert "An export task is currently in progress" in _flash(response)
     assert [e.format for e in _exports()] == ["json"]
-    assert app.task_queue.count == 1
+    assert bulk_queue(app).count == 1
 
 
 def test_during_the_cooldown_the_button_is_disabled_and_says_when(app, client, susan):
@@ -238,7 +243,7 @@ def test_cancel_then_retry_and_the_history_newest_first(app, client, susan):
     assert "The export is being tried again." in _flash(response)
     (export,) = _exports()
     assert export.status == TaskStatus.QUEUED
-    assert [job.id for job in app.task_queue.jobs] == [export.task_id]
+    assert [job.id for job in bulk_queue(app).jobs] == [export.task_id]
 
     response = _post(client, f"/exports/{export.id}/retry", follow_redirects=True)
     assert "Only a failed or cancelled export can be tried again." in _flash(response)

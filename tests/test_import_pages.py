@@ -31,6 +31,11 @@ def susan(app):
     return fast_user("susan")  # a cheap password hash: these tests log in often
 
 
+def bulk_queue(app):
+    """Where exports and imports wait (app/jobs/types.py)."""
+    return app.job_queues[app.config["BULK_QUEUE"]]
+
+
 def posts_json(bodies: list[str] = BODIES, user: str = "susan") -> bytes:
     """posts.json as our export writes it (app/exports/formats.write_json)."""
     return json.dumps({
@@ -108,7 +113,7 @@ def test_upload_preview_import_and_report(app, client, susan):
     assert response.request.path == f"/imports/{imp.id}"
     assert "Your archive was uploaded and is being read." in _flash(response)
     assert imp.status == Import.PREVIEWING and imp.filename == "posts.json"
-    assert [job.id for job in app.task_queue.jobs] == [imp.task_id]
+    assert [job.id for job in bulk_queue(app).jobs] == [imp.task_id]
     state = _state(response.get_data(as_text=True))
     assert "Waiting to start" in state and 'role="progressbar"' in state
     assert "Nothing is imported until you have seen what it holds" in state
@@ -197,7 +202,7 @@ def test_no_file_or_an_empty_one_is_refused_with_a_clear_message_and_nothing_sto
     response = _upload(client, b"", filename="empty.json", follow_redirects=True)
     assert "The file is empty." in _flash(response)
     assert snapshot() == before
-    assert _stored_files(app) == [] and app.task_queue.count == 0
+    assert _stored_files(app) == [] and bulk_queue(app).count == 0
 
 
 def test_a_file_that_is_not_an_archive_fails_its_preview_saying_what_it_is(app, client, susan):

@@ -27,7 +27,7 @@ def request_reset(client) -> None:
 
 
 def queued_mail_job(app):
-    jobs = app.task_queue.jobs
+    jobs = app.job_queues[app.config["MAIL_QUEUE"]].jobs
     assert [job.func_name for job in jobs] == ["app.tasks.send_email_job"]
     return jobs[0]
 
@@ -74,5 +74,5 @@ def test_a_launched_task_is_described_by_its_name_and_user(app, logged_in, user)
     response = logged_in.post("/export_posts", data={
         "csrf_token": csrf_token(logged_in, "/user/susan")})
     assert response.status_code == 302
-    [job] = app.task_queue.jobs
+    [job] = app.job_queues[app.config["BULK_QUEUE"]].jobs
     assert job.description == f"export_posts for user {user.id}"

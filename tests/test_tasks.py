@@ -22,11 +22,13 @@ from app.exports.storage import get_storage
 from app.models import Export, Post, Task, TaskStatus, User
 from tests.conftest import (
     EVENT_TIMEOUT,
+    QUEUES,
     ROOT,
     WORKER_ARGS,
     csrf_token,
     login,
     make_user,
+    queues_on,
     run_worker_burst,
     start_worker,
     wait_for,
@@ -218,7 +220,7 @@ def test_ten_concurrent_export_requests_create_exactly_one_task(app, client):
     refused = [html for _, html in responses if "An export task is currently in progress" in html]
     assert len(refused) == 9
     assert db.session.scalar(sa.select(sa.func.count(Task.id))) == 1
-    assert app.task_queue.count == 1
+    assert app.job_queues["microblog-bulk"].count == 1
 
 
 def test_second_export_request_while_one_runs_is_refused_and_control_hidden(app, client):
@@ -398,7 +400,9 @@ def test_plain_rq_worker_with_redis_url_from_the_environment_runs_the_export(
     make_user(posts=["hello"])
     login(client)
     _export(client)
-    result = run_worker_burst(args=[])  # `rq worker microblog-tasks`, REDIS_URL from the env
+    # `rq worker microblog-mail microblog-tasks microblog-bulk`: the tutorial's command, with
+    # the queues mail and exports wait in; REDIS_URL from the environment.
+    result = run_worker_burst(args=[], queues=QUEUES)
     assert result.returncode == 0, result.stderr
     assert _task().status == TaskStatus.FINISHED
     assert len(smtp_server.handler_ref.messages) == 1
@@ -437,7 +441,7 @@ def test_redis_down_means_a_clear_message_not_a_500(app, client, config_override
     make_user(posts=["hello"])
     login(client)
     app.redis = Redis.from_url(f"unix://{tmp_path}/nothing-here.sock", socket_connect_timeout=1)
-    app.task_queue = rq.Queue("microblog-tasks", connection=app.redis)
+    queues_on(app, app.redis)
     token = csrf_token(client, "/user/susan")
     response = client.post("/export_posts", data={"csrf_token": token}, follow_redirects=True)
     assert response.status_code == 200

@@ -92,6 +92,7 @@ class PooledWorker(AppWorkerBase, SimpleWorker):
     and someone waits for each (a mail)."""
 
     max_memory_mb = 0  # JobPool sets it
+    job_process = "this worker process (the pool replaces it)"
 
     def execute_job(self, job, queue):
         super().execute_job(job, queue)

@@ -66,6 +66,8 @@ class AppWorkerBase(PromptExit):
     rather than the worker lost, and the hard stop of a cancelled task that did not stop
     itself within its grace (`kill_horse`: each class's own way of ending a job's process)."""
 
+    job_process = "the process running it"  # for the log: what kill_horse kills
+
     def __init__(self, *args, **kwargs):
         import app.tasks  # noqa: F401  -- builds the app once, in this process
 
@@ -158,7 +160,7 @@ class AppWorkerBase(PromptExit):
             return
         if stop.hard_stop_due(self.connection, job_id, request):
             self.log.warning("Worker %s: job %s was cancelled and its grace is over: killing "
-                             "the process running it", self.name, job_id)
+                             "%s", self.name, job_id, self.job_process)
             self._stopped_job_id = job_id  # what RQ's stop-job command sets
             self.kill_horse()
 
@@ -222,6 +224,8 @@ class AppWorkerBase(PromptExit):
 class AppWorker(AppWorkerBase, Worker):
     """RQ's forking Worker with what AppWorkerBase adds, the task lifecycle told when a work
     horse is killed (RQ has no callback for that), and each job at WORKER_CPU_PRIORITY."""
+
+    job_process = "its work horse"
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
