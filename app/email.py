@@ -14,6 +14,8 @@ from pathlib import Path
 
 import redis
 import rq
+import rq.exceptions
+import rq.job
 from flask import current_app
 from flask_mail import Message
 
@@ -221,6 +223,7 @@ def send_email(subject: str, sender: str, recipients: list[str], text_body: str,
             current_app.job_queues[current_app.config["MAIL_QUEUE"]].enqueue(
                 "app.tasks.send_email_job", queued, job_timeout=120,
                 retry=rq.Retry(max=3, interval=current_app.config["MAIL_RETRY_INTERVALS"]),
+                on_failure=rq.job.Callback(on_mail_job_failure),
                 result_ttl=600,
                 # A mail that failed for good stays in RQ's failed registry for operators, but
                 # not for RQ's default of a year: it holds the whole text, reset links included.
@@ -262,10 +265,19 @@ def send_email_once(key: str, **fields) -> bool:
     return True
 
 
-def release_claim(key: str) -> None:
+def release_claim(key: str, connection: redis.Redis | None = None) -> None:
     """Drop an unfinished claim whose holder is known to be dead (its worker was killed), so
     the retry can send at once. A mail the server accepted in the instant before the kill
     may then be sent twice: better than never."""
     marker = f"microblog:mail-sent:{key}"
-    if current_app.redis.get(marker) == b"sending":
-        current_app.redis.delete(marker)
+    connection = connection or current_app.redis
+    if connection.get(marker) == b"sending":
+        connection.delete(marker)
+
+
+def on_mail_job_failure(job: rq.job.Job, connection: redis.Redis, exc_type, exc_value,
+                        traceback) -> None:
+    """RQ's failure callback of a mail job, also where RQ's maintenance finds it abandoned
+    (its worker died unseen): the dead attempt's claim goes, so that the retry sends."""
+    if isinstance(exc_value, rq.exceptions.AbandonedJobError):
+        release_claim(job.id, connection)

@@ -297,6 +297,8 @@ def wait_for(predicate, timeout=EVENT_TIMEOUT, interval=0.1, message="condition"
         if value:
             return value
         time.sleep(interval)
+    if isinstance(message, tuple):  # (what, a function saying how far it got)
+        message = f"{message[0]}: {message[1]()}"
     raise AssertionError(f"timed out after {timeout}s waiting for {message}")
 
 

@@ -28,6 +28,7 @@ from tests.conftest import (
     worker_env,
 )
 from tests.faults import mails_by_recipient, tasks_by_user
+from tests.test_faults_redis import private_redis  # noqa: F401  -- a fixture
 
 SHORT_QUEUES = ["microblog-mail", "microblog-tasks"]
 
@@ -258,3 +259,68 @@ def test_mail_is_taken_before_exports_whatever_was_queued_first(app, smtp_server
         *(t.id for t in tasks_by_user().values())]), key=lambda job: job.started_at)
     assert [job.origin for job in order] == [
         "microblog-mail", "microblog-tasks", *["microblog-bulk"] * 3]
+
+
+@pytest.mark.once
+def test_redis_restarted_mid_burst_loses_no_mail_and_sends_none_twice(
+        private_redis, smtp_server, app):  # noqa: F811  -- the fixture imported above
+    """A burst of mail in the pool; Redis (append-only file, as compose runs it) restarted
+    in the middle: the pool rides it out, every mail arrives once."""
+    from app.email import send_email
+
+    addresses = [f"reader{i}@example.com" for i in range(200)]
+    pool = start_pool("--num-workers", "2")
+    try:
+        wait_for_workers(app, pool)
+        for address in addresses:
+            send_email("Burst", "admin@example.com", [address], "text", "<p>html</p>")
+        wait_for(lambda: len(smtp_server.handler_ref.messages) >= 20, interval=0.01,
+                 message="the burst to be under way")
+        private_redis.stop(signal.SIGTERM)
+        private_redis.start()
+        mail = app.job_queues["microblog-mail"]
+
+        def every_mail_or_a_failure():
+            failed = mail.failed_job_registry.get_job_ids()
+            assert not failed, [Job.fetch(i, connection=app.redis).latest_result().exc_string
+                                for i in failed]
+            return len(smtp_server.handler_ref.messages) >= len(addresses)
+
+        wait_for(every_mail_or_a_failure, timeout=240, message=(
+            "every mail", lambda: (len(smtp_server.handler_ref.messages), mail.count,
+                                   mail.started_job_registry.get_job_ids(),
+                                   mail.scheduled_job_registry.get_job_ids())))
+        wait_for(lambda: not app.job_queues["microblog-mail"].count, message="an empty queue")
+        survived = pool.poll() is None
+    finally:
+        log = stop_process(pool)
+        print(log, private_redis.log())
+    assert survived, log
+    assert mails_by_recipient(smtp_server.handler_ref.messages, "Burst") == {
+        address: 1 for address in addresses}
+
+
+def test_a_pool_killed_outright_leaves_no_job_behind(app, held_smtp):
+    """SIGKILL of the pool itself mid-job: its workers die with it, the job's heartbeat
+    lapses, and the next pool's maintenance retries it: the mail arrives once."""
+    from app.email import send_email
+
+    pool = start_pool("--num-workers", "1", "--maintenance-interval", "1")
+    try:
+        wait_for_workers(app, pool, 1)
+        send_email("Held", "admin@example.com", ["ana@example.com"], "text", "<p>html</p>")
+        assert held_smtp.reached.wait(EVENT_TIMEOUT), pool.stdout.read()
+        workers = pool_workers(app, pool)
+        os.killpg(pool.pid, signal.SIGKILL)
+        pool.wait(timeout=EVENT_TIMEOUT)
+        wait_for(lambda: all(not os.path.exists(f"/proc/{w.pid}") for w in workers.values()),
+                 message="the pool's workers to die with it")
+    finally:
+        stop_process(pool)
+    held_smtp.release.set()
+    successor = start_pool("--num-workers", "1", "--maintenance-interval", "1")
+    try:
+        wait_for(lambda: len(held_smtp.messages) == 1, message="the mail, retried")
+    finally:
+        log = stop_process(successor)
+    assert mails_by_recipient(held_smtp.messages, "Held") == {"ana@example.com": 1}, log
