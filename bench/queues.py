@@ -412,8 +412,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--proposed", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.quick:
-        args.tasks, args.plain_tasks, args.latency_tasks = 50, 5, 50
-        args.posts, args.mails, args.jobs, args.repeat = 2000, 200, 2000, 1
+        args.tasks, args.plain_tasks, args.latency_tasks = 30, 3, 30
+        args.posts, args.mails, args.jobs, args.repeat = 1000, 100, 1000, 1
     args.latency_tasks = min(args.latency_tasks, args.tasks)
     result = run(args)
     print(report(result))

@@ -23,6 +23,8 @@ EXPECTED_KEYS = {
     "imports": {"machine", "sizes", "rss_growth_mb", "ratio", "pages"},
     "download": {"machine", "posts", "file_mb", "results", "targets"},
     "dispatch": {"machine", "tasks", "bare_jobs_per_s", "app_jobs_per_s", "ratio", "target"},
+    "queues": {"machine", "jobs_per_s", "pool_over_plain", "latency", "reset_mail", "mails",
+               "rss", "export", "target"},
     "pages": {"machine", "connections", "duration_s", "variants", "targets", "streams"},
     "latency": {"machine", "push", "page_poll", "lost", "out_of_order", "target"},
     "burst": {"machine", "rounds", "page_p99_ms", "ok"},
@@ -89,6 +91,10 @@ def test_every_benchmark_runs_quick_and_prints_its_figures():
     assert imports["pages"]["importing"]["p99_ms"] > 0 and imports["pages"]["errors"] == 0
     dispatch = bench_json(outputs["dispatch"][1])
     assert dispatch["tasks"] == 50 and dispatch["ratio"]["median"] > 0
+    queues = bench_json(outputs["queues"][1])
+    assert all(figures["median"] > 0 for figures in queues["jobs_per_s"].values())
+    assert queues["reset_mail"]["with_pool_s"] > 0 and queues["mails"]["ratio"] > 0
+    assert queues["rss"]["rss_max_mb"] > 0 and queues["latency"]["bare"]["p99_ms"] >= 0
     pages = bench_json(outputs["pages"][1])
     busy = pages["variants"]["priority_idle"]  # WORKER_CPU_PRIORITY's default, --quick's one
     assert busy["idle"]["home"]["rps"]["median"] > 0
