@@ -258,7 +258,8 @@ def rss_over_jobs(services: Services, count: int) -> dict:
     chunk, queued = 1000, 0
     finished = queue.finished_job_registry
     base = finished.count
-    deadline = time.monotonic() + 60 + count / 20
+    # A guard, not a figure: generous, as on a machine others keep busy jobs crawl.
+    deadline = time.monotonic() + 600 + count / 10
     while True:
         done = finished.count - base
         if queued < count and queued - done < 5 * chunk:
