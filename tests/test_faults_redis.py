@@ -129,7 +129,7 @@ def test_redis_restarted_with_jobs_queued_and_one_running_loses_nothing(
     ana.launch_task("export_posts", "Exporting posts...")
     for user in others:
         user.launch_task("export_posts", "Exporting posts...")
-    assert app.task_queue.count == 4
+    assert app.job_queues["microblog-bulk"].count == 4  # exports wait in the bulk queue
 
     # One worker: ana's export runs, the three others wait in the queue.
     worker = start_worker(env=worker_env(EXPORT_BATCH_SIZE=10))
@@ -185,16 +185,17 @@ def test_worker_that_loses_redis_while_watching_its_job_leaves_nothing_stale(
         raise redis.exceptions.ConnectionError("Redis went away (simulated)")
 
     monkeypatch.setattr(AppWorker, "monitor_work_horse", monitor_loses_redis)
-    worker = AppWorker([app.task_queue], connection=app.redis)
+    bulk = app.job_queues["microblog-bulk"]  # where exports wait
+    worker = AppWorker([bulk], connection=app.redis)
     worker.work(burst=True, max_jobs=1)
 
     db.session.expire_all()
     task = db.session.get(Task, task.id)
     assert worker.get_current_job_id() is None and not worker.executions
-    assert StartedJobRegistry(queue=app.task_queue).get_job_ids(cleanup=False) == []
+    assert StartedJobRegistry(queue=bulk).get_job_ids(cleanup=False) == []
     if horse == "done":
         assert task.status == TaskStatus.FINISHED
     else:
         assert task.status == TaskStatus.QUEUED
         assert task.error == "The job queue was briefly unavailable. Retrying automatically."
-        assert app.task_queue.scheduled_job_registry.get_job_ids() == [task.id]
+        assert bulk.scheduled_job_registry.get_job_ids() == [task.id]
