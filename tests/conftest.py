@@ -271,6 +271,26 @@ def start_worker(env=None, args=None) -> subprocess.Popen:
                             stderr=subprocess.STDOUT, text=True, start_new_session=True)
 
 
+def start_logged(cmd: list[str], env=None) -> subprocess.Popen:
+    """A long-running process in its own session whose output goes to a file, never to a
+    pipe: nobody reads a pipe while the process runs, and once its 64 KB are full the process
+    blocks in its next log line (a busy pool worker logs a few lines per job). The output so
+    far: `process_output(proc)`; stop it with stop_process."""
+    log = tempfile.NamedTemporaryFile(prefix="process-", suffix=".log", dir=_tmp, delete=False)
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env or worker_env(), stdout=log,
+                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    log.close()
+    proc.log_path = log.name
+    return proc
+
+
+def process_output(proc: subprocess.Popen) -> str:
+    """What a process started by start_logged (or with a pipe, once it has ended) printed."""
+    if getattr(proc, "log_path", None):
+        return Path(proc.log_path).read_text(errors="replace")
+    return proc.stdout.read() if proc.stdout else ""
+
+
 def stop_process(proc: subprocess.Popen, grace: float = 20) -> str:
     """Stop a process started in its own session (start_worker, gunicorn ...): SIGTERM to its
     group, SIGKILL after `grace` seconds. Returns what it printed.
@@ -287,7 +307,7 @@ def stop_process(proc: subprocess.Popen, grace: float = 20) -> str:
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(timeout=EVENT_TIMEOUT)
-    return proc.stdout.read() if proc.stdout else ""
+    return process_output(proc)
 
 
 def wait_for(predicate, timeout=EVENT_TIMEOUT, interval=0.1, message="condition"):

@@ -19,13 +19,13 @@ from rq.job import Job, JobStatus
 from app.models import TaskStatus
 from tests.conftest import (
     EVENT_TIMEOUT,
-    ROOT,
     MailCollector,
     make_user,
+    process_output,
     serve_smtp,
+    start_logged,
     stop_process,
     wait_for,
-    worker_env,
 )
 from tests.faults import mails_by_recipient, tasks_by_user
 from tests.test_faults_redis import private_redis  # noqa: F401  -- a fixture
@@ -35,10 +35,8 @@ SHORT_QUEUES = ["microblog-mail", "microblog-tasks"]
 
 def start_pool(*options: str, queues=SHORT_QUEUES) -> subprocess.Popen:
     """The pool as the Procfile starts it, with a 1-second heartbeat interval."""
-    return subprocess.Popen(
-        [sys.executable, "-m", "app.jobs.pool", "--job-monitoring-interval", "1", *options,
-         *queues], cwd=ROOT, env=worker_env(), stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    return start_logged([sys.executable, "-m", "app.jobs.pool", "--job-monitoring-interval", "1",
+                         *options, *queues])
 
 
 def pool_workers(app, pool: subprocess.Popen) -> dict[str, rq.Worker]:
@@ -57,7 +55,7 @@ def pool_workers(app, pool: subprocess.Popen) -> dict[str, rq.Worker]:
 
 def wait_for_workers(app, pool, count: int = 2) -> dict[str, rq.Worker]:
     def ready():
-        assert pool.poll() is None, pool.stdout.read()
+        assert pool.poll() is None, process_output(pool)
         workers = pool_workers(app, pool)
         return workers if len(workers) == count else None
 
@@ -137,7 +135,7 @@ def test_a_pool_worker_killed_mid_job_is_replaced_and_nothing_is_lost(app, held_
     try:
         before = wait_for_workers(app, pool)
         send_email("Held", "admin@example.com", ["ana@example.com"], "text", "<p>html</p>")
-        assert held_smtp.reached.wait(EVENT_TIMEOUT), pool.stdout.read()
+        assert held_smtp.reached.wait(EVENT_TIMEOUT), process_output(pool)
         [mail_job] = app.job_queues["microblog-mail"].started_job_registry.get_job_ids()
         task = bob.launch_task("countdown", "Counting down", 60)
         wait_for(lambda: tasks_by_user()["bob"].status == TaskStatus.RUNNING,
@@ -262,11 +260,6 @@ def test_mail_is_taken_before_exports_whatever_was_queued_first(app, smtp_server
 
 
 @pytest.mark.once
-@pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason=(
-    "known bug, not yet found: after a restart of Redis both pool workers hang in the middle "
-    "of a mail job (seen twice, about 2 s after the restart); AppWorker rides the same "
-    "restart out (tests/test_faults_redis.py)"))
 def test_redis_restarted_mid_burst_loses_no_mail_and_sends_none_twice(
         private_redis, smtp_server, app):  # noqa: F811  -- the fixture imported above
     """A burst of mail in the pool; Redis (append-only file, as compose runs it) restarted
@@ -314,7 +307,7 @@ def test_a_pool_killed_outright_leaves_no_job_behind(app, held_smtp):
     try:
         wait_for_workers(app, pool, 1)
         send_email("Held", "admin@example.com", ["ana@example.com"], "text", "<p>html</p>")
-        assert held_smtp.reached.wait(EVENT_TIMEOUT), pool.stdout.read()
+        assert held_smtp.reached.wait(EVENT_TIMEOUT), process_output(pool)
         workers = pool_workers(app, pool)
         os.killpg(pool.pid, signal.SIGKILL)
         pool.wait(timeout=EVENT_TIMEOUT)
