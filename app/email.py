@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import base64
 import logging
+import os
 import smtplib
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,7 +19,7 @@ import rq
 import rq.exceptions
 import rq.job
 from flask import current_app
-from flask_mail import Message
+from flask_mail import Connection, Message
 
 from app import mail
 from app.models import utcnow
@@ -29,6 +31,8 @@ log = logging.getLogger(__name__)
 Attachment = tuple[str, str, "bytes | Callable[[], Iterable[bytes]]"]
 MAIL_CLAIM_SECONDS = 120
 MAIL_FAILURE_TTL = 7 * 24 * 3600
+# Seconds a kept SMTP connection may sit idle before it is asked NOOP ahead of its next mail.
+KEEP_IDLE_CHECK = 10
 
 
 def outbox_enabled() -> bool:
@@ -118,15 +122,90 @@ def deliver(msg: Message) -> None:
             out.writelines(msg.iter_bytes() if isinstance(msg, StreamedMessage)
                            else [msg.as_bytes()])
         tmp.rename(outbox_dir() / name)
-    elif isinstance(msg, StreamedMessage) and msg.streams:
-        _send_streamed(msg)
     else:
-        mail.send(msg)
+        with smtp_connection() as connection:
+            if isinstance(msg, StreamedMessage) and msg.streams:
+                _send_streamed(msg, connection)
+            else:
+                connection.send(msg)
 
 
-def _send_streamed(msg: StreamedMessage) -> None:
-    """What flask-mail's send does (checks, Date, SMTP through its configured connection,
-    the email_dispatched signal), with the DATA written in chunks as smtplib's sendmail
+class KeptSmtpConnection:
+    """One SMTP connection kept open across the mails a long-lived process sends (a pool
+    worker: app/jobs/pool.py), instead of flask-mail's connect, EHLO (STARTTLS, LOGIN) and
+    QUIT around every mail, which cost most of a short mail job.
+
+    A connection idle for KEEP_IDLE_CHECK seconds is asked NOOP before it is used (servers
+    close idle ones: Postfix after 300 s) and replaced if that fails; nothing is ever sent
+    twice within an attempt. A send that fails drops the connection, and the error goes to
+    the job as before (RQ retries it, the mail claim holds): the next mail opens a new one."""
+
+    def __init__(self) -> None:
+        self.connection: Connection | None = None
+        self.pid = os.getpid()
+        self.last_used = 0.0
+
+    def get(self) -> Connection:
+        if self.connection is not None and self.pid != os.getpid():
+            self.connection = None  # a forked child's copy: the parent's socket, not ours
+        if self.connection is not None and \
+                time.monotonic() - self.last_used > KEEP_IDLE_CHECK and not self.alive():
+            self.close()
+        if self.connection is None:
+            self.connection = mail.connect().__enter__()
+            self.pid = os.getpid()
+        return self.connection
+
+    def alive(self) -> bool:
+        try:
+            return self.connection.host.noop()[0] == 250
+        except (smtplib.SMTPException, OSError):
+            return False
+
+    def close(self) -> None:
+        connection, self.connection = self.connection, None
+        if connection is None or connection.host is None:
+            return
+        try:
+            connection.host.quit()
+        except (smtplib.SMTPException, OSError):
+            connection.host.close()
+
+
+_kept: KeptSmtpConnection | None = None
+
+
+def keep_smtp_connection() -> None:
+    """From now on this process keeps one SMTP connection across mails (a pool worker)."""
+    global _kept
+    _kept = _kept or KeptSmtpConnection()
+
+
+def close_kept_smtp_connection() -> None:
+    """QUIT the kept connection, if any (a pool worker about to exit)."""
+    if _kept is not None:
+        _kept.close()
+
+
+@contextmanager
+def smtp_connection() -> Iterator[Connection]:
+    """flask-mail's connection for one mail: the process's kept one if it keeps one."""
+    if _kept is None or mail.suppress:
+        with mail.connect() as connection:
+            yield connection
+        return
+    connection = _kept.get()
+    try:
+        yield connection
+    except BaseException:
+        _kept.close()  # in an unknown state: the next mail starts afresh
+        raise
+    _kept.last_used = time.monotonic()
+
+
+def _send_streamed(msg: StreamedMessage, connection: Connection) -> None:
+    """What flask-mail's send does (checks, Date, SMTP over `connection`, the
+    email_dispatched signal), with the DATA written in chunks as smtplib's sendmail
     would write the whole message: CRLF line ends, leading dots doubled (base64 lines have
     none), ended by CRLF.CRLF."""
     from flask_mail import BadHeaderError, email_dispatched, sanitize_address, sanitize_addresses
@@ -137,12 +216,10 @@ def _send_streamed(msg: StreamedMessage) -> None:
         raise BadHeaderError
     if msg.date is None:
         msg.date = time.time()
-    with mail.connect() as connection:
-        smtp = connection.host
-        if smtp is not None:  # None: MAIL_SUPPRESS_SEND
-            _smtp_send(smtp, sanitize_address(msg.sender),
-                       list(sanitize_addresses(msg.send_to)), msg.iter_bytes(),
-                       msg.mail_options, msg.rcpt_options)
+    smtp = connection.host
+    if smtp is not None:  # None: MAIL_SUPPRESS_SEND
+        _smtp_send(smtp, sanitize_address(msg.sender), list(sanitize_addresses(msg.send_to)),
+                   msg.iter_bytes(), msg.mail_options, msg.rcpt_options)
     email_dispatched.send(current_app._get_current_object(), message=msg)
 
 

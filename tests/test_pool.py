@@ -322,3 +322,51 @@ def test_a_pool_killed_outright_leaves_no_job_behind(app, held_smtp):
     finally:
         log = stop_process(successor)
     assert mails_by_recipient(held_smtp.messages, "Held") == {"ana@example.com": 1}, log
+
+
+class SessionsSmtp(MailCollector):
+    """Also notes the SMTP session (the connection) each message came over."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.sessions: list = []
+
+    async def handle_DATA(self, server, session, envelope):
+        if not any(seen is session for seen in self.sessions):
+            self.sessions.append(session)
+        return await super().handle_DATA(server, session, envelope)
+
+
+def test_a_pool_worker_keeps_one_smtp_connection_and_replaces_a_lost_one(
+        app, config_overrides, monkeypatch):
+    """A pool worker sends its mails over one SMTP connection, not one each. When the server
+    goes away and comes back (its connections closed), the next mails arrive over a new
+    connection, and the one caught by the lost connection is retried: each mail once."""
+    from aiosmtpd.controller import Controller
+
+    from app.email import send_email
+
+    handler = SessionsSmtp()
+    controller = serve_smtp(handler, config_overrides, monkeypatch)
+    pool = start_pool("--num-workers", "1")
+    try:
+        wait_for_workers(app, pool, 1)
+        first = [f"first{i}@example.com" for i in range(5)]
+        for address in first:
+            send_email("Kept", "admin@example.com", [address], "text", "<p>html</p>")
+        wait_for(lambda: len(handler.messages) == 5, message="the first mails")
+        over_one_connection = len(handler.sessions) == 1
+        controller.stop()
+        controller = Controller(handler, hostname="127.0.0.1", port=controller.port_number)
+        controller.start()
+        then = [f"then{i}@example.com" for i in range(3)]
+        for address in then:
+            send_email("Then", "admin@example.com", [address], "text", "<p>html</p>")
+        wait_for(lambda: len(handler.messages) == 8, message="the mails after the restart")
+    finally:
+        log = stop_process(pool)
+        controller.stop()
+    assert over_one_connection, log
+    assert len(handler.sessions) == 2, log
+    assert mails_by_recipient(handler.messages, "Kept") == {a: 1 for a in first}
+    assert mails_by_recipient(handler.messages, "Then") == {a: 1 for a in then}

@@ -24,7 +24,8 @@ a few ms. What the fork gave each job, the pool keeps:
   when its heartbeat lapses. One whose memory passes twice --max-memory mid-job is killed so.
 - *Recycling.* A worker exits after --max-jobs jobs, after a job that left it above
   --max-memory MB, or after a job that timed out; the parent forks a fresh one, the app
-  already loaded.
+  already loaded. A worker keeps one SMTP connection across its mail jobs (app/email.py,
+  KeptSmtpConnection) and closes it when it exits.
 
 Long jobs (exports, imports) stay on AppWorker's work horses: see docs/performance.md §9.
 """
@@ -48,7 +49,7 @@ from rq.utils import now
 from rq.worker import SimpleWorker
 from rq.worker_pool import WorkerData, WorkerPool
 
-from app.email import release_claim
+from app.email import close_kept_smtp_connection, keep_smtp_connection, release_claim
 from app.jobs import lifecycle, stop
 from app.jobs.bootstrap import REDIS_LOST, get_worker_app
 from app.jobs.failures import WorkHorseKilled
@@ -63,6 +64,8 @@ log = logging.getLogger(__name__)
 HARD_TIMEOUT_GRACE = 10
 # Seconds between two looks of the parent at its workers (reaping, timeouts, cancels).
 WATCH_INTERVAL = 0.5
+# Seconds between two of a pool worker's own heartbeats (its key lives worker_ttl, minutes).
+WORKER_BEAT_EVERY = 1.0
 PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
 
 
@@ -102,6 +105,16 @@ class PooledWorker(AppWorkerBase, SimpleWorker):
                           self.name, rss, job.id, self.max_memory_mb)
             self._stop_requested = True
 
+    def heartbeat(self, timeout: int | None = None, pipeline=None) -> None:
+        """RQ beats the worker's key three times per job (before and after the dequeue, after
+        the job), three round trips each: most of a short job's Redis traffic, for a key that
+        lasts minutes. Its plain beats are kept to one per WORKER_BEAT_EVERY seconds (a job's
+        own heartbeat is the parent's: JobPool.keep_heartbeat)."""
+        if timeout is None and pipeline is None and self.last_heartbeat is not None and \
+                (now() - self.last_heartbeat).total_seconds() < WORKER_BEAT_EVERY:
+            return
+        super().heartbeat(timeout, pipeline)
+
     def handle_exception(self, job, *exc_info):
         if exc_info and isinstance(exc_info[1], JobTimeoutException):
             # Stopped wherever it was: start afresh rather than trust what it left behind.
@@ -131,8 +144,13 @@ def run_pooled_worker(name: str, queue_names: list[str], burst: bool, logging_le
                           job_monitoring_interval=limits.job_monitoring_interval,
                           maintenance_interval=limits.maintenance_interval)
     worker.max_memory_mb = limits.max_memory_mb
-    worker.work(burst=burst, logging_level=logging_level, max_jobs=limits.max_jobs,
-                with_scheduler=True)
+    # Mail jobs share one SMTP connection per worker process instead of one each.
+    keep_smtp_connection()
+    try:
+        worker.work(burst=burst, logging_level=logging_level, max_jobs=limits.max_jobs,
+                    with_scheduler=True)
+    finally:
+        close_kept_smtp_connection()
 
 
 @dataclass
