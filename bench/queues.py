@@ -5,7 +5,8 @@ forking workers, in one run:
    queued first, then drained by the pool as the Procfile starts it, by AppWorker, and by
    the tutorial's plain forking `rq worker microblog-tasks`; jobs/s from RQ's own start and
    end times of the first and last job;
-2. enqueue → start latency of lifecycle tasks launched at 100 a second into the idle pool;
+2. enqueue → start latency of bare jobs and lifecycle tasks launched at 100 a second into the
+   idle pool, and of lifecycle tasks at SUSTAINED_RATE a second;
 3. a password-reset mail requested while 20 exports of P posts are queued, with `make run`'s
    worker set (the worker and the pool), then with the worker alone;
 4. M notification mails through the pool to a local SMTP server, against smtplib sending the
@@ -40,6 +41,8 @@ from bench.harness import (
 
 NAME = "queues"
 SHORT_QUEUES = ["microblog-mail", "microblog-tasks"]
+# Lifecycle tasks a second that the pool keeps up with on a busy 2-core machine.
+SUSTAINED_RATE = 20.0
 DEFAULT_POOL = ["python", "-m", "app.jobs.pool", "--num-workers", "2",
                 "--job-monitoring-interval", "10", "--maintenance-interval", "30", *SHORT_QUEUES]
 
@@ -334,8 +337,13 @@ def run(args) -> dict:
                     f"{rate:.1f} jobs/s")
         pool = PoolProcess(services)
         pool.wait_ready(services.redis, 2)
-        lat = {kind: latency(services, pool, users[:args.latency_tasks], 100.0, kind)
-               for kind in ("bare", "lifecycle")}
+        # At 100/s, the issue's rate: the dispatch of short jobs (bare), and lifecycle tasks,
+        # which 2 workers on 2 shared cores drain more slowly than that (their queue grows);
+        # and lifecycle tasks at a rate the pool keeps up with, for their own dispatch.
+        lat = {label: latency(services, pool, users[:args.latency_tasks], rate, kind)
+               for label, kind, rate in (("bare", "bare", 100.0),
+                                         ("lifecycle", "lifecycle", 100.0),
+                                         ("lifecycle_slow", "lifecycle", SUSTAINED_RATE))}
         pool.stop()
         for kind, figures in lat.items():
             say(f"queues: {kind} latency p50 {figures['p50_ms']:.1f} ms, "
@@ -378,9 +386,9 @@ def report(r: dict) -> str:
                "pool / plain"], rows),
         f"pool / AppWorker, lifecycle: {fmt(ratio['lifecycle_vs_appworker'], digits=1)}"
         f"   (target pool / plain >= 10; {r['tasks']} jobs, plain {r['plain_tasks']})",
-        *(f"enqueue -> start, {kind} jobs at {f['rate']:.0f}/s: p50 {f['p50_ms']:.1f} ms, "
-          f"p99 {f['p99_ms']:.1f} ms, max {f['max_ms']:.1f} ms over {f['jobs']} "
-          "(target p50 <= 5, p99 <= 50)" for kind, f in lat.items()),
+        *(f"enqueue -> start, {kind.removesuffix('_slow')} jobs at {f['rate']:.0f}/s: "
+          f"p50 {f['p50_ms']:.1f} ms, p99 {f['p99_ms']:.1f} ms, max {f['max_ms']:.1f} ms "
+          f"over {f['jobs']} (target p50 <= 5, p99 <= 50)" for kind, f in lat.items()),
         f"password-reset mail behind {reset['exports']} exports of {reset['posts']:,} posts: "
         f"{reset['with_pool_s']:.2f} s with make run's worker and pool (target <= 2 s), "
         f"{reset['worker_alone_s']:.2f} s with the worker alone "
