@@ -154,6 +154,10 @@ def _init_web(app: Flask) -> None:
 
     app.register_blueprint(outbox_bp)
 
+    from app.settings import bp as settings_bp
+
+    app.register_blueprint(settings_bp)
+
     from app.monitoring import bp as monitoring_bp
 
     app.register_blueprint(monitoring_bp)

@@ -35,6 +35,7 @@ class World:
     export: object     # a finished export of alice's, its file in export storage
     imp: object        # a finished import of alice's, with a problem item in its report
     mail: str          # file name of a mail to alice in the local outbox
+    api_token: object  # a personal access token of alice's (ApiToken), named with the marker
     marker: str        # text that appears only in alice's private objects
 
     @property
@@ -108,6 +109,8 @@ ENDPOINTS: dict[str, Endpoint] = {
     "outbox.index": Endpoint(MEMBERS, _url("outbox.index"), "lists only the visitor's mail"),
     "exports.index": Endpoint(MEMBERS, _url("exports.index"), "lists only the visitor's exports"),
     "imports.index": Endpoint(MEMBERS, _url("imports.index"), "lists only the visitor's imports"),
+    "settings.tokens": Endpoint(MEMBERS, _url("settings.tokens"),
+                                "lists only the visitor's tokens"),
     "main.task_status": Endpoint(OWNER, _url("main.task_status", task_id=lambda w: w.task.id)),
     "main.dismiss_task": Endpoint(OWNER,
                                   _url("main.dismiss_task", task_id=lambda w: w.task.id)),
@@ -119,6 +122,8 @@ ENDPOINTS: dict[str, Endpoint] = {
     "imports.confirm": Endpoint(OWNER, _url("imports.confirm", import_id=_import)),
     "imports.cancel": Endpoint(OWNER, _url("imports.cancel", import_id=_import)),
     "imports.report_csv": Endpoint(OWNER, _url("imports.report_csv", import_id=_import)),
+    "settings.revoke_token": Endpoint(
+        OWNER, _url("settings.revoke_token", token_id=lambda w: w.api_token.id)),
     "outbox.message": Endpoint(OWNER, _url("outbox.message", name=lambda w: w.mail)),
     "outbox.message_html": Endpoint(OWNER, _url("outbox.message_html", name=lambda w: w.mail)),
     "outbox.attachment": Endpoint(
@@ -140,10 +145,10 @@ def fast_user(username: str, password: str = PASSWORD):
 
 def build_world(app) -> World:
     """alice and bob; alice has a post, a message from bob, a finished task, the finished
-    export it made (its file in export storage), a finished import and a mail."""
+    export it made (its file in export storage), a finished import, a mail and an API token."""
     from app import db
     from app.email import send_email
-    from app.models import Message, Post, Task, TaskStatus
+    from app.models import ApiToken, Message, Post, Task, TaskStatus
 
     marker = "alice-private-7f3a"
     alice, bob = fast_user("alice"), fast_user("bob")
@@ -153,6 +158,7 @@ def build_world(app) -> World:
                 description=f"task {marker}", user=alice, complete=True,
                 status=TaskStatus.FINISHED, progress=100)
     db.session.add_all([post, message, task])
+    api_token, _ = ApiToken.issue(alice, f"token {marker}", "read write", None)
     db.session.commit()
     export = _finished_export(alice, task, marker)
     imp = _finished_import(alice, marker)
@@ -162,7 +168,7 @@ def build_world(app) -> World:
                              f'{{"posts": ["{marker}"]}}'.encode())], sync=True)
     mails = sorted((Path(app.instance_path) / "outbox").glob("*.eml"))
     return World(alice=alice, bob=bob, post=post, message=message, task=task, export=export,
-                 imp=imp, mail=mails[-1].name, marker=marker)
+                 imp=imp, mail=mails[-1].name, api_token=api_token, marker=marker)
 
 
 def _finished_export(user, task, marker: str):
