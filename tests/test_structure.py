@@ -187,12 +187,14 @@ def test_the_export_walk_runs_one_way():
     graph = import_graph(in_functions=True)
     assert "app.exports.actions" in graph["app.exports.routes"]
     assert "app.jobs.lifecycle" in graph["app.exports.actions"]
+    assert "app.imports.actions" in graph["app.imports.routes"]
+    assert "app.jobs.lifecycle" in graph["app.imports.actions"]
     assert {"app.jobs.lifecycle", "app.exports.centre", "app.exports.delivery",
             "app.imports.centre", "app.imports.importer"} <= graph["app.tasks"]
     below_the_jobs = [name for name in graph
                       if name.split(".")[:2] in (["app", "exports"], ["app", "imports"])
                       and name not in ("app.exports.routes", "app.exports.actions",
-                                       "app.imports.routes")
+                                       "app.imports.routes", "app.imports.actions")
                       ] + ["app.email", "app.models"]
     climbing = {name: sorted(m for m in graph[name] if m.split(".")[:2] == ["app", "jobs"])
                 for name in below_the_jobs}

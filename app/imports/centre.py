@@ -124,7 +124,7 @@ def _other_account_params(imp: Import, preview: dict) -> dict:
 
 # --------------------------------------------------------------------------- a user's actions
 # Each is half of what a route does: the route asks here first, then starts or cancels the
-# import's task through the lifecycle (app/imports/routes.py).
+# import's task through the lifecycle (app/imports/actions.py).
 
 def store_upload(user: User, filename: str | None, stream: BinaryIO) -> Import:
     """Stream an uploaded archive into storage and return its Import, not yet saved: the
