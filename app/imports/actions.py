@@ -31,7 +31,7 @@ def start_import(user: User, upload: FileStorage) -> Import:
     archive of the user's is being read, for an empty file, when the storage or the job
     queue is down."""
     if user.get_task_in_progress(centre.TASK_PREVIEW) is not None:
-        raise centre.ImportRefused(_preview_running())
+        raise centre.ImportRefused(_preview_running(), "import-preview-in-progress")
     imp = centre.store_upload(user, display_name(upload.filename), upload.stream)
     try:
         _launch(user, imp, centre.TASK_PREVIEW, _("Reading your archive..."))
@@ -67,12 +67,12 @@ def cancel_import(imp: Import) -> None:
         centre.discard(imp)
         return
     if status == Import.FINISHED:  # every post is in; its task may still be sending the mail
-        raise centre.ImportRefused(_already_ended())
+        raise centre.ImportRefused(_already_ended(), "import-ended")
     task = centre.cancellable_task(imp)
     try:
         lifecycle.cancel(task, CANCELLED_BY_YOU)
     except lifecycle.TaskNotActive:
-        raise centre.ImportRefused(_already_ended()) from None
+        raise centre.ImportRefused(_already_ended(), "import-ended") from None
     centre.after_cancel(imp)
 
 
@@ -85,12 +85,12 @@ def _launch(user: User, imp: Import, name: str, description: str) -> None:
         lifecycle.launch(user, name, description, imp.id, attach=centre.attach(imp),
                          job_timeout=types.import_timeout(imp.size))
     except lifecycle.TaskAlreadyRunning:
-        raise centre.ImportRefused(
-            _preview_running() if name == centre.TASK_PREVIEW
-            else _("Another import is in progress. You can start this one when it has "
-                   "finished.")) from None
+        if name == centre.TASK_PREVIEW:
+            raise centre.ImportRefused(_preview_running(), "import-preview-in-progress") from None
+        raise centre.ImportRefused(_("Another import is in progress. You can start this one "
+                                     "when it has finished."), "import-in-progress") from None
     except lifecycle.JobsUnavailable:
-        raise centre.ImportRefused(_(lifecycle.JOBS_UNAVAILABLE)) from None
+        raise centre.ImportRefused(_(lifecycle.JOBS_UNAVAILABLE), "jobs-unavailable") from None
 
 
 def _preview_running() -> str:
