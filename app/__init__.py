@@ -166,6 +166,10 @@ def _init_web(app: Flask) -> None:
 
     app.register_blueprint(admin_bp)
 
+    from app.api import spec
+
+    spec.init_app(app)  # the token API under /api/ (flask-smorest: its blueprints and document)
+
 
 def _tune_sqlite(engine) -> None:
     """The embedded database serves a web server and workers at once: write-ahead logging lets

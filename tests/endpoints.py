@@ -18,6 +18,13 @@ PUBLIC = "public"    # anyone; names no private object (or the URL itself is the
 MEMBERS = "members"  # login required; the visitor's own data, or what every member may see
 OWNER = "owner"      # login required; names an object of one user: anyone else gets a 404
 ADMIN = "admin"      # operators only: everyone else, anonymous included, gets a 404
+# The token API (/api/): a bearer token authenticates, never the session cookie, so there is
+# no CSRF token to check (test_csrf and test_fuzz leave these to test_api_authz.py and to
+# Schemathesis). A read token gets a 403 from every method but GET; no token a 401.
+API_PUBLIC = "api-public"  # no token needed: the document, its page, POST /api/tokens (Basic)
+API = "api"                # a token: the caller's own data, or what every member may see
+API_OWNER = "api-owner"    # a token; names an object of one user: another user's token: 404
+API_KINDS = {API_PUBLIC, API, API_OWNER}
 
 PASSWORD = "correct horse battery"
 STATE_CHANGING = {"POST", "PUT", "PATCH", "DELETE"}
@@ -128,6 +135,26 @@ ENDPOINTS: dict[str, Endpoint] = {
     "outbox.message_html": Endpoint(OWNER, _url("outbox.message_html", name=lambda w: w.mail)),
     "outbox.attachment": Endpoint(
         OWNER, _url("outbox.attachment", name=lambda w: w.mail, index=lambda w: 0)),
+    "api-docs.openapi_json": Endpoint(API_PUBLIC, _url("api-docs.openapi_json")),
+    "api.tokens.new_token": Endpoint(API_PUBLIC, _url("api.tokens.new_token"),
+                                     "HTTP Basic: the username and password are the credential"),
+    "api.tokens.revoke_token": Endpoint(API, _url("api.tokens.revoke_token"),
+                                        "the token it is sent with (any scope: a read token "
+                                        "may revoke itself)"),
+    "api.users.me": Endpoint(API, _url("api.users.me")),
+    "api.users.user": Endpoint(API, _url("api.users.user", user_id=lambda w: w.alice.id),
+                               "profiles are shown to every member"),
+    "api.exports.start": Endpoint(API, _url("api.exports.start")),
+    "api.exports.history": Endpoint(API, _url("api.exports.history"), "the caller's own"),
+    "api.exports.get_export": Endpoint(API_OWNER, _url("api.exports.get_export",
+                                                       export_id=_export)),
+    "api.exports.delete": Endpoint(API_OWNER, _url("api.exports.delete", export_id=_export)),
+    "api.exports.download": Endpoint(API_OWNER, _url("api.exports.download",
+                                                     export_id=_export)),
+    "api.exports.cancel": Endpoint(API_OWNER, _url("api.exports.cancel", export_id=_export)),
+    "api.exports.retry": Endpoint(API_OWNER, _url("api.exports.retry", export_id=_export)),
+    "api.tasks.get_task": Endpoint(API_OWNER, _url("api.tasks.get_task",
+                                                   task_id=lambda w: w.task.id)),
 }
 
 

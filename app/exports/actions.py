@@ -56,7 +56,8 @@ def cancel_export(export: Export) -> None:
         lifecycle.cancel(task, CANCELLED_BY_YOU)
     except lifecycle.TaskNotActive:
         raise centre.ExportRefused(
-            _("This export has already ended; there is nothing to cancel.")) from None
+            _("This export has already ended; there is nothing to cancel."),
+            "export-ended") from None
     centre.after_cancel(export, running)
 
 
@@ -77,9 +78,10 @@ def _launch(user: User, export: Export) -> None:
         lifecycle.launch(user, centre.TASK_NAME, _("Exporting posts..."), export.id,
                          attach=centre.attach(export))
     except lifecycle.TaskAlreadyRunning:
-        raise centre.ExportRefused(_("An export task is currently in progress")) from None
+        raise centre.ExportRefused(_("An export task is currently in progress"),
+                                   "export-in-progress") from None
     except lifecycle.JobsUnavailable:
-        raise centre.ExportRefused(_(lifecycle.JOBS_UNAVAILABLE)) from None
+        raise centre.ExportRefused(_(lifecycle.JOBS_UNAVAILABLE), "jobs-unavailable") from None
 
 
 # --------------------------------------------------------------------------- the file

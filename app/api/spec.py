@@ -1,0 +1,77 @@
+"""The API object of one app: flask-smorest's Api, generating the OpenAPI 3.1 document from
+the blueprints' schemas, with two changes: errors are documented as problem+json
+(app/api/problems.py), and the app's own error handlers answer them (flask-smorest's would
+answer every error of the site, pages included, in its JSON)."""
+
+from __future__ import annotations
+
+import http
+
+from apispec.ext.marshmallow import MarshmallowPlugin
+from flask import Flask
+from flask_smorest import Api
+from flask_smorest.utils import prepare_response
+
+from app.api.problems import MEDIA_TYPE, ProblemSchema
+
+API_VERSION = "1.0.0"
+
+
+def _schema_name(schema: type) -> str:
+    """`ExportSchema` is `Export` in the document."""
+    name = schema.__name__ if isinstance(schema, type) else type(schema).__name__
+    return name.removesuffix("Schema") or name
+
+
+class MicroblogApi(Api):
+    ERROR_SCHEMA = ProblemSchema
+
+    def _register_error_handlers(self) -> None:
+        """None: app/errors/handlers.py answers problem+json under /api/."""
+
+    def _register_responses(self) -> None:
+        for status in http.HTTPStatus:
+            response: dict = {"description": status.phrase}
+            if status >= 400:
+                response["schema"] = self.ERROR_SCHEMA
+            prepare_response(response, self.spec, MEDIA_TYPE)
+            self.spec.components.response(status.name, response, lazy=True)
+        response = {"description": "an error (problem+json)", "schema": self.ERROR_SCHEMA}
+        prepare_response(response, self.spec, MEDIA_TYPE)
+        self.spec.components.response(self.DEFAULT_ERROR_RESPONSE_NAME, response, lazy=True)
+
+
+def make_api(app: Flask) -> MicroblogApi:
+    app.config.update(
+        API_TITLE="Microblog API", API_VERSION=API_VERSION, OPENAPI_VERSION="3.1.0",
+        OPENAPI_URL_PREFIX="/api", OPENAPI_JSON_PATH="openapi.json",
+        API_SPEC_OPTIONS={
+            "info": {"description": "Everything a user does with their posts and jobs, by "
+                                    "token. Conventions: /api/docs and docs/api.md."},
+            "servers": [{"url": "/"}],
+            "components": {"securitySchemes": {
+                "token": {"type": "http", "scheme": "bearer",
+                          "description": "a personal access token (mbt_...)"},
+                "password": {"type": "http", "scheme": "basic"}}},
+            "security": [{"token": []}],
+        })
+    return MicroblogApi(app, spec_kwargs={
+        "marshmallow_plugin": MarshmallowPlugin(schema_name_resolver=_schema_name)})
+
+
+def init_app(app: Flask) -> MicroblogApi:
+    """The API on the web app: its blueprint, without CSRF (no cookie authenticates it), its
+    JSON bodies checked by their schemas (not as form fields), and its own errors."""
+    from app import csrf
+    from app.api import bp
+    from app.api.problems import ApiProblem
+    from app.errors.guards import JSON_API_BLUEPRINTS
+
+    api = make_api(app)
+    api.register_blueprint(bp)
+    for name, blueprint in app.blueprints.items():
+        if name == bp.name or name.startswith(bp.name + "."):
+            csrf.exempt(blueprint)
+            JSON_API_BLUEPRINTS.add(name)
+    app.register_error_handler(ApiProblem, ApiProblem.get_response)
+    return api
