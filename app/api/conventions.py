@@ -166,6 +166,23 @@ def keyset_page(query: sa.Select, stamp: sa.ColumnElement, key: sa.ColumnElement
     return rows
 
 
+def accepted_doc(what: str) -> dict:
+    """The headers of a 202 Accepted (for `blp.response(202, ..., headers=accepted_doc(...))`):
+    Location, `what` it names, and Retry-After."""
+    return {"Location": {"schema": {"type": "string"}, "description": what},
+            "Retry-After": {"schema": {"type": "integer"},
+                            "description": "seconds until it is worth polling"}}
+
+
+def links_to(operations: dict[str, str], **parameters: str) -> dict:
+    """OpenAPI links of an answer (for `blp.doc(responses={202: {"links": ...}})`): for each
+    name, the operationId a program may call next (app/api/spec.py names them), with
+    `parameters` taken from the answer (e.g. `export_id="$response.body#/id"`). Schemathesis
+    follows them (tests/test_api_schemathesis.py)."""
+    return {name: {"operationId": operation, "parameters": parameters}
+            for name, operation in operations.items()}
+
+
 def link_doc() -> dict:
     return {"headers": {"Link": {"description": 'the next page: <url>; rel="next"',
                                  "schema": {"type": "string"}}}}

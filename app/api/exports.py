@@ -19,8 +19,17 @@ from flask_smorest import Blueprint
 from app import db
 from app.api import bp
 from app.api.auth import by_api_user, current_api_user, current_user_id
-from app.api.conventions import PageArgs, Timestamp, etag, etag_doc, keyset_page, link_doc
-from app.api.idempotency import idempotent
+from app.api.conventions import (
+    PageArgs,
+    Timestamp,
+    accepted_doc,
+    etag,
+    etag_doc,
+    keyset_page,
+    link_doc,
+    links_to,
+)
+from app.api.idempotency import idempotency_doc, idempotent
 from app.api.problems import ApiProblem
 from app.api.tasks import ProgressSchema, progress_of, reconciled, task_etag_parts
 from app.exports import actions, centre
@@ -116,19 +125,19 @@ def _accepted(export: Export) -> tuple[dict, int, dict]:
     return export_body(export), 202, {"Location": location, "Retry-After": str(POLL_AFTER)}
 
 
-ACCEPTED_HEADERS = {"Location": {"schema": {"type": "string"},
-                                 "description": "the export: poll it"},
-                    "Retry-After": {"schema": {"type": "integer"},
-                                    "description": "seconds until it is worth polling"}}
+# Where a program goes from an answer that names an export (OpenAPI links: Schemathesis
+# follows them, start -> get -> cancel, download, retry, delete).
+EXPORT_LINKS = links_to({"GetExport": "exports.get_export", "CancelExport": "exports.cancel",
+                         "DownloadExport": "exports.download", "RetryExport": "exports.retry",
+                         "DeleteExport": "exports.delete"}, export_id="$response.body#/id")
 
 
 @blp.route("", methods=["POST"])
 @idempotent
 @limiter.limit(configured("RATELIMIT_EXPORT"), key_func=by_api_user, override_defaults=False)
 @blp.arguments(NewExportSchema, required=False)
-@blp.response(202, ExportSchema, headers=ACCEPTED_HEADERS)
-@blp.doc(parameters=[{"in": "header", "name": "Idempotency-Key", "required": False,
-                      "schema": {"type": "string", "maxLength": 255}}])
+@blp.response(202, ExportSchema, headers=accepted_doc("the export: poll it"))
+@blp.doc(parameters=[idempotency_doc()], responses={202: {"links": EXPORT_LINKS}})
 def start(args: dict) -> tuple[dict, int, dict]:
     """Start an export of your posts
 
@@ -210,7 +219,8 @@ def cancel(export_id: str) -> dict:
 @blp.route("/<export_id>/retry", methods=["POST"])
 @idempotent
 @limiter.limit(configured("RATELIMIT_EXPORT"), key_func=by_api_user, override_defaults=False)
-@blp.response(202, ExportSchema, headers=ACCEPTED_HEADERS)
+@blp.response(202, ExportSchema, headers=accepted_doc("the export: poll it"))
+@blp.doc(parameters=[idempotency_doc()], responses={202: {"links": EXPORT_LINKS}})
 def retry(export_id: str) -> tuple[dict, int, dict]:
     """Run a failed or cancelled export again"""
     export = _own_export(export_id)

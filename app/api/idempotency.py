@@ -27,6 +27,7 @@ from typing import Any, TypeVar
 import redis
 from flask import Response, current_app, make_response, request
 from flask_babel import _
+from werkzeug.datastructures import FileStorage
 
 from app.api import auth
 from app.api.problems import ApiProblem
@@ -83,14 +84,39 @@ def idempotent(view: F) -> F:
     return guarded  # type: ignore[return-value]
 
 
+def idempotency_doc() -> dict:
+    """The Idempotency-Key header of a POST that starts work, for its OpenAPI parameters."""
+    return {"in": "header", "name": HEADER, "required": False,
+            "schema": {"type": "string", "minLength": 1, "maxLength": MAX_KEY_LENGTH},
+            "description": "the same key with the same request returns the first answer "
+                           "(kept 24 hours)"}
+
+
 def _fingerprint() -> str:
     """The request as the key promises it: method, path and body (JSON read, so that spacing
-    and the order of its keys do not matter)."""
-    body: object = request.get_data(as_text=True)
-    if request.is_json:
+    and the order of its keys do not matter; multipart read as its fields and files, since a
+    client picks a new boundary each time it sends the same upload)."""
+    body: object
+    if request.mimetype == "multipart/form-data":
+        body = {"form": request.form.to_dict(flat=False),
+                "files": {name: [[f.filename, _file_digest(f)] for f in files]
+                          for name, files in request.files.lists()}}
+    elif request.is_json:
         body = request.get_json(silent=True)
+    else:
+        body = request.get_data(as_text=True)
     text = json.dumps([request.method, request.path, body], sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _file_digest(upload: FileStorage) -> str:
+    """The SHA-256 of an uploaded file, read in pieces (an archive may be large), then
+    rewound for the view."""
+    digest = hashlib.sha256()
+    while chunk := upload.stream.read(1024 * 1024):
+        digest.update(chunk)
+    upload.stream.seek(0)
+    return digest.hexdigest()
 
 
 def _claim(stored_at: str, fingerprint: str) -> dict | None:

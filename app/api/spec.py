@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import http
 
+from apispec import BasePlugin
 from apispec.ext.marshmallow import MarshmallowPlugin
 from flask import Flask
 from flask_smorest import Api
@@ -21,6 +22,22 @@ def _schema_name(schema: type) -> str:
     """`ExportSchema` is `Export` in the document."""
     name = schema.__name__ if isinstance(schema, type) else type(schema).__name__
     return name.removesuffix("Schema") or name
+
+
+class OperationIds(BasePlugin):
+    """Names every operation after its view, without the "api." of its blueprint
+    (`exports.get_export`): stable names that OpenAPI links (conventions.links_to) and client
+    generators refer to."""
+
+    def operation_helper(self, path: str | None = None, operations: dict | None = None,
+                         **kwargs: object) -> None:
+        rule = kwargs.get("rule")
+        if rule is None or not operations:
+            return
+        name = rule.endpoint.removeprefix("api.")
+        for method, operation in operations.items():
+            operation.setdefault("operationId", name if len(operations) == 1 else
+                                 f"{name}.{method}")
 
 
 class MicroblogApi(Api):
@@ -56,7 +73,8 @@ def make_api(app: Flask) -> MicroblogApi:
             "security": [{"token": []}],
         })
     return MicroblogApi(app, spec_kwargs={
-        "marshmallow_plugin": MarshmallowPlugin(schema_name_resolver=_schema_name)})
+        "marshmallow_plugin": MarshmallowPlugin(schema_name_resolver=_schema_name),
+        "extra_plugins": [OperationIds()]})
 
 
 def init_app(app: Flask) -> MicroblogApi:

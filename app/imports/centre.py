@@ -146,9 +146,7 @@ def store_upload(user: User, filename: str | None, stream: BinaryIO) -> Import:
             while chunk := stream.read(CHUNK_SIZE):
                 size += len(chunk)
                 if size > limit:
-                    raise ImportRefused(_("The file is larger than %(size)s, the most an "
-                                          "import accepts.", size=file_size(limit)),
-                                        "file-too-large")
+                    raise ImportRefused(too_large(file_size(limit)), "file-too-large")
                 out.write(chunk)
             if size == 0:
                 raise ImportRefused(_("The file is empty. Choose the archive to import."),
@@ -158,6 +156,17 @@ def store_upload(user: User, filename: str | None, stream: BinaryIO) -> Import:
                               "again in a few minutes."), "storage-unavailable") from None
     imp.storage_key, imp.size = key, size
     return imp
+
+
+def too_large(limit: str) -> str:
+    """What a user reads about a file past IMPORT_MAX_BYTES (`limit`, in words: "100 MiB"),
+    whether it was refused as it streamed in or, larger than it said, before (the 413)."""
+    return _("The file is larger than %(size)s, the most an import accepts.", size=limit)
+
+
+def no_report() -> str:
+    """Why an import has no report: it was never confirmed, so nothing was imported."""
+    return _("There is no report yet: nothing has been imported from this archive.")
 
 
 def attach(imp: Import) -> Callable[[Task], None]:

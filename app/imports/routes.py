@@ -140,10 +140,6 @@ def _max_size() -> str:
     return file_size(current_app.config["IMPORT_MAX_BYTES"])
 
 
-def _upload_too_large(limit: str) -> str:
-    return _("The file is larger than %(size)s, the most an import accepts.", size=limit)
-
-
 def _page_context() -> dict:
     """What the templates of these pages need besides the import(s) themselves."""
     return {"kind_labels": KIND_LABELS, "skip_labels": SKIP_LABELS, "when": _when,
@@ -157,7 +153,7 @@ def _page_context() -> dict:
 @bp.route("/imports", methods=["GET", "POST"])
 @login_required
 @limiter.limit(configured("RATELIMIT_IMPORT"), methods=["POST"], key_func=by_user)
-@max_body_size("IMPORT_MAX_BYTES", too_large=_upload_too_large)
+@max_body_size("IMPORT_MAX_BYTES", too_large=centre.too_large)
 def index() -> ResponseReturnValue:
     form = UploadForm()
     if request.method == "POST":
@@ -239,8 +235,7 @@ def report_csv(import_id: str) -> ResponseReturnValue:
     """The import's summary and its problems, item by item, as CSV (streamed)."""
     imp = _own_import_or_404(import_id)
     if imp.stage != Import.IMPORT:
-        return _answer(_("There is no report yet: nothing has been imported from this "
-                         "archive."), "warning", imp, status=409)
+        return _answer(centre.no_report(), "warning", imp, status=409)
     response = Response(stream_with_context(report.report_csv(imp)),
                         content_type="text/csv; charset=utf-8")
     response.headers["Content-Disposition"] = attachment_disposition(
