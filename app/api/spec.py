@@ -13,7 +13,7 @@ from flask import Flask
 from flask_smorest import Api
 from flask_smorest.utils import prepare_response
 
-from app.api.problems import MEDIA_TYPE, ProblemSchema
+from app.api.problems import HTTP_SLUGS, MEDIA_TYPE, ProblemSchema
 
 API_VERSION = "1.0.0"
 
@@ -52,7 +52,11 @@ class MicroblogApi(Api):
             if status >= 400:
                 response["schema"] = self.ERROR_SCHEMA
             prepare_response(response, self.spec, MEDIA_TYPE)
-            self.spec.components.response(status.name, response, lazy=True)
+            # The errors the API answers are always in the document, so that a view's own
+            # `{"$ref": "#/components/responses/CONFLICT"}` resolves (a lazy component is
+            # written only when flask-smorest itself refers to it).
+            self.spec.components.response(status.name, response,
+                                          lazy=status not in HTTP_SLUGS)
         response = {"description": "an error (problem+json)", "schema": self.ERROR_SCHEMA}
         prepare_response(response, self.spec, MEDIA_TYPE)
         self.spec.components.response(self.DEFAULT_ERROR_RESPONSE_NAME, response, lazy=True)
