@@ -31,8 +31,8 @@ def _token_alive(token_id: int) -> bool:
                       "schema": {"type": "string"}}],
          responses={"200": {"description": "the stream",
                             "content": {"text/event-stream": {"schema": {"type": "string"}}}},
-                    "429": {"$ref": "#/components/responses/TOO_MANY_REQUESTS"},
-                    "503": {"$ref": "#/components/responses/SERVICE_UNAVAILABLE"}})
+                    "429": "TOO_MANY_REQUESTS",
+                    "503": "SERVICE_UNAVAILABLE"})
 def stream() -> Response:
     """Your live events
 
