@@ -136,6 +136,11 @@ ENDPOINTS: dict[str, Endpoint] = {
     "outbox.attachment": Endpoint(
         OWNER, _url("outbox.attachment", name=lambda w: w.mail, index=lambda w: 0)),
     "api-docs.openapi_json": Endpoint(API_PUBLIC, _url("api-docs.openapi_json")),
+    "api_docs.page": Endpoint(API_PUBLIC, _url("api_docs.page")),
+    "api_docs.asset": Endpoint(API_PUBLIC, _url("api_docs.asset", name=lambda w: "swagger-ui.css")),
+    "api.posts.posts": Endpoint(API, _url("api.posts.posts"), "the caller's feed, or everyone's"),
+    "api.posts.new_post": Endpoint(API, _url("api.posts.new_post")),
+    "api.events.stream": Endpoint(API, _url("api.events.stream"), "the caller's own events"),
     "api.tokens.new_token": Endpoint(API_PUBLIC, _url("api.tokens.new_token"),
                                      "HTTP Basic: the username and password are the credential"),
     "api.tokens.revoke_token": Endpoint(API, _url("api.tokens.revoke_token"),

@@ -16,4 +16,4 @@ conventions.install(bp)
 # start work add the page's own limits (RATELIMIT_EXPORT, ...) to it.
 limiter.limit(configured("RATELIMIT_API"), key_func=by_api_user)(bp)
 
-from app.api import exports, imports, tasks, tokens, users  # noqa: E402,F401  (each nests itself in bp)
+from app.api import events, exports, imports, posts, tasks, tokens, users  # noqa: E402,F401

@@ -14,7 +14,7 @@ views see is the ApiToken row.
 
 from __future__ import annotations
 
-from flask import g, request
+from flask import request
 from flask_babel import _
 
 from app import db
@@ -23,6 +23,9 @@ from app.models import ApiToken, User
 from app.security.limits import by_address
 
 REALM = 'realm="microblog"'
+# Where the request's token is kept once looked up: on the request itself (the WSGI environ),
+# not in `g`, which outlives a request when an app context is kept open (tests, the shell).
+TOKEN_KEY = "microblog.api_token"
 READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
@@ -36,13 +39,14 @@ def _bearer_secret() -> str | None:
 def authenticated() -> ApiToken | None:
     """The live token this request carries, or None (looked up once per request; its
     `last_used_at`, when due, is committed)."""
-    if "api_token" not in g:
+    environ = request.environ
+    if TOKEN_KEY not in environ:
         secret = _bearer_secret()
         token = ApiToken.find(secret) if secret else None
         if token is not None and token in db.session.dirty:
             db.session.commit()  # last_used_at, at most once a minute (ApiToken.find)
-        g.api_token = token
-    return g.api_token
+        environ[TOKEN_KEY] = token
+    return environ[TOKEN_KEY]
 
 
 def require_token() -> ApiToken:

@@ -156,7 +156,8 @@ def keyset_page(query: sa.Select, stamp: sa.ColumnElement, key: sa.ColumnElement
         after_stamp, after_key = _decode_cursor(args["cursor"])
         query = query.where(sa.or_(stamp < after_stamp,
                                    sa.and_(stamp == after_stamp, key < after_key)))
-    rows = db.session.scalars(query.order_by(stamp.desc(), key.desc()).limit(limit + 1)).all()
+    query = query.order_by(None).order_by(stamp.desc(), key.desc())
+    rows = db.session.scalars(query.limit(limit + 1)).all()
     if len(rows) > limit:
         rows = rows[:limit]
         next_url = url_for(request.endpoint or "", **(request.view_args or {}),

@@ -183,12 +183,12 @@ def get_export(export_id: str) -> dict:
     "206": {"description": "the range asked for (Range)",
             "content": {t: {"schema": {}} for t in FILE_TYPES}},
     "302": {"description": "the file's presigned URL in the object store (Location)"},
-    "409": {"$ref": "#/components/responses/CONFLICT"},
-    "410": {"$ref": "#/components/responses/GONE"},
+    "409": "CONFLICT",
+    "410": "GONE",
     "416": {"description": "the range starts past the end of the file"},
-    "429": {"$ref": "#/components/responses/TOO_MANY_REQUESTS"},
-    "503": {"$ref": "#/components/responses/SERVICE_UNAVAILABLE"},
-    "404": {"$ref": "#/components/responses/NOT_FOUND"}})
+    "429": "TOO_MANY_REQUESTS",
+    "503": "SERVICE_UNAVAILABLE",
+    "404": "NOT_FOUND"})
 def download(export_id: str) -> Response:
     """The export's file
 

@@ -96,4 +96,7 @@ def init_app(app: Flask) -> MicroblogApi:
             csrf.exempt(blueprint)
             JSON_API_BLUEPRINTS.add(name)
     app.register_error_handler(ApiProblem, ApiProblem.get_response)
+    from app.api.docs import bp as docs_bp
+
+    app.register_blueprint(docs_bp)
     return api
