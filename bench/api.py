@@ -182,6 +182,9 @@ def poll_costs(web: WebServer, cookie: str, polled: dict[str, tuple[str, str]], 
         kinds[f"api_200_{state}"] = (path, None, auth, 200, "application/json")
     kinds["export_page"] = ("/exports", cookie, {}, 200, "text/html")
     runs: dict[str, list[dict]] = {kind: [] for kind in kinds}
+    for path, kind_cookie, headers, expect, accept in kinds.values():  # warm every process up
+        run_load(web.port, path, kind_cookie, args.connections, 1.0, accept=accept,
+                 headers=headers, expect=expect)
     for n in range(args.repeat):
         for kind, (path, kind_cookie, headers, expect, accept) in kinds.items():
             runs[kind].append(measure(web, path, kind_cookie, headers, expect, accept, args))
