@@ -116,7 +116,7 @@ def test_every_benchmark_runs_quick_and_prints_its_figures():
     # polled its export: a 200 first, then 304s
     for kind, costs in api["costs"].items():
         assert costs["rps"]["median"] > 0 and costs["errors"]["max"] == 0, kind
-    pollers = api["pollers"]
+    [pollers] = api["pollers"]
     assert pollers["pollers"]["errors"] == 0 and pollers["errors"] == 0
     assert pollers["pollers"]["statuses"]["200"] == pollers["clients"] == 50
     assert pollers["home_polled"]["p99_ms"]["median"] > 0
