@@ -200,8 +200,8 @@ def build_world(app) -> World:
     db.session.add_all([post, message, task])
     api_token, _ = ApiToken.issue(alice, f"token {marker}", "read write", None)
     db.session.commit()
-    export = _finished_export(alice, task, marker)
-    imp = _finished_import(alice, marker)
+    export = finished_export(alice, task, marker)
+    imp = finished_import(alice, marker)
     send_email(f"Subject {marker}", sender="admin@microblog.example", recipients=[alice.email],
                text_body=f"text {marker}", html_body=f"<p>html {marker}</p>",
                attachments=[("posts.json", "application/json",
@@ -211,7 +211,7 @@ def build_world(app) -> World:
                  imp=imp, mail=mails[-1].name, api_token=api_token, marker=marker)
 
 
-def _finished_export(user, task, marker: str):
+def finished_export(user, task, marker: str):
     """A finished JSON export of `user`'s, made by `task`, whose file (and file name) hold
     `marker`. The file is stored under a key of its own, at the top of the storage folder."""
     from datetime import timedelta
@@ -232,7 +232,7 @@ def _finished_export(user, task, marker: str):
     return export
 
 
-def _finished_import(user, marker: str):
+def finished_import(user, marker: str):
     """A finished import of `user`'s, made by a task of its own, whose file name (on its
     page) and one failed item (in its report) hold `marker`. Its file is already deleted,
     as a finished import's is."""

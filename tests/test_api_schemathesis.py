@@ -21,7 +21,7 @@ import requests
 
 from tests.api_helpers import token_for
 from tests.conftest import make_user
-from tests.endpoints import _finished_export, _finished_import
+from tests.endpoints import finished_export, finished_import
 from tests.test_browser import Worker
 from tests.web_server import gunicorn
 
@@ -53,8 +53,8 @@ def _user_with_a_finished_export_and_import(username: str) -> str:
                 status=TaskStatus.FINISHED, progress=100)
     db.session.add(task)
     db.session.commit()
-    _finished_export(user, task, f"schemathesis-{username}")
-    _finished_import(user, f"schemathesis-{username}")
+    finished_export(user, task, f"schemathesis-{username}")
+    finished_import(user, f"schemathesis-{username}")
     return token_for(user)
 
 
@@ -83,7 +83,9 @@ def test_schemathesis_finds_no_server_error_and_no_broken_answer(app, tmp_path):
     chained = token_for(make_user("chained", posts=["a post to export"]))
     # A worker, so that exports finish (and the next may start) and previews are read.
     worker = Worker(app, EXPORT_COOLDOWN=0)
-    with gunicorn(RATELIMIT_ENABLED="false", EXPORT_COOLDOWN=0) as server:
+    # An event stream ends after a second (EVENTS_MAX_AGE), not ten minutes: Schemathesis
+    # reads each answer to its end.
+    with gunicorn(RATELIMIT_ENABLED="false", EXPORT_COOLDOWN=0, EVENTS_MAX_AGE=1) as server:
         worker.wait_ready()
         document = requests.get(f"{server.base}/api/openapi.json", timeout=60).json()
         fuzzing, _ = schemathesis(server.base, fuzzed, "examples,coverage,fuzzing",

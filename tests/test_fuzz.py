@@ -211,9 +211,12 @@ def _form_field_names(client, url: str, rule) -> list[str]:
     if "GET" not in rule.methods:
         return ["csrf_token", "submit"]
     html = client.get(url).get_data(as_text=True)
-    forms = re.findall(r"<form\b[^>]*method=\"post\"[^>]*>(.*?)</form>", html, re.S | re.I)
-    # The logout button of the navigation is on every page: the page's own form is the last.
-    return list(dict.fromkeys(FORM_FIELD.findall(forms[-1]))) if forms else ["csrf_token"]
+    forms = re.findall(r"<form\b([^>]*method=\"post\"[^>]*)>(.*?)</form>", html, re.S | re.I)
+    # The page's own form posts to the page (a list's buttons post elsewhere); else it is the
+    # last one (the logout button of the navigation is on every page, first).
+    own = [body for attrs, body in forms if f'action="{urlsplit(url).path}"' in attrs]
+    form = own[-1] if own else forms[-1][1] if forms else None
+    return list(dict.fromkeys(FORM_FIELD.findall(form))) if form else ["csrf_token"]
 
 
 def _token(client, url: str, rule) -> str:

@@ -26,11 +26,18 @@ def _token_alive(token_id: int) -> bool:
     return token is not None and (token.expires_at is None or token.expires_at > utcnow())
 
 
+# One event of the stream, as a client reads it: `data` the JSON of {name, data, timestamp}.
+SSE_EVENT = {"type": "object", "properties": {
+    "id": {"type": "string"}, "event": {"type": "string"}, "data": {"type": "string"},
+    "retry": {"type": "integer", "minimum": 0}}}
+
+
 @blp.route("")
 @blp.doc(parameters=[{"in": "header", "name": "Last-Event-ID", "required": False,
                       "schema": {"type": "string"}}],
+         # Before OpenAPI 3.2 (itemSchema), a text/event-stream's schema describes each event.
          responses={"200": {"description": "the stream",
-                            "content": {"text/event-stream": {"schema": {"type": "string"}}}},
+                            "content": {"text/event-stream": {"schema": SSE_EVENT}}},
                     "429": "TOO_MANY_REQUESTS",
                     "503": "SERVICE_UNAVAILABLE"})
 def stream() -> Response:
