@@ -20,7 +20,7 @@ from app import db
 from app.api import bp
 from app.api.auth import by_api_user, current_api_user, current_user_id
 from app.api.conventions import PageArgs, Timestamp, etag, etag_doc, keyset_page, link_doc
-from app.api.idempotency import idempotent
+from app.api.idempotency import idempotency_doc, idempotent
 from app.api.problems import ApiProblem
 from app.api.tasks import ProgressSchema, progress_of, reconciled, task_etag_parts
 from app.exports import actions, centre
@@ -127,8 +127,7 @@ ACCEPTED_HEADERS = {"Location": {"schema": {"type": "string"},
 @limiter.limit(configured("RATELIMIT_EXPORT"), key_func=by_api_user, override_defaults=False)
 @blp.arguments(NewExportSchema, required=False)
 @blp.response(202, ExportSchema, headers=ACCEPTED_HEADERS)
-@blp.doc(parameters=[{"in": "header", "name": "Idempotency-Key", "required": False,
-                      "schema": {"type": "string", "maxLength": 255}}])
+@blp.doc(**idempotency_doc())
 def start(args: dict) -> tuple[dict, int, dict]:
     """Start an export of your posts
 
@@ -153,7 +152,7 @@ def history(args: dict) -> list[dict]:
     return [export_body(export) for export in exports]
 
 
-@blp.route("/<export_id>")
+@blp.route("/<id:export_id>")
 @blp.response(200, ExportSchema)
 @blp.doc(**etag_doc())
 def get_export(export_id: str) -> dict:
@@ -168,7 +167,7 @@ def get_export(export_id: str) -> dict:
     return export_body(export)
 
 
-@blp.route("/<export_id>/download")
+@blp.route("/<id:export_id>/download")
 @blp.doc(responses={
     "200": {"description": "the file", "content": {t: {"schema": {}} for t in FILE_TYPES}},
     "206": {"description": "the range asked for (Range)",
@@ -192,7 +191,7 @@ def download(export_id: str) -> Response:
                          headers=refused.headers) from None
 
 
-@blp.route("/<export_id>/cancel", methods=["POST"])
+@blp.route("/<id:export_id>/cancel", methods=["POST"])
 @blp.response(200, ExportSchema)
 def cancel(export_id: str) -> dict:
     """Cancel a queued or running export
@@ -207,10 +206,11 @@ def cancel(export_id: str) -> dict:
     return export_body(export)
 
 
-@blp.route("/<export_id>/retry", methods=["POST"])
+@blp.route("/<id:export_id>/retry", methods=["POST"])
 @idempotent
 @limiter.limit(configured("RATELIMIT_EXPORT"), key_func=by_api_user, override_defaults=False)
 @blp.response(202, ExportSchema, headers=ACCEPTED_HEADERS)
+@blp.doc(**idempotency_doc())
 def retry(export_id: str) -> tuple[dict, int, dict]:
     """Run a failed or cancelled export again"""
     export = _own_export(export_id)
@@ -221,7 +221,7 @@ def retry(export_id: str) -> tuple[dict, int, dict]:
     return _accepted(export)
 
 
-@blp.route("/<export_id>", methods=["DELETE"])
+@blp.route("/<id:export_id>", methods=["DELETE"])
 @blp.response(204)
 def delete(export_id: str) -> None:
     """Delete an export and its file (a queued or running one is cancelled first)"""

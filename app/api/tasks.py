@@ -85,7 +85,7 @@ def task_body(task: Task) -> dict:
             "started_at": task.started_at, "finished_at": task.finished_at}
 
 
-@blp.route("/<task_id>")
+@blp.route("/<id:task_id>")
 @blp.response(200, TaskSchema)
 @blp.doc(**etag_doc())
 def get_task(task_id: str) -> dict:
