@@ -53,6 +53,15 @@ DEFAULT_PAGE = 20
 MAX_PAGE = 100
 
 
+class Resource(Blueprint):
+    """A resource of the API (`api.<name>.<view>`), nested in the API's blueprint: its
+    operations are grouped under its name in the document (its tag)."""
+
+    def route(self, rule: str, *, parameters: list | None = None, tags: list | None = None,
+              **options: Any) -> Callable[[F], F]:
+        return super().route(rule, parameters=parameters, tags=tags or [self.name], **options)
+
+
 class IdConverter(BaseConverter):
     """`<id:export_id>`: the random ids in URLs (exports, tasks, imports): letters, digits,
     `-` and `_`. Anything else is a 404 from the URL map, before any view or query."""

@@ -6,16 +6,16 @@ and end and the unread-messages count as they happen; Last-Event-ID resumes. It 
 from __future__ import annotations
 
 from flask import Response
-from flask_smorest import Blueprint
 
 from app import db
 from app.api import bp
 from app.api.auth import authenticated, current_api_user
+from app.api.conventions import Resource
 from app.api.problems import ApiProblem
 from app.live.stream import event_stream
 from app.models import ApiToken, utcnow
 
-blp = Blueprint("events", __name__, url_prefix="/events",
+blp = Resource("events", __name__, url_prefix="/events",
                 description="Live events (Server-Sent Events).")
 
 REFUSALS = {429: "too-many-streams", 503: "events-unavailable"}

@@ -14,12 +14,11 @@ import marshmallow as ma
 import sqlalchemy as sa
 import sqlalchemy.orm as so
 from flask import Response, abort, url_for
-from flask_smorest import Blueprint
 
 from app import db
 from app.api import bp
 from app.api.auth import by_api_user, current_api_user, current_user_id
-from app.api.conventions import PageArgs, Timestamp, etag, etag_doc, keyset_page, link_doc
+from app.api.conventions import PageArgs, Resource, Timestamp, etag, etag_doc, keyset_page, link_doc
 from app.api.idempotency import idempotency_doc, idempotent
 from app.api.problems import ApiProblem
 from app.api.tasks import ProgressSchema, progress_of, reconciled, task_etag_parts
@@ -29,7 +28,7 @@ from app.jobs import failures
 from app.models import Export, TaskStatus
 from app.security.limits import configured, limiter
 
-blp = Blueprint("exports", __name__, url_prefix="/exports",
+blp = Resource("exports", __name__, url_prefix="/exports",
                 description="Archives of your posts: start, follow, download.")
 
 # When to look again at an export that has just started (seconds, in Retry-After).

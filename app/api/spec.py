@@ -72,6 +72,8 @@ def init_app(app: Flask) -> MicroblogApi:
     api = make_api(app)
     api.register_converter(IdConverter, lambda converter: dict(IdConverter.openapi))
     api.register_blueprint(bp)
+    for resource, _options in bp._blueprints:  # the nested resources, as Flask keeps them
+        api.spec.tag({"name": resource.name, "description": resource.description})
     for name, blueprint in app.blueprints.items():
         if name == bp.name or name.startswith(bp.name + "."):
             csrf.exempt(blueprint)
