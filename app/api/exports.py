@@ -10,6 +10,9 @@ the download is the page's (ranges, or a redirect to a presigned URL).
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import marshmallow as ma
 import sqlalchemy as sa
 import sqlalchemy.orm as so
@@ -104,10 +107,16 @@ def _own_export(export_id: str) -> Export:
     return export
 
 
-def _refused(refusal: centre.ExportRefused) -> ApiProblem:
-    headers = {"Retry-After": str(refusal.retry_after)} if refusal.retry_after else {}
-    return ApiProblem(REFUSAL_STATUS.get(refusal.kind, 409), refusal.kind, str(refusal),
-                      headers=headers)
+@contextmanager
+def refusals_as_problems() -> Iterator[None]:
+    """An action refused (centre.ExportRefused) is a problem of its kind, with the reason the
+    page gives."""
+    try:
+        yield
+    except centre.ExportRefused as refusal:
+        headers = {"Retry-After": str(refusal.retry_after)} if refusal.retry_after else {}
+        raise ApiProblem(REFUSAL_STATUS.get(refusal.kind, 409), refusal.kind, str(refusal),
+                         headers=headers) from None
 
 
 def _accepted(export: Export) -> tuple[dict, int, dict]:
@@ -132,10 +141,8 @@ def start(args: dict) -> tuple[dict, int, dict]:
 
     Refused during the cooldown (429, Retry-After), while another export runs (409), and
     for an unknown format (422)."""
-    try:
+    with refusals_as_problems():
         export = actions.start_export(current_api_user(), args["format"])
-    except centre.ExportRefused as refusal:
-        raise _refused(refusal) from None
     return _accepted(export)
 
 
@@ -198,10 +205,8 @@ def cancel(export_id: str) -> dict:
     A running one stops within a batch of posts, removes its partial file and sends no mail.
     An export that has ended: 409."""
     export = _own_export(export_id)
-    try:
+    with refusals_as_problems():
         actions.cancel_export(export)
-    except centre.ExportRefused as refusal:
-        raise _refused(refusal) from None
     return export_body(export)
 
 
@@ -213,10 +218,8 @@ def cancel(export_id: str) -> dict:
 def retry(export_id: str) -> tuple[dict, int, dict]:
     """Run a failed or cancelled export again"""
     export = _own_export(export_id)
-    try:
+    with refusals_as_problems():
         actions.retry_export(export)
-    except centre.ExportRefused as refusal:
-        raise _refused(refusal) from None
     return _accepted(export)
 
 
@@ -225,10 +228,8 @@ def retry(export_id: str) -> tuple[dict, int, dict]:
 def delete(export_id: str) -> None:
     """Delete an export and its file (a queued or running one is cancelled first)"""
     export = _own_export(export_id)
-    try:
+    with refusals_as_problems():
         actions.delete_export(export)
-    except centre.ExportRefused as refusal:
-        raise _refused(refusal) from None
 
 
 bp.register_blueprint(blp)
