@@ -7,6 +7,7 @@ test_api_exports.py; who may reach what in test_api_authz.py."""
 from __future__ import annotations
 
 import logging
+import re
 
 import pytest
 import sqlalchemy as sa
@@ -188,9 +189,9 @@ def _next(response) -> str | None:
     return next((link["url"] for link in links if link.get("rel") == "next"), None)
 
 
-def test_a_made_up_cursor_is_a_400(client, headers):
+def test_a_made_up_cursor_is_a_404(client, headers):
     response = client.get("/api/posts?cursor=not-ours", headers=headers)
-    assert response.status_code == 400
+    assert response.status_code == 404
     assert response.get_json()["type"] == "/api/problems/invalid-cursor"
 
 
@@ -236,7 +237,7 @@ def test_the_openapi_document_is_3_1_and_describes_every_api_route(app, client):
     assert document["openapi"] == "3.1.0" and document["info"]["version"]
     documented = {(path, method.upper()) for path, item in document["paths"].items()
                   for method in item if method != "parameters"}
-    routes = {(rule.rule.replace("<", "{").replace(">", "}").replace("int:", ""), method)
+    routes = {(re.sub(r"<(?:\w+:)?(\w+)>", r"{\1}", rule.rule), method)
               for rule in app.url_map.iter_rules() if rule.endpoint.startswith("api.")
               for method in rule.methods - {"HEAD", "OPTIONS"}}
     assert routes == documented

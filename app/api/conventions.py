@@ -27,6 +27,7 @@ import sqlalchemy as sa
 from flask import Response, abort, current_app, g, request, url_for
 from flask_babel import _
 from flask_smorest import Blueprint
+from werkzeug.routing import BaseConverter
 
 from app import db
 from app.api import auth
@@ -50,6 +51,23 @@ Timestamp = partial(UtcDateTime, dump_only=True)
 
 DEFAULT_PAGE = 20
 MAX_PAGE = 100
+
+
+class Resource(Blueprint):
+    """A resource of the API (`api.<name>.<view>`), nested in the API's blueprint: its
+    operations are grouped under its name in the document (its tag)."""
+
+    def route(self, rule: str, *, parameters: list | None = None, tags: list | None = None,
+              **options: Any) -> Callable[[F], F]:
+        return super().route(rule, parameters=parameters, tags=tags or [self.name], **options)
+
+
+class IdConverter(BaseConverter):
+    """`<id:export_id>`: the random ids in URLs (exports, tasks, imports): letters, digits,
+    `-` and `_`. Anything else is a 404 from the URL map, before any view or query."""
+
+    regex = r"[A-Za-z0-9_-]{1,64}"
+    openapi = {"type": "string", "pattern": "^[A-Za-z0-9_-]{1,64}$"}
 
 
 def password_route(view: F) -> F:
@@ -125,8 +143,10 @@ def etag_doc() -> dict:
 class PageArgs(ma.Schema):
     """?cursor= (from the previous page's Link header) and ?limit= (1 to 100)."""
 
-    cursor = ma.fields.String(load_default=None, metadata={
-        "description": "where the page starts: the `cursor` of the previous page's Link"})
+    cursor = ma.fields.String(
+        load_default=None, validate=ma.validate.Regexp(r"^[A-Za-z0-9_-]{1,200}$"),
+        metadata={"description": "where the page starts: the `cursor` of the previous page's "
+                                 "Link", "pattern": "^[A-Za-z0-9_-]{1,200}$"})
     limit = ma.fields.Integer(load_default=DEFAULT_PAGE,
                               validate=ma.validate.Range(min=1, max=MAX_PAGE))
 
@@ -136,7 +156,8 @@ def _decode_cursor(cursor: str) -> tuple[datetime, Any]:
         stamp, key = json.loads(base64.urlsafe_b64decode(cursor.encode() + b"==="))
         return datetime.fromisoformat(stamp), key
     except (ValueError, TypeError, binascii.Error, UnicodeDecodeError):
-        raise ApiProblem(400, "invalid-cursor", _(
+        # The page it names does not exist (as a page number past the end is, on the pages).
+        raise ApiProblem(404, "invalid-cursor", _(
             "This cursor is not one of ours: start again without one, then follow the "
             "Link headers.")) from None
 

@@ -6,16 +6,16 @@ and end and the unread-messages count as they happen; Last-Event-ID resumes. It 
 from __future__ import annotations
 
 from flask import Response
-from flask_smorest import Blueprint
 
 from app import db
 from app.api import bp
 from app.api.auth import authenticated, current_api_user
+from app.api.conventions import Resource
 from app.api.problems import ApiProblem
 from app.live.stream import event_stream
 from app.models import ApiToken, utcnow
 
-blp = Blueprint("events", __name__, url_prefix="/events",
+blp = Resource("events", __name__, url_prefix="/events",
                 description="Live events (Server-Sent Events).")
 
 REFUSALS = {429: "too-many-streams", 503: "events-unavailable"}
@@ -26,18 +26,14 @@ def _token_alive(token_id: int) -> bool:
     return token is not None and (token.expires_at is None or token.expires_at > utcnow())
 
 
-# One event of the stream, as a client reads it: `data` the JSON of {name, data, timestamp}.
-SSE_EVENT = {"type": "object", "properties": {
-    "id": {"type": "string"}, "event": {"type": "string"}, "data": {"type": "string"},
-    "retry": {"type": "integer", "minimum": 0}}}
-
-
 @blp.route("")
 @blp.doc(parameters=[{"in": "header", "name": "Last-Event-ID", "required": False,
                       "schema": {"type": "string"}}],
-         # Before OpenAPI 3.2 (itemSchema), a text/event-stream's schema describes each event.
-         responses={"200": {"description": "the stream",
-                            "content": {"text/event-stream": {"schema": SSE_EVENT}}},
+         responses={"200": {"description": "the stream", "content": {"text/event-stream": {
+             # One event, as OpenAPI 3.2 describes a stream's items (`data` is JSON text).
+             "schema": {"type": "object", "properties": {
+                 "event": {"type": "string"}, "data": {"type": "string"},
+                 "id": {"type": "string"}, "retry": {"type": "integer"}}}}}},
                     "429": "TOO_MANY_REQUESTS",
                     "503": "SERVICE_UNAVAILABLE"})
 def stream() -> Response:

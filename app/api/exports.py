@@ -10,17 +10,20 @@ the download is the page's (ranges, or a redirect to a presigned URL).
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import marshmallow as ma
 import sqlalchemy as sa
 import sqlalchemy.orm as so
 from flask import Response, abort, url_for
-from flask_smorest import Blueprint
 
 from app import db
 from app.api import bp
 from app.api.auth import by_api_user, current_api_user, current_user_id
 from app.api.conventions import (
     PageArgs,
+    Resource,
     Timestamp,
     accepted_doc,
     etag,
@@ -38,7 +41,7 @@ from app.jobs import failures
 from app.models import Export, TaskStatus
 from app.security.limits import configured, limiter
 
-blp = Blueprint("exports", __name__, url_prefix="/exports",
+blp = Resource("exports", __name__, url_prefix="/exports",
                 description="Archives of your posts: start, follow, download.")
 
 # When to look again at an export that has just started (seconds, in Retry-After).
@@ -114,10 +117,16 @@ def _own_export(export_id: str) -> Export:
     return export
 
 
-def _refused(refusal: centre.ExportRefused) -> ApiProblem:
-    headers = {"Retry-After": str(refusal.retry_after)} if refusal.retry_after else {}
-    return ApiProblem(REFUSAL_STATUS.get(refusal.kind, 409), refusal.kind, str(refusal),
-                      headers=headers)
+@contextmanager
+def refusals_as_problems() -> Iterator[None]:
+    """An action refused (centre.ExportRefused) is a problem of its kind, with the reason the
+    page gives."""
+    try:
+        yield
+    except centre.ExportRefused as refusal:
+        headers = {"Retry-After": str(refusal.retry_after)} if refusal.retry_after else {}
+        raise ApiProblem(REFUSAL_STATUS.get(refusal.kind, 409), refusal.kind, str(refusal),
+                         headers=headers) from None
 
 
 def _accepted(export: Export) -> tuple[dict, int, dict]:
@@ -137,16 +146,14 @@ EXPORT_LINKS = links_to({"GetExport": "exports.get_export", "CancelExport": "exp
 @limiter.limit(configured("RATELIMIT_EXPORT"), key_func=by_api_user, override_defaults=False)
 @blp.arguments(NewExportSchema, required=False)
 @blp.response(202, ExportSchema, headers=accepted_doc("the export: poll it"))
-@blp.doc(parameters=[idempotency_doc()], responses={202: {"links": EXPORT_LINKS}})
+@blp.doc(**idempotency_doc(), responses={202: {"links": EXPORT_LINKS}})
 def start(args: dict) -> tuple[dict, int, dict]:
     """Start an export of your posts
 
     Refused during the cooldown (429, Retry-After), while another export runs (409), and
     for an unknown format (422)."""
-    try:
+    with refusals_as_problems():
         export = actions.start_export(current_api_user(), args["format"])
-    except centre.ExportRefused as refusal:
-        raise _refused(refusal) from None
     return _accepted(export)
 
 
@@ -162,7 +169,7 @@ def history(args: dict) -> list[dict]:
     return [export_body(export) for export in exports]
 
 
-@blp.route("/<export_id>")
+@blp.route("/<id:export_id>")
 @blp.response(200, ExportSchema)
 @blp.doc(**etag_doc())
 def get_export(export_id: str) -> dict:
@@ -177,7 +184,7 @@ def get_export(export_id: str) -> dict:
     return export_body(export)
 
 
-@blp.route("/<export_id>/download")
+@blp.route("/<id:export_id>/download")
 @blp.doc(responses={
     "200": {"description": "the file", "content": {t: {"schema": {}} for t in FILE_TYPES}},
     "206": {"description": "the range asked for (Range)",
@@ -201,7 +208,7 @@ def download(export_id: str) -> Response:
                          headers=refused.headers) from None
 
 
-@blp.route("/<export_id>/cancel", methods=["POST"])
+@blp.route("/<id:export_id>/cancel", methods=["POST"])
 @blp.response(200, ExportSchema)
 def cancel(export_id: str) -> dict:
     """Cancel a queued or running export
@@ -209,37 +216,31 @@ def cancel(export_id: str) -> dict:
     A running one stops within a batch of posts, removes its partial file and sends no mail.
     An export that has ended: 409."""
     export = _own_export(export_id)
-    try:
+    with refusals_as_problems():
         actions.cancel_export(export)
-    except centre.ExportRefused as refusal:
-        raise _refused(refusal) from None
     return export_body(export)
 
 
-@blp.route("/<export_id>/retry", methods=["POST"])
+@blp.route("/<id:export_id>/retry", methods=["POST"])
 @idempotent
 @limiter.limit(configured("RATELIMIT_EXPORT"), key_func=by_api_user, override_defaults=False)
 @blp.response(202, ExportSchema, headers=accepted_doc("the export: poll it"))
-@blp.doc(parameters=[idempotency_doc()], responses={202: {"links": EXPORT_LINKS}})
+@blp.doc(**idempotency_doc(), responses={202: {"links": EXPORT_LINKS}})
 def retry(export_id: str) -> tuple[dict, int, dict]:
     """Run a failed or cancelled export again"""
     export = _own_export(export_id)
-    try:
+    with refusals_as_problems():
         actions.retry_export(export)
-    except centre.ExportRefused as refusal:
-        raise _refused(refusal) from None
     return _accepted(export)
 
 
-@blp.route("/<export_id>", methods=["DELETE"])
+@blp.route("/<id:export_id>", methods=["DELETE"])
 @blp.response(204)
 def delete(export_id: str) -> None:
     """Delete an export and its file (a queued or running one is cancelled first)"""
     export = _own_export(export_id)
-    try:
+    with refusals_as_problems():
         actions.delete_export(export)
-    except centre.ExportRefused as refusal:
-        raise _refused(refusal) from None
 
 
 bp.register_blueprint(blp)

@@ -47,6 +47,14 @@ REPLAYED_HEADERS = ("Location", "Retry-After", "Content-Type")
 NOT_KEPT = {401, 403, 422, 429}
 
 
+def idempotency_doc() -> dict:
+    """The OpenAPI of a POST that takes Idempotency-Key (for `blp.doc(**idempotency_doc())`)."""
+    return {"parameters": [{
+        "in": "header", "name": HEADER, "required": False,
+        "schema": {"type": "string", "minLength": 1, "maxLength": MAX_KEY_LENGTH},
+        "description": "the same key and body again: the first answer, not a second action"}]}
+
+
 def idempotent(view: F) -> F:
     """Decorate a POST view that starts work (put it right under the route decorator, so
     that it sees the request before validation)."""
@@ -82,14 +90,6 @@ def idempotent(view: F) -> F:
         return response
 
     return guarded  # type: ignore[return-value]
-
-
-def idempotency_doc() -> dict:
-    """The Idempotency-Key header of a POST that starts work, for its OpenAPI parameters."""
-    return {"in": "header", "name": HEADER, "required": False,
-            "schema": {"type": "string", "minLength": 1, "maxLength": MAX_KEY_LENGTH},
-            "description": "the same key with the same request returns the first answer "
-                           "(kept 24 hours)"}
 
 
 def _fingerprint() -> str:

@@ -15,7 +15,6 @@ import sqlalchemy as sa
 import sqlalchemy.orm as so
 from flask import Response, abort, current_app, stream_with_context, url_for
 from flask_babel import get_locale
-from flask_smorest import Blueprint
 from flask_smorest.fields import Upload
 
 from app import db
@@ -23,6 +22,7 @@ from app.api import bp
 from app.api.auth import by_api_user, current_api_user, current_user_id
 from app.api.conventions import (
     PageArgs,
+    Resource,
     Timestamp,
     accepted_doc,
     etag,
@@ -41,7 +41,7 @@ from app.models import Import, TaskStatus
 from app.security.body_limits import max_body_size
 from app.security.limits import configured, limiter
 
-blp = Blueprint("imports", __name__, url_prefix="/imports",
+blp = Resource("imports", __name__, url_prefix="/imports",
                 description="Archives brought in (ours, Mastodon's, X's): upload, preview, "
                             "confirm, follow.")
 
@@ -195,8 +195,7 @@ IMPORT_LINKS = links_to({"GetImport": "imports.get_import", "ConfirmImport": "im
 @max_body_size("IMPORT_MAX_BYTES", too_large=centre.too_large)
 @blp.arguments(UploadSchema, location="files")
 @blp.response(202, ImportSchema, headers=accepted_doc("the import: poll it"))
-@blp.doc(parameters=[idempotency_doc()],
-         responses={202: {"links": IMPORT_LINKS}})
+@blp.doc(**idempotency_doc(), responses={202: {"links": IMPORT_LINKS}})
 def upload(args: dict) -> tuple[dict, int, dict]:
     """Upload an archive to import
 
@@ -222,7 +221,7 @@ def history(args: dict) -> list[dict]:
     return [import_body(imp) for imp in imports]
 
 
-@blp.route("/<import_id>")
+@blp.route("/<id:import_id>")
 @blp.response(200, ImportSchema)
 @blp.doc(**etag_doc())
 def get_import(import_id: str) -> dict:
@@ -239,12 +238,11 @@ def get_import(import_id: str) -> dict:
     return import_body(imp)
 
 
-@blp.route("/<import_id>/confirm", methods=["POST"])
+@blp.route("/<id:import_id>/confirm", methods=["POST"])
 @idempotent
 @limiter.limit(configured("RATELIMIT_IMPORT"), key_func=by_api_user, override_defaults=False)
 @blp.response(202, ImportSchema, headers=accepted_doc("the import: poll it"))
-@blp.doc(parameters=[idempotency_doc()],
-         responses={202: {"links": IMPORT_LINKS}})
+@blp.doc(**idempotency_doc(), responses={202: {"links": IMPORT_LINKS}})
 def confirm(import_id: str) -> tuple[dict, int, dict]:
     """Import the previewed archive
 
@@ -258,7 +256,7 @@ def confirm(import_id: str) -> tuple[dict, int, dict]:
     return _accepted(imp)
 
 
-@blp.route("/<import_id>/cancel", methods=["POST"])
+@blp.route("/<id:import_id>/cancel", methods=["POST"])
 @blp.response(200, ImportSchema)
 def cancel(import_id: str) -> dict:
     """Cancel reading or importing the archive, or drop a preview
@@ -273,7 +271,7 @@ def cancel(import_id: str) -> dict:
     return import_body(imp)
 
 
-@blp.route("/<import_id>/report")
+@blp.route("/<id:import_id>/report")
 @blp.doc(responses={
     "200": {"description": "the summary, then each problem, item by item (UTF-8, CRLF)",
             "content": {"text/csv": {"schema": {"type": "string"}}}},

@@ -7,17 +7,16 @@ import marshmallow as ma
 import sqlalchemy as sa
 import sqlalchemy.orm as so
 from flask_babel import _
-from flask_smorest import Blueprint
 
 from app import db, get_locale
 from app.api import bp
 from app.api.auth import current_api_user
-from app.api.conventions import PageArgs, Timestamp, keyset_page, link_doc
-from app.api.idempotency import idempotent
+from app.api.conventions import PageArgs, Resource, Timestamp, keyset_page, link_doc
+from app.api.idempotency import idempotency_doc, idempotent
 from app.api.problems import ApiProblem
 from app.models import Post, User
 
-blp = Blueprint("posts", __name__, url_prefix="/posts", description="Posts.")
+blp = Resource("posts", __name__, url_prefix="/posts", description="Posts.")
 
 MAX_LENGTH = 280  # the home page's form (app/main/forms.py: PostForm)
 LISTS = ("feed", "mine", "explore")
@@ -43,7 +42,10 @@ class PostSchema(ma.Schema):
 
 
 class NewPostSchema(ma.Schema):
-    body = ma.fields.String(required=True, metadata={"maxLength": MAX_LENGTH, "minLength": 1})
+    # Some text that is not all spaces, and no NUL (no database stores one).
+    body = ma.fields.String(required=True, metadata={
+        "maxLength": MAX_LENGTH, "minLength": 1,
+        "pattern": "^[^\\u0000]*[^\\s\\u0000][^\\u0000]*$"})
 
 
 def post_body(post: Post) -> dict:
@@ -73,6 +75,7 @@ def posts(args: dict) -> list[dict]:
 @idempotent
 @blp.arguments(NewPostSchema)
 @blp.response(201, PostSchema)
+@blp.doc(**idempotency_doc())
 def new_post(args: dict) -> dict:
     """Write a post
 

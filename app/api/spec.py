@@ -86,11 +86,16 @@ def init_app(app: Flask) -> MicroblogApi:
     JSON bodies checked by their schemas (not as form fields), and its own errors."""
     from app import csrf
     from app.api import bp
+    from app.api.conventions import IdConverter
     from app.api.problems import ApiProblem
     from app.errors.guards import JSON_API_BLUEPRINTS
 
+    app.url_map.converters["id"] = IdConverter
     api = make_api(app)
+    api.register_converter(IdConverter, lambda converter: dict(IdConverter.openapi))
     api.register_blueprint(bp)
+    for resource, _options in bp._blueprints:  # the nested resources, as Flask keeps them
+        api.spec.tag({"name": resource.name, "description": resource.description})
     for name, blueprint in app.blueprints.items():
         if name == bp.name or name.startswith(bp.name + "."):
             csrf.exempt(blueprint)

@@ -10,16 +10,15 @@ import json
 import marshmallow as ma
 import sqlalchemy as sa
 from flask import abort
-from flask_smorest import Blueprint
 
 from app import db
 from app.api import bp
 from app.api.auth import current_user_id
-from app.api.conventions import Timestamp, etag, etag_doc
+from app.api.conventions import Resource, Timestamp, etag, etag_doc
 from app.jobs import failures, reconcile
 from app.models import Notification, Task
 
-blp = Blueprint("tasks", __name__, url_prefix="/tasks",
+blp = Resource("tasks", __name__, url_prefix="/tasks",
                 description="Background tasks: state and progress.")
 
 
@@ -85,7 +84,7 @@ def task_body(task: Task) -> dict:
             "started_at": task.started_at, "finished_at": task.finished_at}
 
 
-@blp.route("/<task_id>")
+@blp.route("/<id:task_id>")
 @blp.response(200, TaskSchema)
 @blp.doc(**etag_doc())
 def get_task(task_id: str) -> dict:

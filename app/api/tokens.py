@@ -12,11 +12,10 @@ import marshmallow as ma
 import sqlalchemy as sa
 from flask import request
 from flask_babel import _
-from flask_smorest import Blueprint
 
 from app import db
 from app.api import auth, bp
-from app.api.conventions import Timestamp, password_route
+from app.api.conventions import Resource, Timestamp, password_route
 from app.api.problems import ApiProblem
 from app.models import ApiToken, User, utcnow
 from app.security.limits import (
@@ -31,7 +30,7 @@ from app.security.limits import (
 TOKEN_LIFETIME = timedelta(hours=1)
 TOKEN_NAME = "POST /api/tokens"
 
-blp = Blueprint("tokens", __name__, url_prefix="/tokens",
+blp = Resource("tokens", __name__, url_prefix="/tokens",
                 description="Tokens for a username and password (HTTP Basic).")
 
 

@@ -5,15 +5,14 @@ from __future__ import annotations
 
 import marshmallow as ma
 from flask import abort
-from flask_smorest import Blueprint
 
 from app import db
 from app.api import bp
 from app.api.auth import current_api_user
-from app.api.conventions import Timestamp
+from app.api.conventions import Resource, Timestamp
 from app.models import User
 
-blp = Blueprint("users", __name__, url_prefix="/users", description="Profiles.")
+blp = Resource("users", __name__, url_prefix="/users", description="Profiles.")
 
 
 class UserSchema(ma.Schema):
