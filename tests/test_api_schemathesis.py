@@ -30,10 +30,13 @@ from tests.web_server import gunicorn
 pytestmark = pytest.mark.once
 
 SCHEMATHESIS = str(Path(sys.executable).parent / "schemathesis")
+# Not `ensure_resource_availability`: a POST whose Idempotency-Key was used before answers
+# the first answer again, whatever happened since (docs/api.md), so the export it names may
+# have been deleted by an earlier step; a 404 for it is the rule.
 CHECKS = ",".join([
     "not_a_server_error", "status_code_conformance", "content_type_conformance",
     "response_headers_conformance", "response_schema_conformance", "use_after_free",
-    "ensure_resource_availability", "ignored_auth", "unsupported_method",
+    "ignored_auth", "unsupported_method",
 ])
 # Enough to reach every operation and its boundaries a few times over, in a couple of minutes
 # on a busy 2-core machine; the seed makes a failure repeatable.
