@@ -144,7 +144,7 @@ class PageArgs(ma.Schema):
     """?cursor= (from the previous page's Link header) and ?limit= (1 to 100)."""
 
     cursor = ma.fields.String(
-        load_default=None, validate=ma.validate.Regexp(r"^[A-Za-z0-9_-]{1,200}$"),
+        load_default=None, validate=ma.validate.Regexp(r"^[A-Za-z0-9_-]{1,200}\Z"),
         metadata={"description": "where the page starts: the `cursor` of the previous page's "
                                  "Link", "pattern": "^[A-Za-z0-9_-]{1,200}$"})
     limit = ma.fields.Integer(load_default=DEFAULT_PAGE,

@@ -107,11 +107,16 @@ def export_body(export: Export) -> dict:
     }
 
 
+# Built once: every poll runs it (building a statement costs more than SQLite running it).
+_OWN_EXPORT = sa.select(Export).where(
+    Export.id == sa.bindparam("export_id"), Export.user_id == sa.bindparam("user_id")
+).options(so.joinedload(Export.task))
+
+
 def _own_export(export_id: str) -> Export:
     """The user's export, or a 404 (another user's is one too). With its task, one query."""
-    export = db.session.scalar(
-        sa.select(Export).where(Export.id == export_id, Export.user_id == current_user_id())
-        .options(so.joinedload(Export.task))) if len(export_id) <= 32 else None
+    export = db.session.scalar(_OWN_EXPORT, {"export_id": export_id,
+                                             "user_id": current_user_id()})
     if export is None:
         abort(404)
     return export
