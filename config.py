@@ -186,6 +186,8 @@ class Config:
                               or "20 per minute;200 per hour")
     RATELIMIT_EXPORT = os.environ.get("RATELIMIT_EXPORT") or "5 per minute;20 per hour"
     RATELIMIT_IMPORT = os.environ.get("RATELIMIT_IMPORT") or "5 per minute;20 per hour"
+    RATELIMIT_API = os.environ.get("RATELIMIT_API") or "300 per minute"
+    RATELIMIT_API_TOKENS = os.environ.get("RATELIMIT_API_TOKENS") or "10 per minute;50 per day"
     # Reverse proxies in front of the web processes that append to X-Forwarded-For (1 behind
     # the nginx of deployment/): the client address the per-address limits count.
     TRUSTED_PROXY_COUNT = int(os.environ.get("TRUSTED_PROXY_COUNT") or 0)

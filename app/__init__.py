@@ -158,6 +158,10 @@ def _init_web(app: Flask) -> None:
 
     app.register_blueprint(outbox_bp)
 
+    from app.settings import bp as settings_bp
+
+    app.register_blueprint(settings_bp)
+
     from app.monitoring import bp as monitoring_bp
 
     app.register_blueprint(monitoring_bp)
@@ -165,6 +169,10 @@ def _init_web(app: Flask) -> None:
     from app.admin import bp as admin_bp
 
     app.register_blueprint(admin_bp)
+
+    from app.api import spec
+
+    spec.init_app(app)  # the token API under /api/ (flask-smorest: its blueprints and document)
 
 
 def _tune_sqlite(engine) -> None:

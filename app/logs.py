@@ -39,13 +39,19 @@ _RECORD_ATTRIBUTES = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) 
 # log reader cannot take over the account. Other paths name nothing secret (what they reach
 # needs its owner's login).
 _SECRET_IN_PATH = re.compile(r"(/auth/reset_password/)[^/?#\s\"']+")
+# An API token (ApiToken.PREFIX), wherever it appears: a client that put it in a URL, or an
+# exception's message that quoted a header.
+_API_TOKEN = re.compile(r"(mbt_)[A-Za-z0-9_\-]+")
 
 
 def redact_url(text: str) -> str:
-    """`text` with the secret of any secret-carrying URL path in it replaced by `<token>`."""
-    if "/reset_password/" not in text:  # most lines: skip the regex
-        return text
-    return _SECRET_IN_PATH.sub(r"\1<token>", text)
+    """`text` with the secret of any secret-carrying URL path in it, and any API token,
+    replaced by `<token>`."""
+    if "/reset_password/" in text:  # most lines have neither: skip the regexes
+        text = _SECRET_IN_PATH.sub(r"\1<token>", text)
+    if "mbt_" in text:
+        text = _API_TOKEN.sub(r"\1<token>", text)
+    return text
 
 
 class RedactSecretsFilter(logging.Filter):

@@ -6,6 +6,7 @@
     python -m bench dispatch|pages|latency|burst [--quick]
     python -m bench peers [--quick] [--peers DIR]   # against the tutorial's app
     python -m bench soak --duration 60
+    python -m bench api [--clients 1000] [--quick]   # API polls: 304, 200, the page
 
 Every figure is a ratio against a baseline measured in the same run (the machines are
 shared and noisy), given as the median of several repetitions with the min-max beside it.
@@ -16,4 +17,4 @@ docs/performance.md for what each one measures and the latest figures.
 """
 
 BENCHMARKS = ("export", "imports", "download", "dispatch", "queues", "pages", "latency", "burst",
-              "soak", "peers")
+              "soak", "api", "peers")

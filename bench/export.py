@@ -6,7 +6,7 @@ loop (no ORM, no queue, no mail).
 
 Then every format of the export centre (json, csv, activitystreams), against the same limit:
 `write_export` alone, in this process, into a file; and the export as a user starts it
-(`app.exports.routes.start_export`), run by a real worker into export storage, timed from the start
+(`app.exports.actions.start_export`), run by a real worker into export storage, timed from the start
 to the finished Task row, with the Export row's size and post count checked against the file
 in storage. (A format writes more than the limit's JSON, the archive a lot more before it is
 deflated: the ratio says what each format costs, not how far it is from its own floor.)
@@ -263,7 +263,7 @@ def centre_export(services: Services, user_id: int, fmt: str, posts: int,
     the start to the finished Task row, the worker's peak RSS, the file's size. Checks that
     the Export row records the file in storage and all the posts."""
     from app import db
-    from app.exports.routes import start_export
+    from app.exports.actions import start_export
     from app.exports.storage import get_storage
     from app.models import Export, Task, TaskStatus, User
 

@@ -791,7 +791,7 @@ def login(port: int, username: str, password: str = PASSWORD) -> str:
 
 @dataclass
 class LoadResult:
-    latencies: list[float] = field(default_factory=list)  # seconds, every 200 response
+    latencies: list[float] = field(default_factory=list)  # seconds, every expected response
     errors: int = 0
     elapsed: float = 0.0
 
@@ -803,10 +803,12 @@ class LoadResult:
         return 1000 * percentile(self.latencies, p)
 
 
-def run_load(port: int, path: str, cookie: str, connections: int, duration: float,
-             max_requests: int = 1_000_000, accept: str = "text/html") -> LoadResult:
+def run_load(port: int, path: str, cookie: str | None, connections: int, duration: float,
+             max_requests: int = 1_000_000, accept: str = "text/html",
+             headers: dict[str, str] | None = None, expect: int = 200) -> LoadResult:
     """A closed loop: `connections` threads, each with one keep-alive connection, sending GET
-    `path` back to back for `duration` seconds (or `max_requests` in all)."""
+    `path` (with `headers`) back to back for `duration` seconds (or `max_requests` in all);
+    any status but `expect` counts as an error."""
     result = LoadResult()
     lock = threading.Lock()
     budget = [max_requests]
@@ -823,10 +825,11 @@ def run_load(port: int, path: str, cookie: str, connections: int, duration: floa
                 budget[0] -= 1
             started = time.perf_counter()
             try:
-                status, _, _ = conn.request("GET", path, headers={"Accept": accept})
+                status, _, _ = conn.request("GET", path,
+                                            headers={"Accept": accept, **(headers or {})})
             except OSError:
                 status = 0
-            if status == 200:
+            if status == expect:
                 mine.append(time.perf_counter() - started)
             else:
                 errors += 1
@@ -1083,6 +1086,18 @@ def process_group(pgid: int, port: int) -> list[ProcessFigures]:
             cpu_s=(int(fields[11]) + int(fields[12])) / ticks,  # utime, stime
             connections=connections))
     return found
+
+
+def web_schedstat(web: WebServer) -> tuple[int, int]:
+    """Nanoseconds the web processes have run, and waited to run, so far (Linux)."""
+    ran = waited = 0
+    for process in process_group(web.pid, web.port):
+        try:
+            fields = Path(f"/proc/{process.pid}/schedstat").read_text().split()
+        except OSError:
+            continue
+        ran, waited = ran + int(fields[0]), waited + int(fields[1])
+    return ran, waited
 
 
 # --------------------------------------------------------------------------- statistics

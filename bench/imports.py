@@ -1,5 +1,5 @@
 """Import throughput and memory: an archive uploaded as the page uploads it
-(`app.imports.routes.start_import`), previewed and then imported by a real worker started as
+(`app.imports.actions.start_import`), previewed and then imported by a real worker started as
 `make run` starts it, against the limit measured in the same run: the same rows inserted
 into the same database with one `executemany` per batch in one transaction (no archive to
 read, no queue, no checks).
@@ -126,7 +126,7 @@ def real_import(services: Services, user_id: int, archive: Path, filename: str,
     from werkzeug.datastructures import FileStorage
 
     from app import db
-    from app.imports import routes
+    from app.imports import actions
     from app.models import Import, User
 
     worker = services.start_worker()
@@ -134,7 +134,7 @@ def real_import(services: Services, user_id: int, archive: Path, filename: str,
         user = db.session.get(User, user_id)
         started = time.perf_counter()
         with open(archive, "rb") as stream:
-            imp = routes.start_import(user, FileStorage(stream, filename=filename))
+            imp = actions.start_import(user, FileStorage(stream, filename=filename))
         import_id = imp.id
 
         def reached(*statuses: str) -> Import | None:
@@ -151,7 +151,7 @@ def real_import(services: Services, user_id: int, archive: Path, filename: str,
         preview_s = time.perf_counter() - started
         row = _import_row(import_id)
         started = time.perf_counter()
-        routes.confirm_import(row)
+        actions.confirm_import(row)
         row = wait_until(lambda: reached(Import.FINISHED), timeout, "the import",
                          interval=0.05)
         import_s = time.perf_counter() - started
@@ -193,7 +193,7 @@ def pages_while_importing(services: Services, size: int, timeout: float,
     from werkzeug.datastructures import FileStorage
 
     from app import db
-    from app.imports import routes
+    from app.imports import actions
     from app.models import Import, User
 
     reader = create_user("pages_reader")
@@ -208,12 +208,12 @@ def pages_while_importing(services: Services, size: int, timeout: float,
         cookie = login(web.port, reader.username)
         idle = run_load(web.port, "/", cookie, PAGE_CONNECTIONS, duration)
         with open(archive, "rb") as stream:
-            imp = routes.start_import(db.session.get(User, importer_user.id),
+            imp = actions.start_import(db.session.get(User, importer_user.id),
                                       FileStorage(stream, filename="archive.zip"))
         import_id = imp.id
         wait_until(lambda: _import_row(import_id).status == Import.READY, timeout,
                    "the preview", interval=0.05)
-        routes.confirm_import(_import_row(import_id))
+        actions.confirm_import(_import_row(import_id))
         wait_until(lambda: _import_row(import_id).position > 0, timeout,
                    "the import's first batch", interval=0.02)
         busy = run_load(web.port, "/", cookie, PAGE_CONNECTIONS, duration)

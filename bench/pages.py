@@ -43,7 +43,6 @@ import subprocess
 import sys
 import threading
 import time
-from pathlib import Path
 
 from bench.harness import (
     PASSWORD,
@@ -68,6 +67,7 @@ from bench.harness import (
     summary,
     table,
     wait_until,
+    web_schedstat,
 )
 
 NAME = "pages"
@@ -252,28 +252,16 @@ def measure_with_load(web: WebServer, cookie: str, args) -> dict:
     the latency; and the 1-minute load average at its end."""
     figures: dict = {}
     for name, path in PATHS.items():
-        before = _web_schedstat(web)
+        before = web_schedstat(web)
         result = run_load(web.port, path, cookie, args.connections, args.duration,
                           accept=ACCEPT[name])
-        after = _web_schedstat(web)
+        after = web_schedstat(web)
         figures |= phase_figures({name: result})
         pages = max(len(result.latencies), 1)
         figures[name]["cpu_ms"] = (after[0] - before[0]) / 1e6 / pages
         figures[name]["wait_ms"] = (after[1] - before[1]) / 1e6 / pages
     figures["loadavg"] = os.getloadavg()[0]
     return figures
-
-
-def _web_schedstat(web: WebServer) -> tuple[int, int]:
-    """Nanoseconds the web processes have run, and waited to run, so far (Linux)."""
-    ran = waited = 0
-    for process in process_group(web.pid, web.port):
-        try:
-            fields = Path(f"/proc/{process.pid}/schedstat").read_text().split()
-        except OSError:
-            continue
-        ran, waited = ran + int(fields[0]), waited + int(fields[1])
-    return ran, waited
 
 
 # A client process that requests the home page over `connections` keep-alive connections

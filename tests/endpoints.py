@@ -18,6 +18,13 @@ PUBLIC = "public"    # anyone; names no private object (or the URL itself is the
 MEMBERS = "members"  # login required; the visitor's own data, or what every member may see
 OWNER = "owner"      # login required; names an object of one user: anyone else gets a 404
 ADMIN = "admin"      # operators only: everyone else, anonymous included, gets a 404
+# The token API (/api/): a bearer token authenticates, never the session cookie, so there is
+# no CSRF token to check (test_csrf and test_fuzz leave these to test_api_authz.py and to
+# Schemathesis). A read token gets a 403 from every method but GET; no token a 401.
+API_PUBLIC = "api-public"  # no token needed: the document, its page, POST /api/tokens (Basic)
+API = "api"                # a token: the caller's own data, or what every member may see
+API_OWNER = "api-owner"    # a token; names an object of one user: another user's token: 404
+API_KINDS = {API_PUBLIC, API, API_OWNER}
 
 PASSWORD = "correct horse battery"
 STATE_CHANGING = {"POST", "PUT", "PATCH", "DELETE"}
@@ -35,6 +42,7 @@ class World:
     export: object     # a finished export of alice's, its file in export storage
     imp: object        # a finished import of alice's, with a problem item in its report
     mail: str          # file name of a mail to alice in the local outbox
+    api_token: object  # a personal access token of alice's (ApiToken), named with the marker
     marker: str        # text that appears only in alice's private objects
 
     @property
@@ -108,6 +116,8 @@ ENDPOINTS: dict[str, Endpoint] = {
     "outbox.index": Endpoint(MEMBERS, _url("outbox.index"), "lists only the visitor's mail"),
     "exports.index": Endpoint(MEMBERS, _url("exports.index"), "lists only the visitor's exports"),
     "imports.index": Endpoint(MEMBERS, _url("imports.index"), "lists only the visitor's imports"),
+    "settings.tokens": Endpoint(MEMBERS, _url("settings.tokens"),
+                                "lists only the visitor's tokens"),
     "main.task_status": Endpoint(OWNER, _url("main.task_status", task_id=lambda w: w.task.id)),
     "main.dismiss_task": Endpoint(OWNER,
                                   _url("main.dismiss_task", task_id=lambda w: w.task.id)),
@@ -119,10 +129,45 @@ ENDPOINTS: dict[str, Endpoint] = {
     "imports.confirm": Endpoint(OWNER, _url("imports.confirm", import_id=_import)),
     "imports.cancel": Endpoint(OWNER, _url("imports.cancel", import_id=_import)),
     "imports.report_csv": Endpoint(OWNER, _url("imports.report_csv", import_id=_import)),
+    "settings.revoke_token": Endpoint(
+        OWNER, _url("settings.revoke_token", token_id=lambda w: w.api_token.id)),
     "outbox.message": Endpoint(OWNER, _url("outbox.message", name=lambda w: w.mail)),
     "outbox.message_html": Endpoint(OWNER, _url("outbox.message_html", name=lambda w: w.mail)),
     "outbox.attachment": Endpoint(
         OWNER, _url("outbox.attachment", name=lambda w: w.mail, index=lambda w: 0)),
+    "api-docs.openapi_json": Endpoint(API_PUBLIC, _url("api-docs.openapi_json")),
+    "api_docs.page": Endpoint(API_PUBLIC, _url("api_docs.page")),
+    "api_docs.asset": Endpoint(API_PUBLIC, _url("api_docs.asset", name=lambda w: "swagger-ui.css")),
+    "api.posts.posts": Endpoint(API, _url("api.posts.posts"), "the caller's feed, or everyone's"),
+    "api.posts.new_post": Endpoint(API, _url("api.posts.new_post")),
+    "api.events.stream": Endpoint(API, _url("api.events.stream"), "the caller's own events"),
+    "api.tokens.new_token": Endpoint(API_PUBLIC, _url("api.tokens.new_token"),
+                                     "HTTP Basic: the username and password are the credential"),
+    "api.tokens.revoke_token": Endpoint(API, _url("api.tokens.revoke_token"),
+                                        "the token it is sent with (any scope: a read token "
+                                        "may revoke itself)"),
+    "api.users.me": Endpoint(API, _url("api.users.me")),
+    "api.users.user": Endpoint(API, _url("api.users.user", user_id=lambda w: w.alice.id),
+                               "profiles are shown to every member"),
+    "api.exports.start": Endpoint(API, _url("api.exports.start")),
+    "api.exports.history": Endpoint(API, _url("api.exports.history"), "the caller's own"),
+    "api.exports.get_export": Endpoint(API_OWNER, _url("api.exports.get_export",
+                                                       export_id=_export)),
+    "api.exports.delete": Endpoint(API_OWNER, _url("api.exports.delete", export_id=_export)),
+    "api.exports.download": Endpoint(API_OWNER, _url("api.exports.download",
+                                                     export_id=_export)),
+    "api.exports.cancel": Endpoint(API_OWNER, _url("api.exports.cancel", export_id=_export)),
+    "api.exports.retry": Endpoint(API_OWNER, _url("api.exports.retry", export_id=_export)),
+    "api.imports.upload": Endpoint(API, _url("api.imports.upload")),
+    "api.imports.history": Endpoint(API, _url("api.imports.history"), "the caller's own"),
+    "api.imports.get_import": Endpoint(API_OWNER, _url("api.imports.get_import",
+                                                       import_id=_import)),
+    "api.imports.confirm": Endpoint(API_OWNER, _url("api.imports.confirm", import_id=_import)),
+    "api.imports.cancel": Endpoint(API_OWNER, _url("api.imports.cancel", import_id=_import)),
+    "api.imports.report_csv": Endpoint(API_OWNER, _url("api.imports.report_csv",
+                                                       import_id=_import)),
+    "api.tasks.get_task": Endpoint(API_OWNER, _url("api.tasks.get_task",
+                                                   task_id=lambda w: w.task.id)),
 }
 
 
@@ -140,10 +185,10 @@ def fast_user(username: str, password: str = PASSWORD):
 
 def build_world(app) -> World:
     """alice and bob; alice has a post, a message from bob, a finished task, the finished
-    export it made (its file in export storage), a finished import and a mail."""
+    export it made (its file in export storage), a finished import, a mail and an API token."""
     from app import db
     from app.email import send_email
-    from app.models import Message, Post, Task, TaskStatus
+    from app.models import ApiToken, Message, Post, Task, TaskStatus
 
     marker = "alice-private-7f3a"
     alice, bob = fast_user("alice"), fast_user("bob")
@@ -153,19 +198,20 @@ def build_world(app) -> World:
                 description=f"task {marker}", user=alice, complete=True,
                 status=TaskStatus.FINISHED, progress=100)
     db.session.add_all([post, message, task])
+    api_token, _ = ApiToken.issue(alice, f"token {marker}", "read write", None)
     db.session.commit()
-    export = _finished_export(alice, task, marker)
-    imp = _finished_import(alice, marker)
+    export = finished_export(alice, task, marker)
+    imp = finished_import(alice, marker)
     send_email(f"Subject {marker}", sender="admin@microblog.example", recipients=[alice.email],
                text_body=f"text {marker}", html_body=f"<p>html {marker}</p>",
                attachments=[("posts.json", "application/json",
                              f'{{"posts": ["{marker}"]}}'.encode())], sync=True)
     mails = sorted((Path(app.instance_path) / "outbox").glob("*.eml"))
     return World(alice=alice, bob=bob, post=post, message=message, task=task, export=export,
-                 imp=imp, mail=mails[-1].name, marker=marker)
+                 imp=imp, mail=mails[-1].name, api_token=api_token, marker=marker)
 
 
-def _finished_export(user, task, marker: str):
+def finished_export(user, task, marker: str):
     """A finished JSON export of `user`'s, made by `task`, whose file (and file name) hold
     `marker`. The file is stored under a key of its own, at the top of the storage folder."""
     from datetime import timedelta
@@ -186,7 +232,7 @@ def _finished_export(user, task, marker: str):
     return export
 
 
-def _finished_import(user, marker: str):
+def finished_import(user, marker: str):
     """A finished import of `user`'s, made by a task of its own, whose file name (on its
     page) and one failed item (in its report) hold `marker`. Its file is already deleted,
     as a finished import's is."""

@@ -181,7 +181,8 @@ def test_members_pages_show_a_member_no_one_elses_private_object(app, client, wo
     profile and posts (public to members), never her messages, tasks or mail."""
     login_as(client, "bob")
     # Read first: a view may close the session it shares with this test (/events does).
-    privates = (world.message.body, world.task.description, f"Subject {world.marker}")
+    privates = (world.message.body, world.task.description, f"Subject {world.marker}",
+                world.api_token.name)
     response = client.get(ENDPOINTS[name].url(world))
     assert response.status_code in (200, 302)
     html = response.get_data(as_text=True)

@@ -28,6 +28,8 @@ EXPECTED_KEYS = {
     "pages": {"machine", "connections", "duration_s", "variants", "targets", "streams"},
     "latency": {"machine", "push", "page_poll", "lost", "out_of_order", "target"},
     "burst": {"machine", "rounds", "page_p99_ms", "ok"},
+    "api": {"machine", "duration_s", "connections", "costs", "pollers", "poll_ratio",
+            "targets"},
     "soak": {"machine", "by_kind", "requests", "rss_mb", "rss_bound_mb", "stuck_tasks",
              "problems"},
 }
@@ -115,6 +117,15 @@ def test_every_benchmark_runs_quick_and_prints_its_figures():
     [burst] = bench_json(outputs["burst"][1])["rounds"]
     assert burst["tasks"] == burst["mails"] == burst["users_with_one_mail"] == 10
     assert burst["status_5xx"] == 0 and burst["page"]["p99_ms"] > 0
+    api = bench_json(outputs["api"][1])
+    # every kind of request was answered as expected (304s with the ETag), and every client
+    # polled its export: a 200 first, then 304s
+    for kind, costs in api["costs"].items():
+        assert costs["rps"]["median"] > 0 and costs["errors"]["max"] == 0, kind
+    [pollers] = api["pollers"]
+    assert pollers["pollers"]["errors"] == 0 and pollers["errors"] == 0
+    assert pollers["pollers"]["statuses"]["200"] == pollers["clients"] == 50
+    assert pollers["home_polled"]["p99_ms"]["median"] > 0
     soak = bench_json(outputs["soak"][1])
     # every kind of request was sent, none failed, no task was left behind, and the soak
     # checked its memory bound (its exit status, asserted above, says it held)

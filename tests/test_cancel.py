@@ -15,7 +15,7 @@ from rq.job import Job, JobStatus
 from rq.registry import ScheduledJobRegistry
 
 from app import db
-from app.exports.routes import cancel_export, start_export
+from app.exports.actions import cancel_export, start_export
 from app.jobs import lifecycle
 from app.models import Export, Task, TaskStatus, User
 from tests.conftest import (

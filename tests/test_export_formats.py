@@ -18,7 +18,7 @@ import sqlalchemy as sa
 
 from app import db
 from app.exports import activitystreams, formats
-from app.exports.routes import start_export
+from app.exports.actions import start_export
 from app.exports.storage import get_storage
 from app.models import Export, Post, User
 from tests.conftest import make_user, run_jobs_in_process

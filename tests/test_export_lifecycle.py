@@ -20,7 +20,7 @@ from rq.registry import FailedJobRegistry
 from app import db, tasks
 from app.email import outbox_dir
 from app.exports import centre, delivery
-from app.exports.routes import cancel_export, delete_export, retry_export, start_export
+from app.exports.actions import cancel_export, delete_export, retry_export, start_export
 from app.exports.storage import get_storage
 from app.models import Export, Post, Task, TaskStatus, utcnow
 from tests.conftest import (

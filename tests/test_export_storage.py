@@ -337,7 +337,7 @@ BODIES = ["<b>bold</b> & \"quoted\"", "line one\nline two", "emoji 🎉 and 한�
 
 def test_export_with_s3_storage_lands_in_the_bucket_from_a_real_worker(s3, app):
     from app import db
-    from app.exports.routes import start_export
+    from app.exports.actions import start_export
     from app.models import Export
 
     user = make_user("ana", posts=BODIES)
@@ -389,7 +389,7 @@ def test_an_unreachable_object_store_is_said_plainly_and_loses_nothing(s3, app, 
     reason, instead of "the task failed"."""
     from app import db
     from app.exports import centre
-    from app.exports.routes import start_export
+    from app.exports.actions import start_export
     from app.models import Export, Task, TaskStatus
     from tests.conftest import csrf_token, login, run_jobs_in_process
 

@@ -17,7 +17,7 @@ from rq.timeouts import JobTimeoutException
 import tests.test_browser as browser_tests
 from app import db
 from app.email import MailAlreadySending
-from app.exports.routes import start_export
+from app.exports.actions import start_export
 from app.exports.storage import StorageUnavailable
 from app.jobs import lifecycle, operations, reconcile
 from app.jobs.failures import WorkHorseKilled, describe_failure, reason_for_reader

@@ -30,6 +30,7 @@ from app import create_app
 from tests.conftest import CSRF, config_for_tests, csrf_token
 from tests.endpoints import (
     ADMIN,
+    API_KINDS,
     ENDPOINTS,
     PUBLIC,
     STATE_CHANGING,
@@ -44,10 +45,11 @@ FUZZ = settings(max_examples=30, deadline=None, derandomize=False,
                                        HealthCheck.too_slow, HealthCheck.data_too_large])
 
 _APP = create_app(config_for_tests())
-GET_RULES = sorted((r for r in _APP.url_map.iter_rules() if "GET" in r.methods),
-                   key=lambda r: r.rule)
-POST_RULES = sorted((r for r in _APP.url_map.iter_rules() if r.methods & STATE_CHANGING),
-                    key=lambda r: r.rule)
+# The token API's routes take JSON of their own shapes, described by its OpenAPI document:
+# they are fuzzed from it by Schemathesis (docs/api.md), not as forms.
+_PAGE_RULES = [r for r in _APP.url_map.iter_rules() if ENDPOINTS[r.endpoint].kind not in API_KINDS]
+GET_RULES = sorted((r for r in _PAGE_RULES if "GET" in r.methods), key=lambda r: r.rule)
+POST_RULES = sorted((r for r in _PAGE_RULES if r.methods & STATE_CHANGING), key=lambda r: r.rule)
 
 
 def _rule_id(rule) -> str:
@@ -209,9 +211,12 @@ def _form_field_names(client, url: str, rule) -> list[str]:
     if "GET" not in rule.methods:
         return ["csrf_token", "submit"]
     html = client.get(url).get_data(as_text=True)
-    forms = re.findall(r"<form\b[^>]*method=\"post\"[^>]*>(.*?)</form>", html, re.S | re.I)
-    # The logout button of the navigation is on every page: the page's own form is the last.
-    return list(dict.fromkeys(FORM_FIELD.findall(forms[-1]))) if forms else ["csrf_token"]
+    forms = re.findall(r"<form\b([^>]*method=\"post\"[^>]*)>(.*?)</form>", html, re.S | re.I)
+    # The page's own form posts to the page (a list's buttons post elsewhere); else it is the
+    # last one (the logout button of the navigation is on every page, first).
+    own = [body for attrs, body in forms if f'action="{urlsplit(url).path}"' in attrs]
+    form = own[-1] if own else forms[-1][1] if forms else None
+    return list(dict.fromkeys(FORM_FIELD.findall(form))) if form else ["csrf_token"]
 
 
 def _token(client, url: str, rule) -> str:

@@ -21,9 +21,9 @@ import sqlalchemy as sa
 from werkzeug.datastructures import FileStorage
 
 from app import create_app, db
-from app.exports.routes import start_export
+from app.exports.actions import start_export
 from app.exports.storage import get_storage
-from app.imports.routes import confirm_import, start_import
+from app.imports.actions import confirm_import, start_import
 from app.models import Export, Import, Post, TaskStatus, User
 from config import Config
 from tests import archives

@@ -14,7 +14,7 @@ from jinja2 import StrictUndefined
 from app import db
 from app import tasks as _worker_tasks  # noqa: F401  (see tests/test_email.py)
 from app.exports import delivery
-from app.exports.routes import start_export
+from app.exports.actions import start_export
 from app.imports import importer
 from app.models import Export, Import, TaskStatus
 from tests.conftest import CSRF, browser, make_user, run_jobs_in_process

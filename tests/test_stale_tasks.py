@@ -20,7 +20,7 @@ from rq.registry import CanceledJobRegistry
 
 from app import db
 from app.exports import delivery
-from app.exports.routes import cancel_export, retry_export, start_export
+from app.exports.actions import cancel_export, retry_export, start_export
 from app.exports.storage import get_storage
 from app.jobs import lifecycle
 from app.models import Export, Post, Task, TaskStatus, utcnow

@@ -131,7 +131,8 @@ def reset_password(token: str) -> ResponseReturnValue:
         user.set_password(form.password.data)
         user.end_other_sessions()  # not logged in here: that is every session
         db.session.commit()
-        flash(_("Your password has been reset."), "success")
+        flash(_("Your password has been reset. Your API tokens, if you had any, are revoked."),
+              "success")
         return redirect(url_for("auth.login"))
     return render_template("auth/reset_password.html", title=_("Reset Your Password"), form=form)
 
@@ -153,7 +154,7 @@ def change_password() -> ResponseReturnValue:
             current_user.set_password(form.password.data)
             current_user.end_other_sessions()
             db.session.commit()
-            flash(_("Your password has been changed. Your other sessions are logged out."),
-                  "success")
+            flash(_("Your password has been changed. Your other sessions are logged out and "
+                    "your API tokens revoked."), "success")
             return redirect(url_for("main.edit_profile"))
     return render_template("auth/change_password.html", title=_("Change Password"), form=form)

@@ -6,6 +6,7 @@ from flask_wtf.csrf import CSRFError
 from werkzeug.exceptions import HTTPException
 
 from app import db
+from app.api.problems import http_problem, is_api_request
 from app.errors import bp
 from app.security.body_limits import too_large_message
 from app.security.limits import retry_after
@@ -42,6 +43,8 @@ def too_many_requests(error):
     seconds = retry_after(error)
     message = _("You have made too many requests. Please try again %(when)s.",
                 when=format_timedelta(timedelta(seconds=seconds), add_direction=True))
+    if is_api_request():
+        return http_problem(error, message, {"Retry-After": str(seconds)}, retry_after=seconds)
     body, status = _error(429, _("Too Many Requests"), message)
     if isinstance(body, dict):
         body["retry_after"] = seconds
@@ -53,11 +56,14 @@ def request_too_large(error):
     """A body past its limit (app/security/body_limits.py), refused before it was read."""
     limit = request.max_content_length
     if limit and (own := too_large_message(_in_words(limit))):
-        return _error(413, _("Request Too Large"), own)
-    size = format_decimal(limit / 1024, format="#,##0") if limit else "?"
-    return _error(413, _("Request Too Large"),
-                  _("What you sent is too large for this page: the limit is %(size)s KiB. "
-                    "Shorten it and try again.", size=size))
+        message = own
+    else:
+        size = format_decimal(limit / 1024, format="#,##0") if limit else "?"
+        message = _("What you sent is too large for this page: the limit is %(size)s KiB. "
+                    "Shorten it and try again.", size=size)
+    if is_api_request():
+        return http_problem(error, message)
+    return _error(413, _("Request Too Large"), message)
 
 
 def _in_words(size: int) -> str:
@@ -68,6 +74,8 @@ def _in_words(size: int) -> str:
 
 @bp.app_errorhandler(HTTPException)
 def http_error(error):
+    if is_api_request():  # the token API's errors are problem+json (app/api/problems.py)
+        return http_problem(error)
     if error.code == 404:
         return _error(404, _("Not Found"), _("Sorry, that page does not exist."))
     if error.code == 401:
@@ -81,5 +89,7 @@ def http_error(error):
 @bp.app_errorhandler(500)
 def internal_error(error):
     db.session.rollback()
+    if is_api_request():
+        return http_problem(error)
     return _error(500, _("An unexpected error has occurred"),
                   _("The administrator has been notified. Sorry for the inconvenience!"))

@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from math import ceil
 
 import sqlalchemy as sa
 import sqlalchemy.orm as so
@@ -33,7 +34,14 @@ HISTORY_LIMIT = 50
 
 
 class ExportRefused(Exception):
-    """The action was refused; str(exc) says why, for the user."""
+    """The action was refused; str(exc) says why, for the user. `kind` names the reason for
+    programs (the API's problem types: docs/api.md), `retry_after` when it is a wait, in
+    seconds."""
+
+    def __init__(self, message: str, kind: str, retry_after: int | None = None) -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.retry_after = retry_after
 
 
 class AttemptSuperseded(Exception):
@@ -114,7 +122,7 @@ def new_export(user: User, fmt: str) -> Export:
     unknown format and during the cooldown. The oldest finished export beyond EXPORT_KEEP is
     removed only when this one has finished (replace_oldest)."""
     if fmt not in FORMATS:
-        raise ExportRefused(_("Unknown export format."))
+        raise ExportRefused(_("Unknown export format."), "unknown-format")
     _check_cooldown(user)
     return Export(user_id=user.id, format=fmt, filename=FORMATS[fmt].filename)
 
@@ -133,7 +141,8 @@ def prepare_retry(export: Export) -> None:
     launches a new task): its earlier attempt's file goes. Commits nothing itself; the launch
     does."""
     if export.status not in (TaskStatus.FAILED, TaskStatus.CANCELLED):
-        raise ExportRefused(_("Only a failed or cancelled export can be tried again."))
+        raise ExportRefused(_("Only a failed or cancelled export can be tried again."),
+                            "export-not-retryable")
     _check_cooldown(export.user)
     with _refused_while_storage_is_down():
         _remove_file(export)  # a file an earlier attempt wrote before it failed
@@ -145,7 +154,8 @@ def cancellable_task(export: Export) -> Task:
     """The export's task, if a cancel can still stop it; refused when it has ended."""
     task = export.task
     if task is None or task.complete:
-        raise ExportRefused(_("This export has already ended; there is nothing to cancel."))
+        raise ExportRefused(_("This export has already ended; there is nothing to cancel."),
+                            "export-ended")
     return task
 
 
@@ -257,7 +267,8 @@ def _check_cooldown(user: User) -> None:
     at = next_export_at(user)
     if at is not None:
         raise ExportRefused(_("You can start your next export at %(time)s UTC.",
-                              time=at.strftime("%Y-%m-%d %H:%M")))
+                              time=at.strftime("%Y-%m-%d %H:%M")), "export-cooldown",
+                            retry_after=max(1, ceil((at - utcnow()).total_seconds())))
 
 
 def replace_oldest(user: User) -> int:
@@ -299,7 +310,7 @@ def _refused_while_storage_is_down() -> Iterator[None]:
     except StorageUnavailable:
         db.session.rollback()
         raise ExportRefused(_("The export storage cannot be reached right now. Please try "
-                              "again in a few minutes.")) from None
+                              "again in a few minutes."), "storage-unavailable") from None
 
 
 def _remove_file(export: Export) -> None:

@@ -31,82 +31,29 @@ from flask import (
 from flask.typing import ResponseReturnValue
 from flask_babel import _
 from flask_login import current_user, login_required
-from werkzeug.exceptions import NotFound
 from werkzeug.wrappers import Response as WerkzeugResponse
 
 from app.exports import centre
-from app.exports.download import RETRY_AFTER, TooManyDownloads, counted_download, download_response
-from app.exports.formats import FORMATS
+from app.exports.actions import (
+    NoFile,
+    cancel_export,
+    delete_export,
+    download_file,
+    downloadable,
+    past_expiry,
+    retry_export,
+    start_export,
+)
 from app.exports.forms import FORMAT_CHOICES, ExportActionForm, StartExportForm
-from app.exports.storage import StorageUnavailable, get_storage
 from app.forms import EmptyForm
-from app.jobs import failures, lifecycle
-from app.models import Export, TaskStatus, User, utcnow
+from app.jobs import failures
+from app.models import Export, TaskStatus
 from app.security.limits import by_user, configured, limiter
 
 bp = Blueprint("exports", __name__)
 log = logging.getLogger(__name__)
 
-ACTIVE = (TaskStatus.QUEUED, TaskStatus.RUNNING)
 FORMAT_LABELS = {choice.name: choice.label for choice in FORMAT_CHOICES}
-
-
-# --------------------------------------------------------------------------- a user's actions
-# Each refuses with centre.ExportRefused, the reason a user reads, having changed nothing.
-
-# Recorded in English, shown translated (app/jobs/failures.py).
-CANCELLED_BY_YOU = "Cancelled by you."
-
-def start_export(user: User, fmt: str) -> Export:
-    """Start an export of the user's posts in format `fmt`. Refused for an unknown format,
-    during the cooldown, while another export is queued or running, or when the job queue
-    is down (the export is then recorded as failed, saying so)."""
-    export = centre.new_export(user, fmt)
-    _launch(user, export)
-    log.info("Export %s (%s) started for user %s", export.id, fmt, user.id)
-    return export
-
-
-def retry_export(export: Export) -> Export:
-    """Run a failed or cancelled export again: a new attempt, as a new task."""
-    centre.prepare_retry(export)
-    _launch(export.user, export)
-    return export
-
-
-def cancel_export(export: Export) -> None:
-    """Cancel a queued export (it never starts) or a running one (it stops within a batch,
-    removes its partial file and sends no mail)."""
-    task = centre.cancellable_task(export)
-    running = task.status == TaskStatus.RUNNING
-    try:
-        lifecycle.cancel(task, CANCELLED_BY_YOU)
-    except lifecycle.TaskNotActive:
-        raise centre.ExportRefused(
-            _("This export has already ended; there is nothing to cancel.")) from None
-    centre.after_cancel(export, running)
-
-
-def delete_export(export: Export) -> None:
-    """Remove the export from the history and its file from storage, at once. A queued or
-    running export is cancelled first."""
-    task = export.task
-    if task is not None and not task.complete:
-        try:
-            lifecycle.cancel(task, CANCELLED_BY_YOU)
-        except lifecycle.TaskNotActive:
-            pass
-    centre.remove(export)
-
-
-def _launch(user: User, export: Export) -> None:
-    try:
-        lifecycle.launch(user, centre.TASK_NAME, _("Exporting posts..."), export.id,
-                         attach=centre.attach(export))
-    except lifecycle.TaskAlreadyRunning:
-        raise centre.ExportRefused(_("An export task is currently in progress")) from None
-    except lifecycle.JobsUnavailable:
-        raise centre.ExportRefused(_(lifecycle.JOBS_UNAVAILABLE)) from None
 
 
 # --------------------------------------------------------------------------- pages
@@ -147,23 +94,12 @@ def export_dict(export: Export) -> dict:
         "created_at": _iso(export.created_at),
         "expires_at": _iso(export.expires_at),
         "download_url": (url_for("exports.download", export_id=export.id)
-                         if _downloadable(export) else None),
+                         if downloadable(export) else None),
     }
 
 
 def _iso(value: datetime | None) -> str | None:
     return value.isoformat(timespec="seconds") + "Z" if value else None
-
-
-def _past_expiry(export: Export) -> bool:
-    """Expired or replaced, or due to expire (the scheduled expiry has not run yet)."""
-    return export.status in (Export.EXPIRED, Export.REPLACED) or (
-        export.expires_at is not None and export.expires_at <= utcnow())
-
-
-def _downloadable(export: Export) -> bool:
-    return (export.status == TaskStatus.FINISHED and export.storage_key is not None
-            and not _past_expiry(export))
 
 
 @bp.route("/exports", methods=["GET", "POST"])
@@ -193,7 +129,7 @@ def index() -> ResponseReturnValue:
         template, title=_("Exports"), form=form, exports=exports, formats=FORMAT_CHOICES,
         format_labels=FORMAT_LABELS, in_progress=in_progress,
         next_export_at=None if in_progress else centre.next_export_at(current_user),
-        downloadable=_downloadable, past_expiry=_past_expiry)
+        downloadable=downloadable, past_expiry=past_expiry)
 
 
 @bp.route("/exports/<export_id>/download")
@@ -202,42 +138,12 @@ def download(export_id: str) -> ResponseReturnValue:
     """The file of a finished export. Anything else goes back to /exports with what happened
     to it (a link from an old mail to an expired export says that it expired)."""
     export = _own_export_or_404(export_id)
-    if export.status == Export.REPLACED:
-        return _answer(_("This export was replaced by a newer export and its file was deleted "
-                         "(you keep your newest ones). You can download those below."),
-                       "warning", export, status=410)
-    if _past_expiry(export):
-        return _answer(_("This export has expired and its file was deleted. You can start a "
-                         "new one below."), "warning", export, status=410)
-    if not _downloadable(export):
-        return _answer(_no_file_message(export), "warning", export, status=409)
-    fmt = FORMATS[export.format]
-    # Changes whenever the file does (a retry writes a new one): lets a browser resume.
-    etag = f"{export.task_id}-{export.finished_at:%Y%m%d%H%M%S%f}" if export.finished_at else None
     try:
-        response = download_response(get_storage(), export.storage_key, export.filename,
-                                     fmt.content_type, etag=etag)
-        return counted_download(response, current_user.id)
-    except TooManyDownloads as refused:
-        answer = _answer(_("You have %(count)d downloads running already, the most at once; "
-                           "try again when one has finished.", count=refused.cap), "warning",
-                         export, status=429)
-        return answer if not isinstance(answer, tuple) else (*answer, RETRY_AFTER)
-    except StorageUnavailable:
-        return _answer(_("The export storage cannot be reached right now. Please try again "
-                         "in a few minutes."), "danger", export, status=503)
-    except (FileNotFoundError, NotFound):  # removed since the export finished
-        return _answer(_("The file of this export is no longer available. You can start a "
-                         "new export below."), "warning", export, status=410)
-
-
-def _no_file_message(export: Export) -> str:
-    if export.status in ACTIVE:
-        return _("This export is not ready yet. It can be downloaded here once it is "
-                 "finished.")
-    if export.status == TaskStatus.CANCELLED:
-        return _("This export was cancelled: it has no file to download.")
-    return _("This export failed: it has no file to download.")
+        return download_file(export, current_user.id)
+    except NoFile as refused:
+        answer = _answer(refused.message, "danger" if refused.status >= 500 else "warning",
+                         export, status=refused.status)
+        return (*answer, refused.headers) if isinstance(answer, tuple) else answer
 
 
 def _action_form_or_400() -> None:

@@ -47,7 +47,12 @@ OTHER_ACCOUNT = "This is an archive of @%(account)s, not of you (@%(username)s).
 
 
 class ImportRefused(Exception):
-    """The action was refused; str(exc) says why, for the user (translated)."""
+    """The action was refused; str(exc) says why, for the user (translated). `kind` names the
+    reason for programs (the API's problem types: docs/api.md)."""
+
+    def __init__(self, message: str, kind: str) -> None:
+        super().__init__(message)
+        self.kind = kind
 
 
 class ArchiveMissing(FileNotFoundError):
@@ -124,7 +129,7 @@ def _other_account_params(imp: Import, preview: dict) -> dict:
 
 # --------------------------------------------------------------------------- a user's actions
 # Each is half of what a route does: the route asks here first, then starts or cancels the
-# import's task through the lifecycle (app/imports/routes.py).
+# import's task through the lifecycle (app/imports/actions.py).
 
 def store_upload(user: User, filename: str | None, stream: BinaryIO) -> Import:
     """Stream an uploaded archive into storage and return its Import, not yet saved: the
@@ -141,16 +146,27 @@ def store_upload(user: User, filename: str | None, stream: BinaryIO) -> Import:
             while chunk := stream.read(CHUNK_SIZE):
                 size += len(chunk)
                 if size > limit:
-                    raise ImportRefused(_("The file is larger than %(size)s, the most an "
-                                          "import accepts.", size=file_size(limit)))
+                    raise ImportRefused(too_large(file_size(limit)), "file-too-large")
                 out.write(chunk)
             if size == 0:
-                raise ImportRefused(_("The file is empty. Choose the archive to import."))
+                raise ImportRefused(_("The file is empty. Choose the archive to import."),
+                                    "empty-file")
     except StorageUnavailable:
         raise ImportRefused(_("The import storage cannot be reached right now. Please try "
-                              "again in a few minutes.")) from None
+                              "again in a few minutes."), "storage-unavailable") from None
     imp.storage_key, imp.size = key, size
     return imp
+
+
+def too_large(limit: str) -> str:
+    """What a user reads about a file past IMPORT_MAX_BYTES (`limit`, in words: "100 MiB"),
+    whether it was refused as it streamed in or, larger than it said, before (the 413)."""
+    return _("The file is larger than %(size)s, the most an import accepts.", size=limit)
+
+
+def no_report() -> str:
+    """Why an import has no report: it was never confirmed, so nothing was imported."""
+    return _("There is no report yet: nothing has been imported from this archive.")
 
 
 def attach(imp: Import) -> Callable[[Task], None]:
@@ -169,9 +185,10 @@ def prepare_confirm(imp: Import) -> None:
     task with attach(imp), which commits both (a refused launch rolls this back)."""
     if imp.status != Import.READY:
         raise ImportRefused(_("This import cannot be started: it is not waiting for you to "
-                              "confirm it."))
+                              "confirm it."), "import-not-ready")
     if imp.confirm_by is not None and utcnow() >= imp.confirm_by:
-        raise ImportRefused(_("This upload has expired. Please upload the archive again."))
+        raise ImportRefused(_("This upload has expired. Please upload the archive again."),
+                            "import-expired")
     imp.stage = Import.IMPORT
     imp.confirmed_at = utcnow()
 
@@ -181,7 +198,8 @@ def cancellable_task(imp: Import) -> Task:
     refused when it has ended."""
     task = imp.task
     if task is None or task.complete:
-        raise ImportRefused(_("This import has already ended; there is nothing to cancel."))
+        raise ImportRefused(_("This import has already ended; there is nothing to cancel."),
+                            "import-ended")
     return task
 
 
@@ -204,7 +222,7 @@ def discard(imp: Import) -> None:
     confirm_by). Refused for an import that is not waiting to be confirmed. Commits."""
     if imp.status != Import.READY:
         raise ImportRefused(_("Only an upload waiting for you to confirm it can be "
-                              "discarded."))
+                              "discarded."), "import-not-ready")
     with _refused_while_storage_is_down():
         remove_file(imp)
     imp.expired_at = utcnow()
@@ -367,4 +385,4 @@ def _refused_while_storage_is_down() -> Iterator[None]:
     except StorageUnavailable:
         db.session.rollback()
         raise ImportRefused(_("The import storage cannot be reached right now. Please try "
-                              "again in a few minutes.")) from None
+                              "again in a few minutes."), "storage-unavailable") from None

@@ -1,12 +1,13 @@
 """The import's pages: /imports (the upload form and the history), an import's own page (its
 preview, progress and summary), confirm, cancel and the CSV report.
 
-What happens when a user uploads an archive: `start_import` below has app/imports/centre.py
-stream the file into storage, and launches the preview task through app/jobs/lifecycle.py
-(the Task row and the Import committed together, then the job enqueued); a worker runs
-`preview_import` in app/tasks.py, which reads the archive and records what it found. The
-page shows that preview; Import (`confirm_import`) launches the import task the same way,
-and its progress comes back through lifecycle.Progress to the page.
+What happens when a user uploads an archive: `start_import` (app/imports/actions.py, which
+the token API calls too) has app/imports/centre.py stream the file into storage, and
+launches the preview task through app/jobs/lifecycle.py (the Task row and the Import
+committed together, then the job enqueued); a worker runs `preview_import` in app/tasks.py,
+which reads the archive and records what it found. The page shows that preview; Import
+(`confirm_import`) launches the import task the same way, and its progress comes back
+through lifecycle.Progress to the page.
 
 Another user's import is a 404 on every route, exactly like an id that never existed. Each
 action answers with a flash and a redirect, or with JSON when asked for it (Accept:
@@ -17,7 +18,6 @@ app/exports/__init__.py).
 
 from __future__ import annotations
 
-import logging
 from dataclasses import asdict
 from datetime import datetime
 
@@ -38,20 +38,19 @@ from flask.typing import ResponseReturnValue
 from flask_babel import _
 from flask_babel import lazy_gettext as _l
 from flask_login import current_user, login_required
-from werkzeug.datastructures import FileStorage
 from werkzeug.wrappers import Response as WerkzeugResponse
 
-from app.exports.storage import StorageUnavailable, attachment_disposition
+from app.exports.storage import attachment_disposition
 from app.imports import centre, report
+from app.imports.actions import cancel_import, confirm_import, shown_status, start_import
 from app.imports.forms import ImportActionForm, UploadForm
-from app.jobs import failures, lifecycle, types
-from app.models import Import, TaskStatus, User, utcnow
+from app.jobs import failures
+from app.models import Import, TaskStatus
 from app.security.body_limits import max_body_size
 from app.security.limits import by_user, configured, limiter
 from app.template_filters import file_size
 
 bp = Blueprint("imports", __name__)
-log = logging.getLogger(__name__)
 
 # What each kind of archive is called on the page (app/imports/readers: KINDS).
 KIND_LABELS = {
@@ -71,103 +70,7 @@ SKIP_LABELS = {
     "duplicate": _l("Already on your account"),
 }
 
-# Recorded in English, shown translated (app/jobs/failures.py).
-CANCELLED_BY_YOU = "Cancelled by you."
-
-
-# --------------------------------------------------------------------------- a user's actions
-# Each refuses with centre.ImportRefused, the reason a user reads, having changed nothing.
-
-def start_import(user: User, upload: FileStorage) -> Import:
-    """Store the uploaded archive and start reading it (the preview). Refused while another
-    archive of the user's is being read, for an empty file, when the storage or the job
-    queue is down."""
-    if user.get_task_in_progress(centre.TASK_PREVIEW) is not None:
-        raise centre.ImportRefused(_preview_running())
-    imp = centre.store_upload(user, display_name(upload.filename), upload.stream)
-    try:
-        _launch(user, imp, centre.TASK_PREVIEW, _("Reading your archive..."))
-    except centre.ImportRefused:
-        if imp.task_id is None:  # never committed: its file would be nobody's
-            _remove_orphan(imp)
-        raise
-    log.info("Import %s uploaded by user %s (%s bytes)", imp.id, user.id, imp.size)
-    return imp
-
-
-def _remove_orphan(imp: Import) -> None:
-    try:
-        centre.remove_file(imp)
-    except StorageUnavailable as exc:  # the refusal stands; the file is left behind
-        log.warning("Upload of user %s refused; its file %s stays: %s", imp.user_id,
-                    imp.storage_key, exc)
-
-
-def confirm_import(imp: Import) -> None:
-    """Import the previewed archive: refused unless its preview is ready and unexpired, and
-    while another import of the user's runs."""
-    centre.prepare_confirm(imp)
-    _launch(imp.user, imp, centre.TASK_IMPORT, _("Importing posts..."))
-    log.info("Import %s confirmed by user %s", imp.id, imp.user_id)
-
-
-def cancel_import(imp: Import) -> None:
-    """Stop reading or importing the archive (posts already imported stay), or drop an
-    upload that was previewed and not confirmed. Either way its file goes."""
-    status = shown_status(imp)
-    if status in (Import.READY, Import.EXPIRED) and imp.expired_at is None:
-        centre.discard(imp)
-        return
-    if status == Import.FINISHED:  # every post is in; its task may still be sending the mail
-        raise centre.ImportRefused(_already_ended())
-    task = centre.cancellable_task(imp)
-    try:
-        lifecycle.cancel(task, CANCELLED_BY_YOU)
-    except lifecycle.TaskNotActive:
-        raise centre.ImportRefused(_already_ended()) from None
-    centre.after_cancel(imp)
-
-
-def _already_ended() -> str:
-    return _("This import has already ended; there is nothing to cancel.")
-
-
-def _launch(user: User, imp: Import, name: str, description: str) -> None:
-    try:
-        lifecycle.launch(user, name, description, imp.id, attach=centre.attach(imp),
-                         job_timeout=types.import_timeout(imp.size))
-    except lifecycle.TaskAlreadyRunning:
-        raise centre.ImportRefused(
-            _preview_running() if name == centre.TASK_PREVIEW
-            else _("Another import is in progress. You can start this one when it has "
-                   "finished.")) from None
-    except lifecycle.JobsUnavailable:
-        raise centre.ImportRefused(_(lifecycle.JOBS_UNAVAILABLE)) from None
-
-
-def _preview_running() -> str:
-    return _("Another archive is being read. You can upload the next one when its preview "
-             "is ready.")
-
-
-def display_name(filename: str | None) -> str:
-    """The name the browser gave the file, as shown on the page: its last part (a browser may
-    send a whole path), without control characters, at most 255 characters. Never a path."""
-    name = (filename or "").replace("\\", "/").rsplit("/", 1)[-1]
-    name = "".join(c for c in name if c.isprintable()).strip()
-    return name[:255] or "archive"
-
-
 # --------------------------------------------------------------------------- answers
-
-def shown_status(imp: Import) -> str:
-    """The import's status as its pages show it: a preview past its confirm_by is expired,
-    before the scheduled job has deleted its file (Import.status: once it has)."""
-    status = imp.status
-    if status == Import.READY and imp.confirm_by is not None and imp.confirm_by <= utcnow():
-        return Import.EXPIRED
-    return status
-
 
 def _own_import_or_404(import_id: str) -> Import:
     imp = centre.own_import(current_user, import_id)
@@ -237,10 +140,6 @@ def _max_size() -> str:
     return file_size(current_app.config["IMPORT_MAX_BYTES"])
 
 
-def _upload_too_large(limit: str) -> str:
-    return _("The file is larger than %(size)s, the most an import accepts.", size=limit)
-
-
 def _page_context() -> dict:
     """What the templates of these pages need besides the import(s) themselves."""
     return {"kind_labels": KIND_LABELS, "skip_labels": SKIP_LABELS, "when": _when,
@@ -254,7 +153,7 @@ def _page_context() -> dict:
 @bp.route("/imports", methods=["GET", "POST"])
 @login_required
 @limiter.limit(configured("RATELIMIT_IMPORT"), methods=["POST"], key_func=by_user)
-@max_body_size("IMPORT_MAX_BYTES", too_large=_upload_too_large)
+@max_body_size("IMPORT_MAX_BYTES", too_large=centre.too_large)
 def index() -> ResponseReturnValue:
     form = UploadForm()
     if request.method == "POST":
@@ -336,8 +235,7 @@ def report_csv(import_id: str) -> ResponseReturnValue:
     """The import's summary and its problems, item by item, as CSV (streamed)."""
     imp = _own_import_or_404(import_id)
     if imp.stage != Import.IMPORT:
-        return _answer(_("There is no report yet: nothing has been imported from this "
-                         "archive."), "warning", imp, status=409)
+        return _answer(centre.no_report(), "warning", imp, status=409)
     response = Response(stream_with_context(report.report_csv(imp)),
                         content_type="text/csv; charset=utf-8")
     response.headers["Content-Disposition"] = attachment_disposition(

@@ -122,7 +122,7 @@ RECORDED_ELSEWHERE = (
     N_("The task was lost by the job queue."),  # reconcile
     N_("Cancelled by an administrator."),  # operations.CANCELLED_REASON
     N_("Stopped by an administrator."),  # operations.STOPPED_REASON
-    N_("Cancelled by you."),  # exports.routes.CANCELLED_BY_YOU
+    N_("Cancelled by you."),  # exports.actions.CANCELLED_BY_YOU
     N_("The export storage could not be reached."),  # exports.storage.StorageUnavailable
     N_("Replaced by a newer step of the same import."),  # tasks.NOT_THE_CURRENT_STEP
     # imports.centre.ArchiveMissing

@@ -32,6 +32,22 @@
   }
   renderTimes(document);
 
+  // "Copy" buttons (data-copy: the selector of the field to copy, e.g. a new API token). The
+  // field is selected too, so that where the clipboard API is refused (plain HTTP) the reader
+  // can press Ctrl+C.
+  document.querySelectorAll('[data-copy]').forEach(function (button) {
+    button.addEventListener('click', function () {
+      var field = document.querySelector(button.dataset.copy);
+      if (!field) { return; }
+      field.select();
+      if (navigator.clipboard && window.isSecureContext) {
+        navigator.clipboard.writeText(field.value).then(function () {
+          button.textContent = button.dataset.copiedText || button.textContent;
+        });
+      }
+    });
+  });
+
   // The server renders each bar's value in aria-valuenow; its width is set here, since the
   // Content-Security-Policy allows no style= attributes (styles set from script are fine).
   function setBar(progress, pct) {
