@@ -128,12 +128,13 @@ def tail(path: Path, lines: int = 60) -> str:
 
 def busy_worker(redis_url: str, seconds: int = 60) -> None:
     """Give the worker a job that runs for a while without touching Redis (like an export
-    waiting on a slow mail server), and wait until its work horse has started it."""
+    waiting on a slow mail server), and wait until its work horse has started it. On the bulk
+    queue, as an export is: the pool, which also takes microblog-tasks, never runs it."""
     import rq
     from redis import Redis
 
     with Redis.from_url(redis_url) as connection:
-        job = rq.Queue("microblog-tasks", connection=connection).enqueue(
+        job = rq.Queue("microblog-bulk", connection=connection).enqueue(
             "time.sleep", seconds, job_timeout=seconds + 60)
         deadline = time.monotonic() + 120
         while job.get_status() != "started":
