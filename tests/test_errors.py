@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import sqlalchemy as sa
 
 from app import db
 from app.models import User
-from tests.conftest import csrf_token
+from tests.conftest import csrf_token, login, make_user
 
 HTML = {"Accept": "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"}
 JSON = {"Accept": "application/json"}
@@ -120,3 +122,42 @@ def test_the_500_is_logged(failing_app, client, caplog, monkeypatch):
     with caplog.at_level("ERROR"):
         client.get("/half-done", headers=HTML)
     assert any("boom" in str(r.exc_info[1]) for r in caplog.records if r.exc_info)
+
+
+@pytest.fixture
+def one_connection(config_overrides):
+    """An app whose database pool has one connection and waits a fifth of a second for it."""
+    from config import engine_options
+
+    config_overrides["SQLALCHEMY_ENGINE_OPTIONS"] = dict(
+        engine_options(os.environ["DATABASE_URL"]), pool_size=1, max_overflow=0,
+        pool_timeout=0.2)
+
+
+@pytest.mark.parametrize("url", ["/explore", "/api/users/me"])
+def test_a_request_that_finds_every_database_connection_busy_is_told_to_come_back(
+        one_connection, app, client, url):
+    """An overload (every connection of the process taken, e.g. by a thousand pollers) is a 503
+    with Retry-After, a page or a problem+json as the URL calls for, never a 500."""
+    make_user()
+    headers = {}
+    if url.startswith("/api/"):
+        from app.models import ApiToken
+
+        _, secret = ApiToken.issue(db.session.scalar(sa.select(User)), "t", "read", None)
+        db.session.commit()
+        headers["Authorization"] = f"Bearer {secret}"
+    else:
+        login(client)
+    db.session.commit()  # gives the session's connection back to the pool
+    with db.engine.connect() as held:  # the pool's only connection, busy elsewhere
+        held.execute(sa.text("SELECT 1"))
+        response = client.get(url, headers=headers)
+    assert response.status_code == 503
+    assert response.headers["Retry-After"] == "5"
+    assert "very busy" in response.get_data(as_text=True)
+    if url.startswith("/api/"):
+        assert response.mimetype == "application/problem+json"
+        assert response.json["type"].endswith("/unavailable")
+    # Once a connection is free again, the same request is answered.
+    assert client.get(url, headers=headers).status_code == 200

@@ -1,12 +1,13 @@
 from datetime import timedelta
 
+import sqlalchemy as sa
 from flask import render_template, request
-from flask_babel import _, format_decimal, format_timedelta
+from flask_babel import _, format_decimal, format_timedelta, get_locale
 from flask_wtf.csrf import CSRFError
 from werkzeug.exceptions import HTTPException
 
 from app import db
-from app.api.problems import http_problem, is_api_request
+from app.api.problems import http_problem, is_api_request, problem
 from app.errors import bp
 from app.security.body_limits import too_large_message
 from app.security.limits import retry_after
@@ -14,6 +15,8 @@ from app.template_filters import scaled_bytes
 
 # Routes that only ever answer JSON (the page polls them), whatever the request accepts.
 JSON_ENDPOINTS = {"main.notifications", "main.task_status"}
+# When to come back after the database's connections were all busy (an overload).
+BUSY_RETRY_AFTER = 5
 
 
 def wants_json_response() -> bool:
@@ -93,3 +96,20 @@ def internal_error(error):
         return http_problem(error)
     return _error(500, _("An unexpected error has occurred"),
                   _("The administrator has been notified. Sorry for the inconvenience!"))
+
+
+@bp.app_errorhandler(sa.exc.TimeoutError)
+def database_busy(error):
+    """Every database connection of this process stayed busy past the pool's timeout: an
+    overload (a thousand clients at once), not a fault. A 503 that says when to come back,
+    rather than a 500 that says the site is broken."""
+    db.session.rollback()
+    detail = _("The site is very busy right now. Please try again in a few seconds.")
+    headers = {"Retry-After": str(BUSY_RETRY_AFTER)}
+    if is_api_request():
+        return problem(503, "unavailable", detail, headers=headers)
+    if wants_json_response():
+        return {"error": _("Service Unavailable"), "message": detail}, 503, headers
+    # Not the usual error page: its navigation bar would ask the database for the user.
+    return render_template("errors/busy.html", title=_("Service Unavailable"), message=detail,
+                           lang=get_locale() or "en"), 503, headers
