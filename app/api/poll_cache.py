@@ -27,6 +27,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import random
 import re
 import time
 from collections.abc import Callable, Iterable
@@ -52,7 +53,9 @@ POLLED = re.compile(r"/api/(exports|imports|tasks)/[A-Za-z0-9_-]{1,64}")
 ENDPOINTS = {"exports": "api.exports.get_export", "imports": "api.imports.get_import",
              "tasks": "api.tasks.get_task"}
 ENTRY_PREFIX = "microblog:poll:"  # + token digest + ":" + path
-# An entry's life at most: the full path runs at least this often for each poller.
+# An entry's life: at most a minute, so the full path runs at least that often for each
+# poller; at least half of it, drawn at random, so that pollers who started together (a
+# deploy, a batch job) do not all reach the app in the same second again each minute.
 ENTRY_TTL = 60
 # After Redis failed, the cache is left alone this long (each request would wait for it).
 PAUSE_AFTER_ERROR = 5.0
@@ -197,7 +200,7 @@ class PollCache:
         tag, user_id, token_digest, deadline = offered
         if token_digest != digest or any(k.lower() == "set-cookie" for k, _ in headers):
             return  # another reading of the header than ours; an answer with a session
-        ttl = ENTRY_TTL
+        ttl = random.randint(ENTRY_TTL // 2, ENTRY_TTL)
         if deadline is not None:
             ttl = min(ttl, int((deadline - utcnow()).total_seconds()))
         if ttl < 1:
