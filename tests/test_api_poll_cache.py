@@ -104,6 +104,8 @@ def test_a_poll_without_etag_or_token_or_with_a_query_reaches_the_app(app, clien
             (headers, ""),  # no If-None-Match: the app's 200
             ({"If-None-Match": tag}, ""),  # no token: the app's 401
             (headers | {"If-None-Match": tag}, "?x=1"),
+            # another language: an import's answer (and ETag) is in the reader's language
+            (headers | {"If-None-Match": tag, "Accept-Language": "ko"}, ""),
             (headers | {"If-None-Match": tag}, "cookie")):
         before = reached.count
         sender = client
@@ -286,3 +288,13 @@ def test_with_redis_gone_the_app_answers(app, client, reached, headers, export_p
     before = reached.count
     answer = client.get(export_path, headers=headers | {"If-None-Match": tag})
     assert answer.status_code == 304 and reached.count == before + 1
+
+
+@pytest.mark.parametrize("config_overrides", [{"TRUSTED_HOSTS": ["localhost.localdomain"]}])
+def test_a_poll_to_a_host_the_site_does_not_answer_is_the_apps_400(client, reached, headers,
+                                                                    export_path):
+    tag = cached(client, reached, export_path, headers).headers["ETag"]
+    before = reached.count
+    refused = client.get(export_path, headers=headers | {"If-None-Match": tag},
+                         base_url="http://evil.example")
+    assert refused.status_code == 400 and reached.count == before + 1
