@@ -256,8 +256,9 @@ def test_an_import_waiting_for_confirmation_is_kept_no_longer_than_its_confirm_b
     assert client.get(path, headers=headers).get_json()["status"] == "expired"
 
 
-@pytest.mark.parametrize("config_overrides", [{"RATELIMIT_ENABLED": True,
-                                               "RATELIMIT_API": "6 per minute"}])
+@pytest.mark.parametrize("config_overrides", [
+    {"RATELIMIT_ENABLED": True, "RATELIMIT_API": "6 per minute"},
+    {"RATELIMIT_ENABLED": True, "RATELIMIT_API": "100 per hour;6 per minute"}])
 def test_the_rate_limit_counts_both_paths_and_the_app_answers_the_429(app, client, reached,
                                                                       headers, export_path):
     # RATELIMIT_API counts per user and route. The first GET shows the ETag (1 left: 5); the
