@@ -85,6 +85,11 @@ def test_an_unchanged_poll_is_a_304_from_redis_with_the_apps_headers(app, client
     assert by_cache.headers["ETag"] == first.headers["ETag"]
     assert "Authorization" in by_cache.headers["Vary"]
     assert by_cache.headers["X-Content-Type-Options"] == "nosniff"
+    # Kept from a 200 (a poll without the ETag), the 304 is still the app's 304.
+    assert client.get(export_path, headers=headers).status_code == 200
+    from_a_200 = client.get(export_path, headers=headers | {"If-None-Match": tag})
+    assert reached.count == answered + 1
+    assert dict(from_a_200.headers) == dict(by_app.headers)
 
 
 def test_polls_of_a_task_and_an_import_are_cached_too(app, client, reached, susan, headers,
