@@ -74,8 +74,8 @@ def note(session: so.Session, owner: int | str) -> None:
 
 def watch(model: type, owner_of: Callable[[object], int | None] = lambda row: row.user_id,
           changed: Callable[[so.Session, object], bool] = lambda session, row: True) -> None:
-    """Bump the owner (`owner_of(row)`) of every `model` row a flush inserts, deletes or, when
-    `changed(session, row)`, updates."""
+    """Bump the owner (`owner_of(row)`) of every `model` row a flush deletes, and of every row
+    it inserts or updates when `changed(session, row)`."""
     _WATCHED[model] = (owner_of, changed)
     _WATCHED_TABLES.add(model.__table__.name)
 
@@ -85,14 +85,14 @@ _WATCHED_TABLES: set[str] = set()
 
 
 def _after_flush(session: so.Session, flush_context: object) -> None:
-    for rows, updated in ((session.new, False), (session.deleted, False),
-                          (session.dirty, True)):
+    for rows, deleted in ((session.new, False), (session.deleted, True),
+                          (session.dirty, False)):
         for row in rows:
             watched = _WATCHED.get(type(row))
             if watched is None:
                 continue
             owner_of, changed = watched
-            if updated and not changed(session, row):
+            if not deleted and not changed(session, row):
                 continue
             owner = owner_of(row)
             note(session, owner if owner is not None else EVERYONE)

@@ -711,7 +711,8 @@ def _more_than_its_last_use(session: so.Session, token: ApiToken) -> bool:
 
 
 # What the API's poll cache (app/api/poll_cache.py) may no longer answer from Redis once
-# changed: a user's tasks, exports and imports, a token revoked, a user gone (app/changes.py).
+# changed: a user's tasks, exports and imports, a token revoked, a user gone (app/changes.py);
+# a new user, or a user's own columns, change none of it.
 changes.watch(Task)
 changes.watch(Export)
 changes.watch(Import)
