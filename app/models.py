@@ -18,7 +18,7 @@ from flask_login import UserMixin
 from sqlalchemy.dialects import mysql
 from werkzeug.security import check_password_hash, generate_password_hash
 
-from app import db, events, login
+from app import changes, db, events, login
 
 # Every `Mapped[datetime]` column keeps microseconds: MySQL/MariaDB's plain DATETIME would
 # drop them (a message sent in the second the inbox was read would not count as unread).
@@ -86,7 +86,8 @@ class User(UserMixin, db.Model):
         self.password_hash = generate_password_hash(password)
         self.token_salt = secrets.token_hex(8)
         if self.id is not None:
-            db.session.execute(sa.delete(ApiToken).where(ApiToken.user_id == self.id))
+            db.session.execute(sa.delete(ApiToken).where(ApiToken.user_id == self.id)
+                               .execution_options(changes_owner=self.id))
 
     def check_password(self, password: str) -> bool:
         return self.password_hash is not None and check_password_hash(self.password_hash, password)
@@ -701,3 +702,19 @@ class ImportProblem(db.Model):
     item: so.Mapped[int]  # the item's number in the archive (1-based), or the follow's line
     original_id: so.Mapped[str | None] = so.mapped_column(sa.String(255))
     reason: so.Mapped[str] = so.mapped_column(sa.String(255))
+
+
+def _more_than_its_last_use(session: so.Session, token: ApiToken) -> bool:
+    """A token changed in more than last_used_at (which every minute of use writes)."""
+    return any(attr.history.has_changes() for attr in sa.inspect(token).attrs
+               if attr.key != "last_used_at")
+
+
+# What the API's poll cache (app/api/poll_cache.py) may no longer answer from Redis once
+# changed: a user's tasks, exports and imports, a token revoked, a user gone (app/changes.py);
+# a new user, or a user's own columns, change none of it.
+changes.watch(Task)
+changes.watch(Export)
+changes.watch(Import)
+changes.watch(ApiToken, changed=_more_than_its_last_use)
+changes.watch(User, owner_of=lambda user: user.id, changed=lambda session, user: False)

@@ -231,10 +231,13 @@ def get_import(import_id: str) -> dict:
     imp = _own_import(import_id)
     if imp.task is not None:
         reconciled(imp.task)
-    # The answer's words (error, warnings) are in the reader's language: so is its ETag.
-    etag(imp.id, actions.shown_status(imp), imp.stage, imp.position, imp.imported,
+    # The answer's words (error, warnings) are in the reader's language: so is its ETag. A
+    # preview waiting for its confirmation shows as expired from confirm_by on, unwritten.
+    status = actions.shown_status(imp)
+    etag(imp.id, status, imp.stage, imp.position, imp.imported,
          imp.failed, imp.confirm_by, imp.finished_at, imp.expired_at, str(get_locale()),
-         *task_etag_parts(imp.task))
+         *task_etag_parts(imp.task),
+         valid_until=imp.confirm_by if status == Import.READY else None)
     return import_body(imp)
 
 

@@ -74,7 +74,7 @@ def new_token() -> dict:
     # Tokens of this kind that have expired are of no use to anyone: none pile up.
     db.session.execute(sa.delete(ApiToken).where(
         ApiToken.user_id == user.id, ApiToken.name == TOKEN_NAME,
-        ApiToken.expires_at <= utcnow()))
+        ApiToken.expires_at <= utcnow()).execution_options(changes_owner=user.id))
     token, secret = ApiToken.issue(user, TOKEN_NAME, "read write", TOKEN_LIFETIME)
     db.session.commit()
     return {"token": secret, "scope": token.scope, "expires_at": token.expires_at}
