@@ -305,6 +305,13 @@ class ApiToken(db.Model):
     # last_used_at is written at most this often: a client polling every second must not
     # cost a database write per poll.
     LAST_USED_RESOLUTION = timedelta(minutes=1)
+    # Live tokens a user may hold at once, made on the settings page or by POST /api/tokens:
+    # enough for every script and machine one person runs, few enough that the page stays
+    # short and a leaked session or password cannot mint tokens without end.
+    MAX_LIVE_PER_USER = 50
+    # An expired token stays listed on the settings page this long (its owner sees why a
+    # script stopped), then the schedule deletes it (purge_expired).
+    KEPT_AFTER_EXPIRY = timedelta(days=30)
 
     id: so.Mapped[int] = so.mapped_column(primary_key=True)
     user_id: so.Mapped[int] = so.mapped_column(
@@ -351,6 +358,31 @@ class ApiToken(db.Model):
         if token.last_used_at is None or now - token.last_used_at >= cls.LAST_USED_RESOLUTION:
             token.last_used_at = now
         return token
+
+    @classmethod
+    def live_count(cls, user: User) -> int:
+        """How many of `user`'s tokens can still be used (the cap counts these)."""
+        return db.session.scalar(sa.select(sa.func.count(cls.id)).where(
+            cls.user_id == user.id,
+            sa.or_(cls.expires_at.is_(None), cls.expires_at > utcnow()))) or 0
+
+    @classmethod
+    def cap_reached(cls, user: User) -> str | None:
+        """Why `user` may not have another token now (translated), or None if they may."""
+        if cls.live_count(user) < cls.MAX_LIVE_PER_USER:
+            return None
+        from flask_babel import _
+
+        return _("You have %(count)d tokens, the most an account may have. Revoke one you no "
+                 "longer use to create another.", count=cls.MAX_LIVE_PER_USER)
+
+    @classmethod
+    def purge_expired(cls) -> int:
+        """Delete every token expired more than KEPT_AFTER_EXPIRY ago; how many went."""
+        result = db.session.execute(sa.delete(cls).where(
+            cls.expires_at <= utcnow() - cls.KEPT_AFTER_EXPIRY))
+        db.session.commit()
+        return result.rowcount
 
     @property
     def scopes(self) -> frozenset[str]:
