@@ -30,6 +30,7 @@ log = logging.getLogger(__name__)
 # called when the mail is sent (a large file is then never held in memory, nor copied).
 Attachment = tuple[str, str, "bytes | Callable[[], Iterable[bytes]]"]
 MAIL_CLAIM_SECONDS = 120
+CLAIM_PREFIX = "sending:"  # + the attempt's own random part (send_email_once)
 MAIL_FAILURE_TTL = 7 * 24 * 3600
 # Seconds a kept SMTP connection may sit idle before it is asked NOOP ahead of its next mail.
 KEEP_IDLE_CHECK = 10
@@ -325,18 +326,27 @@ def send_email_once(key: str, **fields) -> bool:
     A Redis marker claims the message before sending (atomically, so two attempts running at
     once cannot both send) and records it as sent after. Raises MailAlreadySending, a
     transient error, while another attempt holds the claim; a claim whose holder died lapses
-    after MAIL_CLAIM_SECONDS."""
+    after MAIL_CLAIM_SECONDS.
+
+    Each attempt's claim is its own (`sending:<random>`): when Redis restarts, redis-py sends
+    again a command whose answer was lost with the connection, and the claim of the first
+    SET may have been made already. The SET sent again then finds this attempt's own claim,
+    which is not another attempt's."""
     marker = f"microblog:mail-sent:{key}"
     redis_client = current_app.redis
-    if not redis_client.set(marker, "sending", nx=True, ex=MAIL_CLAIM_SECONDS):
-        if redis_client.get(marker) == b"sent":
+    claim = f"{CLAIM_PREFIX}{uuid.uuid4().hex}".encode()
+    if not redis_client.set(marker, claim, nx=True, ex=MAIL_CLAIM_SECONDS):
+        held = redis_client.get(marker)
+        if held == b"sent":
             log.info("mail %s already sent, not sending again", key)
             return False
-        raise MailAlreadySending(key)
+        if held != claim:
+            raise MailAlreadySending(key)
     try:
         deliver(build_message(**fields))
     except BaseException:
-        redis_client.delete(marker)
+        if redis_client.get(marker) == claim:  # ours: the retry may send at once
+            redis_client.delete(marker)
         raise
     redis_client.set(marker, "sent", ex=7 * 24 * 3600)
     return True
@@ -348,7 +358,7 @@ def release_claim(key: str, connection: redis.Redis | None = None) -> None:
     may then be sent twice: better than never."""
     marker = f"microblog:mail-sent:{key}"
     connection = connection or current_app.redis
-    if connection.get(marker) == b"sending":
+    if (connection.get(marker) or b"").startswith(b"sending"):  # a claim, not b"sent"
         connection.delete(marker)
 
 

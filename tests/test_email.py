@@ -7,6 +7,7 @@ import re
 from pathlib import Path
 
 import pytest
+import redis
 from redis import Redis
 
 from app import db
@@ -197,6 +198,43 @@ def test_send_email_once_sends_once_and_refuses_a_concurrent_attempt(smtp_server
     assert send_email_once("k2", **fields) is True
     assert send_email_once("k2", **fields) is False
     assert len(smtp_server.handler_ref.messages) == 1
+
+
+def test_a_claim_whose_answer_redis_lost_is_still_this_attempts_own(smtp_server, app,
+                                                                    monkeypatch):
+    """Redis restarting: the claim's SET landed but its answer was lost with the connection,
+    and the worker's client (which rides out outages) sent the SET again, which found the
+    claim made. The attempt knows its own claim and sends the mail, once."""
+    from app.email import send_email_once
+    from app.redis_connection import ride_out_outages
+
+    ride_out_outages(app.redis)  # as in a worker process
+
+    connection_class = app.redis.connection_pool.connection_class
+    sent, read = connection_class.send_command, connection_class.read_response
+    lost = []
+
+    def send_command(self, *args, **kwargs):
+        self._last_command = args
+        return sent(self, *args, **kwargs)
+
+    def read_response(self, *args, **kwargs):
+        answer = read(self, *args, **kwargs)  # the command was carried out
+        command = getattr(self, "_last_command", ())
+        if command[:2] == ("SET", "microblog:mail-sent:k5") and not lost:
+            lost.append(answer)
+            self.disconnect()
+            raise redis.ConnectionError("Connection closed by server.")
+        return answer
+
+    monkeypatch.setattr(connection_class, "send_command", send_command)
+    monkeypatch.setattr(connection_class, "read_response", read_response)
+    fields = dict(subject="s", sender="a@example.com", recipients=["b@example.com"],
+                  text_body="t", html_body="<p>t</p>")
+    assert send_email_once("k5", **fields) is True
+    assert lost == [b"OK"]  # the first SET's answer, lost
+    assert len(smtp_server.handler_ref.messages) == 1
+    assert app.redis.get("microblog:mail-sent:k5") == b"sent"
 
 
 def test_a_failed_send_releases_its_claim_for_the_retry(dead_smtp_port, app):
