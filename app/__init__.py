@@ -173,6 +173,9 @@ def _init_web(app: Flask) -> None:
     from app.api import spec
 
     spec.init_app(app)  # the token API under /api/ (flask-smorest: its blueprints and document)
+    from app.api.poll_cache import PollCache
+
+    app.wsgi_app = PollCache(app)  # unchanged API polls: a 304 from Redis, before Flask
 
 
 def _tune_sqlite(engine) -> None:

@@ -25,6 +25,8 @@ import redis
 import sqlalchemy as sa
 from flask import current_app, has_app_context
 
+from app import changes
+
 log = logging.getLogger(__name__)
 
 # Pub/sub channels, unlike keys, are shared by every database of a Redis server: the channel
@@ -41,12 +43,15 @@ EVENT_ID = re.compile(r"[0-9]{1,20}-[0-9]{1,20}")
 # Each part of a stream id is an unsigned 64-bit number: Redis refuses anything larger.
 _ID_PART_MAX = 2**64 - 1
 
-# KEYS: log, channel. ARGV: event JSON, max length, TTL. The id is the stream's: it orders the
-# user's events as they were published, across every worker and web process.
+# KEYS: log, channel, the user's change generation. ARGV: event JSON, max length, TTL. The id
+# is the stream's: it orders the user's events as they were published, across every worker
+# and web process. Whatever a user sees change, the API's poll cache must see too
+# (app/changes.py): the generation changes in the same script.
 _PUBLISH = """
 local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], '*', 'event', ARGV[1])
 redis.call('EXPIRE', KEYS[1], ARGV[3])
 redis.call('PUBLISH', KEYS[2], id .. ' ' .. ARGV[1])
+""" + changes.bump_lua(3) + """
 return id
 """
 
@@ -90,8 +95,8 @@ def _publish(client: redis.Redis | redis.client.Pipeline, user_id: int, payload:
     """The script that appends the event to the user's log and publishes it (its reply,
     the event id, is the command's; a pipeline gives it with the others)."""
     payload = dict(payload, sent=time.time())
-    return client.eval(_PUBLISH, 2, log_key(user_id), channel(client, user_id),
-                       json.dumps(payload), LOG_MAXLEN, LOG_TTL)
+    return client.eval(_PUBLISH, 3, log_key(user_id), channel(client, user_id),
+                       changes.key(user_id), json.dumps(payload), LOG_MAXLEN, LOG_TTL)
 
 
 def publish(connection: redis.Redis, user_id: int, payload: dict) -> str | None:

@@ -19,7 +19,7 @@ from flask_login import UserMixin
 from sqlalchemy.dialects import mysql
 from werkzeug.security import check_password_hash, generate_password_hash
 
-from app import db, events, login
+from app import changes, db, events, login
 
 # Every `Mapped[datetime]` column keeps microseconds: MySQL/MariaDB's plain DATETIME would
 # drop them (a message sent in the second the inbox was read would not count as unread).
@@ -87,7 +87,8 @@ class User(UserMixin, db.Model):
         self.password_hash = generate_password_hash(password)
         self.token_salt = secrets.token_hex(8)
         if self.id is not None:
-            db.session.execute(sa.delete(ApiToken).where(ApiToken.user_id == self.id))
+            db.session.execute(sa.delete(ApiToken).where(ApiToken.user_id == self.id)
+                               .execution_options(changes_owner=self.id))
 
     def check_password(self, password: str) -> bool:
         return self.password_hash is not None and check_password_hash(self.password_hash, password)
@@ -305,6 +306,13 @@ class ApiToken(db.Model):
     # last_used_at is written at most this often: a client polling every second must not
     # cost a database write per poll.
     LAST_USED_RESOLUTION = timedelta(minutes=1)
+    # Live tokens a user may hold at once, made on the settings page or by POST /api/tokens:
+    # enough for every script and machine one person runs, few enough that the page stays
+    # short and a leaked session or password cannot mint tokens without end.
+    MAX_LIVE_PER_USER = 50
+    # An expired token stays listed on the settings page this long (its owner sees why a
+    # script stopped), then the schedule deletes it (purge_expired).
+    KEPT_AFTER_EXPIRY = timedelta(days=30)
 
     id: so.Mapped[int] = so.mapped_column(primary_key=True)
     user_id: so.Mapped[int] = so.mapped_column(
@@ -351,6 +359,31 @@ class ApiToken(db.Model):
         if token.last_used_at is None or now - token.last_used_at >= cls.LAST_USED_RESOLUTION:
             token.last_used_at = now
         return token
+
+    @classmethod
+    def live_count(cls, user: User) -> int:
+        """How many of `user`'s tokens can still be used (the cap counts these)."""
+        return db.session.scalar(sa.select(sa.func.count(cls.id)).where(
+            cls.user_id == user.id,
+            sa.or_(cls.expires_at.is_(None), cls.expires_at > utcnow()))) or 0
+
+    @classmethod
+    def cap_reached(cls, user: User) -> str | None:
+        """Why `user` may not have another token now (translated), or None if they may."""
+        if cls.live_count(user) < cls.MAX_LIVE_PER_USER:
+            return None
+        from flask_babel import _
+
+        return _("You have %(count)d tokens, the most an account may have. Revoke one you no "
+                 "longer use to create another.", count=cls.MAX_LIVE_PER_USER)
+
+    @classmethod
+    def purge_expired(cls) -> int:
+        """Delete every token expired more than KEPT_AFTER_EXPIRY ago; how many went."""
+        result = db.session.execute(sa.delete(cls).where(
+            cls.expires_at <= utcnow() - cls.KEPT_AFTER_EXPIRY))
+        db.session.commit()
+        return result.rowcount
 
     @property
     def scopes(self) -> frozenset[str]:
@@ -720,3 +753,19 @@ class ImportProblem(db.Model):
     item: so.Mapped[int]  # the item's number in the archive (1-based), or the follow's line
     original_id: so.Mapped[str | None] = so.mapped_column(sa.String(255))
     reason: so.Mapped[str] = so.mapped_column(sa.String(255))
+
+
+def _more_than_its_last_use(session: so.Session, token: ApiToken) -> bool:
+    """A token changed in more than last_used_at (which every minute of use writes)."""
+    return any(attr.history.has_changes() for attr in sa.inspect(token).attrs
+               if attr.key != "last_used_at")
+
+
+# What the API's poll cache (app/api/poll_cache.py) may no longer answer from Redis once
+# changed: a user's tasks, exports and imports, a token revoked, a user gone (app/changes.py);
+# a new user, or a user's own columns, change none of it.
+changes.watch(Task)
+changes.watch(Export)
+changes.watch(Import)
+changes.watch(ApiToken, changed=_more_than_its_last_use)
+changes.watch(User, owner_of=lambda user: user.id, changed=lambda session, user: False)

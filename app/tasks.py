@@ -16,7 +16,7 @@ from app.imports import importer
 from app.imports.readers import ArchiveRefused, Limits, open_archive
 from app.jobs import lifecycle, metrics
 from app.jobs.bootstrap import get_worker_app
-from app.models import Import, Task, TaskStatus, User
+from app.models import ApiToken, Import, Task, TaskStatus, User
 
 app = get_worker_app()
 if not has_app_context():  # in a worker process; in-process test workers bring their own
@@ -173,6 +173,12 @@ def import_posts(user_id, import_id):
     job = get_current_job()
     importer.send_done_mail(imp, job.id if job else imp.id)
     lifecycle.finish(importer.finished_message(imp))
+
+
+def purge_expired_tokens():
+    """Scheduled (app/jobs/cron.py): API tokens expired for ApiToken.KEPT_AFTER_EXPIRY go (the
+    settings page lists them until then)."""
+    return ApiToken.purge_expired()
 
 
 def expire_imports():

@@ -328,7 +328,8 @@ class WorkerProcess(Process):
 
     def __init__(self, env: dict, log: Path, nice: int | None = None,
                  worker_class: str | None = None, args: list[str] | None = None,
-                 job_class: str | None = None) -> None:
+                 job_class: str | None = None, plain: bool = False) -> None:
+        self.plain = plain
         args = args or worker_command()
         args = [str(BIN / args[0]), *args[1:]]
         if worker_class:
@@ -377,6 +378,15 @@ class WorkerProcess(Process):
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 30.0) -> None:
         if self.alive():
             self.sample_peak()
+        if self.plain and sig == signal.SIGTERM and self.alive():
+            # RQ's own Worker may wait up to 60 s for its pub/sub thread after a warm shutdown
+            # (a race of rq 3 with redis-py 8.2 that AppWorker's PromptExit avoids): the
+            # warm shutdown gets 2 s, then super().stop's SIGTERM is RQ's cold shutdown.
+            os.killpg(self.pid, signal.SIGTERM)
+            deadline = time.monotonic() + 2
+            while time.monotonic() < deadline and os.waitid(
+                    os.P_PID, self.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is None:
+                time.sleep(0.05)
         # An idle worker takes SIGTERM as a warm shutdown and exits at once.
         super().stop(sig, timeout)
 
@@ -533,7 +543,7 @@ class Services:
         if plain:
             worker = WorkerProcess(self.env(**env), log, nice=nice,
                                    args=plain_worker_command(self.redis_url),
-                                   job_class=job_class)
+                                   job_class=job_class, plain=True)
         else:
             worker_class = worker_class or (PROPOSED_WORKER if self.proposed else None)
             worker = WorkerProcess(self.env(**env), log, nice=nice, worker_class=worker_class,

@@ -5,6 +5,7 @@ real SMTP server (aiosmtpd)."""
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import os
 import re
@@ -263,12 +264,20 @@ def run_worker_burst(timeout=60 + EVENT_TIMEOUT, env=None, args=None, queues=Non
                           capture_output=True, text=True)
 
 
+# The long-running processes tests start (start_worker, start_logged), in order. A test's own
+# are ended when it ends, passed or failed (`no_process_outlives_its_test`): a worker left
+# running would take the jobs of the later tests of this pytest process.
+_started: list[subprocess.Popen] = []
+
+
 def start_worker(env=None, args=None) -> subprocess.Popen:
-    """A long-running real worker process (stop it with .terminate())."""
+    """A long-running real worker process (stop it with stop_process)."""
     cmd = [str(Path(sys.executable).parent / "rq"), "worker", *(args or WORKER_ARGS),
            "--job-monitoring-interval", "1", *QUEUES]
-    return subprocess.Popen(cmd, cwd=ROOT, env=env or worker_env(), stdout=subprocess.PIPE,
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env or worker_env(), stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    _started.append(proc)
+    return proc
 
 
 def start_logged(cmd: list[str], env=None) -> subprocess.Popen:
@@ -281,7 +290,24 @@ def start_logged(cmd: list[str], env=None) -> subprocess.Popen:
                             stderr=subprocess.STDOUT, text=True, start_new_session=True)
     log.close()
     proc.log_path = log.name
+    _started.append(proc)
     return proc
+
+
+@pytest.fixture(autouse=True)
+def no_process_outlives_its_test():
+    """SIGKILL to the session of every process this test started that is still running
+    (module-scoped fixtures start theirs before this fixture, and keep them)."""
+    import signal
+
+    first = len(_started)
+    yield
+    for proc in _started[first:]:
+        if proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=EVENT_TIMEOUT)
+    del _started[first:]
 
 
 def process_output(proc: subprocess.Popen) -> str:

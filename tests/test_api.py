@@ -8,14 +8,15 @@ from __future__ import annotations
 
 import logging
 import re
+from datetime import timedelta
 
 import pytest
 import sqlalchemy as sa
 
 from app import db
-from app.models import ApiToken, Export, Post
+from app.models import ApiToken, Export, Post, utcnow
 from tests.api_helpers import bearer, token_for
-from tests.conftest import make_user
+from tests.conftest import make_user, run_jobs_in_process
 
 PASSWORD = "correct horse battery"
 
@@ -51,6 +52,47 @@ def test_a_wrong_password_gets_no_token(client, susan, auth):
     assert response.headers["WWW-Authenticate"].startswith("Basic")
     assert response.mimetype == "application/problem+json"
     assert db.session.scalar(sa.select(sa.func.count()).select_from(ApiToken)) == 0
+
+
+def test_a_password_gets_no_token_past_the_accounts_cap_shared_with_the_settings_page(
+        client, susan):
+    # Live tokens from both places count; an expired one does not.
+    expired, _ = ApiToken.issue(susan, "old", "read", timedelta(days=1))
+    expired.expires_at = utcnow() - timedelta(minutes=1)
+    for n in range(ApiToken.MAX_LIVE_PER_USER - 1):
+        ApiToken.issue(susan, f"script {n}", "read", None)
+    db.session.commit()
+    spanish = {"Accept-Language": "es"}
+    assert client.post("/api/tokens", auth=("susan", PASSWORD),
+                       headers=spanish).status_code == 200
+    before = db.session.scalar(sa.select(sa.func.count()).select_from(ApiToken))
+    refused = client.post("/api/tokens", auth=("susan", PASSWORD), headers=spanish)
+    assert refused.status_code == 409 and refused.mimetype == "application/problem+json"
+    problem = refused.get_json()
+    assert problem["type"] == "/api/problems/too-many-tokens"
+    assert "50" in problem["detail"] and "Revoca" in problem["detail"], problem
+    assert db.session.scalar(sa.select(sa.func.count()).select_from(ApiToken)) == before
+
+
+def test_the_schedule_deletes_tokens_thirty_days_after_they_expired(app, susan):
+    from rq.cron import CronScheduler
+
+    now = utcnow()
+    ages = {"live": None, "expired yesterday": timedelta(days=1),
+            "expired 29 days ago": timedelta(days=29), "expired 31 days ago": timedelta(days=31)}
+    for name, age in ages.items():
+        token, _ = ApiToken.issue(susan, name, "read", timedelta(days=1))
+        token.expires_at = now - age if age else None
+    db.session.commit()
+    scheduler = CronScheduler(connection=app.redis)
+    scheduler.load_config_from_file("app.jobs.cron")
+    [purge] = [job for job in scheduler.get_jobs() if job.func.__name__ == "purge_expired_tokens"]
+    assert purge.interval == 24 * 3600 and purge.queue_name == "microblog-tasks"
+    app.task_queue.enqueue(purge.func)
+    run_jobs_in_process(app)
+    db.session.expire_all()
+    left = set(db.session.scalars(sa.select(ApiToken.name).where(ApiToken.user_id == susan.id)))
+    assert left == {"live", "expired yesterday", "expired 29 days ago"}
 
 
 @pytest.mark.parametrize("config_overrides", [{"RATELIMIT_ENABLED": True,

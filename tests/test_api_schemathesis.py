@@ -93,14 +93,16 @@ def test_schemathesis_finds_no_server_error_and_no_broken_answer(app, tmp_path):
     worker = Worker(app, EXPORT_COOLDOWN=0)
     # An event stream ends after a second (EVENTS_MAX_AGE), not ten minutes: Schemathesis
     # reads each answer to its end.
-    with gunicorn(RATELIMIT_ENABLED="false", EXPORT_COOLDOWN=0, EVENTS_MAX_AGE=1) as server:
-        worker.wait_ready()
-        document = requests.get(f"{server.base}/api/openapi.json", timeout=60).json()
-        fuzzing, _ = schemathesis(server.base, fuzzed, "examples,coverage,fuzzing",
-                                  tmp_path / "fuzzing.json")
-        stateful, output = schemathesis(server.base, chained, "stateful",
-                                        tmp_path / "stateful.json", STATEFUL_EXAMPLES)
-    worker.stop()
+    try:
+        with gunicorn(RATELIMIT_ENABLED="false", EXPORT_COOLDOWN=0, EVENTS_MAX_AGE=1) as server:
+            worker.wait_ready()
+            document = requests.get(f"{server.base}/api/openapi.json", timeout=60).json()
+            fuzzing, _ = schemathesis(server.base, fuzzed, "examples,coverage,fuzzing",
+                                      tmp_path / "fuzzing.json")
+            stateful, output = schemathesis(server.base, chained, "stateful",
+                                            tmp_path / "stateful.json", STATEFUL_EXAMPLES)
+    finally:  # a worker left running would take the jobs of this process's later tests
+        worker.stop()
     operations = sum(1 for item in document["paths"].values()
                      for method in item if method in ("get", "post", "put", "patch", "delete"))
     assert fuzzing["operations"]["tested"] == operations - 1, fuzzing["operations"]

@@ -30,7 +30,7 @@ from flask_smorest import Blueprint
 from werkzeug.routing import BaseConverter
 
 from app import db
-from app.api import auth
+from app.api import auth, poll_cache
 from app.api.problems import ApiProblem
 from app.security.limits import limiter
 
@@ -109,19 +109,29 @@ def _rate_limit_headers(response: Response) -> None:
         return
     if current is None:
         return
-    quota, window = current.limit.amount, current.limit.get_expiry()
-    reset = max(0, int(current.reset_at - time.time()))
-    response.headers["RateLimit-Policy"] = f'"default";q={quota};w={window}'
-    response.headers["RateLimit"] = f'"default";r={max(0, current.remaining)};t={reset}'
+    response.headers.update(rate_limit_fields(current.limit.amount, current.limit.get_expiry(),
+                                              current.remaining, current.reset_at))
+
+
+def rate_limit_fields(quota: int, window: int, remaining: int, reset_at: float) -> dict:
+    """The two headers, for a limit of `quota` a `window` (seconds) with `remaining` left
+    until `reset_at` (a Unix time). The poll cache (app/api/poll_cache.py) sends them too."""
+    reset = max(0, int(reset_at - time.time()))
+    return {"RateLimit-Policy": f'"default";q={quota};w={window}',
+            "RateLimit": f'"default";r={max(0, remaining)};t={reset}'}
 
 
 # --------------------------------------------------------------------------- ETag
 
-def etag(*parts: object) -> None:
+def etag(*parts: object, valid_until: datetime | None = None) -> None:
     """Give this answer an ETag made of `parts` (a few columns that change whenever the body
     would), and answer 304 at once when the client has it: a poll that finds nothing new
-    costs the query for those columns and no more."""
+    costs the query for those columns and no more. The next poll with this ETag may be
+    answered before the app (app/api/poll_cache.py), until `valid_until` at most: pass the
+    time at which the answer goes out of date by itself, if it does."""
     tag = hashlib.blake2b(json.dumps(parts, default=str).encode(), digest_size=12).hexdigest()
+    token = auth.require_token_of_any_scope()
+    poll_cache.offer(tag, token.user_id, token.digest, token.expires_at, valid_until)
     if tag in request.if_none_match:
         response = Response(status=304)
         response.set_etag(tag)

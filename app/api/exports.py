@@ -10,8 +10,7 @@ the download is the page's (ranges, or a redirect to a presigned URL).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 
 import marshmallow as ma
 import sqlalchemy as sa
@@ -19,7 +18,7 @@ import sqlalchemy.orm as so
 from flask import Response, abort, url_for
 
 from app import db
-from app.api import bp
+from app.api import bp, problems
 from app.api.auth import by_api_user, current_api_user, current_user_id
 from app.api.conventions import (
     PageArgs,
@@ -122,16 +121,9 @@ def _own_export(export_id: str) -> Export:
     return export
 
 
-@contextmanager
-def refusals_as_problems() -> Iterator[None]:
-    """An action refused (centre.ExportRefused) is a problem of its kind, with the reason the
-    page gives."""
-    try:
-        yield
-    except centre.ExportRefused as refusal:
-        headers = {"Retry-After": str(refusal.retry_after)} if refusal.retry_after else {}
-        raise ApiProblem(REFUSAL_STATUS.get(refusal.kind, 409), refusal.kind, str(refusal),
-                         headers=headers) from None
+def refusals_as_problems() -> AbstractContextManager[None]:
+    """An action refused (centre.ExportRefused) is a problem of its kind."""
+    return problems.refusals_as_problems(centre.ExportRefused, REFUSAL_STATUS)
 
 
 def _accepted(export: Export) -> tuple[dict, int, dict]:

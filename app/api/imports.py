@@ -10,6 +10,8 @@ Uploading an archive (multipart, field `file`) answers 202 Accepted with its Loc
 
 from __future__ import annotations
 
+from contextlib import AbstractContextManager
+
 import marshmallow as ma
 import sqlalchemy as sa
 import sqlalchemy.orm as so
@@ -18,7 +20,7 @@ from flask_babel import get_locale
 from flask_smorest.fields import Upload
 
 from app import db
-from app.api import bp
+from app.api import bp, problems
 from app.api.auth import by_api_user, current_api_user, current_user_id
 from app.api.conventions import (
     PageArgs,
@@ -173,8 +175,9 @@ def _own_import(import_id: str) -> Import:
     return imp
 
 
-def _refused(refusal: centre.ImportRefused) -> ApiProblem:
-    return ApiProblem(REFUSAL_STATUS.get(refusal.kind, 409), refusal.kind, str(refusal))
+def refusals_as_problems() -> AbstractContextManager[None]:
+    """An action refused (centre.ImportRefused) is a problem of its kind."""
+    return problems.refusals_as_problems(centre.ImportRefused, REFUSAL_STATUS)
 
 
 def _accepted(imp: Import) -> tuple[dict, int, dict]:
@@ -202,10 +205,8 @@ def upload(args: dict) -> tuple[dict, int, dict]:
     Its preview is read in the background: poll the import until its status is `ready`,
     then confirm it. Nothing is imported before. Refused while another archive is being
     read (409), for an empty file (422) and a file larger than IMPORT_MAX_BYTES (413)."""
-    try:
+    with refusals_as_problems():
         imp = actions.start_import(current_api_user(), args["file"])
-    except centre.ImportRefused as refusal:
-        raise _refused(refusal) from None
     return _accepted(imp)
 
 
@@ -231,10 +232,13 @@ def get_import(import_id: str) -> dict:
     imp = _own_import(import_id)
     if imp.task is not None:
         reconciled(imp.task)
-    # The answer's words (error, warnings) are in the reader's language: so is its ETag.
-    etag(imp.id, actions.shown_status(imp), imp.stage, imp.position, imp.imported,
+    # The answer's words (error, warnings) are in the reader's language: so is its ETag. A
+    # preview waiting for its confirmation shows as expired from confirm_by on, unwritten.
+    status = actions.shown_status(imp)
+    etag(imp.id, status, imp.stage, imp.position, imp.imported,
          imp.failed, imp.confirm_by, imp.finished_at, imp.expired_at, str(get_locale()),
-         *task_etag_parts(imp.task))
+         *task_etag_parts(imp.task),
+         valid_until=imp.confirm_by if status == Import.READY else None)
     return import_body(imp)
 
 
@@ -249,10 +253,8 @@ def confirm(import_id: str) -> tuple[dict, int, dict]:
     Refused unless its preview is ready (409) and unexpired (410), and while another import
     of yours runs (409)."""
     imp = _own_import(import_id)
-    try:
+    with refusals_as_problems():
         actions.confirm_import(imp)
-    except centre.ImportRefused as refusal:
-        raise _refused(refusal) from None
     return _accepted(imp)
 
 
@@ -264,10 +266,8 @@ def cancel(import_id: str) -> dict:
     The posts imported before it stopped stay on your account. An import that has ended:
     409."""
     imp = _own_import(import_id)
-    try:
+    with refusals_as_problems():
         actions.cancel_import(imp)
-    except centre.ImportRefused as refusal:
-        raise _refused(refusal) from None
     return import_body(imp)
 
 

@@ -12,7 +12,8 @@ are listed in docs/api.md. Views raise ApiProblem; the app's error handlers
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 
 import marshmallow as ma
 from flask import Response, request
@@ -59,6 +60,22 @@ class ApiProblem(HTTPException):
     def get_response(self, environ: object = None, scope: object = None) -> Response:
         return problem(self.code or 500, self.slug, self.description or "", title=self.title,
                        headers=self.headers, **self.extra)
+
+
+@contextmanager
+def refusals_as_problems(refused: type[Exception], statuses: Mapping[str, int]
+                         ) -> Iterator[None]:
+    """An action the pages' own rules refuse (`refused`: the centre's exception, with the
+    reason's `kind` and, for a wait, `retry_after`) is the problem of that kind, with the
+    reason the page gives: the status `statuses` names for it, else 409 (not in a state
+    that allows it)."""
+    try:
+        yield
+    except refused as refusal:
+        kind = refusal.kind  # type: ignore[attr-defined]
+        retry_after = getattr(refusal, "retry_after", None)
+        headers = {"Retry-After": str(retry_after)} if retry_after else {}
+        raise ApiProblem(statuses.get(kind, 409), kind, str(refusal), headers=headers) from None
 
 
 def is_api_request() -> bool:

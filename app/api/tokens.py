@@ -65,16 +65,21 @@ def _password_user() -> User:
 @limiter.limit(configured("RATELIMIT_LOGIN"), deduct_when=counts_failed_logins,
                override_defaults=False)
 @blp.response(200, NewTokenSchema)
-@blp.doc(security=[{"password": []}])
+@blp.doc(security=[{"password": []}],
+         responses={"409": {"$ref": "#/components/responses/CONFLICT"}})
 def new_token() -> dict:
     """A token for the username and password sent with HTTP Basic
 
-    Valid for an hour, scope "read write". The secret is in this answer only."""
+    Valid for an hour, scope "read write". The secret is in this answer only. Refused (409)
+    while the account holds as many live tokens as it may (50, with the settings page's)."""
     user = _password_user()
     # Tokens of this kind that have expired are of no use to anyone: none pile up.
     db.session.execute(sa.delete(ApiToken).where(
         ApiToken.user_id == user.id, ApiToken.name == TOKEN_NAME,
-        ApiToken.expires_at <= utcnow()))
+        ApiToken.expires_at <= utcnow()).execution_options(changes_owner=user.id))
+    if (refusal := ApiToken.cap_reached(user)) is not None:
+        db.session.commit()
+        raise ApiProblem(409, "too-many-tokens", refusal)
     token, secret = ApiToken.issue(user, TOKEN_NAME, "read write", TOKEN_LIFETIME)
     db.session.commit()
     return {"token": secret, "scope": token.scope, "expires_at": token.expires_at}

@@ -210,7 +210,7 @@ def record_file(export: Export, attempt: str | None, storage_key: str, posts_cou
         sa.update(Export).where(Export.id == export.id, current)
         .values(storage_key=storage_key, posts_count=posts_count, size=size, finished_at=now,
                 expires_at=now + timedelta(days=current_app.config["EXPORT_RETENTION_DAYS"]))
-        .execution_options(synchronize_session=False)).rowcount
+        .execution_options(synchronize_session=False, changes_owner=export.user_id)).rowcount
     if not recorded:
         db.session.rollback()
         raise AttemptSuperseded(f"export {export.id} was tried again while task {attempt} "

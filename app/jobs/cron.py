@@ -14,13 +14,16 @@ itself, and one lost run would end the schedule for good.
 
 from rq import cron
 
-from app.tasks import expire_exports, expire_imports
+from app.tasks import expire_exports, expire_imports, purge_expired_tokens
 
 QUEUE = "microblog-tasks"
 EXPIRE_EVERY = 300  # seconds: an export outlives its EXPORT_RETENTION_DAYS by at most this
 # and an unconfirmed upload its IMPORT_CONFIRM_MINUTES.
+PURGE_TOKENS_EVERY = 24 * 3600  # a token is deleted within a day of its 30 days expired
 
 cron.register(expire_exports, QUEUE, interval=EXPIRE_EVERY, job_timeout=600, result_ttl=3600,
               failure_ttl=7 * 24 * 3600)
 cron.register(expire_imports, QUEUE, interval=EXPIRE_EVERY, job_timeout=600, result_ttl=3600,
               failure_ttl=7 * 24 * 3600)
+cron.register(purge_expired_tokens, QUEUE, interval=PURGE_TOKENS_EVERY, job_timeout=600,
+              result_ttl=3600, failure_ttl=7 * 24 * 3600)

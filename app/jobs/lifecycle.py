@@ -26,7 +26,7 @@ from rq.exceptions import AbandonedJobError, NoSuchJobError
 from rq.job import Callback, Job, JobStatus
 from sqlalchemy.exc import IntegrityError
 
-from app import db, events, logs
+from app import changes, db, events, logs
 from app.email import release_claim
 from app.exports.centre import Superseded, attempt_superseded
 from app.jobs import metrics, stop, types
@@ -226,7 +226,8 @@ def _start_statement() -> sa.Update:
                     attempts=_TASK_TABLE.c.attempts + 1)
             .returning(*_NOTIFIED, _TASK_TABLE.c.attempts, _TASK_TABLE.c.active_name,
                        _TASK_TABLE.c.complete, _TASK_TABLE.c.created_at,
-                       _TASK_TABLE.c.finished_at, _TASK_TABLE.c.dismissed))
+                       _TASK_TABLE.c.finished_at, _TASK_TABLE.c.dismissed)
+            .execution_options(changes_owner=changes.PUBLISHED))  # start's _notify
 
 
 @cache
@@ -240,7 +241,8 @@ def _finish_statement(with_message: bool) -> sa.Update:
     return (sa.update(_TASK_TABLE)
             .where(_TASK_TABLE.c.id == sa.bindparam("task_id"),
                    _TASK_TABLE.c.status == TaskStatus.RUNNING)
-            .values(**values).returning(*_NOTIFIED))
+            .values(**values).returning(*_NOTIFIED)
+            .execution_options(changes_owner=changes.PUBLISHED))  # finish's _notify
 
 
 def _update_returns() -> bool:
@@ -581,7 +583,8 @@ def mark_seen(user_id: int, shown: list[tuple[str, datetime]]) -> None:
             sa.update(Task).where(Task.user_id == user_id, Task.name == name,
                                   Task.complete.is_(True), Task.dismissed.is_(False),
                                   Task.created_at <= created_at)
-            .values(dismissed=True).execution_options(synchronize_session=False))
+            .values(dismissed=True)
+            .execution_options(synchronize_session=False, changes_owner=user_id))
     db.session.commit()
 
 

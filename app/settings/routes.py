@@ -30,9 +30,7 @@ from app.settings.forms import EXPIRY_DAYS, NewTokenForm
 
 log = logging.getLogger(__name__)
 
-# Live tokens a user may hold at once: enough for every script and machine one person runs,
-# few enough that the page stays short and a leaked session cannot mint tokens without end.
-MAX_TOKENS_PER_USER = 50
+MAX_TOKENS_PER_USER = ApiToken.MAX_LIVE_PER_USER
 # How long a new token's secret waits in Redis for the page that shows it (the redirect).
 HANDOVER_SECONDS = 600
 
@@ -41,13 +39,6 @@ def tokens_of(user: User) -> list[ApiToken]:
     """The user's tokens, the newest first, expired ones included (the page says so)."""
     return list(db.session.scalars(sa.select(ApiToken).where(ApiToken.user_id == user.id)
                                    .order_by(ApiToken.created_at.desc(), ApiToken.id.desc())))
-
-
-def live_token_count(user: User) -> int:
-    now = utcnow()
-    return db.session.scalar(sa.select(sa.func.count(ApiToken.id)).where(
-        ApiToken.user_id == user.id,
-        sa.or_(ApiToken.expires_at.is_(None), ApiToken.expires_at > now))) or 0
 
 
 def _handover_key() -> str:
@@ -81,9 +72,8 @@ def _take_handed_over() -> tuple[ApiToken, str] | None:
 def create_token(user: User, form: NewTokenForm) -> bool:
     """Issue the token the form describes and hand its secret to the next page; False (with
     a flash saying why, nothing kept) when the user has too many or Redis is down."""
-    if live_token_count(user) >= MAX_TOKENS_PER_USER:
-        flash(_("You have %(count)d tokens, the most an account may have. Revoke one you no "
-                "longer use to create another.", count=MAX_TOKENS_PER_USER), "warning")
+    if (refusal := ApiToken.cap_reached(user)) is not None:
+        flash(refusal, "warning")
         return False
     days = EXPIRY_DAYS[form.expires.data]
     token, secret = ApiToken.issue(user, form.name.data, form.scope.data,
