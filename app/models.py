@@ -6,6 +6,7 @@ import hashlib
 import json
 import secrets
 from datetime import UTC, datetime, timedelta
+from functools import cache
 from hashlib import md5
 from time import time
 
@@ -488,20 +489,38 @@ class Notification(db.Model):
         (no ORM object: a loaded `user.notifications` sees it after the commit, which
         expires it). The caller commits."""
         timestamp = time()
-        payload = json.dumps(data)
-        # On the table, not the mapped class: the ORM's bulk UPDATE machinery cost more
-        # than the statement (the caller's commit flushes the rest of the session).
-        table = Notification.__table__
+        params = {"p_user_id": user_id, "p_name": name, "p_topic": topic,
+                  "p_payload_json": json.dumps(data), "p_timestamp": timestamp}
         db.session.flush()  # a notification added earlier in this transaction: the row to update
-        same = (table.c.user_id == user_id, table.c.name == name,
-                table.c.topic == topic if topic is not None else table.c.topic.is_(None))
-        updated = db.session.execute(
-            sa.update(table).where(*same).values(payload_json=payload, timestamp=timestamp))
+        updated = db.session.execute(_replace_statement(topic is not None), params)
         if updated.rowcount == 0:
-            db.session.execute(sa.insert(table).values(
-                name=name, payload_json=payload, user_id=user_id, topic=topic,
-                timestamp=timestamp))
+            db.session.execute(_insert_statement(), params)
         events.queue_event(db.session, user_id, name, data, timestamp)
+
+
+# Notification.replace's statements, built once with bind parameters: building them for each
+# call cost more than running them (every task's start and finish writes a notification). On
+# the table, not the mapped class: the ORM's bulk UPDATE machinery cost more than the statement
+# (the caller's commit flushes the rest of the session). The parameters are named apart from
+# the columns ("p_" + column), which SQLAlchemy would otherwise add to the SET clause.
+_NOTIFICATION_VALUES = ("name", "payload_json", "user_id", "topic", "timestamp")
+
+
+@cache
+def _replace_statement(with_topic: bool) -> sa.Update:
+    table = Notification.__table__
+    topic = table.c.topic == sa.bindparam("p_topic") if with_topic else table.c.topic.is_(None)
+    return (sa.update(table)
+            .where(table.c.user_id == sa.bindparam("p_user_id"),
+                   table.c.name == sa.bindparam("p_name"), topic)
+            .values(payload_json=sa.bindparam("p_payload_json"),
+                    timestamp=sa.bindparam("p_timestamp")))
+
+
+@cache
+def _insert_statement() -> sa.Insert:
+    return sa.insert(Notification.__table__).values(
+        {column: sa.bindparam(f"p_{column}") for column in _NOTIFICATION_VALUES})
 
 
 class TaskStatus:

@@ -26,7 +26,7 @@ from rq.exceptions import AbandonedJobError, NoSuchJobError
 from rq.job import Callback, Job, JobStatus
 from sqlalchemy.exc import IntegrityError
 
-from app import changes, db, logs
+from app import changes, db, events, logs
 from app.email import release_claim
 from app.exports.centre import Superseded, attempt_superseded
 from app.jobs import metrics, stop, types
@@ -197,12 +197,15 @@ def start() -> Task | None:
         if task.complete:
             raise TaskNotActive(f"task {task.id} is already {task.status}")
         _mark_running(task)
-        name = task.name  # before the commit expires it
+        _count_start(task.name)
         db.session.commit()
-    else:
-        name = task.name
-    metrics.job_started(current_app.redis, name)
     return task
+
+
+def _count_start(task_type: str) -> None:
+    """Count the attempt's start with the commit that marks it running (in the pipeline that
+    publishes the commit's events: one round trip to Redis)."""
+    events.after_commit(db.session, lambda pipeline: metrics.job_started(pipeline, task_type))
 
 
 # The columns Task.to_dict reads, returned by the lifecycle's UPDATEs for the notification.
@@ -258,6 +261,7 @@ def _start_by_statement(task_id: str) -> Task | None:
         return None
     task = Task(**row._asdict())
     _notify(task)
+    _count_start(task.name)
     db.session.commit()
     # The row as the UPDATE returned it, in the session without a query (for the export);
     # onto the session's own instance of the row when it has one (a worker in the web's
@@ -355,21 +359,22 @@ def finish(message: str | None = None) -> None:
     job = rq.get_current_job()
     if job is not None:
         job.meta["progress"] = 100
-        job.save_meta()
-        if _update_returns() and _finish_by_statement(job.id, message):
+        if _update_returns() and _finish_by_statement(job, message):
             return
+        job.save_meta()
     task = _current_task(job)
     if task is not None and not task.complete:
         end(task, TaskStatus.FINISHED, message=message)
 
 
-def _finish_by_statement(task_id: str, message: str | None) -> bool:
+def _finish_by_statement(job: Job, message: str | None) -> bool:
     """finish's common case, a running task, as _end does it (_mark_ended's columns, the
-    notification, one commit, the attempt recorded) in one UPDATE ... RETURNING. False
-    when the task is not running (not there, ended elsewhere, or never started): the
-    caller then takes the general path."""
+    notification, one commit, the attempt recorded) in one UPDATE ... RETURNING, and the
+    job's meta (progress 100) written with the commit's events. False when the task is not
+    running (not there, ended elsewhere, or never started): the caller then takes the
+    general path."""
     db.session.rollback()  # start from fresh data, as _current_task does
-    params = {"task_id": task_id, "now": utcnow()}
+    params = {"task_id": job.id, "now": utcnow()}
     if message is not None:
         params["message"] = message[:255]
     row = db.session.execute(_finish_statement(message is not None), params).first()
@@ -378,9 +383,9 @@ def _finish_by_statement(task_id: str, message: str | None) -> bool:
         return False
     task = Task(**row._asdict())  # never added to the session: only read for the payload
     _notify(task)
-    ended = AttemptEnd(task.id, task.name, TaskStatus.FINISHED, _attempt_duration(task))
-    db.session.commit()
-    ended.record()
+    meta = job.serializer.dumps(job.meta)
+    events.after_commit(db.session, lambda pipeline: pipeline.hset(job.key, "meta", meta))
+    _commit_ended(AttemptEnd(task.id, task.name, TaskStatus.FINISHED, _attempt_duration(task)))
     return True
 
 
@@ -415,9 +420,7 @@ def record_failure(task_id: str, exc: BaseException | None, will_retry: bool,
         task.status = TaskStatus.QUEUED
         task.error = reason + RETRY_NOTE
         _notify(task)
-        ended = AttemptEnd.of(task, "retried", was_running)
-        db.session.commit()
-        ended.record()
+        _commit_ended(AttemptEnd.of(task, "retried", was_running))
     else:
         end(task, TaskStatus.FAILED, error=reason)
 
@@ -428,9 +431,7 @@ def end(task: Task, status: str, error: str | None = None, message: str | None =
     """Move a task to a terminal status, notify its user, commit. The one place that does."""
     was_running = task.status == TaskStatus.RUNNING
     _mark_ended(task, status, error, message)
-    ended = AttemptEnd.of(task, status, was_running)
-    db.session.commit()
-    ended.record()
+    _commit_ended(AttemptEnd.of(task, status, was_running))
 
 
 def _mark_ended(task: Task, status: str, error: str | None, message: str | None) -> None:
@@ -451,8 +452,8 @@ def _mark_ended(task: Task, status: str, error: str | None, message: str | None)
 @dataclass(frozen=True)
 class AttemptEnd:
     """How an attempt at a task ended: finished, failed, retried or cancelled. Made before
-    the commit (which expires the row: reading it afterwards would cost a query), recorded
-    after it."""
+    the commit (which expires the row: reading it afterwards would cost a query), counted
+    with it and logged after it (_commit_ended)."""
 
     task_id: str
     task_type: str
@@ -464,15 +465,26 @@ class AttemptEnd:
         return cls(task.id, task.name, outcome,
                    _attempt_duration(task) if was_running else None)
 
+    def count(self, pipeline) -> None:
+        """The metrics counted (app/jobs/metrics.py), in the pipeline sent after the commit."""
+        metrics.job_ended(pipeline, self.task_type, self.outcome, self.duration)
+
     def record(self) -> None:
-        """The one line logged, and the metrics counted (app/jobs/metrics.py)."""
+        """The one line logged."""
         duration = self.duration
-        metrics.job_ended(current_app.redis, self.task_type, self.outcome, duration)
         log.info("Task %s (%s) %s after %s", self.task_id, self.task_type, self.outcome,
                  "never started" if duration is None else f"{duration:.3f} s",
                  extra={"task_id": self.task_id, "task_type": self.task_type,
                         "outcome": self.outcome,
                         "duration": None if duration is None else round(duration, 3)})
+
+
+def _commit_ended(ended: AttemptEnd) -> None:
+    """Commit the session (the attempt's end, its notification) with the attempt counted in
+    the pipeline that publishes the commit's events (app/events.py), then log it."""
+    events.after_commit(db.session, ended.count)
+    db.session.commit()
+    ended.record()
 
 
 def _attempt_duration(task: Task) -> float | None:

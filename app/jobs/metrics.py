@@ -41,24 +41,25 @@ WORKER_STATES = ("started", "idle", "busy", "suspended", "dead")
 
 # --------------------------------------------------------------------------- recording
 
-def job_started(connection: redis.Redis, task_type: str) -> None:
-    _safely(lambda: connection.hincrby(JOBS_KEY, f"{task_type}|started", 1))
+# The lifecycle counts an attempt's start and end with the commit that records it: these add
+# their commands to the pipeline app/events.py sends after that commit (a transaction, with
+# the commit's live events; a failure there is logged, and never fails the job).
+
+def job_started(pipeline: redis.client.Pipeline, task_type: str) -> None:
+    pipeline.hincrby(JOBS_KEY, f"{task_type}|started", 1)
 
 
-def job_ended(connection: redis.Redis, task_type: str, outcome: str,
+def job_ended(pipeline: redis.client.Pipeline, task_type: str, outcome: str,
               duration: float | None) -> None:
     """Count one attempt's end; its duration (seconds, when it ran) goes into the histogram.
-    Count, sum and bucket change in one transaction: a scrape never sees them disagree."""
-    def write() -> None:
-        with connection.pipeline(transaction=True) as pipe:
-            pipe.hincrby(JOBS_KEY, f"{task_type}|{outcome}", 1)
-            if duration is not None:
-                bucket = next((str(b) for b in BUCKETS if duration <= b), "+Inf")
-                pipe.hincrby(DURATION_KEY, f"{task_type}|{bucket}", 1)
-                pipe.hincrby(DURATION_KEY, f"{task_type}|count", 1)
-                pipe.hincrbyfloat(DURATION_KEY, f"{task_type}|sum", max(duration, 0.0))
-            pipe.execute()
-    _safely(write)
+    Count, sum and bucket change in the pipeline's transaction: a scrape never sees them
+    disagree."""
+    pipeline.hincrby(JOBS_KEY, f"{task_type}|{outcome}", 1)
+    if duration is not None:
+        bucket = next((str(b) for b in BUCKETS if duration <= b), "+Inf")
+        pipeline.hincrby(DURATION_KEY, f"{task_type}|{bucket}", 1)
+        pipeline.hincrby(DURATION_KEY, f"{task_type}|count", 1)
+        pipeline.hincrbyfloat(DURATION_KEY, f"{task_type}|sum", max(duration, 0.0))
 
 
 def export_written(connection: redis.Redis, export_format: str, size: int) -> None:

@@ -46,7 +46,7 @@ from rq.job import Job, JobStatus
 from rq.queue import Queue
 from rq.timeouts import JobTimeoutException
 from rq.utils import now
-from rq.worker import SimpleWorker
+from rq.worker import SimpleWorker, WorkerStatus
 from rq.worker_pool import WorkerData, WorkerPool
 
 from app.email import close_kept_smtp_connection, keep_smtp_connection, release_claim
@@ -96,6 +96,9 @@ class PooledWorker(AppWorkerBase, SimpleWorker):
 
     max_memory_mb = 0  # JobPool sets it
     job_process = "this worker process (the pool replaces it)"
+    suspension_checked = -WORKER_BEAT_EVERY  # time.monotonic() of the last look
+    opening = None  # the pipeline prepare_execution began, for prepare_job_execution
+    state_written: str | None = None  # what set_state last wrote (None: unknown)
 
     def execute_job(self, job, queue):
         super().execute_job(job, queue)
@@ -105,15 +108,90 @@ class PooledWorker(AppWorkerBase, SimpleWorker):
                           self.name, rss, job.id, self.max_memory_mb)
             self._stop_requested = True
 
+    # RQ's bookkeeping around a job is a dozen round trips to Redis, worth more than a short
+    # job's own work on a busy machine (every round trip waits for Redis to be scheduled).
+    # These overrides cut what a long-lived process does not need: a beat or a look that is
+    # a second old is as good as a new one, a state already written need not be written
+    # again, and the writes that open a job go in one pipeline (docs/performance.md §9).
+
     def heartbeat(self, timeout: int | None = None, pipeline=None) -> None:
         """RQ beats the worker's key three times per job (before and after the dequeue, after
         the job), three round trips each: most of a short job's Redis traffic, for a key that
         lasts minutes. Its plain beats are kept to one per WORKER_BEAT_EVERY seconds (a job's
         own heartbeat is the parent's: JobPool.keep_heartbeat)."""
-        if timeout is None and pipeline is None and self.last_heartbeat is not None and \
+        if timeout is None and self.last_heartbeat is not None and \
                 (now() - self.last_heartbeat).total_seconds() < WORKER_BEAT_EVERY:
             return
         super().heartbeat(timeout, pipeline)
+
+    def check_for_suspension(self, burst: bool) -> None:
+        """RQ asks whether workers are suspended (`rq suspend`) before every job, a round trip;
+        here once per WORKER_BEAT_EVERY seconds, so a suspension stops this worker's next job
+        at most that much later."""
+        if time.monotonic() - self.suspension_checked < WORKER_BEAT_EVERY:
+            return
+        super().check_for_suspension(burst)
+        self.suspension_checked = time.monotonic()
+
+    def set_state(self, state: str, pipeline=None) -> None:
+        """RQ writes `idle` twice between two jobs (after one, before waiting for the next),
+        each a round trip of its own: a state this worker has written already is not written
+        again (cleanup_execution below writes `idle` with the job's last pipeline)."""
+        if pipeline is None and state == self.state_written:
+            return
+        super().set_state(state, pipeline)
+        self.state_written = state
+
+    def wait_for_redis(self) -> None:
+        super().wait_for_redis()
+        self.state_written = None  # a pipeline may have been lost with Redis: write it again
+
+    def cleanup_execution(self, job: Job, pipeline, execution: Execution | None = None):
+        """RQ's, in the pipeline that ends the job (success, failure or retry), and this
+        worker idle in it once it runs no other."""
+        super().cleanup_execution(job, pipeline, execution)
+        if not self.executions:
+            self.set_state(WorkerStatus.IDLE, pipeline=pipeline)
+
+    def prepare_execution(self, job: Job) -> Execution:
+        """RQ's two pipelines before a job, its execution's record (and the worker busy), then
+        the job and the worker's heartbeats with the job marked started, go in one: the first
+        is only queued here, and sent with the second by prepare_job_execution. (A forking
+        worker needs two: the second is its work horse's.)"""
+        self.opening = self.connection.pipeline()
+        execution = Execution.create(job, self.get_heartbeat_ttl(job), pipeline=self.opening,
+                                     worker_name=self.name)
+        self.executions[execution.id] = execution
+        self.set_state(WorkerStatus.BUSY, pipeline=self.opening)
+        return execution
+
+    def prepare_job_execution(self, job: Job, remove_from_intermediate_queue: bool = False):
+        """RQ's prepare_job_execution, in the pipeline prepare_execution began."""
+        pipeline, self.opening = self.opening, None
+        if pipeline is None:  # not opened by prepare_execution: RQ's own
+            super().prepare_job_execution(job, remove_from_intermediate_queue)
+            return
+        with pipeline:
+            ttl = self.get_heartbeat_ttl(job)
+            self.heartbeat(ttl, pipeline=pipeline)
+            job.heartbeat(now(), ttl, pipeline=pipeline)
+            job.prepare_for_execution(self.name, pipeline=pipeline)
+            pipeline.persist(job.key)
+            if remove_from_intermediate_queue:
+                queue = Queue(job.origin, connection=self.connection)
+                pipeline.lrem(queue.intermediate_queue_key, 1, job.id)
+            pipeline.execute()
+        self.procline(f"Processing {job.func_name} from {job.origin} since {time.time()}")
+
+    def handle_execution_ended(self, job: Job, queue: Queue, heartbeat_ttl: int) -> None:
+        """RQ beats the job's heartbeat once it has returned, a round trip of its own, so that
+        its success or failure callback has time to run. A job that succeeded with no success
+        callback is saved whole, that beat included, by RQ's next pipeline: it is not sent
+        alone. (A running job's heartbeats are the parent's: JobPool.keep_heartbeat.)"""
+        if job.get_status(refresh=False) == JobStatus.FAILED or job.success_callback:
+            super().handle_execution_ended(job, queue, heartbeat_ttl)
+            return
+        job.ended_at = job.last_heartbeat = now()
 
     def handle_exception(self, job, *exc_info):
         if exc_info and isinstance(exc_info[1], JobTimeoutException):
