@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -84,6 +85,9 @@ def schemathesis(base: str, token: str, phases: str, report: Path,
     return json.loads(report.read_text()), output
 
 
+# Minutes on a busy machine (a few thousand requests, each through the app): more than the
+# suite's default five.
+@pytest.mark.timeout(900)
 def test_schemathesis_finds_no_server_error_and_no_broken_answer(app, tmp_path):
     # Two users: the first one's exports and imports stay queued (no worker runs here), so
     # the stateful run, whose chains start with a 202, starts from a user with none active.
@@ -97,10 +101,14 @@ def test_schemathesis_finds_no_server_error_and_no_broken_answer(app, tmp_path):
         with gunicorn(RATELIMIT_ENABLED="false", EXPORT_COOLDOWN=0, EVENTS_MAX_AGE=1) as server:
             worker.wait_ready()
             document = requests.get(f"{server.base}/api/openapi.json", timeout=60).json()
-            fuzzing, _ = schemathesis(server.base, fuzzed, "examples,coverage,fuzzing",
-                                      tmp_path / "fuzzing.json")
-            stateful, output = schemathesis(server.base, chained, "stateful",
-                                            tmp_path / "stateful.json", STATEFUL_EXAMPLES)
+            # The two runs at once: each mostly waits for the server's answers.
+            with ThreadPoolExecutor(2) as runs:
+                fuzzing_run = runs.submit(schemathesis, server.base, fuzzed,
+                                          "examples,coverage,fuzzing", tmp_path / "fuzzing.json")
+                stateful_run = runs.submit(schemathesis, server.base, chained, "stateful",
+                                           tmp_path / "stateful.json", STATEFUL_EXAMPLES)
+                fuzzing, _ = fuzzing_run.result()
+                stateful, output = stateful_run.result()
     finally:  # a worker left running would take the jobs of this process's later tests
         worker.stop()
     operations = sum(1 for item in document["paths"].values()
