@@ -138,7 +138,7 @@ class Config:
                            if h.strip()]
     # A worker that dies mid-job stops heartbeating; its job counts as abandoned
     # this many seconds after the last heartbeat (RQ adds the monitoring interval).
-    # Progress is pushed to the page as it is written (app/events.py); each write is also a
+    # Progress is pushed to the page as it is written (app/events/); each write is also a
     # database commit, so at most one every this many seconds (and one per whole percent).
     TASK_PROGRESS_INTERVAL = float(os.environ.get("TASK_PROGRESS_INTERVAL") or 0.25)
     TASK_HEARTBEAT_GRACE = int(os.environ.get("TASK_HEARTBEAT_GRACE") or 30)

@@ -19,7 +19,8 @@ from flask_login import UserMixin
 from sqlalchemy.dialects import mysql
 from werkzeug.security import check_password_hash, generate_password_hash
 
-from app import changes, db, events, login
+from app import db, events, login
+from app.events import changes
 
 # Every `Mapped[datetime]` column keeps microseconds: MySQL/MariaDB's plain DATETIME would
 # drop them (a message sent in the second the inbox was read would not count as unread).
@@ -222,7 +223,7 @@ class User(UserMixin, db.Model):
         """Replace this user's notification of that name (and topic) with a new one.
 
         `topic` keeps notifications of one kind apart, e.g. one `task_progress` per task.
-        The caller commits; the commit publishes it to the user's open pages (app/events.py).
+        The caller commits; the commit publishes it to the user's open pages (app/events/).
         """
         Notification.replace(self.id, name, data, topic)
 
@@ -762,8 +763,8 @@ def _more_than_its_last_use(session: so.Session, token: ApiToken) -> bool:
 
 
 # What the API's poll cache (app/api/poll_cache.py) may no longer answer from Redis once
-# changed: a user's tasks, exports and imports, a token revoked, a user gone (app/changes.py);
-# a new user, or a user's own columns, change none of it.
+# changed: a user's tasks, exports and imports, a token revoked, a user gone
+# (app/events/changes.py); a new user, or a user's own columns, change none of it.
 changes.watch(Task)
 changes.watch(Export)
 changes.watch(Import)

@@ -10,7 +10,7 @@ been published. Each user holds `--streams-per-user` real /events streams to gun
 `make run` runs it) from the start, like open tabs; one page-like client of the first user
 polls meanwhile. Every arrival is timed on this machine's clock, which the worker shares:
 
-  from publish: arrival - the event's `sent` (app/events.py, just before the Redis publish);
+  from publish: arrival - the event's `sent` (app/events/, just before the Redis publish);
   from write:   arrival - the notification's `timestamp` (set by the worker before its
                 commit; for the polling client the only one there is).
 

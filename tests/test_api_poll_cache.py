@@ -286,11 +286,11 @@ def test_the_rate_limit_counts_both_paths_and_the_app_answers_the_429(app, clien
 
 
 def test_with_redis_gone_the_app_answers(app, client, reached, headers, export_path):
-    from app.api.poll_cache import _LOOKUP
+    from app.api.poll_cache import LOOKUP
 
     tag = cached(client, reached, export_path, headers).headers["ETag"]
     gone = redis.Redis(unix_socket_path="/nonexistent/redis.sock", socket_connect_timeout=1)
-    reached.cache.lookup = gone.register_script(_LOOKUP)
+    reached.cache.lookup = gone.register_script(LOOKUP)
     before = reached.count
     answer = client.get(export_path, headers=headers | {"If-None-Match": tag})
     assert answer.status_code == 304 and reached.count == before + 1

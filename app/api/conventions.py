@@ -16,7 +16,6 @@ import base64
 import binascii
 import hashlib
 import json
-import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from functools import partial
@@ -32,7 +31,7 @@ from werkzeug.routing import BaseConverter
 from app import db
 from app.api import auth, poll_cache
 from app.api.problems import ApiProblem
-from app.security.limits import limiter
+from app.security.limits import limiter, rate_limit_fields
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -111,14 +110,6 @@ def _rate_limit_headers(response: Response) -> None:
         return
     response.headers.update(rate_limit_fields(current.limit.amount, current.limit.get_expiry(),
                                               current.remaining, current.reset_at))
-
-
-def rate_limit_fields(quota: int, window: int, remaining: int, reset_at: float) -> dict:
-    """The two headers, for a limit of `quota` a `window` (seconds) with `remaining` left
-    until `reset_at` (a Unix time). The poll cache (app/api/poll_cache.py) sends them too."""
-    reset = max(0, int(reset_at - time.time()))
-    return {"RateLimit-Policy": f'"default";q={quota};w={window}',
-            "RateLimit": f'"default";r={max(0, remaining)};t={reset}'}
 
 
 # --------------------------------------------------------------------------- ETag

@@ -4,7 +4,7 @@ without Flask, the database or a session (docs/api.md, docs/performance.md §10)
 
 A WSGI middleware in front of the app. Whenever the app answers such a GET with 200 or 304
 (conventions.etag), the middleware keeps, under the token's digest and the path, the ETag, the
-user, the user's change generation as it was *before* the app read anything (app/changes.py),
+user, the user's change generation as it was *before* the app read anything (app/events/changes.py),
 the Accept-Language the answer was made for, and the answer's headers. The next poll with
 that ETag is answered from the entry when, and only when, the app would answer 304 too:
 - the generation is still the same: nothing of the user's tasks, exports, imports or tokens
@@ -42,9 +42,9 @@ from werkzeug.exceptions import SecurityError
 from werkzeug.http import parse_etags, remove_entity_headers
 from werkzeug.wsgi import get_host
 
-from app import changes
+from app.events import changes
 from app.models import utcnow
-from app.security.limits import limiter
+from app.security.limits import limiter, rate_limit_fields
 
 log = logging.getLogger(__name__)
 
@@ -68,8 +68,8 @@ NOT_KEPT = frozenset({"ratelimit", "ratelimit-policy", "set-cookie", "date", "se
 
 # KEYS: the entry. The user's generation and everyone's, read in the same call: the user is in
 # the entry (its first line), so their key is named here and not in KEYS (one Redis, never a
-# cluster, as app/changes.py says).
-_LOOKUP = f"""
+# cluster, as app/events/changes.py says).
+LOOKUP = f"""
 local entry = redis.call('GET', KEYS[1])
 if not entry then return nil end
 local user = string.match(entry, '^(%d+)')
@@ -92,7 +92,7 @@ class PollCache:
     def __init__(self, app: Flask) -> None:
         self.app = app
         self.wsgi_app = app.wsgi_app
-        self.lookup = app.redis.register_script(_LOOKUP)
+        self.lookup = app.redis.register_script(LOOKUP)
         self.paused_until = 0.0
 
     def __call__(self, environ: dict, start_response: Callable) -> Iterable[bytes]:
@@ -162,8 +162,6 @@ class PollCache:
         if (limiter._storage_dead or config.get("RATELIMIT_DEFAULT")
                 or config.get("RATELIMIT_APPLICATION")):
             return None  # counted in memory, or more limits than the API's: the app knows
-        from app.api.conventions import rate_limit_fields
-
         items = _limits(config["RATELIMIT_API"])
         strategy = limiter.limiter
         args = ("microblog", f"user:{user_id}", endpoint)

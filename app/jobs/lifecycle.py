@@ -26,8 +26,9 @@ from rq.exceptions import AbandonedJobError, NoSuchJobError
 from rq.job import Callback, Job, JobStatus
 from sqlalchemy.exc import IntegrityError
 
-from app import changes, db, events, logs
+from app import db, events, logs
 from app.email import release_claim
+from app.events import changes
 from app.exports.centre import Superseded, attempt_superseded
 from app.jobs import metrics, stop, types
 from app.jobs.bootstrap import get_worker_app
@@ -481,7 +482,7 @@ class AttemptEnd:
 
 def _commit_ended(ended: AttemptEnd) -> None:
     """Commit the session (the attempt's end, its notification) with the attempt counted in
-    the pipeline that publishes the commit's events (app/events.py), then log it."""
+    the pipeline that publishes the commit's events (app/events/), then log it."""
     events.after_commit(db.session, ended.count)
     db.session.commit()
     ended.record()
@@ -524,7 +525,7 @@ def reopen(task: Task) -> None:
 
 def _notify(task: Task, detail: dict | None = None) -> None:
     """The user's `task_progress` notification of this task, published to their open pages
-    when the caller commits (app/events.py). By the task's user id: loading the User would
+    when the caller commits (app/events/). By the task's user id: loading the User would
     cost a query in every start and finish."""
     Notification.replace(task.user_id, "task_progress", task.to_dict() | (detail or {}),
                          topic=task.id)
@@ -562,7 +563,7 @@ def warm_up() -> None:
                     params["message"] = "warm-up"
                 db.session.execute(_finish_statement(finish_with_message), params).one()
     finally:
-        db.session.rollback()  # and the events queued for its commit (app/events.py)
+        db.session.rollback()  # and the events queued for its commit (app/events/)
         db.session.remove()
 
 

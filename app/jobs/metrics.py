@@ -42,7 +42,7 @@ WORKER_STATES = ("started", "idle", "busy", "suspended", "dead")
 # --------------------------------------------------------------------------- recording
 
 # The lifecycle counts an attempt's start and end with the commit that records it: these add
-# their commands to the pipeline app/events.py sends after that commit (a transaction, with
+# their commands to the pipeline app/events/ sends after that commit (a transaction, with
 # the commit's live events; a failure there is logged, and never fails the job).
 
 def job_started(pipeline: redis.client.Pipeline, task_type: str) -> None:

@@ -1,6 +1,6 @@
 """Live push to the page: GET /events, the user's Server-Sent Events stream.
 
-The worker side publishes in app/events.py; here each web process keeps one Redis
+The worker side publishes in app/events/; here each web process keeps one Redis
 subscription (hub.py) and forwards every open stream its own user's events (routes.py).
 """
 

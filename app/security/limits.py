@@ -178,3 +178,12 @@ def retry_after(error: Exception) -> int:
     except Exception:  # storage gone since, or a bare abort(429): the window is an upper bound
         limit = getattr(error, "limit", None)
         return int(limit.limit.get_expiry()) if limit else 60
+
+
+def rate_limit_fields(quota: int, window: int, remaining: int, reset_at: float) -> dict:
+    """The two headers, for a limit of `quota` a `window` (seconds) with `remaining` left
+    until `reset_at` (a Unix time). The API's answers (app/api/conventions.py) and its poll cache
+    (app/api/poll_cache.py) send them."""
+    reset = max(0, int(reset_at - time.time()))
+    return {"RateLimit-Policy": f'"default";q={quota};w={window}',
+            "RateLimit": f'"default";r={max(0, remaining)};t={reset}'}

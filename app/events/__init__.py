@@ -8,6 +8,9 @@ event ids the browser's EventSource sends back as Last-Event-ID) and published o
 pub/sub channel with that id, both in one Lua script: a stream of /events (app/live/) that
 subscribed before reading the log sees each event exactly once, live or replayed.
 
+Beside it, changes.py: each user's change generation, which the same script moves on with
+every event (the API's poll cache answers from Redis only while it has not moved).
+
 Nothing here imports our models: app/models.py calls `queue_event` from add_notification.
 Other writes that belong after the same commit (the task lifecycle's metrics) join the
 events' pipeline through `after_commit`: one round trip to Redis per commit, not one each.
@@ -25,7 +28,7 @@ import redis
 import sqlalchemy as sa
 from flask import current_app, has_app_context
 
-from app import changes
+from app.events import changes
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +49,7 @@ _ID_PART_MAX = 2**64 - 1
 # KEYS: log, channel, the user's change generation. ARGV: event JSON, max length, TTL. The id
 # is the stream's: it orders the user's events as they were published, across every worker
 # and web process. Whatever a user sees change, the API's poll cache must see too
-# (app/changes.py): the generation changes in the same script.
+# (app/events/changes.py): the generation changes in the same script.
 _PUBLISH = """
 local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], '*', 'event', ARGV[1])
 redis.call('EXPIRE', KEYS[1], ARGV[3])

@@ -5,7 +5,7 @@ the app last answered is still the user's.
 
 Sound by default, cheap where the owner is known:
 - every event a user sees is published with a bump of that user's generation, in the same
-  Lua script (app/events.py): each task's progress and state change goes through one;
+  Lua script (app/events/): each task's progress and state change goes through one;
 - an ORM change (insert, update, delete) of a watched row bumps its owner's generation after
   the commit (`watch`);
 - an UPDATE or DELETE statement on a watched table bumps the owner named by its
@@ -41,7 +41,7 @@ _PENDING = "microblog_changes"  # key in Session.info: owners whose generation g
 
 def bump_lua(key_index: int) -> str:
     """Lua that gives KEYS[key_index] (a generation key) a new value: shared by the bump
-    script and app/events.py's publish script. COUNTER is named in full, not in KEYS: one
+    script and app/events/__init__.py's publish script. COUNTER is named in full, not in KEYS: one
     Redis, never a cluster (the poll cache's lookup does the same)."""
     return (f"local now = redis.call('TIME')\n"
             f"redis.call('SET', KEYS[{key_index}], now[1] .. '.' .. now[2] .. '.' .. "
