@@ -415,8 +415,10 @@ def test_failed_export_turns_red_with_reason(app, context, worker_factory, dead_
     worker = worker_factory()  # inherits MAIL_SERVER/MAIL_PORT (closed) and short retries
     worker.wait_ready()
 
+    # Not asserted here that the button hides while the export runs (test_second_export_is_
+    # refused_while_one_runs does): with the mail server down and 1-second retries, a busy
+    # machine may draw the page after the export has already failed.
     page, watcher, alert = export_from_profile(context)
-    assert not page.locator("form#export-control").is_visible()
     navigations = []
     page.on("framenavigated", lambda frame: navigations.append(frame.url))
 
