@@ -62,11 +62,14 @@ TARGET_PAGE_P99 = 1.5    # the home page's p99 with the pollers over idle
 # its export once a second with the ETag of its last 200. It prints "ready" once every client
 # has had an answer, then polls until its stdin closes, then prints its figures as JSON.
 POLLERS = r"""
-import asyncio, json, os, random, sys, time
+import asyncio, json, os, random, socket, sys, time
 
-os.nice(19)  # the clients stand for other machines: the web comes first on these cores
+# The clients stand for other machines: the web comes first on these cores (not in --quick,
+# whose figures mean nothing, where a busy machine would starve them of CPU for seconds).
+os.nice(int(sys.argv[2]))
 port, clients = int(sys.argv[1]), json.loads(sys.stdin.readline())
 latencies, statuses, errors, answered = [], {}, [0], [0]
+error_kinds = {}
 stop = asyncio.Event()
 
 async def poll_forever(path, token):
@@ -78,24 +81,34 @@ async def poll_forever(path, token):
         started = time.perf_counter()
         for attempt in (1, 2):
             fresh = writer is None
+            head = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+            request = f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n{head}\r\n".encode()
             try:
                 if fresh:
-                    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-                head = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
-                writer.write(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n{head}\r\n".encode())
+                    # Connected and sent in one step: gunicorn closes a connection whose
+                    # request has not come within its keepalive (2 s), and a client starved of
+                    # CPU between the two (these run at nice 19) would lose every poll.
+                    sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+                    sock.sendall(request)
+                    sock.setblocking(False)
+                    reader, writer = await asyncio.open_connection(sock=sock)
+                else:
+                    writer.write(request)
                 raw = await reader.readuntil(b"\r\n\r\n")
                 lines = raw.decode("latin-1").split("\r\n")
                 status = int(lines[0].split(" ", 2)[1])
                 fields = {k.lower(): v.strip()
                           for k, _, v in (line.partition(":") for line in lines[1:] if line)}
                 await reader.readexactly(int(fields.get("content-length", 0)))
-            except (OSError, asyncio.IncompleteReadError, ValueError):
+            except (OSError, asyncio.IncompleteReadError, ValueError) as exc:
                 writer = None
                 # A kept-alive connection the server closed while this client waited (gunicorn
                 # keeps an idle one 2 s; a client starved of CPU waits longer): sent again on a
                 # new one, as HTTP clients do. A new connection that fails is an error.
                 if fresh or attempt == 2:
                     errors[0] += 1
+                    kind = type(exc).__name__
+                    error_kinds[kind] = error_kinds.get(kind, 0) + 1
                     break
                 continue
             if "etag" in fields:
@@ -123,6 +136,7 @@ latencies.sort()
 def pick(p):
     return 1000 * latencies[min(len(latencies) - 1, int(p * len(latencies)))] if latencies else None
 print(json.dumps({"polls": len(latencies), "statuses": statuses, "errors": errors[0],
+                  "error_kinds": error_kinds,
                   "p50_ms": pick(0.5), "p99_ms": pick(0.99)}), flush=True)
 """
 
@@ -219,7 +233,8 @@ def pollers_phase(web: WebServer, reader_cookie: str, polled: list[tuple[str, st
         return measure(web, "/", reader_cookie, {}, 200, "text/html", args)
 
     idle = [home() for _ in range(args.repeat)]
-    proc = subprocess.Popen([sys.executable, "-c", POLLERS, str(web.port)], cwd=ROOT,
+    proc = subprocess.Popen([sys.executable, "-c", POLLERS, str(web.port),
+                             "0" if args.quick else "19"], cwd=ROOT,
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     try:
         proc.stdin.write(json.dumps(polled) + "\n")

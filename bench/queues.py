@@ -113,7 +113,12 @@ def _wait_done(redis, ids: list[str], timeout: float, worker) -> list:
         return jobs if sum(j.get_status(refresh=False) == "finished" for j in jobs) == len(
             ids) else None
 
-    return wait_until(done, timeout, f"{len(ids)} jobs to finish", interval=0.1)
+    try:
+        return wait_until(done, timeout, f"{len(ids)} jobs to finish", interval=0.1)
+    except TimeoutError as exc:
+        states = [j.get_status(refresh=False) for j in _jobs(redis, ids)]
+        raise TimeoutError(f"{exc}; their states: {states}; the worker's log ends:\n"
+                           f"{worker.log_tail()}") from None
 
 
 def drain_rate(jobs: list) -> float:
