@@ -117,7 +117,10 @@ def _wait_done(redis, ids: list[str], timeout: float, worker) -> list:
         return wait_until(done, timeout, f"{len(ids)} jobs to finish", interval=0.1)
     except TimeoutError as exc:
         states = [j.get_status(refresh=False) for j in _jobs(redis, ids)]
-        raise TimeoutError(f"{exc}; their states: {states}; the worker's log ends:\n"
+        queued = {q: redis.llen(f"rq:queue:{q}") for q in (*SHORT_QUEUES, "microblog-bulk")}
+        clients = [(c["name"], c["cmd"], c["flags"]) for c in redis.client_list()]
+        raise TimeoutError(f"{exc}; their states: {states}; queue lengths: {queued}; Redis's "
+                           f"clients: {clients}; the worker's log ends:\n"
                            f"{worker.log_tail()}") from None
 
 
@@ -141,9 +144,20 @@ def throughput(services: Services, kind: str, worker_kind: str, count: int,
         worker = services.start_worker(plain=worker_kind == "plain", wait=False)
     jobs = _wait_done(services.redis, ids, 120 + 5 * count, worker)
     worker.stop()
+    wait_until_unblocked(services.redis)
     if kind == "lifecycle":
         _end_tasks(ids)
     return drain_rate(jobs)
+
+
+def wait_until_unblocked(redis) -> None:
+    """Until Redis has closed the stopped worker's connections. One that is still blocked in
+    BLPOP when the next phase pushes its jobs (a dead process whose socket Redis has not yet
+    read to its end) would be handed a job that no one then runs."""
+    def unblocked() -> bool:
+        return not any("b" in client["flags"] for client in redis.client_list())
+
+    wait_until(unblocked, 30, "Redis to drop the stopped worker's connections", interval=0.02)
 
 
 def _end_tasks(ids: list[str]) -> None:
