@@ -5,6 +5,7 @@ in its own process (its own services and configuration) with those options;
 from __future__ import annotations
 
 import importlib
+import os
 import subprocess
 import sys
 
@@ -13,6 +14,10 @@ from bench import BENCHMARKS
 
 def main(argv: list[str]) -> int:
     if argv and argv[0] in BENCHMARKS:
+        if "--quick" in argv:
+            # Figures at that size mean nothing, and each gunicorn worker costs a second of CPU
+            # importing the app: two are enough to run every part (the smoke test runs ten).
+            os.environ.setdefault("WEB_CONCURRENCY", "2")
         module = importlib.import_module(f"bench.{argv[0]}")
         return module.main(argv[1:])
     if argv and (argv[0] in ("-h", "--help") or not argv[0].startswith("-")):

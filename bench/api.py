@@ -264,11 +264,11 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--connections", type=int, default=4)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--clients", default="100,1000", help="client counts, in turn")
-    parser.add_argument("--quick", action="store_true", help="1 s, 1 round, 50 clients")
+    parser.add_argument("--quick", action="store_true", help="0.5 s, 1 round, 50 clients")
     parser.add_argument("--database", default="sqlite")
     args = parser.parse_args(argv)
     if args.quick:
-        args.duration, args.repeat, args.clients = 1.0, 1, "50"
+        args.duration, args.repeat, args.clients = 0.5, 1, "50"
     counts = [int(n) for n in args.clients.split(",")]
     raise_open_files(max(counts) + 1024)  # the web inherits it: a socket per client
 

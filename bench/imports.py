@@ -243,7 +243,7 @@ def main(argv: list[str]) -> int:
     sources = args.sources.split(",")
     skip = set(filter(None, args.skip.split(",")))
     pages_posts = 2000 if args.quick else args.pages_posts
-    duration = 3.0 if args.quick else 15.0
+    duration = 1.5 if args.quick else 15.0
 
     # A million posts of our JSON outgrow the default upload limit (100 MB): the benchmark
     # measures the import, not the limit.

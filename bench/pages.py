@@ -588,7 +588,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.quick:
         args.duration, args.repeat, args.export_posts = 0.5, 1, 2_000
         args.stream_users, args.streams_per_user, args.cpu_seconds = 10, 10, 3.0
-        args.idle_repeat, args.export_seconds = 1, 10.0
+        args.idle_repeat, args.export_seconds = 1, 5.0
     if args.priorities is None:
         args.priorities = ["idle"] if args.quick else ["idle", "normal"]
     result = run(args)
