@@ -480,6 +480,40 @@ def test_flask_tasks_reconcile_command_ends_lost_tasks(app, runner, monkeypatch)
     assert _task().status == TaskStatus.FAILED
 
 
+def test_a_job_handed_to_a_worker_that_was_gone_is_put_back_and_runs(app, client, monkeypatch):
+    # A worker waits for jobs in BLPOP. Its process dies (or its host drops off the network)
+    # and, until Redis notices the connection is gone, that BLPOP is still served: the job
+    # it is handed is read by no one, RQ never runs it, and the task would stay queued.
+    from app.jobs import reconcile
+
+    user = make_user()
+    login(client)
+    pool = app.redis.connection_pool
+    gone = pool.connection_class(**pool.connection_kwargs)
+    gone.send_command("BLPOP", *(queue.key for queue in app.job_queues.values()), 0)
+    wait_for(lambda: any("b" in c["flags"] for c in app.redis.client_list()),
+             message="the gone worker's BLPOP to block")
+    task = user.launch_task("noop", "Doing nothing...")
+    job = rq.job.Job.fetch(task.id, connection=app.redis)
+    queue = app.job_queues[job.origin]
+    wait_for(lambda: app.redis.lpos(queue.key, task.id) is None,
+             message="the job handed to the gone worker")
+    gone.disconnect()
+    assert job.get_status() == "queued"
+    assert run_worker_burst().returncode == 0 and _task(task.id).status == TaskStatus.QUEUED
+
+    monkeypatch.setattr(reconcile, "DEQUEUED_GRACE", timedelta(seconds=1))
+    assert client.get("/notifications").status_code == 200  # first seen out of its queue
+    assert app.redis.lpos(queue.key, task.id) is None  # not yet: a worker may just have it
+    time.sleep(1.1)
+    client.get("/notifications")
+    assert app.redis.lpos(queue.key, task.id) == 0  # back, at the front
+    assert run_worker_burst().returncode == 0
+    assert _task(task.id).status == TaskStatus.FINISHED
+    client.get("/notifications")  # a finished job is left alone
+    assert app.redis.llen(queue.key) == 0
+
+
 def test_export_too_large_to_attach_is_not_attached_and_the_mail_says_so(
         app, client, smtp_server, config_overrides):
     make_user(posts=["x" * 200] * 20)

@@ -5,7 +5,8 @@
     types.py       the kinds of task: time limit and retry policy of each
     stop.py        how a request to stop reaches a running job, on any host
     failures.py    what went wrong, in words a user reads; whether a retry could help
-    reconcile.py   tasks whose job vanished or whose worker died
+    reconcile.py   tasks whose job vanished or whose worker died; a queued job a gone
+                   worker took
     operations.py  what an operator does to a task (retry, cancel, purge)
     stats.py       the figures /admin/jobs and `flask tasks stats` read
     metrics.py     the counters workers keep, and /metrics' collector

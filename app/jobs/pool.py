@@ -399,6 +399,13 @@ class JobPool(WorkerPool):
                 continue
             if job.get_status(refresh=False) != JobStatus.STARTED:
                 continue  # it ended before its worker did
+            # Whoever takes the dead execution out of the started registry settles it. RQ's
+            # abandoned-job cleanup (another worker's maintenance, once the heartbeat lapsed
+            # while this parent waited for a CPU) may have retried it already: the job
+            # STARTED now is then that retry, running elsewhere, and must be left alone.
+            started = Queue(job.origin, connection=self.connection).started_job_registry
+            if not self.connection.zrem(started.key, execution.composite_key):
+                continue
             why = watched.killed_for[1] if watched.killed_for and \
                 watched.killed_for[0] == job.id else None
             if why == "stopped" or stop.hard_stop_due(self.connection, job.id):

@@ -4,6 +4,7 @@ reconcile`."""
 
 from __future__ import annotations
 
+import time
 from datetime import timedelta
 
 import redis
@@ -22,6 +23,9 @@ from app.models import Task, TaskStatus, User, utcnow
 # How long a Task row may exist without its RQ job before it counts as lost
 # (covers the instant between the row's commit and the enqueue).
 ENQUEUE_GRACE = timedelta(seconds=60)
+# How long a queued job must stay out of its queue, seen by two reconciles, before it goes
+# back on it: a live worker that has just taken it marks it started within milliseconds.
+DEQUEUED_GRACE = timedelta(seconds=30)
 
 
 def reconcile(task: Task) -> Task:
@@ -59,11 +63,57 @@ def reconcile(task: Task) -> Task:
         # promise of a retry that is not coming.
         reason = (task.error or "").removesuffix(RETRY_NOTE).strip() or "The task failed."
         end(task, TaskStatus.FAILED, error=reason)
+    elif status == JobStatus.QUEUED:
+        requeue_if_taken_by_no_one(job)
     elif status in (JobStatus.STOPPED, JobStatus.CANCELED):
         end(task, TaskStatus.CANCELLED)
     elif status == JobStatus.FINISHED:
         end(task, TaskStatus.FINISHED, message=task.result_message)
     return task
+
+
+def requeue_if_taken_by_no_one(job: Job) -> bool:
+    """Put a queued job that its queue no longer holds back at the queue's front; True if it
+    did. A worker waits for jobs in BLPOP: when its process dies, or its host drops off the
+    network, Redis keeps serving that BLPOP until it notices the connection is gone (at once
+    for a local process, minutes later for a lost host), and the job it hands over is read by
+    no one: RQ never runs it and the task would stay queued for good.
+
+    Looked at most once a grace while the job is in its queue (LPOS reads the list), and put
+    back only when it is still queued and out of its queue a grace after it was first seen out:
+    a live worker that takes it marks it started within milliseconds."""
+    connection = current_app.redis
+    queue = rq.Queue(job.origin, connection=connection)
+    # Per enqueueing: a retry enqueues the same job again, and starts its watch afresh.
+    enqueued = job.enqueued_at.isoformat() if job.enqueued_at else ""
+    mark = f"microblog:queued-watch:{job.id}:{enqueued}"
+    grace = int(DEQUEUED_GRACE.total_seconds())
+    now = time.time()
+    try:
+        seen = connection.get(mark)
+        if seen == b"in":
+            return False
+        if connection.lpos(queue.key, job.id) is not None:
+            connection.set(mark, "in", ex=grace)
+            return False
+        if seen is None:
+            connection.set(mark, now, ex=3 * grace)
+            return False
+        if now - float(seen) < grace:
+            return False
+        job.refresh()
+        if job.get_status(refresh=False) != JobStatus.QUEUED:
+            return False
+        with connection.pipeline() as pipeline:
+            queue.push_job_id(job.id, pipeline=pipeline, at_front=True)
+            pipeline.delete(mark)
+            pipeline.execute()
+    except redis.exceptions.RedisError:
+        return False  # the next reconcile looks again
+    current_app.logger.warning("Job %s was queued but out of its queue %s for %d s (handed to "
+                               "a worker that was gone): put back at its front", job.id,
+                               queue.name, grace)
+    return True
 
 
 def reconcile_user_tasks(user: User) -> list[Task]:
